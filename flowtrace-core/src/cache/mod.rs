@@ -1,0 +1,74 @@
+//! Exact-match response caching for model calls.
+//!
+//! When a run is configured with a [`Cache`],
+//! [`NodeContext::chat`](crate::NodeContext::chat) looks every request up
+//! before calling the model: a hit returns the stored response, emits a
+//! `cache.hit` event with the cost it saved, and costs the step nothing.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::model::{ChatRequest, ChatResponse};
+
+/// The exact identity of a model call: provider, model, system prompt,
+/// messages, tools and sampling parameters, as canonical JSON.
+///
+/// Two requests share a key exactly when every one of those fields is equal,
+/// so a hit never returns a reply to a different question.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// The key of `request` sent to `provider`.
+    pub fn for_request(provider: &str, request: &ChatRequest) -> Self {
+        #[derive(Serialize)]
+        struct Keyed<'a> {
+            provider: &'a str,
+            request: &'a ChatRequest,
+        }
+        // Serializing plain data into a String cannot fail.
+        CacheKey(serde_json::to_string(&Keyed { provider, request }).unwrap_or_default())
+    }
+
+    /// The canonical text the key is made of.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: String = self.0.chars().take(60).collect();
+        write!(f, "CacheKey({shown:?}…)")
+    }
+}
+
+/// A store of model responses keyed by [`CacheKey`].
+///
+/// Implementations decide eviction (TTL, size); a miss is `None`.
+#[async_trait]
+pub trait Cache: Send + Sync {
+    /// The stored response for `key`, if any.
+    async fn get(&self, key: &CacheKey) -> Option<ChatResponse>;
+
+    /// Stores `response` under `key`.
+    async fn put(&self, key: CacheKey, response: ChatResponse);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differ_on_every_field() {
+        let base = ChatRequest::new("gpt-4o-mini").system("s").user("hello");
+        let k = CacheKey::for_request("openai", &base);
+        assert_eq!(k, CacheKey::for_request("openai", &base.clone()));
+        assert_ne!(k, CacheKey::for_request("anthropic", &base));
+        assert_ne!(k, CacheKey::for_request("openai", &base.clone().temperature(0.5)));
+        assert_ne!(k, CacheKey::for_request("openai", &base.clone().system("t")));
+        assert_ne!(k, CacheKey::for_request("openai", &base.clone().user("again")));
+    }
+}

@@ -1,0 +1,613 @@
+//! Errors: [`Error`] for runs, [`NodeError`] for node bodies, [`BuildError`]
+//! for graph compilation and [`BudgetExceeded`] for guardrail breaches.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::NodeId;
+use crate::model::ModelError;
+use crate::pricing::Cost;
+use crate::tool::ToolError;
+use crate::trace::SinkError;
+
+/// Why a run failed.
+///
+/// Every message names the node, limit or setting involved.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The graph could not be compiled.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+
+    /// A node failed permanently, or kept failing until its retries ran out.
+    #[error("node {node:?} failed after {attempts} attempt(s): {error}")]
+    Node {
+        /// The failing node.
+        node: NodeId,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The node's last error.
+        error: NodeError,
+    },
+
+    /// A node attempt exceeded its timeout, and no retry was left.
+    #[error("node {node:?} timed out after {after:?} (attempt {attempts})")]
+    Timeout {
+        /// The node.
+        node: NodeId,
+        /// Its timeout.
+        after: Duration,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
+    /// The run's deadline passed.
+    #[error("run deadline passed after {elapsed:?}{}", node_suffix(.node))]
+    DeadlineExceeded {
+        /// How long the run had been going.
+        elapsed: Duration,
+        /// The node that was running, if any.
+        node: Option<NodeId>,
+    },
+
+    /// The run was canceled through its [`RunHandle`](crate::RunHandle) or
+    /// cancellation token.
+    #[error("run canceled{}", node_suffix(.node))]
+    Canceled {
+        /// The node that was running, if any.
+        node: Option<NodeId>,
+    },
+
+    /// A budget limit was reached.
+    #[error(transparent)]
+    BudgetExceeded(#[from] BudgetExceeded),
+
+    /// The run executed more nodes than its recursion limit allows (usually an
+    /// agent loop that does not end).
+    #[error(
+        "recursion limit of {limit} node executions reached before running node {node:?}; \
+         raise RunConfig::recursion_limit if the graph legitimately needs more"
+    )]
+    RecursionLimit {
+        /// The limit.
+        limit: u64,
+        /// The node that would have exceeded it.
+        node: NodeId,
+    },
+
+    /// A router returned a label that none of its branches has.
+    #[error("router after node {node:?} returned unknown branch {branch:?} (known: {})", .known.join(", "))]
+    UnknownBranch {
+        /// The node whose router answered.
+        node: NodeId,
+        /// The label it returned.
+        branch: String,
+        /// The labels it declared.
+        known: Vec<String>,
+    },
+
+    /// A node dispatched instances of a node it did not declare with
+    /// `add_dispatch`.
+    #[error("node {node:?} dispatched to {target:?}, which is not one of its declared dispatch targets")]
+    UnknownDispatchTarget {
+        /// The dispatching node.
+        node: NodeId,
+        /// The undeclared target.
+        target: String,
+    },
+
+    /// A model call used a model with no price while
+    /// [`MissingPrice::Error`](crate::pricing::MissingPrice) is configured.
+    #[error("no price for model {provider}/{model} (called by node {node:?}); add it to the price table")]
+    MissingPrice {
+        /// The node.
+        node: NodeId,
+        /// The provider.
+        provider: String,
+        /// The model.
+        model: String,
+    },
+
+    /// A node panicked; the panic was caught and the run failed cleanly.
+    #[error("node {node:?} panicked: {message}")]
+    NodePanicked {
+        /// The node.
+        node: NodeId,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// A trace sink could not flush, so events may be lost.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+
+    /// The executor task was lost (for example its runtime shut down).
+    #[error("run task ended abnormally: {0}")]
+    Aborted(String),
+}
+
+fn node_suffix(node: &Option<NodeId>) -> String {
+    match node {
+        Some(n) => format!(" while node {n:?} was running"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// A short, stable name for the kind of failure (`node`, `timeout`,
+    /// `budget_exceeded`, …), for summaries and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Build(_) => "build",
+            Error::Node { .. } => "node",
+            Error::Timeout { .. } => "timeout",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::Canceled { .. } => "canceled",
+            Error::BudgetExceeded(_) => "budget_exceeded",
+            Error::RecursionLimit { .. } => "recursion_limit",
+            Error::UnknownBranch { .. } => "unknown_branch",
+            Error::UnknownDispatchTarget { .. } => "unknown_dispatch_target",
+            Error::MissingPrice { .. } => "missing_price",
+            Error::NodePanicked { .. } => "node_panicked",
+            Error::Sink(_) => "sink",
+            Error::Aborted(_) => "aborted",
+        }
+    }
+}
+
+/// Whether a node failure may pass on retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// May pass on retry (rate limits, timeouts, flaky networks).
+    Transient,
+    /// Will fail again (bad input, auth, a bug).
+    Permanent,
+}
+
+/// The error a node body returns.
+///
+/// Classify it: only [`transient`](NodeError::transient) errors are retried.
+/// `?` on a [`ModelError`] or [`ToolError`] keeps their classification.
+#[derive(Debug, Clone)]
+pub struct NodeError {
+    repr: NodeErrorRepr,
+}
+
+#[derive(Debug, Clone)]
+enum NodeErrorRepr {
+    Failure {
+        class: ErrorClass,
+        message: String,
+        retry_after: Option<Duration>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A run-level condition (budget, pricing, cancellation) raised inside a
+    /// node: it ends the run as that error, without retries.
+    Run(Box<Error>),
+}
+
+impl NodeError {
+    /// A failure that may pass on retry.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::failure(ErrorClass::Transient, message.into())
+    }
+
+    /// A failure that will not pass on retry.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::failure(ErrorClass::Permanent, message.into())
+    }
+
+    fn failure(class: ErrorClass, message: String) -> Self {
+        Self {
+            repr: NodeErrorRepr::Failure {
+                class,
+                message,
+                retry_after: None,
+                source: None,
+            },
+        }
+    }
+
+    /// Wraps any error with a classification.
+    pub fn from_error<E>(class: ErrorClass, error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self {
+            repr: NodeErrorRepr::Failure {
+                class,
+                message: error.to_string(),
+                retry_after: None,
+                source: Some(Arc::new(error)),
+            },
+        }
+    }
+
+    /// Asks the executor to wait at least `delay` before the next attempt
+    /// (a provider's `Retry-After`).
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        if let NodeErrorRepr::Failure { retry_after, .. } = &mut self.repr {
+            *retry_after = Some(delay);
+        }
+        self
+    }
+
+    /// Ends the run with `error` (used for budget, pricing and cancellation
+    /// conditions detected inside a node; never retried).
+    pub fn run_error(error: Error) -> Self {
+        Self {
+            repr: NodeErrorRepr::Run(Box::new(error)),
+        }
+    }
+
+    /// The classification. Run-level errors are permanent.
+    pub fn class(&self) -> ErrorClass {
+        match &self.repr {
+            NodeErrorRepr::Failure { class, .. } => *class,
+            NodeErrorRepr::Run(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// Whether the executor may retry.
+    pub fn is_retryable(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+
+    /// The requested minimum delay before a retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.repr {
+            NodeErrorRepr::Failure { retry_after, .. } => *retry_after,
+            NodeErrorRepr::Run(_) => None,
+        }
+    }
+
+    /// The run-level error this node error carries, if any.
+    pub fn as_run_error(&self) -> Option<&Error> {
+        match &self.repr {
+            NodeErrorRepr::Run(e) => Some(e),
+            NodeErrorRepr::Failure { .. } => None,
+        }
+    }
+
+    pub(crate) fn into_run_error(self) -> Result<Error, NodeError> {
+        match self.repr {
+            NodeErrorRepr::Run(e) => Ok(*e),
+            repr @ NodeErrorRepr::Failure { .. } => Err(NodeError { repr }),
+        }
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            NodeErrorRepr::Failure { class, message, .. } => {
+                let c = match class {
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Permanent => "permanent",
+                };
+                write!(f, "{message} ({c})")
+            }
+            NodeErrorRepr::Run(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.repr {
+            NodeErrorRepr::Failure { source, .. } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            NodeErrorRepr::Run(e) => Some(e.as_ref()),
+        }
+    }
+}
+
+impl From<ModelError> for NodeError {
+    fn from(e: ModelError) -> Self {
+        let class = if e.is_retryable() {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        };
+        let retry_after = e.retry_after();
+        let mut err = NodeError::from_error(class, e);
+        if let Some(d) = retry_after {
+            err = err.with_retry_after(d);
+        }
+        err
+    }
+}
+
+impl From<ToolError> for NodeError {
+    fn from(e: ToolError) -> Self {
+        let class = if e.retryable {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        };
+        NodeError::from_error(class, e)
+    }
+}
+
+impl From<Error> for NodeError {
+    fn from(e: Error) -> Self {
+        NodeError::run_error(e)
+    }
+}
+
+impl From<serde_json::Error> for NodeError {
+    fn from(e: serde_json::Error) -> Self {
+        NodeError::from_error(ErrorClass::Permanent, e)
+    }
+}
+
+/// Which budget limit was breached, with its value and what was observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BudgetBreach {
+    /// `max_node_executions`.
+    NodeExecutions {
+        /// The limit.
+        limit: u64,
+        /// Executions the run would have reached.
+        observed: u64,
+    },
+    /// `max_tokens` (input plus output, all model calls).
+    Tokens {
+        /// The limit.
+        limit: u64,
+        /// Tokens spent, plus the estimate of a refused call.
+        observed: u64,
+    },
+    /// `max_cost`.
+    Cost {
+        /// The limit.
+        limit: Cost,
+        /// Cost spent and reserved, plus the estimate of a refused call.
+        observed: Cost,
+    },
+    /// `max_duration`.
+    Duration {
+        /// The limit.
+        limit: Duration,
+        /// Time elapsed.
+        observed: Duration,
+    },
+}
+
+impl BudgetBreach {
+    /// The limit's name: `max_node_executions`, `max_tokens`, `max_cost` or
+    /// `max_duration`.
+    pub fn limit_name(&self) -> &'static str {
+        match self {
+            Self::NodeExecutions { .. } => "max_node_executions",
+            Self::Tokens { .. } => "max_tokens",
+            Self::Cost { .. } => "max_cost",
+            Self::Duration { .. } => "max_duration",
+        }
+    }
+
+    /// The limit's value, formatted.
+    pub fn limit_value(&self) -> String {
+        match self {
+            Self::NodeExecutions { limit, .. } | Self::Tokens { limit, .. } => limit.to_string(),
+            Self::Cost { limit, .. } => limit.to_decimal_string(),
+            Self::Duration { limit, .. } => format!("{limit:?}"),
+        }
+    }
+
+    /// The observed value, formatted.
+    pub fn observed_value(&self) -> String {
+        match self {
+            Self::NodeExecutions { observed, .. } | Self::Tokens { observed, .. } => {
+                observed.to_string()
+            }
+            Self::Cost { observed, .. } => observed.to_decimal_string(),
+            Self::Duration { observed, .. } => format!("{observed:?}"),
+        }
+    }
+}
+
+/// A budget limit was reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "budget exceeded: {} is {}, observed {}{}{}",
+    .breach.limit_name(),
+    .breach.limit_value(),
+    .breach.observed_value(),
+    node_suffix_budget(.node),
+    if *.refused_before_run { " (refused before running)" } else { "" }
+)]
+#[non_exhaustive]
+pub struct BudgetExceeded {
+    /// The limit and the values.
+    pub breach: BudgetBreach,
+    /// The node that hit it, if any.
+    pub node: Option<NodeId>,
+    /// Whether the work was refused before it ran (an estimate did not fit),
+    /// as opposed to detected after the fact.
+    pub refused_before_run: bool,
+}
+
+fn node_suffix_budget(node: &Option<NodeId>) -> String {
+    match node {
+        Some(n) => format!(" at node {n:?}"),
+        None => String::new(),
+    }
+}
+
+impl BudgetExceeded {
+    pub(crate) fn new(breach: BudgetBreach, node: Option<NodeId>, refused_before_run: bool) -> Self {
+        Self {
+            breach,
+            node,
+            refused_before_run,
+        }
+    }
+}
+
+/// One problem found while compiling a graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GraphProblem {
+    /// Two nodes share an id.
+    DuplicateNode {
+        /// The id.
+        node: NodeId,
+    },
+    /// A node id is reserved (`__start__`, `__end__`) or empty.
+    ReservedNodeId {
+        /// The id.
+        node: NodeId,
+    },
+    /// An edge, router, dispatch or entry names a node that does not exist.
+    UnknownNode {
+        /// The missing id.
+        node: NodeId,
+        /// Where it was referenced (for example `edge "a" -> "b"`).
+        referenced_by: String,
+    },
+    /// No entry node was set.
+    NoEntry,
+    /// The node cannot be reached from the entry.
+    Unreachable {
+        /// The node.
+        node: NodeId,
+    },
+    /// No path leads from the node to the finish.
+    NoPathToFinish {
+        /// The node.
+        node: NodeId,
+    },
+    /// A conditional edge declares no branch.
+    EmptyBranches {
+        /// The routing node.
+        node: NodeId,
+    },
+    /// A node has more than one router.
+    DuplicateRouter {
+        /// The node.
+        node: NodeId,
+    },
+    /// A setting is out of range.
+    InvalidSetting {
+        /// The node, or `None` for graph-wide settings.
+        node: Option<NodeId>,
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for GraphProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DuplicateNode { node } => write!(f, "duplicate node id {node:?}"),
+            Self::ReservedNodeId { node } => {
+                write!(f, "node id {node:?} is reserved or empty")
+            }
+            Self::UnknownNode {
+                node,
+                referenced_by,
+            } => write!(f, "{referenced_by} refers to unknown node {node:?}"),
+            Self::NoEntry => write!(f, "no entry node: call set_entry(..)"),
+            Self::Unreachable { node } => {
+                write!(f, "node {node:?} is unreachable from the entry")
+            }
+            Self::NoPathToFinish { node } => write!(
+                f,
+                "node {node:?} has no path to finish: add an edge from it (or a successor) to END, or call set_finish"
+            ),
+            Self::EmptyBranches { node } => {
+                write!(f, "conditional edge from node {node:?} declares no branch")
+            }
+            Self::DuplicateRouter { node } => {
+                write!(f, "node {node:?} has more than one conditional edge router")
+            }
+            Self::InvalidSetting {
+                node: Some(node),
+                setting,
+                reason,
+            } => write!(f, "node {node:?}: invalid {setting}: {reason}"),
+            Self::InvalidSetting {
+                node: None,
+                setting,
+                reason,
+            } => write!(f, "invalid {setting}: {reason}"),
+        }
+    }
+}
+
+/// A graph could not be compiled. Lists every problem found, not only the first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct BuildError {
+    /// Every problem, in the order found.
+    pub problems: Vec<GraphProblem>,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "graph has {} problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_strings_are_stable() {
+        let e = Error::BudgetExceeded(BudgetExceeded::new(
+            BudgetBreach::Cost {
+                limit: "0.5".parse().unwrap(),
+                observed: "0.62".parse().unwrap(),
+            },
+            Some(NodeId::new("deep")),
+            true,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "budget exceeded: max_cost is 0.5, observed 0.62 at node \"deep\" (refused before running)"
+        );
+        let e = Error::RecursionLimit {
+            limit: 25,
+            node: NodeId::new("agent"),
+        };
+        assert!(e.to_string().starts_with("recursion limit of 25 node executions"));
+        let b = BuildError {
+            problems: vec![GraphProblem::NoEntry, GraphProblem::Unreachable { node: "x".into() }],
+        };
+        assert_eq!(
+            b.to_string(),
+            "graph has 2 problem(s):\n  - no entry node: call set_entry(..)\n  - node \"x\" is unreachable from the entry"
+        );
+    }
+
+    #[test]
+    fn model_errors_keep_their_class() {
+        use crate::model::{ModelError, ModelErrorKind};
+        let e: NodeError = ModelError::new(
+            ModelErrorKind::RateLimited {
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            "openai",
+            "gpt-4o",
+            "slow down",
+        )
+        .into();
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        let e: NodeError = ModelError::new(ModelErrorKind::Auth, "openai", "gpt-4o", "bad key").into();
+        assert!(!e.is_retryable());
+    }
+}

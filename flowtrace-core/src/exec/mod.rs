@@ -1,0 +1,319 @@
+//! Running graphs: configuration, budgets, retries, handles and reports.
+//!
+//! # How a run proceeds
+//! A run advances in *super-steps*. Each super-step takes every node that is
+//! ready, runs them (one after the other by default, or concurrently with
+//! [`RunConfig::parallel`]), then merges their updates into the state in a
+//! fixed order (graph order, then dispatch order) and evaluates their
+//! outgoing edges against the merged state to find the next ready nodes.
+//! Between super-steps — the *safe points* — the executor checks
+//! cancellation, the deadline, the recursion limit and the budgets.
+
+mod executor;
+mod handle;
+mod retry;
+pub(crate) mod shared;
+mod summary;
+
+pub(crate) use executor::Executor;
+pub use handle::RunHandle;
+pub use retry::RetryPolicy;
+pub use summary::{ErrorSummary, RunFailure, RunOutput, RunSummary, StepRecord};
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::graph::CompiledGraph;
+use crate::ids::RunId;
+use crate::pricing::{Cost, MissingPrice, PriceTable, Pricing};
+use crate::state::State;
+use crate::trace::TraceSink;
+use shared::RunShared;
+
+/// Per-run guardrails. A breach ends the run with
+/// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) naming the limit,
+/// its value and the observed value, and emits `budget.exceeded`.
+///
+/// Token and cost limits are enforced with reservations: a node's
+/// [estimate](crate::NodeConfig::estimated_cost) is reserved before it is
+/// dispatched and each model call's worst case before it is sent, then
+/// settled with the actual amount, so even a wide parallel fan-out can never
+/// overshoot the cap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Most node executions (skipped nodes do not count).
+    pub max_node_executions: Option<u64>,
+    /// Most tokens (input plus output) across all model calls.
+    pub max_tokens: Option<u64>,
+    /// Most spend across all model calls.
+    pub max_cost: Option<Cost>,
+    /// Longest wall time.
+    pub max_duration: Option<Duration>,
+}
+
+impl Budget {
+    /// No limits.
+    pub fn unlimited() -> Self {
+        Self::default()
+    }
+
+    /// Sets the node-execution limit.
+    pub fn max_node_executions(mut self, n: u64) -> Self {
+        self.max_node_executions = Some(n);
+        self
+    }
+
+    /// Sets the token limit.
+    pub fn max_tokens(mut self, n: u64) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    /// Sets the cost limit.
+    pub fn max_cost(mut self, cost: Cost) -> Self {
+        self.max_cost = Some(cost);
+        self
+    }
+
+    /// Sets the duration limit.
+    pub fn max_duration(mut self, d: Duration) -> Self {
+        self.max_duration = Some(d);
+        self
+    }
+}
+
+static DEFAULT_PRICING: LazyLock<Arc<PriceTable>> = LazyLock::new(|| Arc::new(PriceTable::builtin()));
+
+/// The default recursion limit (node executions per run).
+pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;
+
+/// How to run a graph. Every setting has a sensible default.
+///
+/// ```
+/// use std::time::Duration;
+/// use flowtrace_core::{Budget, RetryPolicy, RunConfig};
+/// let config = RunConfig::new()
+///     .parallel(8)
+///     .recursion_limit(200)
+///     .retry(RetryPolicy::new(3))
+///     .node_timeout(Duration::from_secs(30))
+///     .budget(Budget::default().max_cost("0.50".parse().unwrap()).max_tokens(100_000));
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct RunConfig {
+    pub(crate) run_id: Option<RunId>,
+    pub(crate) parallel: Option<usize>,
+    pub(crate) recursion_limit: u64,
+    pub(crate) budget: Budget,
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) node_timeout: Option<Duration>,
+    pub(crate) sinks: Vec<Arc<dyn TraceSink>>,
+    pub(crate) pricing: Arc<dyn Pricing>,
+    pub(crate) missing_price: MissingPrice,
+    pub(crate) cache: Option<Arc<dyn Cache>>,
+    pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) event_capacity: usize,
+    pub(crate) assumed_max_output_tokens: u32,
+}
+
+impl fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("run_id", &self.run_id)
+            .field("parallel", &self.parallel)
+            .field("recursion_limit", &self.recursion_limit)
+            .field("budget", &self.budget)
+            .field("deadline", &self.deadline)
+            .field("retry", &self.retry)
+            .field("node_timeout", &self.node_timeout)
+            .field("sinks", &self.sinks.len())
+            .field("missing_price", &self.missing_price)
+            .field("cache", &self.cache.is_some())
+            .field("event_capacity", &self.event_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            run_id: None,
+            parallel: None,
+            recursion_limit: DEFAULT_RECURSION_LIMIT,
+            budget: Budget::default(),
+            deadline: None,
+            retry: None,
+            node_timeout: None,
+            sinks: Vec::new(),
+            pricing: DEFAULT_PRICING.clone(),
+            missing_price: MissingPrice::default(),
+            cache: None,
+            cancel: None,
+            event_capacity: 1024,
+            assumed_max_output_tokens: 4096,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Defaults: sequential, recursion limit 10,000, no budget, no retries,
+    /// no timeouts, built-in prices, unpriced models free with a warning.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `id` as the run id instead of a generated one.
+    pub fn run_id(mut self, id: impl Into<RunId>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+
+    /// Runs the ready nodes of each super-step concurrently, at most
+    /// `max_concurrency` at a time (0 is treated as 1).
+    pub fn parallel(mut self, max_concurrency: usize) -> Self {
+        self.parallel = Some(max_concurrency.max(1));
+        self
+    }
+
+    /// Runs ready nodes one at a time (the default).
+    pub fn sequential(mut self) -> Self {
+        self.parallel = None;
+        self
+    }
+
+    /// The most node executions before the run fails with
+    /// [`Error::RecursionLimit`](crate::Error::RecursionLimit).
+    pub fn recursion_limit(mut self, limit: u64) -> Self {
+        self.recursion_limit = limit;
+        self
+    }
+
+    /// Sets the budget.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Fails the run with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)
+    /// when `deadline` passes (checked between super-steps and raced against
+    /// every running node and retry delay).
+    pub fn deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Fails the run when it has run for `timeout` (a deadline relative to now).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(tokio::time::Instant::now() + timeout)
+    }
+
+    /// The retry policy of nodes that set none.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// The attempt timeout of nodes that set none.
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = Some(timeout);
+        self
+    }
+
+    /// Attaches a sink that receives every event and is flushed before the
+    /// run returns.
+    pub fn sink(mut self, sink: impl TraceSink + 'static) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Attaches a shared sink.
+    pub fn shared_sink(mut self, sink: Arc<dyn TraceSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Prices model calls with `pricing` instead of the built-in table.
+    pub fn pricing(mut self, pricing: Arc<dyn Pricing>) -> Self {
+        self.pricing = pricing;
+        self
+    }
+
+    /// What to do when a model call's model has no price.
+    pub fn missing_price(mut self, policy: MissingPrice) -> Self {
+        self.missing_price = policy;
+        self
+    }
+
+    /// Answers repeated model calls from `cache`.
+    pub fn cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Cancels the run when `token` is canceled (the run also has its own
+    /// handle; see [`CompiledGraph::start`]).
+    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// How many events a live subscriber may fall behind before it starts
+    /// missing them (default 1024).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// The completion size assumed for budget pre-checks of model calls that
+    /// set no `max_tokens` (default 4096).
+    pub fn assumed_max_output_tokens(mut self, tokens: u32) -> Self {
+        self.assumed_max_output_tokens = tokens;
+        self
+    }
+
+    /// The budget.
+    pub fn get_budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The concurrency cap, when parallel.
+    pub fn get_parallel(&self) -> Option<usize> {
+        self.parallel
+    }
+}
+
+impl<S: State> CompiledGraph<S> {
+    /// Runs the graph from `input` to the end and returns the final state and
+    /// the run's report, or why it failed (with the report so far).
+    ///
+    /// Sinks are flushed before this returns.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the run wherever it is; nothing is flushed.
+    /// To stop a run cleanly, cancel it through a token or [`start`](Self::start)'s handle.
+    pub async fn run(&self, input: S, config: RunConfig) -> Result<RunOutput<S>, RunFailure> {
+        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
+        let shared = Arc::new(RunShared::new(&config, run_id));
+        executor::drive(&self.inner, shared, input).await
+    }
+
+    /// Starts the run on the Tokio runtime and returns a handle to watch its
+    /// events live, cancel it, or wait for it.
+    ///
+    /// Must be called from within a Tokio runtime.
+    pub fn start(&self, input: S, config: RunConfig) -> RunHandle<S> {
+        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
+        let shared = Arc::new(RunShared::new(&config, run_id));
+        let events = shared.bus.subscribe();
+        let graph = self.inner.clone();
+        let task_shared = shared.clone();
+        let join = tokio::spawn(async move { executor::drive(&graph, task_shared, input).await });
+        RunHandle::new(shared, events, join)
+    }
+}

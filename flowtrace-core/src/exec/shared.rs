@@ -1,0 +1,342 @@
+//! State shared by everything that runs inside one run: the event bus, the
+//! clock, pricing, the budget ledger and counters. Subgraphs share their
+//! parent run's `RunShared`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::error::{BudgetBreach, BudgetExceeded};
+use crate::exec::summary::StepRecord;
+use crate::exec::{Budget, RetryPolicy, RunConfig};
+use crate::ids::{NodeId, RunId, StepId};
+use crate::pricing::{Cost, MissingPrice, Pricing};
+use crate::trace::{EventBus, EventKind, Timestamp, TraceEvent};
+
+/// Tokens and cost, the two metered quantities of the ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Amount {
+    pub(crate) tokens: u64,
+    pub(crate) cost: Cost,
+}
+
+impl Amount {
+    pub(crate) const ZERO: Amount = Amount {
+        tokens: 0,
+        cost: Cost::ZERO,
+    };
+}
+
+#[derive(Debug, Default)]
+struct LedgerState {
+    spent: Amount,
+    reserved: Amount,
+}
+
+/// Enforces the token and cost limits with reservations: work reserves its
+/// worst-case estimate before it starts and settles with the actual amount
+/// when it ends, so concurrent work can never overshoot a hard cap.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    max_tokens: Option<u64>,
+    max_cost: Option<Cost>,
+    state: Mutex<LedgerState>,
+}
+
+impl Ledger {
+    fn new(budget: &Budget) -> Self {
+        Self {
+            max_tokens: budget.max_tokens,
+            max_cost: budget.max_cost,
+            state: Mutex::new(LedgerState::default()),
+        }
+    }
+
+    pub(crate) fn is_limited(&self) -> bool {
+        self.max_tokens.is_some() || self.max_cost.is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        // The ledger holds plain numbers: a poisoned lock still has valid data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `amount`, or refuses if spent + reserved + amount would pass
+    /// a limit.
+    pub(crate) fn reserve(&self, amount: Amount, node: &NodeId) -> Result<(), BudgetExceeded> {
+        if !self.is_limited() || amount == Amount::ZERO {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        if let Some(limit) = self.max_tokens {
+            let observed = st
+                .spent
+                .tokens
+                .saturating_add(st.reserved.tokens)
+                .saturating_add(amount.tokens);
+            if observed > limit {
+                return Err(BudgetExceeded::new(
+                    BudgetBreach::Tokens { limit, observed },
+                    Some(node.clone()),
+                    true,
+                ));
+            }
+        }
+        if let Some(limit) = self.max_cost {
+            let observed = st.spent.cost + st.reserved.cost + amount.cost;
+            if observed > limit {
+                return Err(BudgetExceeded::new(
+                    BudgetBreach::Cost { limit, observed },
+                    Some(node.clone()),
+                    true,
+                ));
+            }
+        }
+        st.reserved.tokens += amount.tokens;
+        st.reserved.cost += amount.cost;
+        Ok(())
+    }
+
+    /// Releases `reserved` and records `actual` as spent. Reports a breach
+    /// if the actual spend passed a limit (the estimate was too low).
+    pub(crate) fn settle(
+        &self,
+        reserved: Amount,
+        actual: Amount,
+        node: &NodeId,
+    ) -> Result<(), BudgetExceeded> {
+        if !self.is_limited() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        st.reserved.tokens = st.reserved.tokens.saturating_sub(reserved.tokens);
+        st.reserved.cost = st.reserved.cost.saturating_sub(reserved.cost);
+        st.spent.tokens = st.spent.tokens.saturating_add(actual.tokens);
+        st.spent.cost += actual.cost;
+        if let Some(limit) = self.max_tokens {
+            if st.spent.tokens > limit {
+                return Err(BudgetExceeded::new(
+                    BudgetBreach::Tokens {
+                        limit,
+                        observed: st.spent.tokens,
+                    },
+                    Some(node.clone()),
+                    false,
+                ));
+            }
+        }
+        if let Some(limit) = self.max_cost {
+            if st.spent.cost > limit {
+                return Err(BudgetExceeded::new(
+                    BudgetBreach::Cost {
+                        limit,
+                        observed: st.spent.cost,
+                    },
+                    Some(node.clone()),
+                    false,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases a reservation without spending.
+    pub(crate) fn release(&self, reserved: Amount) {
+        if !self.is_limited() || reserved == Amount::ZERO {
+            return;
+        }
+        let mut st = self.lock();
+        st.reserved.tokens = st.reserved.tokens.saturating_sub(reserved.tokens);
+        st.reserved.cost = st.reserved.cost.saturating_sub(reserved.cost);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> Amount {
+        self.lock().reserved
+    }
+}
+
+/// Everything one run (and its subgraphs) shares.
+pub(crate) struct RunShared {
+    pub(crate) run_id: RunId,
+    pub(crate) bus: EventBus,
+    pub(crate) start: Instant,
+    pub(crate) start_ts: Timestamp,
+    pub(crate) pricing: Arc<dyn Pricing>,
+    pub(crate) missing_price: MissingPrice,
+    pub(crate) cache: Option<Arc<dyn Cache>>,
+    pub(crate) ledger: Ledger,
+    pub(crate) max_node_executions: Option<u64>,
+    pub(crate) recursion_limit: u64,
+    pub(crate) max_duration: Option<std::time::Duration>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) default_max_output_tokens: u32,
+    pub(crate) parallel: Option<usize>,
+    pub(crate) default_retry: Option<RetryPolicy>,
+    pub(crate) default_timeout: Option<std::time::Duration>,
+    pub(crate) cancel: CancellationToken,
+    step_seq: AtomicU64,
+    pub(crate) executions: AtomicU64,
+    /// Step records of subgraph runs, drained by the top-level executor.
+    pub(crate) nested_steps: Mutex<Vec<StepRecord>>,
+}
+
+impl fmt::Debug for RunShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunShared")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunShared {
+    pub(crate) fn new(config: &RunConfig, run_id: RunId) -> Self {
+        Self {
+            run_id,
+            bus: EventBus::new(config.sinks.clone(), config.event_capacity),
+            start: Instant::now(),
+            start_ts: Timestamp::now(),
+            pricing: config.pricing.clone(),
+            missing_price: config.missing_price,
+            cache: config.cache.clone(),
+            ledger: Ledger::new(&config.budget),
+            max_node_executions: config.budget.max_node_executions,
+            recursion_limit: config.recursion_limit,
+            max_duration: config.budget.max_duration,
+            deadline: config.deadline,
+            default_max_output_tokens: config.assumed_max_output_tokens,
+            parallel: config.parallel,
+            default_retry: config.retry.clone(),
+            default_timeout: config.node_timeout,
+            cancel: config.cancel.clone().unwrap_or_default(),
+            step_seq: AtomicU64::new(0),
+            executions: AtomicU64::new(0),
+            nested_steps: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn next_step_id(&self) -> StepId {
+        StepId(self.step_seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// The wall-clock timestamp of `at`, on the run's monotonic clock.
+    pub(crate) fn ts(&self, at: Instant) -> Timestamp {
+        self.start_ts
+            .plus_micros(at.saturating_duration_since(self.start).as_micros() as u64)
+    }
+
+    pub(crate) fn event(
+        &self,
+        at: Instant,
+        step_id: Option<StepId>,
+        parent_step_id: Option<StepId>,
+        node: Option<&NodeId>,
+        attempt: u32,
+        kind: EventKind,
+    ) {
+        self.bus.emit(TraceEvent {
+            ts: self.ts(at),
+            run_id: self.run_id.clone(),
+            step_id,
+            parent_step_id,
+            node: node.cloned(),
+            attempt,
+            kind,
+        });
+    }
+
+    /// The earliest instant the run must stop: its deadline or the end of
+    /// its duration budget.
+    pub(crate) fn stop_at(&self) -> Option<(Instant, StopReason)> {
+        let budget = self
+            .max_duration
+            .map(|d| (self.start + d, StopReason::DurationBudget));
+        let deadline = self.deadline.map(|d| (d, StopReason::Deadline));
+        match (budget, deadline) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Which run-level limit a stop instant belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Deadline,
+    DurationBudget,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(tokens: Option<u64>, cost: Option<&str>) -> Ledger {
+        Ledger::new(&Budget {
+            max_tokens: tokens,
+            max_cost: cost.map(|c| c.parse().unwrap()),
+            ..Budget::default()
+        })
+    }
+
+    #[test]
+    fn reservations_count_against_the_cap() {
+        let l = ledger(None, Some("1.00"));
+        let n = NodeId::new("n");
+        let half = Amount {
+            tokens: 0,
+            cost: "0.5".parse().unwrap(),
+        };
+        l.reserve(half, &n).unwrap();
+        l.reserve(half, &n).unwrap();
+        let err = l.reserve(half, &n).unwrap_err();
+        assert_eq!(err.breach.limit_name(), "max_cost");
+        assert!(err.refused_before_run);
+        // Settling one reservation at a lower actual cost frees room.
+        l.settle(
+            half,
+            Amount {
+                tokens: 0,
+                cost: "0.2".parse().unwrap(),
+            },
+            &n,
+        )
+        .unwrap();
+        l.reserve(
+            Amount {
+                tokens: 0,
+                cost: "0.3".parse().unwrap(),
+            },
+            &n,
+        )
+        .unwrap();
+        assert_eq!(l.reserved().cost, "0.8".parse().unwrap());
+    }
+
+    #[test]
+    fn settle_reports_overspend() {
+        let l = ledger(Some(100), None);
+        let n = NodeId::new("n");
+        let err = l
+            .settle(
+                Amount::ZERO,
+                Amount {
+                    tokens: 150,
+                    cost: Cost::ZERO,
+                },
+                &n,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.breach,
+            BudgetBreach::Tokens {
+                limit: 100,
+                observed: 150
+            }
+        );
+        assert!(!err.refused_before_run);
+    }
+}

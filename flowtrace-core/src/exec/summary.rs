@@ -1,0 +1,193 @@
+//! What a run reports: per-step records and totals.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ids::{NodeId, RunId, StepId};
+use crate::pricing::{Cost, TokenUsage};
+use crate::trace::{RunStatus, StepStatus, Timestamp};
+
+/// One step of a run: a node execution, or a node recorded as skipped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's id (steps are numbered in start order).
+    pub step_id: StepId,
+    /// The node.
+    pub node: NodeId,
+    /// For steps of a subgraph: the parent graph's step running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_step_id: Option<StepId>,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Attempts made (0 for skipped steps).
+    pub attempts: u32,
+    /// Tokens of its model calls, all attempts.
+    pub usage: TokenUsage,
+    /// Exact cost of its model calls, all attempts.
+    pub cost: Cost,
+    /// From start to end, all attempts and retry delays included.
+    #[serde(rename = "latency_us", with = "duration_us")]
+    pub latency: Duration,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The provider of its last model call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The model of its last model call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Model calls answered from the cache.
+    #[serde(default)]
+    pub cache_hits: u32,
+    /// The branch its router chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// For dispatched instances: the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A failure, summarized for JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorSummary {
+    /// [`Error::kind`].
+    pub kind: String,
+    /// The message.
+    pub message: String,
+}
+
+impl From<&Error> for ErrorSummary {
+    fn from(e: &Error) -> Self {
+        Self {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A run's report.
+///
+/// `usage` and `cost` are the exact sums of the steps' (subgraph steps
+/// included), by construction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: RunId,
+    /// The graph's name.
+    pub graph: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Every step, in start order (skipped ones included).
+    pub steps: Vec<StepRecord>,
+    /// Total tokens.
+    pub usage: TokenUsage,
+    /// Total cost.
+    pub cost: Cost,
+    /// Node executions (skips excluded).
+    pub node_executions: u64,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// How long it took.
+    #[serde(rename = "elapsed_us", with = "duration_us")]
+    pub elapsed: Duration,
+    /// The failure, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorSummary>,
+}
+
+impl RunSummary {
+    /// The records of one node, in order.
+    pub fn steps_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a StepRecord> + 'a {
+        self.steps.iter().filter(move |s| s.node == node)
+    }
+
+    /// The number of steps with the given status.
+    pub fn count(&self, status: StepStatus) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+}
+
+impl fmt::Display for RunSummary {
+    /// A plain-text table of the steps and totals.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "run {} ({}): {:?} in {:.1?}",
+            self.run_id, self.graph, self.status, self.elapsed
+        )?;
+        writeln!(
+            f,
+            "  {:>4}  {:<20} {:<9} {:>3} {:>8} {:>8} {:>12} {:>10}",
+            "step", "node", "status", "try", "in", "out", "cost", "latency"
+        )?;
+        for s in &self.steps {
+            let status = match s.status {
+                StepStatus::Succeeded => "ok",
+                StepStatus::Failed => "failed",
+                StepStatus::Skipped => "skipped",
+                StepStatus::Canceled => "canceled",
+            };
+            let indent = if s.parent_step_id.is_some() { "  " } else { "" };
+            writeln!(
+                f,
+                "  {:>4}  {:<20} {:<9} {:>3} {:>8} {:>8} {:>12} {:>10}",
+                s.step_id.0,
+                format!("{indent}{}", s.node),
+                status,
+                s.attempts,
+                s.usage.input_tokens,
+                s.usage.output_tokens,
+                s.cost.to_string(),
+                format!("{:.1?}", s.latency),
+            )?;
+        }
+        write!(
+            f,
+            "  total: {} node executions, {} in / {} out tokens, {}",
+            self.node_executions, self.usage.input_tokens, self.usage.output_tokens, self.cost
+        )?;
+        if let Some(e) = &self.error {
+            write!(f, "\n  error ({}): {}", e.kind, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A finished run: its final state and report.
+#[derive(Debug, Clone)]
+pub struct RunOutput<S> {
+    /// The final state.
+    pub state: S,
+    /// The report.
+    pub summary: RunSummary,
+}
+
+/// A failed run: why, and the report of what happened until then.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("run {} failed: {error}", .summary.run_id)]
+pub struct RunFailure {
+    /// Why it failed.
+    pub error: Error,
+    /// What ran, what it cost.
+    pub summary: Box<RunSummary>,
+}
+
+mod duration_us {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_micros() as u64)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
+}

@@ -1,0 +1,166 @@
+//! The graph builder.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::BuildError;
+use crate::graph::{CompiledGraph, compile};
+use crate::ids::NodeId;
+use crate::node::{Node, NodeConfig};
+use crate::state::State;
+
+/// The virtual node before the entry: `add_edge(START, "a")` is `set_entry("a")`.
+pub const START: &str = "__start__";
+/// The virtual node after the finish: `add_edge("z", END)` is `set_finish("z")`.
+pub const END: &str = "__end__";
+
+/// A router: reads the merged state after its node's super-step and returns
+/// a branch label.
+pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> Cow<'static, str> + Send + Sync>;
+
+pub(crate) struct NodeDef<S: State> {
+    pub(crate) id: NodeId,
+    pub(crate) node: Arc<dyn Node<S>>,
+    pub(crate) config: NodeConfig,
+}
+
+pub(crate) struct RouterDef<S: State> {
+    pub(crate) from: NodeId,
+    pub(crate) route: RouterFn<S>,
+    pub(crate) branches: Vec<(String, NodeId)>,
+}
+
+/// Builds a graph of nodes over state `S`, then [`compile`](Self::compile)s it.
+///
+/// ```
+/// use flowtrace_core::{GraphBuilder, JsonState, NodeOutput, node_fn, END};
+///
+/// let graph = GraphBuilder::<JsonState>::new("hello")
+///     .add_node("greet", node_fn(|_s, _ctx| async move { Ok(NodeOutput::none()) }))
+///     .add_node("shout", node_fn(|_s, _ctx| async move { Ok(NodeOutput::none()) }))
+///     .add_node("whisper", node_fn(|_s, _ctx| async move { Ok(NodeOutput::none()) }))
+///     .set_entry("greet")
+///     .add_conditional_edges("greet", |s: &JsonState| if s.get("loud").is_some() { "loud" } else { "quiet" },
+///         [("loud", "shout"), ("quiet", "whisper")])
+///     .set_finish("shout")
+///     .add_edge("whisper", END)
+///     .compile()
+///     .unwrap();
+/// assert_eq!(graph.node_ids().count(), 3);
+/// ```
+pub struct GraphBuilder<S: State> {
+    pub(crate) name: String,
+    pub(crate) nodes: Vec<NodeDef<S>>,
+    pub(crate) edges: Vec<(NodeId, NodeId)>,
+    pub(crate) routers: Vec<RouterDef<S>>,
+    pub(crate) dispatches: Vec<(NodeId, NodeId)>,
+}
+
+impl<S: State> fmt::Debug for GraphBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphBuilder")
+            .field("name", &self.name)
+            .field("nodes", &self.nodes.iter().map(|n| &n.id).collect::<Vec<_>>())
+            .field("edges", &self.edges)
+            .field("dispatches", &self.dispatches)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: State> GraphBuilder<S> {
+    /// An empty graph named `name` (the name appears in `run.started`).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            routers: Vec::new(),
+            dispatches: Vec::new(),
+        }
+    }
+
+    /// Adds a node with default settings.
+    pub fn add_node(self, id: impl Into<NodeId>, node: impl Node<S>) -> Self {
+        self.add_node_with(id, node, NodeConfig::default())
+    }
+
+    /// Adds a node with retry, timeout or budget-estimate settings.
+    pub fn add_node_with(mut self, id: impl Into<NodeId>, node: impl Node<S>, config: NodeConfig) -> Self {
+        self.nodes.push(NodeDef {
+            id: id.into(),
+            node: Arc::new(node),
+            config,
+        });
+        self
+    }
+
+    /// Adds a shared node (`Arc<dyn Node<S>>`).
+    pub fn add_shared_node(mut self, id: impl Into<NodeId>, node: Arc<dyn Node<S>>, config: NodeConfig) -> Self {
+        self.nodes.push(NodeDef {
+            id: id.into(),
+            node,
+            config,
+        });
+        self
+    }
+
+    /// Adds an edge: `to` may run once `from` has finished. `from` may be
+    /// [`START`] and `to` may be [`END`].
+    ///
+    /// A node with several incoming edges is a join: it runs once every
+    /// predecessor that is active in the run has finished (predecessors on
+    /// branches that were not taken count as done).
+    pub fn add_edge(mut self, from: impl Into<NodeId>, to: impl Into<NodeId>) -> Self {
+        self.edges.push((from.into(), to.into()));
+        self
+    }
+
+    /// Sets the entry node (may be called several times for several entries).
+    pub fn set_entry(self, id: impl Into<NodeId>) -> Self {
+        self.add_edge(START, id)
+    }
+
+    /// Marks `id` as a finish node (an edge to [`END`]).
+    pub fn set_finish(self, id: impl Into<NodeId>) -> Self {
+        self.add_edge(id, END)
+    }
+
+    /// Adds a conditional edge: after `from`'s super-step, `router` reads the
+    /// merged state and returns a label; only the nodes of that label's
+    /// branch run, and every other branch target is recorded as skipped
+    /// (unless another active edge leads to it). A label may appear several
+    /// times to fan out to several nodes; a target may be [`END`].
+    pub fn add_conditional_edges<F, L, B, K, T>(mut self, from: impl Into<NodeId>, router: F, branches: B) -> Self
+    where
+        F: Fn(&S) -> L + Send + Sync + 'static,
+        L: Into<Cow<'static, str>>,
+        B: IntoIterator<Item = (K, T)>,
+        K: Into<String>,
+        T: Into<NodeId>,
+    {
+        self.routers.push(RouterDef {
+            from: from.into(),
+            route: Arc::new(move |s: &S| router(s).into()),
+            branches: branches
+                .into_iter()
+                .map(|(label, to)| (label.into(), to.into()))
+                .collect(),
+        });
+        self
+    }
+
+    /// Declares that `from` may dispatch instances of `target` (map-reduce;
+    /// see [`Dispatch`](crate::Dispatch)). If `from` dispatches nothing to
+    /// `target`, `target` is skipped.
+    pub fn add_dispatch(mut self, from: impl Into<NodeId>, target: impl Into<NodeId>) -> Self {
+        self.dispatches.push((from.into(), target.into()));
+        self
+    }
+
+    /// Validates the graph and prepares it for running. Every problem is
+    /// reported at once.
+    pub fn compile(self) -> Result<CompiledGraph<S>, BuildError> {
+        compile::compile(self)
+    }
+}

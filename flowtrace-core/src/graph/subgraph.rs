@@ -1,0 +1,58 @@
+//! A compiled graph used as a node of another graph.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::NodeError;
+use crate::exec::Executor;
+use crate::graph::CompiledGraph;
+use crate::node::{Node, NodeContext, NodeOutput, NodeResult};
+use crate::state::State;
+
+type InputFn<P, C> = Box<dyn Fn(&P) -> C + Send + Sync>;
+type OutputFn<P, C> = Box<dyn Fn(C) -> <P as State>::Update + Send + Sync>;
+
+/// A node that runs a whole graph over state `C` inside a graph over `P`.
+/// Made by [`CompiledGraph::as_node`].
+pub struct Subgraph<P: State, C: State> {
+    graph: CompiledGraph<C>,
+    input: InputFn<P, C>,
+    output: OutputFn<P, C>,
+}
+
+impl<P: State, C: State> fmt::Debug for Subgraph<P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subgraph").field("graph", &self.graph).finish_non_exhaustive()
+    }
+}
+
+impl<P: State, C: State> Subgraph<P, C> {
+    pub(crate) fn new(
+        graph: CompiledGraph<C>,
+        input: impl Fn(&P) -> C + Send + Sync + 'static,
+        output: impl Fn(C) -> P::Update + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            graph,
+            input: Box::new(input),
+            output: Box::new(output),
+        }
+    }
+}
+
+#[async_trait]
+impl<P: State, C: State> Node<P> for Subgraph<P, C> {
+    async fn run(&self, state: Arc<P>, ctx: NodeContext) -> NodeResult<P::Update> {
+        let child = (self.input)(&state);
+        drop(state);
+        let run = ctx.run_shared().clone();
+        let exec = Executor::new(&self.graph.inner, run.clone(), Some(ctx.step_id()), Arc::new(child));
+        let outcome = exec.execute_nested(ctx.cancellation_token()).await;
+        match outcome {
+            Ok(final_state) => Ok(NodeOutput::update((self.output)(final_state))),
+            Err(e) => Err(NodeError::run_error(e)),
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The provider-neutral chat model contract.
+//!
+//! Providers (OpenAI, Anthropic, OpenAI-compatible servers) implement
+//! [`ChatModel`]; nodes call a model through
+//! [`NodeContext::chat`](crate::NodeContext::chat), which records the call in
+//! the trace, prices it and enforces the run's budgets.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::pricing::TokenUsage;
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions for the model.
+    System,
+    /// The human or calling application.
+    User,
+    /// The model.
+    Assistant,
+    /// The result of a tool call.
+    Tool,
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who wrote it.
+    pub role: Role,
+    /// Its text (may be empty for an assistant message that only calls tools).
+    #[serde(default)]
+    pub content: String,
+    /// Tool calls the assistant asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a [`Role::Tool`] message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+
+    /// The result of tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
+}
+
+/// A tool call requested by the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id for the call, echoed back in the tool result.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments, as parsed JSON.
+    pub arguments: serde_json::Value,
+}
+
+/// A tool the model may call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The tool's name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool calls.
+    None,
+    /// At least one tool call.
+    Required,
+    /// This tool must be called.
+    Tool(String),
+}
+
+/// The shape of the reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema (structured output).
+    JsonSchema {
+        /// The schema's name.
+        name: String,
+        /// The JSON Schema.
+        schema: serde_json::Value,
+        /// Whether the provider must enforce it strictly.
+        #[serde(default)]
+        strict: bool,
+    },
+}
+
+/// A provider-neutral chat request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model to call (the provider's name for it).
+    pub model: String,
+    /// The system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Tool choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// The most completion tokens to generate. Also the upper bound used for
+    /// budget pre-checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// Structured output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+impl ChatRequest {
+    /// A request to `model` with no messages yet.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the system prompt.
+    pub fn system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    /// Appends a message.
+    pub fn message(mut self, message: Message) -> Self {
+        self.messages.push(message);
+        self
+    }
+
+    /// Appends a user message.
+    pub fn user(self, content: impl Into<String>) -> Self {
+        self.message(Message::user(content))
+    }
+
+    /// Sets the completion token limit.
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Sets the temperature.
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Adds a tool.
+    pub fn tool(mut self, tool: ToolSpec) -> Self {
+        self.tools.push(tool);
+        self
+    }
+
+    /// A rough, deliberately generous estimate of the prompt's tokens: one
+    /// token per three bytes of text (real tokenizers average about four for
+    /// English), plus four tokens of framing per message. Providers override
+    /// [`ChatModel::estimate_input_tokens`] with an exact tokenizer when they
+    /// have one.
+    pub fn approx_input_tokens(&self) -> u64 {
+        let mut bytes = self.system.as_ref().map_or(0, String::len);
+        let mut framing = 4usize;
+        for m in &self.messages {
+            bytes += m.content.len();
+            for c in &m.tool_calls {
+                bytes += c.name.len() + c.arguments.to_string().len();
+            }
+            framing += 4;
+        }
+        for t in &self.tools {
+            bytes += t.name.len() + t.description.len() + t.parameters.to_string().len();
+        }
+        (bytes.div_ceil(3) + framing) as u64
+    }
+}
+
+/// Why the model stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A natural end or a stop sequence.
+    Stop,
+    /// The token limit.
+    Length,
+    /// The model called tools.
+    ToolCalls,
+    /// The provider's content filter.
+    ContentFilter,
+    /// Anything else, as the provider named it.
+    Other(String),
+}
+
+/// A provider-neutral chat response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The reply's text.
+    pub text: String,
+    /// Tool calls the model asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens, as the provider reported them.
+    pub usage: TokenUsage,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// The model that answered (may be a dated snapshot of the requested one).
+    pub model: String,
+}
+
+impl ChatResponse {
+    /// A text reply that stopped naturally.
+    pub fn text(model: impl Into<String>, text: impl Into<String>, usage: TokenUsage) -> Self {
+        Self {
+            text: text.into(),
+            tool_calls: Vec::new(),
+            usage,
+            finish_reason: FinishReason::Stop,
+            model: model.into(),
+        }
+    }
+
+    /// The reply as an assistant message (with its tool calls).
+    pub fn to_message(&self) -> Message {
+        Message {
+            tool_calls: self.tool_calls.clone(),
+            ..Message::assistant(self.text.clone())
+        }
+    }
+}
+
+/// The class of a model call failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelErrorKind {
+    /// HTTP 429 or equivalent; retry after the given delay when known.
+    RateLimited {
+        /// The provider's `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx or an "overloaded" answer.
+    Overloaded,
+    /// The call took too long.
+    Timeout,
+    /// The connection failed.
+    Transport,
+    /// The stream or body ended early or could not be parsed.
+    MalformedResponse,
+    /// The request was rejected as invalid.
+    InvalidRequest,
+    /// The credentials were rejected.
+    Auth,
+    /// The model or endpoint does not exist.
+    NotFound,
+    /// The prompt does not fit the model's context window.
+    ContextLengthExceeded,
+    /// The provider's content filter refused.
+    ContentFiltered,
+}
+
+impl ModelErrorKind {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. }
+                | Self::Overloaded
+                | Self::Timeout
+                | Self::Transport
+                | Self::MalformedResponse
+        )
+    }
+
+    /// A short, stable name (`rate_limited`, `auth`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
+            Self::Transport => "transport",
+            Self::MalformedResponse => "malformed_response",
+            Self::InvalidRequest => "invalid_request",
+            Self::Auth => "auth",
+            Self::NotFound => "not_found",
+            Self::ContextLengthExceeded => "context_length_exceeded",
+            Self::ContentFiltered => "content_filtered",
+        }
+    }
+}
+
+impl fmt::Display for ModelErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed model call. Never contains credentials.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{provider} model {model:?} failed ({kind}): {message}")]
+#[non_exhaustive]
+pub struct ModelError {
+    /// What kind of failure.
+    pub kind: ModelErrorKind,
+    /// The provider's name.
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// What happened, in the provider's words where safe.
+    pub message: String,
+}
+
+impl ModelError {
+    /// A new error.
+    pub fn new(
+        kind: ModelErrorKind,
+        provider: impl Into<String>,
+        model: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            provider: provider.into(),
+            model: model.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+
+    /// The provider's requested delay before a retry, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            ModelErrorKind::RateLimited { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A chat model behind some provider.
+///
+/// Implementations must be cheap to share (`Arc<dyn ChatModel>`) and must
+/// never put credentials in errors.
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// The provider's name, as used in the price table (`openai`, `anthropic`).
+    fn provider(&self) -> &str;
+
+    /// Sends one request and waits for the whole reply.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the request; nothing is recorded.
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError>;
+
+    /// Estimates the prompt tokens of `request` before sending it, for budget
+    /// pre-checks. Defaults to [`ChatRequest::approx_input_tokens`].
+    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
+        request.approx_input_tokens()
+    }
+}
+
+#[async_trait]
+impl<M: ChatModel + ?Sized> ChatModel for std::sync::Arc<M> {
+    fn provider(&self) -> &str {
+        (**self).provider()
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
+        (**self).chat(request).await
+    }
+    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
+        (**self).estimate_input_tokens(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classification() {
+        assert!(ModelErrorKind::RateLimited { retry_after: None }.is_retryable());
+        assert!(ModelErrorKind::Overloaded.is_retryable());
+        assert!(!ModelErrorKind::Auth.is_retryable());
+        assert!(!ModelErrorKind::ContextLengthExceeded.is_retryable());
+    }
+
+    #[test]
+    fn estimate_is_generous() {
+        let r = ChatRequest::new("m").system("Be concise").user("x".repeat(300));
+        assert!(r.approx_input_tokens() >= 300 / 4);
+    }
+}
