@@ -275,8 +275,8 @@ impl<'g, S: State> Executor<'g, S> {
                 node: first_over(self.run.recursion_limit),
             });
         }
-        if let Some(limit) = self.run.max_node_executions {
-            if after > limit {
+        if let Some(limit) = self.run.max_node_executions
+            && after > limit {
                 self.run.executions.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
                 return Err(Error::BudgetExceeded(BudgetExceeded::new(
                     BudgetBreach::NodeExecutions {
@@ -287,7 +287,6 @@ impl<'g, S: State> Executor<'g, S> {
                     true,
                 )));
             }
-        }
         Ok(())
     }
 
@@ -572,15 +571,14 @@ impl<'g, S: State> Executor<'g, S> {
     async fn pause(&self, delay: Duration, cancel: &CancellationToken) -> Result<(), Failure> {
         let stop = self.run.stop_at();
         let until = Instant::now() + delay;
-        if let Some((at, reason)) = stop {
-            if at <= until {
+        if let Some((at, reason)) = stop
+            && at <= until {
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(self.cancel_failure()),
                     _ = tokio::time::sleep_until(at) => return Err(Failure::Stop(reason)),
                 }
             }
-        }
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(self.cancel_failure()),

@@ -117,8 +117,8 @@ impl Ledger {
         st.reserved.cost = st.reserved.cost.saturating_sub(reserved.cost);
         st.spent.tokens = st.spent.tokens.saturating_add(actual.tokens);
         st.spent.cost += actual.cost;
-        if let Some(limit) = self.max_tokens {
-            if st.spent.tokens > limit {
+        if let Some(limit) = self.max_tokens
+            && st.spent.tokens > limit {
                 return Err(BudgetExceeded::new(
                     BudgetBreach::Tokens {
                         limit,
@@ -128,9 +128,8 @@ impl Ledger {
                     false,
                 ));
             }
-        }
-        if let Some(limit) = self.max_cost {
-            if st.spent.cost > limit {
+        if let Some(limit) = self.max_cost
+            && st.spent.cost > limit {
                 return Err(BudgetExceeded::new(
                     BudgetBreach::Cost {
                         limit,
@@ -140,7 +139,6 @@ impl Ledger {
                     false,
                 ));
             }
-        }
         Ok(())
     }
 

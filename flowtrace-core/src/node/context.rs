@@ -198,8 +198,8 @@ impl NodeContext {
             .cache
             .as_ref()
             .map(|_| CacheKey::for_request(&provider, &request));
-        if let (Some(cache), Some(key)) = (&run.cache, &cache_key) {
-            if let Some(hit) = cache.get(key).await {
+        if let (Some(cache), Some(key)) = (&run.cache, &cache_key)
+            && let Some(hit) = cache.get(key).await {
                 let saved_cost = price.map(|p| p.cost(&hit.usage)).unwrap_or_default();
                 {
                     let mut m = self.step.meter();
@@ -215,7 +215,6 @@ impl NodeContext {
                 });
                 return Ok(hit);
             }
-        }
 
         let need = Amount {
             tokens: estimated_input.saturating_add(estimated_output),

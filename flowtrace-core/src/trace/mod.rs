@@ -59,12 +59,11 @@ impl EventBus {
         for sink in &self.sinks {
             sink.record(&event);
         }
-        if self.subscribers.load(Ordering::Acquire) > 0 {
-            if let Some(tx) = self.live.get() {
+        if self.subscribers.load(Ordering::Acquire) > 0
+            && let Some(tx) = self.live.get() {
                 // An error only means every receiver is gone.
                 let _ = tx.send(Arc::new(event));
             }
-        }
     }
 
     /// Flushes every sink; reports the first failure after trying them all.
