@@ -55,7 +55,7 @@ use serde::de::DeserializeOwned;
 /// the state in place and never clones it.
 pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// A partial change produced by one node.
-    type Update: Send + Serialize + DeserializeOwned + 'static;
+    type Update: Send + Sync + Serialize + DeserializeOwned + 'static;
 
     /// Merges one update into the state.
     fn apply(&mut self, update: Self::Update);

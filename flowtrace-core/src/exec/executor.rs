@@ -78,11 +78,18 @@ pub(crate) struct Executor<'g, S: State> {
     graph: &'g Inner<S>,
     run: Arc<RunShared>,
     parent_step: Option<StepId>,
+    /// The token that stops this graph: the run's, or for a subgraph the
+    /// parent step's.
+    cancel: CancellationToken,
     state: Arc<S>,
     pending: Vec<Pending>,
     records: Vec<StepRecord>,
     generation: u64,
     scheduled: Vec<u64>,
+    /// Reused per super-step to avoid allocating.
+    outcomes: Vec<TaskOutcome<S::Update>>,
+    reservations: Vec<Amount>,
+    completed: Vec<(usize, usize, Vec<Dispatch>)>,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -107,6 +114,7 @@ impl<'g, S: State> Executor<'g, S> {
         graph: &'g Inner<S>,
         run: Arc<RunShared>,
         parent_step: Option<StepId>,
+        cancel: CancellationToken,
         state: Arc<S>,
     ) -> Self {
         let n = graph.nodes.len();
@@ -114,11 +122,16 @@ impl<'g, S: State> Executor<'g, S> {
             graph,
             run,
             parent_step,
+            cancel,
             state,
             pending: (0..n).map(|_| Pending::default()).collect(),
-            records: Vec::new(),
+            // One record per node is the common case (no loops, no skips).
+            records: Vec::with_capacity(n),
             generation: 1,
             scheduled: vec![0; n],
+            outcomes: Vec::new(),
+            reservations: Vec::new(),
+            completed: Vec::new(),
         }
     }
 
@@ -135,7 +148,7 @@ impl<'g, S: State> Executor<'g, S> {
 
     /// Runs the graph as a subgraph of the current run, returning its final
     /// state. Its step records join the run's.
-    pub(crate) async fn execute_nested(mut self, cancel: &CancellationToken) -> Result<S, Error> {
+    pub(crate) async fn execute_nested(mut self) -> Result<S, Error> {
         let started = Instant::now();
         self.emit(
             started,
@@ -146,7 +159,7 @@ impl<'g, S: State> Executor<'g, S> {
                 graph: self.graph.name.clone(),
             },
         );
-        let result = self.execute(cancel).await;
+        let result = self.execute().await;
         let finished = Instant::now();
         let usage: TokenUsage = self.records.iter().map(|r| r.usage).sum();
         let cost: Cost = self.records.iter().map(|r| r.cost).sum();
@@ -180,8 +193,10 @@ impl<'g, S: State> Executor<'g, S> {
     }
 
     /// Runs super-steps until no node is ready or something fails.
-    async fn execute(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
+    async fn execute(&mut self) -> Result<(), Error> {
         let graph = self.graph;
+        let cancel = self.cancel.clone();
+        let cancel = &cancel;
         let mut ready: Vec<Task> = Vec::new();
         let mut next: Vec<Task> = Vec::new();
         for &e in &graph.entries {
@@ -206,12 +221,16 @@ impl<'g, S: State> Executor<'g, S> {
                 // Deterministic order: graph order, then dispatch order.
                 ready.sort_by_key(|t| t.node);
             }
-            let outcomes = self.superstep(&mut ready, cancel).await?;
+            let mut outcomes = std::mem::take(&mut self.outcomes);
+            let mut reservations = std::mem::take(&mut self.reservations);
+            let ran = self.superstep(&mut ready, &mut reservations, &mut outcomes, cancel).await;
+            self.reservations = reservations;
+            ran?;
 
             // Merge every successful update, in task order.
             let mut failure: Option<Error> = None;
-            let mut completed: Vec<(usize, usize, Vec<Dispatch>)> = Vec::with_capacity(outcomes.len());
-            for o in outcomes {
+            let mut completed = std::mem::take(&mut self.completed);
+            for o in outcomes.drain(..) {
                 let idx = self.records.len();
                 self.records.push(o.record);
                 match (o.output, o.error) {
@@ -235,14 +254,16 @@ impl<'g, S: State> Executor<'g, S> {
                     (None, None) => {}
                 }
             }
+            self.outcomes = outcomes;
             if let Some(e) = failure {
                 return Err(e);
             }
 
             // Evaluate edges against the merged state.
-            for (node, record, dispatches) in completed {
+            for (node, record, dispatches) in completed.drain(..) {
                 self.propagate(node, record, dispatches, &mut next)?;
             }
+            self.completed = completed;
             self.generation += 1;
             std::mem::swap(&mut ready, &mut next);
         }
@@ -311,10 +332,12 @@ impl<'g, S: State> Executor<'g, S> {
     async fn superstep(
         &self,
         ready: &mut Vec<Task>,
+        reservations: &mut Vec<Amount>,
+        outcomes: &mut Vec<TaskOutcome<S::Update>>,
         cancel: &CancellationToken,
-    ) -> Result<Vec<TaskOutcome<S::Update>>, Error> {
+    ) -> Result<(), Error> {
         let ledger = &self.run.ledger;
-        let mut reservations: Vec<Amount> = Vec::with_capacity(ready.len());
+        reservations.clear();
         for t in ready.iter() {
             let cfg = &self.graph.nodes[t.node].config;
             let amount = Amount {
@@ -322,7 +345,7 @@ impl<'g, S: State> Executor<'g, S> {
                 cost: cfg.estimated_cost,
             };
             if let Err(breach) = ledger.reserve(amount, &self.graph.nodes[t.node].id) {
-                reservations.into_iter().for_each(|r| ledger.release(r));
+                reservations.drain(..).for_each(|r| ledger.release(r));
                 ready.clear();
                 return Err(Error::BudgetExceeded(breach));
             }
@@ -332,10 +355,9 @@ impl<'g, S: State> Executor<'g, S> {
         let n = ready.len();
         let parallel = self.run.parallel.filter(|_| n > 1);
         let Some(cap) = parallel else {
-            let mut outcomes = Vec::with_capacity(n);
-            let mut tasks = ready.drain(..).zip(reservations);
+            let mut tasks = ready.drain(..).zip(reservations.drain(..));
             for (task, reserved) in tasks.by_ref() {
-                let o = self.execute_task(task, reserved, cancel).await;
+                let o = self.execute_task(task, reserved, None).await;
                 let failed = o.error.is_some();
                 outcomes.push(o);
                 if failed {
@@ -345,7 +367,7 @@ impl<'g, S: State> Executor<'g, S> {
             for (_, reserved) in tasks {
                 ledger.release(reserved);
             }
-            return Ok(outcomes);
+            return Ok(());
         };
 
         // Siblings share a child token, canceled when one of them fails.
@@ -353,8 +375,10 @@ impl<'g, S: State> Executor<'g, S> {
         let mut slots: Vec<Option<TaskOutcome<S::Update>>> = (0..n).map(|_| None).collect();
         {
             let token = &token;
-            let mut running = futures::stream::iter(ready.drain(..).zip(reservations).enumerate())
-                .map(|(i, (task, reserved))| async move { (i, self.execute_task(task, reserved, token).await) })
+            let mut running = futures::stream::iter(ready.drain(..).zip(reservations.drain(..)).enumerate())
+                .map(|(i, (task, reserved))| async move {
+                    (i, self.execute_task(task, reserved, Some(token)).await)
+                })
                 .buffer_unordered(cap);
             while let Some((i, o)) = running.next().await {
                 if o.error.is_some() && !o.sibling_canceled {
@@ -365,15 +389,18 @@ impl<'g, S: State> Executor<'g, S> {
                 }
             }
         }
-        Ok(slots.into_iter().flatten().collect())
+        outcomes.extend(slots.into_iter().flatten());
+        Ok(())
     }
 
     /// Runs one task: its attempts, retry delays, events and record.
+    /// `group` is the super-step's shared token when siblings run
+    /// concurrently; `None` means the run's own token.
     async fn execute_task(
         &self,
         task: Task,
         reserved: Amount,
-        cancel: &CancellationToken,
+        group: Option<&CancellationToken>,
     ) -> TaskOutcome<S::Update> {
         let cn = &self.graph.nodes[task.node];
         let run = &self.run;
@@ -389,13 +416,14 @@ impl<'g, S: State> Executor<'g, S> {
             },
         );
         let record_input = task.input.clone();
+        let cancel = group.unwrap_or(&self.cancel);
         let step = Arc::new(StepShared {
             run: run.clone(),
             step_id,
             parent_step: self.parent_step,
             node: cn.id.clone(),
             input: task.input,
-            cancel: cancel.clone(),
+            cancel: group.cloned(),
             meter: Mutex::new(StepMeter {
                 reserved,
                 ..StepMeter::default()
@@ -787,9 +815,13 @@ impl<'g, S: State> Executor<'g, S> {
     /// otherwise records it as skipped and passes the skip on.
     fn check_ready(&mut self, t: usize, reason: &str, next: &mut Vec<Task>) {
         let graph = self.graph;
-        let mut work: Vec<(usize, String)> = Vec::new();
-        let mut current = Some((t, reason.to_string()));
-        while let Some((t, reason)) = current.take().or_else(|| work.pop()) {
+        // Nodes skipped transitively, handled after `t`.
+        let mut work: Vec<usize> = Vec::new();
+        let mut current = Some((t, reason));
+        while let Some((t, reason)) = current
+            .take()
+            .or_else(|| work.pop().map(|u| (u, "every predecessor was skipped")))
+        {
             let p = &mut self.pending[t];
             if p.resolved < graph.nodes[t].forward_in {
                 continue;
@@ -802,10 +834,10 @@ impl<'g, S: State> Executor<'g, S> {
                 self.schedule(t, inputs, next);
                 continue;
             }
-            self.record_skip(t, &reason);
+            self.record_skip(t, reason);
             for &u in &graph.nodes[t].forward {
                 self.pending[u].resolved += 1;
-                work.push((u, "every predecessor was skipped".to_string()));
+                work.push(u);
             }
         }
     }
@@ -883,9 +915,8 @@ pub(crate) async fn drive<S: State>(
             graph: graph.name.clone(),
         },
     );
-    let mut exec = Executor::new(graph, run.clone(), None, Arc::new(input));
-    let cancel = run.cancel.clone();
-    let result = exec.execute(&cancel).await;
+    let mut exec = Executor::new(graph, run.clone(), None, run.cancel.clone(), Arc::new(input));
+    let result = exec.execute().await;
     let Executor { state, mut records, .. } = exec;
     {
         let mut nested = run.nested_steps.lock().unwrap_or_else(|p| p.into_inner());

@@ -48,8 +48,14 @@ impl<P: State, C: State> Node<P> for Subgraph<P, C> {
         let child = (self.input)(&state);
         drop(state);
         let run = ctx.run_shared().clone();
-        let exec = Executor::new(&self.graph.inner, run.clone(), Some(ctx.step_id()), Arc::new(child));
-        let outcome = exec.execute_nested(ctx.cancellation_token()).await;
+        let exec = Executor::new(
+            &self.graph.inner,
+            run,
+            Some(ctx.step_id()),
+            ctx.cancellation_token().clone(),
+            Arc::new(child),
+        );
+        let outcome = exec.execute_nested().await;
         match outcome {
             Ok(final_state) => Ok(NodeOutput::update((self.output)(final_state))),
             Err(e) => Err(NodeError::run_error(e)),

@@ -36,7 +36,9 @@ pub(crate) struct StepShared {
     pub(crate) parent_step: Option<StepId>,
     pub(crate) node: NodeId,
     pub(crate) input: Option<serde_json::Value>,
-    pub(crate) cancel: CancellationToken,
+    /// The super-step's token when siblings run concurrently; otherwise the
+    /// run's token applies.
+    pub(crate) cancel: Option<CancellationToken>,
     pub(crate) meter: Mutex<StepMeter>,
 }
 
@@ -126,7 +128,7 @@ impl NodeContext {
 
     /// A token canceled when the run is canceled or this attempt is stopped.
     pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.step.cancel
+        self.step.cancel.as_ref().unwrap_or(&self.step.run.cancel)
     }
 
     pub(crate) fn run_shared(&self) -> &Arc<RunShared> {
