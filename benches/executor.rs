@@ -22,7 +22,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use flowtrace::trace::{SinkError, TraceEvent, TraceSink};
-use flowtrace::{CompiledGraph, GraphBuilder, NodeContext, NodeOutput, NodeResult, RunConfig, State, node_fn, reducer};
+use flowtrace::{
+    CompiledGraph, GraphBuilder, NodeContext, NodeOutput, NodeResult, RunConfig, State, node_fn,
+    reducer,
+};
 use serde::{Deserialize, Serialize};
 
 /// Receives every event and drops it: measures event production, not I/O.
@@ -70,7 +73,10 @@ async fn count(_s: Arc<Conversation>, _ctx: NodeContext) -> NodeResult<Delta> {
     .into())
 }
 
-fn chain(n: usize, node: fn(Arc<Conversation>, NodeContext) -> futures_like::BoxFut) -> CompiledGraph<Conversation> {
+fn chain(
+    n: usize,
+    node: fn(Arc<Conversation>, NodeContext) -> futures_like::BoxFut,
+) -> CompiledGraph<Conversation> {
     let mut b = GraphBuilder::<Conversation>::new("chain");
     for i in 0..n {
         b = b.add_node(format!("n{i}"), node_fn(move |s, ctx| node(s, ctx)));
@@ -78,12 +84,16 @@ fn chain(n: usize, node: fn(Arc<Conversation>, NodeContext) -> futures_like::Box
             b = b.add_edge(format!("n{}", i - 1), format!("n{i}"));
         }
     }
-    b.set_entry("n0").set_finish(format!("n{}", n - 1)).compile().unwrap()
+    b.set_entry("n0")
+        .set_finish(format!("n{}", n - 1))
+        .compile()
+        .unwrap()
 }
 
 mod futures_like {
     use super::*;
-    pub type BoxFut = std::pin::Pin<Box<dyn std::future::Future<Output = NodeResult<Delta>> + Send>>;
+    pub type BoxFut =
+        std::pin::Pin<Box<dyn std::future::Future<Output = NodeResult<Delta>> + Send>>;
     pub fn noop(s: Arc<Conversation>, ctx: NodeContext) -> BoxFut {
         Box::pin(super::noop(s, ctx))
     }
@@ -97,7 +107,10 @@ fn config() -> RunConfig {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn bench_chain(c: &mut Criterion) {
@@ -168,7 +181,9 @@ fn bench_state_size(c: &mut Criterion) {
     g.throughput(Throughput::Elements(100));
     for size in [10usize, 100, 1000] {
         let state = Conversation {
-            messages: (0..size).map(|i| format!("message number {i} with some text")).collect(),
+            messages: (0..size)
+                .map(|i| format!("message number {i} with some text"))
+                .collect(),
             counter: 0,
         };
         g.bench_function(format!("{size}_messages"), |b| {
@@ -183,5 +198,11 @@ fn bench_state_size(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_chain, bench_fanout, bench_three_node, bench_state_size);
+criterion_group!(
+    benches,
+    bench_chain,
+    bench_fanout,
+    bench_three_node,
+    bench_state_size
+);
 criterion_main!(benches);

@@ -90,7 +90,9 @@ pub enum Error {
 
     /// A node dispatched instances of a node it did not declare with
     /// `add_dispatch`.
-    #[error("node {node:?} dispatched to {target:?}, which is not one of its declared dispatch targets")]
+    #[error(
+        "node {node:?} dispatched to {target:?}, which is not one of its declared dispatch targets"
+    )]
     UnknownDispatchTarget {
         /// The dispatching node.
         node: NodeId,
@@ -100,7 +102,9 @@ pub enum Error {
 
     /// A model call used a model with no price while
     /// [`MissingPrice::Error`](crate::pricing::MissingPrice) is configured.
-    #[error("no price for model {provider}/{model} (called by node {node:?}); add it to the price table")]
+    #[error(
+        "no price for model {provider}/{model} (called by node {node:?}); add it to the price table"
+    )]
     MissingPrice {
         /// The node.
         node: NodeId,
@@ -441,7 +445,11 @@ fn node_suffix_budget(node: &Option<NodeId>) -> String {
 }
 
 impl BudgetExceeded {
-    pub(crate) fn new(breach: BudgetBreach, node: Option<NodeId>, refused_before_run: bool) -> Self {
+    pub(crate) fn new(
+        breach: BudgetBreach,
+        node: Option<NodeId>,
+        refused_before_run: bool,
+    ) -> Self {
         Self {
             breach,
             node,
@@ -583,9 +591,15 @@ mod tests {
             limit: 25,
             node: NodeId::new("agent"),
         };
-        assert!(e.to_string().starts_with("recursion limit of 25 node executions"));
+        assert!(
+            e.to_string()
+                .starts_with("recursion limit of 25 node executions")
+        );
         let b = BuildError {
-            problems: vec![GraphProblem::NoEntry, GraphProblem::Unreachable { node: "x".into() }],
+            problems: vec![
+                GraphProblem::NoEntry,
+                GraphProblem::Unreachable { node: "x".into() },
+            ],
         };
         assert_eq!(
             b.to_string(),
@@ -607,7 +621,8 @@ mod tests {
         .into();
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
-        let e: NodeError = ModelError::new(ModelErrorKind::Auth, "openai", "gpt-4o", "bad key").into();
+        let e: NodeError =
+            ModelError::new(ModelErrorKind::Auth, "openai", "gpt-4o", "bad key").into();
         assert!(!e.is_retryable());
     }
 }

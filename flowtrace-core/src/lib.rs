@@ -69,13 +69,19 @@ pub mod tool;
 pub mod trace;
 
 pub use agent::{Agent, AgentOutput, ToolLoopAgent};
-pub use cache::{Cache, CacheKey};
+pub use cache::{Cache, CacheKey, MemoryCache};
 pub use checkpoint::Checkpointer;
-pub use error::{BudgetBreach, BudgetExceeded, BuildError, Error, ErrorClass, GraphProblem, NodeError};
-pub use exec::{Budget, RetryPolicy, RunConfig, RunFailure, RunHandle, RunOutput, RunSummary, StepRecord};
+pub use error::{
+    BudgetBreach, BudgetExceeded, BuildError, Error, ErrorClass, GraphProblem, NodeError,
+};
+pub use exec::{
+    Budget, RetryPolicy, RunConfig, RunFailure, RunHandle, RunOutput, RunSummary, StepRecord,
+};
 pub use graph::{CompiledGraph, END, GraphBuilder, START, Subgraph};
 pub use ids::{NodeId, RunId, StepId, ThreadId};
-pub use model::{ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ModelError, ModelErrorKind, Role};
+pub use model::{
+    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ModelError, ModelErrorKind, Role,
+};
 pub use node::{Dispatch, Node, NodeConfig, NodeContext, NodeFn, NodeOutput, NodeResult, node_fn};
 pub use pricing::{Cost, MissingPrice, ModelPrice, PriceTable, Pricing, TokenUsage};
 pub use state::{JsonState, State, reducer};

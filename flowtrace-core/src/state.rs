@@ -101,9 +101,10 @@ pub mod reducer {
     /// Keeps the larger value.
     pub fn max<T: Ord>(field: &mut T, value: Option<T>) {
         if let Some(v) = value
-            && v > *field {
-                *field = v;
-            }
+            && v > *field
+        {
+            *field = v;
+        }
     }
 }
 

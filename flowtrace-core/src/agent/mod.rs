@@ -33,7 +33,11 @@ pub trait Agent: Send + Sync {
     ///
     /// # Cancel safety
     /// Dropping the future abandons the current model or tool call.
-    async fn run(&self, conversation: Vec<Message>, ctx: &NodeContext) -> Result<AgentOutput, NodeError>;
+    async fn run(
+        &self,
+        conversation: Vec<Message>,
+        ctx: &NodeContext,
+    ) -> Result<AgentOutput, NodeError>;
 }
 
 /// The classic tool-calling loop: call the model; if it asks for tools, run
@@ -57,7 +61,14 @@ impl fmt::Debug for ToolLoopAgent {
         f.debug_struct("ToolLoopAgent")
             .field("name", &self.name)
             .field("model", &self.model_name)
-            .field("tools", &self.tools.iter().map(|t| t.name().to_string()).collect::<Vec<_>>())
+            .field(
+                "tools",
+                &self
+                    .tools
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .field("max_turns", &self.max_turns)
             .finish()
     }
@@ -66,7 +77,11 @@ impl fmt::Debug for ToolLoopAgent {
 impl ToolLoopAgent {
     /// An agent named `name` using `model_name` on `model`, with no tools,
     /// at most 8 turns.
-    pub fn new(name: impl Into<String>, model: Arc<dyn ChatModel>, model_name: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        model: Arc<dyn ChatModel>,
+        model_name: impl Into<String>,
+    ) -> Self {
         Self {
             name: name.into(),
             model,
@@ -109,7 +124,11 @@ impl Agent for ToolLoopAgent {
         &self.name
     }
 
-    async fn run(&self, conversation: Vec<Message>, ctx: &NodeContext) -> Result<AgentOutput, NodeError> {
+    async fn run(
+        &self,
+        conversation: Vec<Message>,
+        ctx: &NodeContext,
+    ) -> Result<AgentOutput, NodeError> {
         let specs: Vec<_> = self.tools.iter().map(|t| t.spec()).collect();
         let mut history = conversation;
         let first_new = history.len();
@@ -133,10 +152,12 @@ impl Agent for ToolLoopAgent {
             }
             for call in &response.tool_calls {
                 let content = match self.tools.iter().find(|t| t.name() == call.name) {
-                    Some(tool) => match ctx.call_tool(tool.as_ref(), call.arguments.clone()).await {
-                        Ok(v) => v.to_string(),
-                        Err(e) => format!("error: {e}"),
-                    },
+                    Some(tool) => {
+                        match ctx.call_tool(tool.as_ref(), call.arguments.clone()).await {
+                            Ok(v) => v.to_string(),
+                            Err(e) => format!("error: {e}"),
+                        }
+                    }
                     None => format!("error: unknown tool {:?}", call.name),
                 };
                 history.push(Message::tool_result(call.id.clone(), content));

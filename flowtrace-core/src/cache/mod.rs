@@ -57,6 +57,63 @@ pub trait Cache: Send + Sync {
     async fn put(&self, key: CacheKey, response: ChatResponse);
 }
 
+/// An in-memory [`Cache`] holding at most `max_entries` responses (the
+/// oldest is evicted first). Entries never expire; use it for tests, demos
+/// and short-lived processes.
+#[derive(Debug)]
+pub struct MemoryCache {
+    max_entries: usize,
+    entries: std::sync::Mutex<(
+        std::collections::HashMap<CacheKey, ChatResponse>,
+        std::collections::VecDeque<CacheKey>,
+    )>,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `max_entries` responses.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries: max_entries.max(1),
+            entries: std::sync::Mutex::default(),
+        }
+    }
+
+    /// How many responses are stored.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.0.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
+        self.entries.lock().ok()?.0.get(key).cloned()
+    }
+
+    async fn put(&self, key: CacheKey, response: ChatResponse) {
+        let Ok(mut guard) = self.entries.lock() else {
+            return;
+        };
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), response).is_none() {
+            order.push_back(key);
+        }
+        while map.len() > self.max_entries {
+            match order.pop_front() {
+                Some(old) => {
+                    map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,8 +124,30 @@ mod tests {
         let k = CacheKey::for_request("openai", &base);
         assert_eq!(k, CacheKey::for_request("openai", &base.clone()));
         assert_ne!(k, CacheKey::for_request("anthropic", &base));
-        assert_ne!(k, CacheKey::for_request("openai", &base.clone().temperature(0.5)));
-        assert_ne!(k, CacheKey::for_request("openai", &base.clone().system("t")));
-        assert_ne!(k, CacheKey::for_request("openai", &base.clone().user("again")));
+        assert_ne!(
+            k,
+            CacheKey::for_request("openai", &base.clone().temperature(0.5))
+        );
+        assert_ne!(
+            k,
+            CacheKey::for_request("openai", &base.clone().system("t"))
+        );
+        assert_ne!(
+            k,
+            CacheKey::for_request("openai", &base.clone().user("again"))
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_cache_evicts_oldest() {
+        let c = MemoryCache::new(2);
+        let key = |s: &str| CacheKey::for_request("p", &ChatRequest::new(s));
+        let resp = ChatResponse::text("m", "t", crate::TokenUsage::new(1, 1));
+        c.put(key("a"), resp.clone()).await;
+        c.put(key("b"), resp.clone()).await;
+        c.put(key("c"), resp.clone()).await;
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&key("a")).await.is_none());
+        assert_eq!(c.get(&key("c")).await, Some(resp));
     }
 }

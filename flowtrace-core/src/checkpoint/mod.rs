@@ -41,7 +41,9 @@ pub struct Checkpoint {
 #[non_exhaustive]
 pub enum CheckpointError {
     /// Another writer appended to the thread first.
-    #[error("thread {thread:?}: checkpoint step {step} conflicts with the stored history (expected step {expected})")]
+    #[error(
+        "thread {thread:?}: checkpoint step {step} conflicts with the stored history (expected step {expected})"
+    )]
     Conflict {
         /// The thread.
         thread: ThreadId,
@@ -51,7 +53,9 @@ pub enum CheckpointError {
         expected: u64,
     },
     /// The stored format is not one this release reads.
-    #[error("thread {thread:?}: unsupported checkpoint format version {found} (this release reads {supported})")]
+    #[error(
+        "thread {thread:?}: unsupported checkpoint format version {found} (this release reads {supported})"
+    )]
     UnsupportedVersion {
         /// The thread.
         thread: ThreadId,
@@ -74,10 +78,19 @@ pub trait Checkpointer: Send + Sync {
     async fn put(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError>;
 
     /// The checkpoint at `step`, or the latest when `step` is `None`.
-    async fn get(&self, thread: &ThreadId, step: Option<u64>) -> Result<Option<Checkpoint>, CheckpointError>;
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        step: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError>;
 
     /// Up to `limit` checkpoints older than `before` (or the newest), newest first.
-    async fn list(&self, thread: &ThreadId, before: Option<u64>, limit: usize) -> Result<Vec<Checkpoint>, CheckpointError>;
+    async fn list(
+        &self,
+        thread: &ThreadId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, CheckpointError>;
 }
 
 /// Keeps checkpoints in memory (lost when the process ends).
@@ -127,23 +140,37 @@ impl Checkpointer for MemoryCheckpointer {
         Ok(())
     }
 
-    async fn get(&self, thread: &ThreadId, step: Option<u64>) -> Result<Option<Checkpoint>, CheckpointError> {
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        step: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
         let threads = self.lock();
         let Some(history) = threads.get(thread) else {
             return Ok(None);
         };
         Ok(match step {
             None => history.last().cloned(),
-            Some(s) => s.checked_sub(1).and_then(|i| history.get(i as usize)).cloned(),
+            Some(s) => s
+                .checked_sub(1)
+                .and_then(|i| history.get(i as usize))
+                .cloned(),
         })
     }
 
-    async fn list(&self, thread: &ThreadId, before: Option<u64>, limit: usize) -> Result<Vec<Checkpoint>, CheckpointError> {
+    async fn list(
+        &self,
+        thread: &ThreadId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, CheckpointError> {
         let threads = self.lock();
         let Some(history) = threads.get(thread) else {
             return Ok(Vec::new());
         };
-        let end = before.map_or(history.len(), |b| (b.saturating_sub(1) as usize).min(history.len()));
+        let end = before.map_or(history.len(), |b| {
+            (b.saturating_sub(1) as usize).min(history.len())
+        });
         Ok(history[..end].iter().rev().take(limit).cloned().collect())
     }
 }
@@ -171,12 +198,27 @@ mod tests {
             store.put(cp("t", s)).await.unwrap();
         }
         let t: ThreadId = "t".into();
-        let page: Vec<u64> = store.list(&t, None, 2).await.unwrap().iter().map(|c| c.step).collect();
+        let page: Vec<u64> = store
+            .list(&t, None, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.step)
+            .collect();
         assert_eq!(page, [5, 4]);
-        let page: Vec<u64> = store.list(&t, Some(4), 10).await.unwrap().iter().map(|c| c.step).collect();
+        let page: Vec<u64> = store
+            .list(&t, Some(4), 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.step)
+            .collect();
         assert_eq!(page, [3, 2, 1]);
         assert_eq!(store.get(&t, None).await.unwrap().unwrap().step, 5);
-        assert_eq!(store.get(&t, Some(2)).await.unwrap().unwrap().state["step"], 2);
+        assert_eq!(
+            store.get(&t, Some(2)).await.unwrap().unwrap().state["step"],
+            2
+        );
     }
 
     #[tokio::test]
@@ -184,9 +226,15 @@ mod tests {
         let store = MemoryCheckpointer::new();
         store.put(cp("t", 1)).await.unwrap();
         let err = store.put(cp("t", 1)).await.unwrap_err();
-        assert!(matches!(err, CheckpointError::Conflict { expected: 2, .. }), "{err}");
+        assert!(
+            matches!(err, CheckpointError::Conflict { expected: 2, .. }),
+            "{err}"
+        );
         let mut bad = cp("u", 1);
         bad.format_version = 99;
-        assert!(matches!(store.put(bad).await, Err(CheckpointError::UnsupportedVersion { found: 99, .. })));
+        assert!(matches!(
+            store.put(bad).await,
+            Err(CheckpointError::UnsupportedVersion { found: 99, .. })
+        ));
     }
 }

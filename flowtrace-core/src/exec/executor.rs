@@ -135,7 +135,14 @@ impl<'g, S: State> Executor<'g, S> {
         }
     }
 
-    fn emit(&self, at: Instant, step: Option<StepId>, node: Option<usize>, attempt: u32, kind: EventKind) {
+    fn emit(
+        &self,
+        at: Instant,
+        step: Option<StepId>,
+        node: Option<usize>,
+        attempt: u32,
+        kind: EventKind,
+    ) {
         self.run.event(
             at,
             step,
@@ -223,7 +230,9 @@ impl<'g, S: State> Executor<'g, S> {
             }
             let mut outcomes = std::mem::take(&mut self.outcomes);
             let mut reservations = std::mem::take(&mut self.reservations);
-            let ran = self.superstep(&mut ready, &mut reservations, &mut outcomes, cancel).await;
+            let ran = self
+                .superstep(&mut ready, &mut reservations, &mut outcomes, cancel)
+                .await;
             self.reservations = reservations;
             ran?;
 
@@ -283,31 +292,40 @@ impl<'g, S: State> Executor<'g, S> {
             }
         }
         let n = ready.len() as u64;
-        let after = self.run.executions.fetch_add(n, std::sync::atomic::Ordering::AcqRel) + n;
+        let after = self
+            .run
+            .executions
+            .fetch_add(n, std::sync::atomic::Ordering::AcqRel)
+            + n;
         let first_over = |limit: u64| {
             let before = after - n;
             let i = limit.saturating_sub(before).min(n.saturating_sub(1)) as usize;
             self.graph.nodes[ready[i].node].id.clone()
         };
         if after > self.run.recursion_limit {
-            self.run.executions.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+            self.run
+                .executions
+                .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
             return Err(Error::RecursionLimit {
                 limit: self.run.recursion_limit,
                 node: first_over(self.run.recursion_limit),
             });
         }
         if let Some(limit) = self.run.max_node_executions
-            && after > limit {
-                self.run.executions.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
-                return Err(Error::BudgetExceeded(BudgetExceeded::new(
-                    BudgetBreach::NodeExecutions {
-                        limit,
-                        observed: after,
-                    },
-                    Some(first_over(limit)),
-                    true,
-                )));
-            }
+            && after > limit
+        {
+            self.run
+                .executions
+                .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+            return Err(Error::BudgetExceeded(BudgetExceeded::new(
+                BudgetBreach::NodeExecutions {
+                    limit,
+                    observed: after,
+                },
+                Some(first_over(limit)),
+                true,
+            )));
+        }
         Ok(())
     }
 
@@ -375,11 +393,12 @@ impl<'g, S: State> Executor<'g, S> {
         let mut slots: Vec<Option<TaskOutcome<S::Update>>> = (0..n).map(|_| None).collect();
         {
             let token = &token;
-            let mut running = futures::stream::iter(ready.drain(..).zip(reservations.drain(..)).enumerate())
-                .map(|(i, (task, reserved))| async move {
-                    (i, self.execute_task(task, reserved, Some(token)).await)
-                })
-                .buffer_unordered(cap);
+            let mut running =
+                futures::stream::iter(ready.drain(..).zip(reservations.drain(..)).enumerate())
+                    .map(|(i, (task, reserved))| async move {
+                        (i, self.execute_task(task, reserved, Some(token)).await)
+                    })
+                    .buffer_unordered(cap);
             while let Some((i, o)) = running.next().await {
                 if o.error.is_some() && !o.sibling_canceled {
                     token.cancel();
@@ -435,7 +454,11 @@ impl<'g, S: State> Executor<'g, S> {
         let mut delays = None;
         let result = loop {
             let ctx = NodeContext::new(step.clone(), attempt);
-            let attempt_start = if attempt == 1 { started } else { Instant::now() };
+            let attempt_start = if attempt == 1 {
+                started
+            } else {
+                Instant::now()
+            };
             let failure = match self.attempt(cn, ctx, attempt_start, timeout, cancel).await {
                 Ok(out) => break Ok(out),
                 Err(f) => f,
@@ -480,7 +503,13 @@ impl<'g, S: State> Executor<'g, S> {
             let mut m = step.meter();
             let leftover = std::mem::replace(&mut m.reserved, Amount::ZERO);
             run.ledger.release(leftover);
-            (m.usage, m.cost, m.provider.take(), m.model.take(), m.cache_hits)
+            (
+                m.usage,
+                m.cost,
+                m.provider.take(),
+                m.model.take(),
+                m.cache_hits,
+            )
         };
         let (output, error, status, sibling_canceled) = match result {
             Ok(out) => (Some(out), None, StepStatus::Succeeded, false),
@@ -600,13 +629,14 @@ impl<'g, S: State> Executor<'g, S> {
         let stop = self.run.stop_at();
         let until = Instant::now() + delay;
         if let Some((at, reason)) = stop
-            && at <= until {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Err(self.cancel_failure()),
-                    _ = tokio::time::sleep_until(at) => return Err(Failure::Stop(reason)),
-                }
+            && at <= until
+        {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.cancel_failure()),
+                _ = tokio::time::sleep_until(at) => return Err(Failure::Stop(reason)),
             }
+        }
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(self.cancel_failure()),
@@ -659,9 +689,25 @@ impl<'g, S: State> Executor<'g, S> {
                 StepStatus::Failed,
                 false,
             ),
-            Failure::Canceled => (Error::Canceled { node: Some(id.clone()) }, StepStatus::Canceled, false),
-            Failure::SiblingCanceled => (Error::Canceled { node: Some(id.clone()) }, StepStatus::Canceled, true),
-            Failure::Stop(reason) => (self.stop_error(reason, now, Some(node)), StepStatus::Canceled, false),
+            Failure::Canceled => (
+                Error::Canceled {
+                    node: Some(id.clone()),
+                },
+                StepStatus::Canceled,
+                false,
+            ),
+            Failure::SiblingCanceled => (
+                Error::Canceled {
+                    node: Some(id.clone()),
+                },
+                StepStatus::Canceled,
+                true,
+            ),
+            Failure::Stop(reason) => (
+                self.stop_error(reason, now, Some(node)),
+                StepStatus::Canceled,
+                false,
+            ),
             Failure::Panicked(message) => (
                 Error::NodePanicked {
                     node: id.clone(),
@@ -709,12 +755,11 @@ impl<'g, S: State> Executor<'g, S> {
         let mut skip_reason = String::from("no active predecessor");
         if let Some(router) = &cn.router {
             let state = &*self.state;
-            let label = std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state))).map_err(|p| {
-                Error::NodePanicked {
+            let label = std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state)))
+                .map_err(|p| Error::NodePanicked {
                     node: cn.id.clone(),
                     message: format!("router panicked: {}", panic_message(p.as_ref())),
-                }
-            })?;
+                })?;
             let Some(branch) = router.branches.iter().find(|b| b.label == label) else {
                 return Err(Error::UnknownBranch {
                     node: cn.id.clone(),
@@ -735,7 +780,11 @@ impl<'g, S: State> Executor<'g, S> {
                     chosen.push(*t);
                 }
             }
-            skip_reason = format!("branch {:?} of {:?} was chosen", branch.label, cn.id.as_str());
+            skip_reason = format!(
+                "branch {:?} of {:?} was chosen",
+                branch.label,
+                cn.id.as_str()
+            );
             let step_id = self.records.get(record).map(|r| r.step_id);
             if let Some(r) = self.records.get_mut(record) {
                 r.branch = Some(branch.label.clone());
@@ -848,7 +897,10 @@ impl<'g, S: State> Executor<'g, S> {
                 return;
             }
             self.scheduled[t] = self.generation;
-            next.push(Task { node: t, input: None });
+            next.push(Task {
+                node: t,
+                input: None,
+            });
         } else {
             next.extend(inputs.into_iter().map(|input| Task {
                 node: t,
@@ -915,9 +967,17 @@ pub(crate) async fn drive<S: State>(
             graph: graph.name.clone(),
         },
     );
-    let mut exec = Executor::new(graph, run.clone(), None, run.cancel.clone(), Arc::new(input));
+    let mut exec = Executor::new(
+        graph,
+        run.clone(),
+        None,
+        run.cancel.clone(),
+        Arc::new(input),
+    );
     let result = exec.execute().await;
-    let Executor { state, mut records, .. } = exec;
+    let Executor {
+        state, mut records, ..
+    } = exec;
     {
         let mut nested = run.nested_steps.lock().unwrap_or_else(|p| p.into_inner());
         if !nested.is_empty() {
@@ -928,7 +988,10 @@ pub(crate) async fn drive<S: State>(
     let finished = Instant::now();
     let usage: TokenUsage = records.iter().map(|r| r.usage).sum();
     let cost: Cost = records.iter().map(|r| r.cost).sum();
-    let node_executions = records.iter().filter(|r| r.status != StepStatus::Skipped).count() as u64;
+    let node_executions = records
+        .iter()
+        .filter(|r| r.status != StepStatus::Skipped)
+        .count() as u64;
     let elapsed = finished.saturating_duration_since(started);
 
     if let Err(Error::BudgetExceeded(b)) = &result {

@@ -86,7 +86,8 @@ impl Budget {
     }
 }
 
-static DEFAULT_PRICING: LazyLock<Arc<PriceTable>> = LazyLock::new(|| Arc::new(PriceTable::builtin()));
+static DEFAULT_PRICING: LazyLock<Arc<PriceTable>> =
+    LazyLock::new(|| Arc::new(PriceTable::builtin()));
 
 /// The default recursion limit (node executions per run).
 pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;

@@ -149,9 +149,7 @@ impl RetryPolicy {
         let cap = self.max_delay;
         // backon multiplies in f32; round to whole microseconds so schedules
         // are exact (200 ms, not 200.000003 ms).
-        builder
-            .build()
-            .map(move |d| round_to_micros(d).min(cap))
+        builder.build().map(move |d| round_to_micros(d).min(cap))
     }
 }
 
@@ -175,7 +173,11 @@ mod tests {
         assert_eq!(a.len(), 5);
         let mut base = Duration::from_millis(100);
         for d in a {
-            assert!(d >= base && d < base * 2, "{d:?} not in [{base:?}, {:?})", base * 2);
+            assert!(
+                d >= base && d < base * 2,
+                "{d:?} not in [{base:?}, {:?})",
+                base * 2
+            );
             base *= 2;
         }
     }
@@ -187,6 +189,13 @@ mod tests {
             .initial_delay(Duration::from_secs(5))
             .max_delay(Duration::from_secs(1));
         let names: Vec<_> = p.problems().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["retry.max_attempts", "retry.multiplier", "retry.initial_delay"]);
+        assert_eq!(
+            names,
+            [
+                "retry.max_attempts",
+                "retry.multiplier",
+                "retry.initial_delay"
+            ]
+        );
     }
 }

@@ -118,27 +118,29 @@ impl Ledger {
         st.spent.tokens = st.spent.tokens.saturating_add(actual.tokens);
         st.spent.cost += actual.cost;
         if let Some(limit) = self.max_tokens
-            && st.spent.tokens > limit {
-                return Err(BudgetExceeded::new(
-                    BudgetBreach::Tokens {
-                        limit,
-                        observed: st.spent.tokens,
-                    },
-                    Some(node.clone()),
-                    false,
-                ));
-            }
+            && st.spent.tokens > limit
+        {
+            return Err(BudgetExceeded::new(
+                BudgetBreach::Tokens {
+                    limit,
+                    observed: st.spent.tokens,
+                },
+                Some(node.clone()),
+                false,
+            ));
+        }
         if let Some(limit) = self.max_cost
-            && st.spent.cost > limit {
-                return Err(BudgetExceeded::new(
-                    BudgetBreach::Cost {
-                        limit,
-                        observed: st.spent.cost,
-                    },
-                    Some(node.clone()),
-                    false,
-                ));
-            }
+            && st.spent.cost > limit
+        {
+            return Err(BudgetExceeded::new(
+                BudgetBreach::Cost {
+                    limit,
+                    observed: st.spent.cost,
+                },
+                Some(node.clone()),
+                false,
+            ));
+        }
         Ok(())
     }
 

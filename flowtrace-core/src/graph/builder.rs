@@ -61,7 +61,10 @@ impl<S: State> fmt::Debug for GraphBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GraphBuilder")
             .field("name", &self.name)
-            .field("nodes", &self.nodes.iter().map(|n| &n.id).collect::<Vec<_>>())
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| &n.id).collect::<Vec<_>>(),
+            )
             .field("edges", &self.edges)
             .field("dispatches", &self.dispatches)
             .finish_non_exhaustive()
@@ -86,7 +89,12 @@ impl<S: State> GraphBuilder<S> {
     }
 
     /// Adds a node with retry, timeout or budget-estimate settings.
-    pub fn add_node_with(mut self, id: impl Into<NodeId>, node: impl Node<S>, config: NodeConfig) -> Self {
+    pub fn add_node_with(
+        mut self,
+        id: impl Into<NodeId>,
+        node: impl Node<S>,
+        config: NodeConfig,
+    ) -> Self {
         self.nodes.push(NodeDef {
             id: id.into(),
             node: Arc::new(node),
@@ -96,7 +104,12 @@ impl<S: State> GraphBuilder<S> {
     }
 
     /// Adds a shared node (`Arc<dyn Node<S>>`).
-    pub fn add_shared_node(mut self, id: impl Into<NodeId>, node: Arc<dyn Node<S>>, config: NodeConfig) -> Self {
+    pub fn add_shared_node(
+        mut self,
+        id: impl Into<NodeId>,
+        node: Arc<dyn Node<S>>,
+        config: NodeConfig,
+    ) -> Self {
         self.nodes.push(NodeDef {
             id: id.into(),
             node,
@@ -131,7 +144,12 @@ impl<S: State> GraphBuilder<S> {
     /// branch run, and every other branch target is recorded as skipped
     /// (unless another active edge leads to it). A label may appear several
     /// times to fan out to several nodes; a target may be [`END`].
-    pub fn add_conditional_edges<F, L, B, K, T>(mut self, from: impl Into<NodeId>, router: F, branches: B) -> Self
+    pub fn add_conditional_edges<F, L, B, K, T>(
+        mut self,
+        from: impl Into<NodeId>,
+        router: F,
+        branches: B,
+    ) -> Self
     where
         F: Fn(&S) -> L + Send + Sync + 'static,
         L: Into<Cow<'static, str>>,

@@ -60,11 +60,15 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
     for (i, def) in b.nodes.iter().enumerate() {
         let id = def.id.as_str();
         if id.is_empty() || id == START || id == END {
-            problems.push(GraphProblem::ReservedNodeId { node: def.id.clone() });
+            problems.push(GraphProblem::ReservedNodeId {
+                node: def.id.clone(),
+            });
             continue;
         }
         if index.contains_key(id) {
-            problems.push(GraphProblem::DuplicateNode { node: def.id.clone() });
+            problems.push(GraphProblem::DuplicateNode {
+                node: def.id.clone(),
+            });
             continue;
         }
         index.insert(def.id.clone(), i);
@@ -101,7 +105,9 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
                 (Ref::Node(f), Ref::Node(t)) if !statics[f].contains(&Target::Node(t)) => {
                     statics[f].push(Target::Node(t))
                 }
-                (Ref::Node(f), Ref::End) if !statics[f].contains(&Target::End) => statics[f].push(Target::End),
+                (Ref::Node(f), Ref::End) if !statics[f].contains(&Target::End) => {
+                    statics[f].push(Target::End)
+                }
                 _ => {}
             }
             pairs.push((f, t));
@@ -111,11 +117,14 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
     let mut routers: Vec<Option<Router<S>>> = (0..n).map(|_| None).collect();
     for r in b.routers {
         let from_by = || format!("conditional edge from {:?}", r.from);
-        let Some(Ref::Node(f)) = resolve(&index, &mut problems, &r.from, false, false, &from_by) else {
+        let Some(Ref::Node(f)) = resolve(&index, &mut problems, &r.from, false, false, &from_by)
+        else {
             continue;
         };
         if r.branches.is_empty() {
-            problems.push(GraphProblem::EmptyBranches { node: r.from.clone() });
+            problems.push(GraphProblem::EmptyBranches {
+                node: r.from.clone(),
+            });
         }
         let mut branches: Vec<Branch> = Vec::new();
         for (label, to) in &r.branches {
@@ -137,7 +146,9 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
             }
         }
         if routers[f].is_some() {
-            problems.push(GraphProblem::DuplicateRouter { node: r.from.clone() });
+            problems.push(GraphProblem::DuplicateRouter {
+                node: r.from.clone(),
+            });
             continue;
         }
         routers[f] = Some(Router {
@@ -194,7 +205,9 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         });
         for (i, def) in b.nodes.iter().enumerate() {
             if index.get(def.id.as_str()) == Some(&i) && !reachable[i] {
-                problems.push(GraphProblem::Unreachable { node: def.id.clone() });
+                problems.push(GraphProblem::Unreachable {
+                    node: def.id.clone(),
+                });
             }
         }
     }
@@ -206,7 +219,9 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
     }
     for (i, def) in b.nodes.iter().enumerate() {
         if index.get(def.id.as_str()) == Some(&i) && !finishes[i] {
-            problems.push(GraphProblem::NoPathToFinish { node: def.id.clone() });
+            problems.push(GraphProblem::NoPathToFinish {
+                node: def.id.clone(),
+            });
         }
     }
 

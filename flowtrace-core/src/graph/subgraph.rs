@@ -24,7 +24,9 @@ pub struct Subgraph<P: State, C: State> {
 
 impl<P: State, C: State> fmt::Debug for Subgraph<P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subgraph").field("graph", &self.graph).finish_non_exhaustive()
+        f.debug_struct("Subgraph")
+            .field("graph", &self.graph)
+            .finish_non_exhaustive()
     }
 }
 

@@ -445,7 +445,9 @@ mod tests {
 
     #[test]
     fn estimate_is_generous() {
-        let r = ChatRequest::new("m").system("Be concise").user("x".repeat(300));
+        let r = ChatRequest::new("m")
+            .system("Be concise")
+            .user("x".repeat(300));
         assert!(r.approx_input_tokens() >= 300 / 4);
     }
 }

@@ -201,22 +201,23 @@ impl NodeContext {
             .as_ref()
             .map(|_| CacheKey::for_request(&provider, &request));
         if let (Some(cache), Some(key)) = (&run.cache, &cache_key)
-            && let Some(hit) = cache.get(key).await {
-                let saved_cost = price.map(|p| p.cost(&hit.usage)).unwrap_or_default();
-                {
-                    let mut m = self.step.meter();
-                    m.cache_hits += 1;
-                    m.provider = Some(provider.clone());
-                    m.model = Some(request.model.clone());
-                }
-                self.emit(EventKind::CacheHit {
-                    provider,
-                    model: request.model,
-                    saved_cost,
-                    saved_usage: hit.usage,
-                });
-                return Ok(hit);
+            && let Some(hit) = cache.get(key).await
+        {
+            let saved_cost = price.map(|p| p.cost(&hit.usage)).unwrap_or_default();
+            {
+                let mut m = self.step.meter();
+                m.cache_hits += 1;
+                m.provider = Some(provider.clone());
+                m.model = Some(request.model.clone());
             }
+            self.emit(EventKind::CacheHit {
+                provider,
+                model: request.model,
+                saved_cost,
+                saved_usage: hit.usage,
+            });
+            return Ok(hit);
+        }
 
         let need = Amount {
             tokens: estimated_input.saturating_add(estimated_output),

@@ -313,7 +313,9 @@ impl Add for TokenUsage {
         TokenUsage {
             input_tokens: self.input_tokens.saturating_add(o.input_tokens),
             output_tokens: self.output_tokens.saturating_add(o.output_tokens),
-            cached_input_tokens: self.cached_input_tokens.saturating_add(o.cached_input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_add(o.cached_input_tokens),
             cache_write_tokens: self.cache_write_tokens.saturating_add(o.cache_write_tokens),
         }
     }

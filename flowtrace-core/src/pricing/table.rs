@@ -17,23 +17,94 @@ const BUILTIN: &[(&str, &str, u64, u64, u64, u64)] = &[
     ("openai", "gpt-5", 1_250_000, 125_000, 1_250_000, 10_000_000),
     ("openai", "gpt-5-mini", 250_000, 25_000, 250_000, 2_000_000),
     ("openai", "gpt-5-nano", 50_000, 5_000, 50_000, 400_000),
-    ("openai", "gpt-4.1", 2_000_000, 500_000, 2_000_000, 8_000_000),
-    ("openai", "gpt-4.1-mini", 400_000, 100_000, 400_000, 1_600_000),
+    (
+        "openai", "gpt-4.1", 2_000_000, 500_000, 2_000_000, 8_000_000,
+    ),
+    (
+        "openai",
+        "gpt-4.1-mini",
+        400_000,
+        100_000,
+        400_000,
+        1_600_000,
+    ),
     ("openai", "gpt-4.1-nano", 100_000, 25_000, 100_000, 400_000),
-    ("openai", "gpt-4o", 2_500_000, 1_250_000, 2_500_000, 10_000_000),
+    (
+        "openai", "gpt-4o", 2_500_000, 1_250_000, 2_500_000, 10_000_000,
+    ),
     ("openai", "gpt-4o-mini", 150_000, 75_000, 150_000, 600_000),
     ("openai", "o3", 2_000_000, 500_000, 2_000_000, 8_000_000),
-    ("openai", "o3-mini", 1_100_000, 550_000, 1_100_000, 4_400_000),
-    ("openai", "o4-mini", 1_100_000, 275_000, 1_100_000, 4_400_000),
+    (
+        "openai", "o3-mini", 1_100_000, 550_000, 1_100_000, 4_400_000,
+    ),
+    (
+        "openai", "o4-mini", 1_100_000, 275_000, 1_100_000, 4_400_000,
+    ),
     // Anthropic: cache reads at 0.1x input, 5-minute cache writes at 1.25x.
-    ("anthropic", "claude-opus-4-1", 15_000_000, 1_500_000, 18_750_000, 75_000_000),
-    ("anthropic", "claude-opus-4", 15_000_000, 1_500_000, 18_750_000, 75_000_000),
-    ("anthropic", "claude-sonnet-4", 3_000_000, 300_000, 3_750_000, 15_000_000),
-    ("anthropic", "claude-3-7-sonnet", 3_000_000, 300_000, 3_750_000, 15_000_000),
-    ("anthropic", "claude-3-5-sonnet", 3_000_000, 300_000, 3_750_000, 15_000_000),
-    ("anthropic", "claude-3.5-sonnet", 3_000_000, 300_000, 3_750_000, 15_000_000),
-    ("anthropic", "claude-3-5-haiku", 800_000, 80_000, 1_000_000, 4_000_000),
-    ("anthropic", "claude-3-haiku", 250_000, 30_000, 300_000, 1_250_000),
+    (
+        "anthropic",
+        "claude-opus-4-1",
+        15_000_000,
+        1_500_000,
+        18_750_000,
+        75_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-opus-4",
+        15_000_000,
+        1_500_000,
+        18_750_000,
+        75_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-sonnet-4",
+        3_000_000,
+        300_000,
+        3_750_000,
+        15_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-7-sonnet",
+        3_000_000,
+        300_000,
+        3_750_000,
+        15_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-5-sonnet",
+        3_000_000,
+        300_000,
+        3_750_000,
+        15_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-3.5-sonnet",
+        3_000_000,
+        300_000,
+        3_750_000,
+        15_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-5-haiku",
+        800_000,
+        80_000,
+        1_000_000,
+        4_000_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-haiku",
+        250_000,
+        30_000,
+        300_000,
+        1_250_000,
+    ),
 ];
 
 /// A table of model prices keyed by provider and model.
@@ -163,7 +234,11 @@ impl PriceTable {
     pub fn entries(&self) -> BTreeMap<String, ModelPrice> {
         self.by_provider
             .iter()
-            .flat_map(|(p, models)| models.iter().map(move |(m, price)| (format!("{p}/{m}"), *price)))
+            .flat_map(|(p, models)| {
+                models
+                    .iter()
+                    .map(move |(m, price)| (format!("{p}/{m}"), *price))
+            })
             .collect()
     }
 
@@ -239,11 +314,18 @@ mod tests {
         let back = PriceTable::from_json(&t.to_json()).unwrap();
         assert_eq!(back.entries(), t.entries());
         assert_eq!(back.as_of(), t.as_of());
-        let err = PriceTable::from_json(r#"{"gpt-4o": {"input_per_million": 1, "output_per_million": 2}}"#)
-            .unwrap_err();
+        let err = PriceTable::from_json(
+            r#"{"gpt-4o": {"input_per_million": 1, "output_per_million": 2}}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("\"gpt-4o\""), "{err}");
-        let err = PriceTable::from_json(r#"{"a/b": {"input_per_million": 0.0000001, "output_per_million": 2}}"#)
-            .unwrap_err();
-        assert!(err.to_string().contains("invalid price table JSON"), "{err}");
+        let err = PriceTable::from_json(
+            r#"{"a/b": {"input_per_million": 0.0000001, "output_per_million": 2}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid price table JSON"),
+            "{err}"
+        );
     }
 }

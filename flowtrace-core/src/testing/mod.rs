@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{ChatModel, ChatRequest, ChatResponse, FinishReason, ModelError, ModelErrorKind, ToolCall};
+use crate::model::{
+    ChatModel, ChatRequest, ChatResponse, FinishReason, ModelError, ModelErrorKind, ToolCall,
+};
 use crate::pricing::TokenUsage;
 
 /// A [`ChatModel`] that answers from a script, in order: each call takes the
@@ -66,7 +68,13 @@ impl ScriptedModel {
     }
 
     /// Scripts a reply asking for one tool call.
-    pub fn tool_call(self, id: impl Into<String>, name: impl Into<String>, arguments: serde_json::Value, usage: TokenUsage) -> Self {
+    pub fn tool_call(
+        self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: serde_json::Value,
+        usage: TokenUsage,
+    ) -> Self {
         self.push(Ok(ChatResponse {
             text: String::new(),
             tool_calls: vec![ToolCall {
@@ -133,7 +141,12 @@ impl ChatModel for ScriptedModel {
                 response.model = request.model;
                 Ok(response)
             }
-            Some(Err(kind)) => Err(ModelError::new(kind, &self.provider, request.model, "scripted failure")),
+            Some(Err(kind)) => Err(ModelError::new(
+                kind,
+                &self.provider,
+                request.model,
+                "scripted failure",
+            )),
             None => Err(ModelError::new(
                 ModelErrorKind::InvalidRequest,
                 &self.provider,

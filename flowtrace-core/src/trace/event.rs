@@ -449,8 +449,17 @@ mod tests {
         let s = t.to_string();
         assert_eq!(s, "2026-11-18T11:06:40.123456Z");
         assert_eq!(s.parse::<Timestamp>().unwrap(), t);
-        assert_eq!(Timestamp::from_unix_micros(0).to_string(), "1970-01-01T00:00:00.000000Z");
-        assert_eq!("2000-02-29T23:59:59Z".parse::<Timestamp>().unwrap().to_string(), "2000-02-29T23:59:59.000000Z");
+        assert_eq!(
+            Timestamp::from_unix_micros(0).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            "2000-02-29T23:59:59Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .to_string(),
+            "2000-02-29T23:59:59.000000Z"
+        );
         assert!("yesterday".parse::<Timestamp>().is_err());
     }
 

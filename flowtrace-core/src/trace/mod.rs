@@ -7,10 +7,12 @@
 mod event;
 mod sink;
 mod stream;
+mod timeline;
 
 pub use event::{EventKind, LogLevel, RunStatus, StepStatus, Timestamp, TraceEvent};
 pub use sink::{JsonLinesSink, MemorySink, SinkError, TraceSink};
 pub use stream::{EventStream, StreamItem};
+pub use timeline::Timeline;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,10 +62,11 @@ impl EventBus {
             sink.record(&event);
         }
         if self.subscribers.load(Ordering::Acquire) > 0
-            && let Some(tx) = self.live.get() {
-                // An error only means every receiver is gone.
-                let _ = tx.send(Arc::new(event));
-            }
+            && let Some(tx) = self.live.get()
+        {
+            // An error only means every receiver is gone.
+            let _ = tx.send(Arc::new(event));
+        }
     }
 
     /// Flushes every sink; reports the first failure after trying them all.

@@ -110,7 +110,9 @@ impl JsonLinesSink<std::fs::File> {
             .append(true)
             .open(path)
             .map(Self::new)
-            .map_err(|e| SinkError::new("json lines", format!("cannot open {}: {e}", path.display())))
+            .map_err(|e| {
+                SinkError::new("json lines", format!("cannot open {}: {e}", path.display()))
+            })
     }
 }
 

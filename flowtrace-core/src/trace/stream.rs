@@ -66,7 +66,10 @@ struct StreamState {
 }
 
 impl EventStream {
-    pub(crate) fn new(rx: broadcast::Receiver<Arc<TraceEvent>>, subscribers: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        rx: broadcast::Receiver<Arc<TraceEvent>>,
+        subscribers: Arc<AtomicUsize>,
+    ) -> Self {
         subscribers.fetch_add(1, Ordering::AcqRel);
         let state = StreamState {
             rx,
@@ -80,7 +83,9 @@ impl EventStream {
             match st.rx.recv().await {
                 Ok(ev) => {
                     // The top-level run's end closes the stream.
-                    if matches!(ev.kind, EventKind::RunFinished { .. }) && ev.parent_step_id.is_none() {
+                    if matches!(ev.kind, EventKind::RunFinished { .. })
+                        && ev.parent_step_id.is_none()
+                    {
                         st.done = true;
                     }
                     Some((StreamItem::Event(ev), st))
