@@ -79,7 +79,7 @@ fn chain(
 ) -> CompiledGraph<Conversation> {
     let mut b = GraphBuilder::<Conversation>::new("chain");
     for i in 0..n {
-        b = b.add_node(format!("n{i}"), node_fn(move |s, ctx| node(s, ctx)));
+        b = b.add_node(format!("n{i}"), node_fn(node));
         if i > 0 {
             b = b.add_edge(format!("n{}", i - 1), format!("n{i}"));
         }
