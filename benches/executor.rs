@@ -73,13 +73,14 @@ async fn count(_s: Arc<Conversation>, _ctx: NodeContext) -> NodeResult<Delta> {
     .into())
 }
 
-fn chain(
-    n: usize,
-    node: fn(Arc<Conversation>, NodeContext) -> futures_like::BoxFut,
-) -> CompiledGraph<Conversation> {
+fn chain<F, Fut>(n: usize, node: F) -> CompiledGraph<Conversation>
+where
+    F: Fn(Arc<Conversation>, NodeContext) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = NodeResult<Delta>> + Send + 'static,
+{
     let mut b = GraphBuilder::<Conversation>::new("chain");
     for i in 0..n {
-        b = b.add_node(format!("n{i}"), node_fn(node));
+        b = b.add_node(format!("n{i}"), node_fn(node.clone()));
         if i > 0 {
             b = b.add_edge(format!("n{}", i - 1), format!("n{i}"));
         }
@@ -88,18 +89,6 @@ fn chain(
         .set_finish(format!("n{}", n - 1))
         .compile()
         .unwrap()
-}
-
-mod futures_like {
-    use super::*;
-    pub type BoxFut =
-        std::pin::Pin<Box<dyn std::future::Future<Output = NodeResult<Delta>> + Send>>;
-    pub fn noop(s: Arc<Conversation>, ctx: NodeContext) -> BoxFut {
-        Box::pin(super::noop(s, ctx))
-    }
-    pub fn count(s: Arc<Conversation>, ctx: NodeContext) -> BoxFut {
-        Box::pin(super::count(s, ctx))
-    }
 }
 
 fn config() -> RunConfig {
@@ -115,7 +104,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn bench_chain(c: &mut Criterion) {
     let rt = runtime();
-    let graph = chain(1000, futures_like::noop);
+    let graph = chain(1000, noop);
     let mut g = c.benchmark_group("chain");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_noop_nodes", |b| {
@@ -158,7 +147,7 @@ fn bench_fanout(c: &mut Criterion) {
 
 fn bench_three_node(c: &mut Criterion) {
     let rt = runtime();
-    let graph = chain(3, futures_like::count);
+    let graph = chain(3, count);
     let mut g = c.benchmark_group("three_node");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_runs", |b| {
@@ -176,7 +165,7 @@ fn bench_three_node(c: &mut Criterion) {
 
 fn bench_state_size(c: &mut Criterion) {
     let rt = runtime();
-    let graph = chain(100, futures_like::count);
+    let graph = chain(100, count);
     let mut g = c.benchmark_group("state_size/chain_100");
     g.throughput(Throughput::Elements(100));
     for size in [10usize, 100, 1000] {
