@@ -8,9 +8,9 @@
 //!
 //! | feature | default | re-exports |
 //! |---|---|---|
-//! | `providers` | no | `flowtrace_providers` as [`providers`] (OpenAI, Anthropic, OpenAI-compatible clients) |
-//! | `postgres` | no | `flowtrace_store_postgres` as [`postgres`] (PostgreSQL checkpointer and trace store) |
-//! | `otel` | no | `flowtrace_otel` as [`otel`] (OpenTelemetry export) |
+//! | `providers` | no | `flowtrace_providers` as `providers` (OpenAI, Anthropic, OpenAI-compatible clients) |
+//! | `postgres` | no | `flowtrace_store_postgres` as `postgres` (PostgreSQL checkpointer and trace store) |
+//! | `otel` | no | `flowtrace_otel` as `otel` (OpenTelemetry export) |
 //! | `full` | no | all of the above |
 //!
 //! See the crate documentation of [`flowtrace_core`] for a quick start.

@@ -48,7 +48,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `testing` | no | [`testing::ScriptedModel`], a deterministic [`ChatModel`] for tests and demos |
+//! | `testing` | no | `testing::ScriptedModel`, a deterministic [`ChatModel`] for tests and demos |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -187,6 +187,6 @@ pub enum MissingPrice {
     /// Count the call as free and emit a warning `log` event (the default).
     #[default]
     ZeroWithWarning,
-    /// Fail the call (and its step, permanently) with [`crate::Error::Pricing`].
+    /// Fail the call (and its step, permanently) with [`crate::Error::MissingPrice`].
     Error,
 }
