@@ -90,3 +90,33 @@ pub use trace::{EventKind, EventStream, RunStatus, StepStatus, StreamItem, Trace
 
 /// Re-exported so users can name the cancellation token type.
 pub use tokio_util::sync::CancellationToken;
+
+#[cfg(test)]
+mod object_safety {
+    //! Every contract users hold as a trait object must stay object-safe.
+    use super::*;
+
+    #[allow(dead_code)]
+    fn assert_object_safe(
+        _: &dyn Node<JsonState>,
+        _: &dyn Tool,
+        _: &dyn Agent,
+        _: &dyn ChatModel,
+        _: &dyn Checkpointer,
+        _: &dyn TraceSink,
+        _: &dyn Pricing,
+        _: &dyn Cache,
+    ) {
+    }
+
+    #[test]
+    fn shared_defaults_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<CompiledGraph<JsonState>>();
+        check::<RunConfig>();
+        check::<PriceTable>();
+        check::<MemoryCache>();
+        check::<checkpoint::MemoryCheckpointer>();
+        check::<trace::MemorySink>();
+    }
+}

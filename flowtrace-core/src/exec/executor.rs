@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
 use crate::exec::shared::{Amount, RunShared, StopReason};
@@ -582,7 +583,15 @@ impl<'g, S: State> Executor<'g, S> {
         timeout: Option<Duration>,
         cancel: &CancellationToken,
     ) -> Result<NodeOutput<S::Update>, Failure> {
-        let fut = AssertUnwindSafe(cn.node.run(self.state.clone(), ctx)).catch_unwind();
+        let span = tracing::debug_span!(
+            "flowtrace.node",
+            run_id = %self.run.run_id,
+            node = %cn.id,
+            step = ctx.step_id().0,
+            attempt = ctx.attempt()
+        );
+        let fut =
+            AssertUnwindSafe(cn.node.run(self.state.clone(), ctx).instrument(span)).catch_unwind();
         let mut fut = std::pin::pin!(fut);
         let res = match futures::poll!(fut.as_mut()) {
             Poll::Ready(r) => r,

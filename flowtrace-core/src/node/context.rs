@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::cache::CacheKey;
 use crate::error::{Error, NodeError};
@@ -233,7 +234,12 @@ impl NodeContext {
             estimated_cost,
         });
         let started = Instant::now();
-        let result = model.chat(request).await;
+        let span = tracing::debug_span!(
+            "flowtrace.model_call",
+            provider = %provider,
+            model = %request.model
+        );
+        let result = model.chat(request).instrument(span).await;
         let finished = Instant::now();
         let response = match result {
             Ok(r) => r,
@@ -262,6 +268,7 @@ impl NodeContext {
                         ),
                     },
                 );
+                tracing::warn!(provider = %provider, model = %response.model, "no price for model; call counted as free");
                 Cost::ZERO
             }
         };
@@ -354,7 +361,8 @@ impl NodeContext {
             arguments: arguments.clone(),
         });
         let started = Instant::now();
-        let result = tool.call(arguments).await;
+        let span = tracing::debug_span!("flowtrace.tool_call", tool = %name);
+        let result = tool.call(arguments).instrument(span).await;
         let finished = Instant::now();
         let latency_us = finished.saturating_duration_since(started).as_micros() as u64;
         match result {
