@@ -96,7 +96,7 @@ mod object_safety {
     //! Every contract users hold as a trait object must stay object-safe.
     use super::*;
 
-    #[allow(dead_code)]
+    #[allow(dead_code, clippy::too_many_arguments)]
     fn assert_object_safe(
         _: &dyn Node<JsonState>,
         _: &dyn Tool,
