@@ -283,7 +283,10 @@ async fn main() {
     }
     let out = match handle.wait().await {
         Ok(out) => out,
-        Err(failure) => panic!("the run failed: {}\n{}", failure.error, failure.summary),
+        Err(failure) => {
+            eprintln!("the run failed: {}\n{}", failure.error, failure.summary);
+            std::process::exit(1);
+        }
     };
     let (state, summary) = (out.state, out.summary);
 
@@ -317,7 +320,11 @@ async fn main() {
     assert_eq!(writer.calls(), 1);
 
     // The subgraph's steps are nested under the `editor` step.
-    let editor_step = summary.steps_of("editor").next().expect("editor ran").step_id;
+    let editor_step = summary
+        .steps_of("editor")
+        .next()
+        .expect("editor ran")
+        .step_id;
     for child in ["draft", "polish"] {
         let s = summary.steps_of(child).next().expect("subgraph step ran");
         assert_eq!(s.parent_step_id, Some(editor_step), "{child} is nested");

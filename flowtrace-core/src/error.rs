@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ids::NodeId;
+use crate::checkpoint::CheckpointError;
+use crate::ids::{NodeId, ThreadId};
 use crate::model::ModelError;
 use crate::pricing::Cost;
 use crate::tool::ToolError;
@@ -130,6 +131,80 @@ pub enum Error {
     /// The executor task was lost (for example its runtime shut down).
     #[error("run task ended abnormally: {0}")]
     Aborted(String),
+
+    /// The checkpointer failed (including a fencing conflict with another
+    /// writer of the same thread).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+
+    /// The thread has no checkpoint.
+    #[error("thread {thread:?} has no checkpoint to resume from")]
+    ThreadNotFound {
+        /// The thread.
+        thread: ThreadId,
+    },
+
+    /// `run` was asked to start a thread that already has history.
+    #[error(
+        "thread {thread:?} already has checkpoints; resume it, or fork it, or use a new thread id"
+    )]
+    ThreadExists {
+        /// The thread.
+        thread: ThreadId,
+    },
+
+    /// A decision was given for a thread that is not waiting for one.
+    #[error("thread {thread:?} is not interrupted (it is {status}); nothing to approve or reject")]
+    NotInterrupted {
+        /// The thread.
+        thread: ThreadId,
+        /// Its status.
+        status: String,
+    },
+
+    /// The decision names an interrupt that is not the thread's pending one.
+    #[error(
+        "thread {thread:?}: the decision is for interrupt {given:?}, but the pending interrupt is {pending:?}"
+    )]
+    StaleInterrupt {
+        /// The thread.
+        thread: ThreadId,
+        /// The interrupt named by the decision.
+        given: String,
+        /// The pending interrupt.
+        pending: String,
+    },
+
+    /// The thread waits for a human decision; resume it with a command.
+    #[error(
+        "thread {thread:?} is interrupted at node {node:?} (interrupt {interrupt_id:?}); resume it with a decision"
+    )]
+    DecisionRequired {
+        /// The thread.
+        thread: ThreadId,
+        /// The node.
+        node: NodeId,
+        /// The pending interrupt.
+        interrupt_id: String,
+    },
+
+    /// A checkpoint names a node this graph does not have.
+    #[error("thread {thread:?} was written by a different graph: it names unknown node {node:?}")]
+    GraphMismatch {
+        /// The thread.
+        thread: ThreadId,
+        /// The unknown node.
+        node: String,
+    },
+
+    /// A state or update could not be (de)serialized for a checkpoint.
+    #[error("state serialization failed{}: {message}", node_suffix(.node))]
+    StateSerialization {
+        /// The node whose update failed, if any.
+        node: Option<NodeId>,
+        /// The serde error.
+        message: String,
+    },
 }
 
 fn node_suffix(node: &Option<NodeId>) -> String {
@@ -157,6 +232,14 @@ impl Error {
             Error::NodePanicked { .. } => "node_panicked",
             Error::Sink(_) => "sink",
             Error::Aborted(_) => "aborted",
+            Error::Checkpoint(_) => "checkpoint",
+            Error::ThreadNotFound { .. } => "thread_not_found",
+            Error::ThreadExists { .. } => "thread_exists",
+            Error::NotInterrupted { .. } => "not_interrupted",
+            Error::StaleInterrupt { .. } => "stale_interrupt",
+            Error::DecisionRequired { .. } => "decision_required",
+            Error::GraphMismatch { .. } => "graph_mismatch",
+            Error::StateSerialization { .. } => "state_serialization",
         }
     }
 }
@@ -191,6 +274,8 @@ enum NodeErrorRepr {
     /// A run-level condition (budget, pricing, cancellation) raised inside a
     /// node: it ends the run as that error, without retries.
     Run(Box<Error>),
+    /// The node asked for a human decision (`NodeContext::interrupt`).
+    Interrupt(serde_json::Value),
 }
 
 impl NodeError {
@@ -247,11 +332,25 @@ impl NodeError {
         }
     }
 
-    /// The classification. Run-level errors are permanent.
+    pub(crate) fn interrupt(payload: serde_json::Value) -> Self {
+        Self {
+            repr: NodeErrorRepr::Interrupt(payload),
+        }
+    }
+
+    /// The payload, when this is a request for a human decision.
+    pub fn interrupt_payload(&self) -> Option<&serde_json::Value> {
+        match &self.repr {
+            NodeErrorRepr::Interrupt(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The classification. Run-level errors and interrupts are permanent.
     pub fn class(&self) -> ErrorClass {
         match &self.repr {
             NodeErrorRepr::Failure { class, .. } => *class,
-            NodeErrorRepr::Run(_) => ErrorClass::Permanent,
+            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) => ErrorClass::Permanent,
         }
     }
 
@@ -264,7 +363,7 @@ impl NodeError {
     pub fn retry_after(&self) -> Option<Duration> {
         match &self.repr {
             NodeErrorRepr::Failure { retry_after, .. } => *retry_after,
-            NodeErrorRepr::Run(_) => None,
+            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) => None,
         }
     }
 
@@ -272,14 +371,14 @@ impl NodeError {
     pub fn as_run_error(&self) -> Option<&Error> {
         match &self.repr {
             NodeErrorRepr::Run(e) => Some(e),
-            NodeErrorRepr::Failure { .. } => None,
+            NodeErrorRepr::Failure { .. } | NodeErrorRepr::Interrupt(_) => None,
         }
     }
 
     pub(crate) fn into_run_error(self) -> Result<Error, NodeError> {
         match self.repr {
             NodeErrorRepr::Run(e) => Ok(*e),
-            repr @ NodeErrorRepr::Failure { .. } => Err(NodeError { repr }),
+            repr => Err(NodeError { repr }),
         }
     }
 }
@@ -295,6 +394,7 @@ impl fmt::Display for NodeError {
                 write!(f, "{message} ({c})")
             }
             NodeErrorRepr::Run(e) => e.fmt(f),
+            NodeErrorRepr::Interrupt(p) => write!(f, "interrupted for a human decision: {p}"),
         }
     }
 }
@@ -306,6 +406,7 @@ impl std::error::Error for NodeError {
                 .as_deref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
             NodeErrorRepr::Run(e) => Some(e.as_ref()),
+            NodeErrorRepr::Interrupt(_) => None,
         }
     }
 }

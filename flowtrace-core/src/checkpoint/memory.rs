@@ -66,14 +66,21 @@ impl Checkpointer for MemoryCheckpointer {
         Ok(())
     }
 
-    async fn get(&self, thread: &ThreadId, seq: Option<u64>) -> Result<Option<Checkpoint>, CheckpointError> {
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
         let threads = self.lock();
         let Some(t) = threads.get(thread) else {
             return Ok(None);
         };
         Ok(match seq {
             None => t.checkpoints.last().cloned(),
-            Some(s) => usize::try_from(s).ok().and_then(|i| t.checkpoints.get(i)).cloned(),
+            Some(s) => usize::try_from(s)
+                .ok()
+                .and_then(|i| t.checkpoints.get(i))
+                .cloned(),
         })
     }
 
@@ -87,11 +94,23 @@ impl Checkpointer for MemoryCheckpointer {
         let Some(t) = threads.get(thread) else {
             return Ok(Vec::new());
         };
-        let end = before.map_or(t.checkpoints.len(), |b| (b as usize).min(t.checkpoints.len()));
-        Ok(t.checkpoints[..end].iter().rev().take(limit).cloned().collect())
+        let end = before.map_or(t.checkpoints.len(), |b| {
+            (b as usize).min(t.checkpoints.len())
+        });
+        Ok(t.checkpoints[..end]
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
-    async fn put_write(&self, thread: &ThreadId, seq: u64, write: PendingWrite) -> Result<(), CheckpointError> {
+    async fn put_write(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+        write: PendingWrite,
+    ) -> Result<(), CheckpointError> {
         let mut threads = self.lock();
         threads
             .entry(thread.clone())
@@ -104,7 +123,11 @@ impl Checkpointer for MemoryCheckpointer {
         Ok(())
     }
 
-    async fn writes(&self, thread: &ThreadId, seq: u64) -> Result<Vec<PendingWrite>, CheckpointError> {
+    async fn writes(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError> {
         let threads = self.lock();
         Ok(threads
             .get(thread)

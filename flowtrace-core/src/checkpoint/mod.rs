@@ -18,8 +18,11 @@
 //!
 //! [`MemoryCheckpointer`] is the in-memory default.
 
+pub mod conformance;
+mod file;
 mod memory;
 
+pub use file::FileCheckpointer;
 pub use memory::MemoryCheckpointer;
 
 use async_trait::async_trait;
@@ -196,7 +199,9 @@ pub struct PendingWrite {
 #[non_exhaustive]
 pub enum CheckpointError {
     /// Another writer appended to the thread first (fencing).
-    #[error("thread {thread:?}: checkpoint {seq} rejected, the thread's next checkpoint is {expected} (another writer got there first)")]
+    #[error(
+        "thread {thread:?}: checkpoint {seq} rejected, the thread's next checkpoint is {expected} (another writer got there first)"
+    )]
     Conflict {
         /// The thread.
         thread: ThreadId,
@@ -206,7 +211,9 @@ pub enum CheckpointError {
         expected: u64,
     },
     /// The stored format is not one this release reads.
-    #[error("thread {thread:?}: unsupported checkpoint format version {found} (this release reads {supported})")]
+    #[error(
+        "thread {thread:?}: unsupported checkpoint format version {found} (this release reads {supported})"
+    )]
     UnsupportedVersion {
         /// The thread.
         thread: ThreadId,
@@ -234,7 +241,7 @@ pub enum CheckpointError {
 ///
 /// Implementations must be safe to share between tasks and processes
 /// writing different threads, and must fence appends on one thread (see the
-/// module docs). The `conformance` module checks all of it.
+/// module docs). The [`conformance`] module checks all of it.
 #[async_trait]
 pub trait Checkpointer: Send + Sync {
     /// Appends `checkpoint` to its thread if its `seq` is exactly one more
@@ -244,7 +251,11 @@ pub trait Checkpointer: Send + Sync {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError>;
 
     /// The checkpoint `seq` of `thread`, or its latest when `seq` is `None`.
-    async fn get(&self, thread: &ThreadId, seq: Option<u64>) -> Result<Option<Checkpoint>, CheckpointError>;
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError>;
 
     /// Up to `limit` checkpoints with `seq < before` (all when `before` is
     /// `None`), newest first.
@@ -257,10 +268,19 @@ pub trait Checkpointer: Send + Sync {
 
     /// Saves the result of one task of the super-step that follows
     /// checkpoint `seq`. Writing the same task twice keeps the first write.
-    async fn put_write(&self, thread: &ThreadId, seq: u64, write: PendingWrite) -> Result<(), CheckpointError>;
+    async fn put_write(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+        write: PendingWrite,
+    ) -> Result<(), CheckpointError>;
 
     /// The task results saved after checkpoint `seq`, by task position.
-    async fn writes(&self, thread: &ThreadId, seq: u64) -> Result<Vec<PendingWrite>, CheckpointError>;
+    async fn writes(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError>;
 
     /// The checkpoints needed to rebuild the state at `seq`: from the last
     /// one holding a full state up to `seq`, oldest first. The default walks
@@ -299,7 +319,11 @@ impl<C: Checkpointer + ?Sized> Checkpointer for std::sync::Arc<C> {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         (**self).append(checkpoint).await
     }
-    async fn get(&self, thread: &ThreadId, seq: Option<u64>) -> Result<Option<Checkpoint>, CheckpointError> {
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
         (**self).get(thread, seq).await
     }
     async fn list(
@@ -310,10 +334,19 @@ impl<C: Checkpointer + ?Sized> Checkpointer for std::sync::Arc<C> {
     ) -> Result<Vec<Checkpoint>, CheckpointError> {
         (**self).list(thread, before, limit).await
     }
-    async fn put_write(&self, thread: &ThreadId, seq: u64, write: PendingWrite) -> Result<(), CheckpointError> {
+    async fn put_write(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+        write: PendingWrite,
+    ) -> Result<(), CheckpointError> {
         (**self).put_write(thread, seq, write).await
     }
-    async fn writes(&self, thread: &ThreadId, seq: u64) -> Result<Vec<PendingWrite>, CheckpointError> {
+    async fn writes(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError> {
         (**self).writes(thread, seq).await
     }
     async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {

@@ -11,9 +11,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::checkpoint::{
+    CHECKPOINT_FORMAT_VERSION, Checkpoint, Interrupt, InterruptWhen, JoinState, PendingWrite,
+    StateRecord, TaskSpec, ThreadStatus,
+};
 use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
+use crate::exec::StepRecord;
+use crate::exec::durable::{Durable, to_json};
 use crate::exec::shared::{Amount, RunShared, StopReason};
-use crate::exec::{RunFailure, RunOutput, RunSummary, StepRecord};
 use crate::graph::Inner;
 use crate::graph::compile::{CompiledNode, Target};
 use crate::ids::StepId;
@@ -23,17 +28,44 @@ use crate::state::State;
 use crate::trace::{EventKind, RunStatus, StepStatus};
 
 /// A node to run in the next super-step, with its dispatch input.
-struct Task {
-    node: usize,
-    input: Option<serde_json::Value>,
+pub(crate) struct Task {
+    pub(crate) node: usize,
+    pub(crate) input: Option<serde_json::Value>,
+    /// Position in the super-step (set when the super-step starts).
+    pub(crate) index: u32,
+    /// The human's answer, for a node resumed after its own interrupt.
+    pub(crate) resume: Option<serde_json::Value>,
+}
+
+impl Task {
+    pub(crate) fn new(node: usize, input: Option<serde_json::Value>) -> Self {
+        Self {
+            node,
+            input,
+            index: 0,
+            resume: None,
+        }
+    }
+}
+
+/// The id of an interrupt: thread, super-step and node.
+pub(crate) fn node_interrupt_id(thread: &str, superstep: u64, node: &crate::ids::NodeId) -> String {
+    format!("{thread}:{superstep}:{node}")
+}
+
+/// Why the super-step loop stopped without an error.
+pub(crate) enum Stop {
+    Completed,
+    Interrupted(Interrupt),
+    Halted,
 }
 
 /// Join bookkeeping of one node for the current activation.
 #[derive(Default)]
-struct Pending {
-    resolved: u32,
-    fired: u32,
-    inputs: Vec<serde_json::Value>,
+pub(crate) struct Pending {
+    pub(crate) resolved: u32,
+    pub(crate) fired: u32,
+    pub(crate) inputs: Vec<serde_json::Value>,
 }
 
 /// Why an attempt (or the wait before the next) ended without output.
@@ -68,10 +100,15 @@ impl Failure {
 
 struct TaskOutcome<U> {
     node: usize,
+    index: u32,
     output: Option<NodeOutput<U>>,
     error: Option<Error>,
+    /// The payload of the node's `interrupt` call.
+    interrupt: Option<serde_json::Value>,
     sibling_canceled: bool,
     record: StepRecord,
+    /// The update, already serialized (saved as a pending write).
+    update_json: Option<serde_json::Value>,
 }
 
 /// Runs one graph (the top-level one or a subgraph) inside a run.
@@ -82,15 +119,26 @@ pub(crate) struct Executor<'g, S: State> {
     /// The token that stops this graph: the run's, or for a subgraph the
     /// parent step's.
     cancel: CancellationToken,
-    state: Arc<S>,
-    pending: Vec<Pending>,
-    records: Vec<StepRecord>,
+    pub(crate) state: Arc<S>,
+    pub(crate) pending: Vec<Pending>,
+    pub(crate) records: Vec<StepRecord>,
     generation: u64,
     scheduled: Vec<u64>,
     /// Reused per super-step to avoid allocating.
     outcomes: Vec<TaskOutcome<S::Update>>,
     reservations: Vec<Amount>,
     completed: Vec<(usize, usize, Vec<Dispatch>)>,
+    /// Checkpoint writer, for durable runs.
+    pub(crate) durable: Option<Durable>,
+    /// Super-steps completed in the thread.
+    pub(crate) superstep: u64,
+    pub(crate) interrupt_before: Vec<usize>,
+    pub(crate) interrupt_after: Vec<usize>,
+    /// Nodes let through their static interrupt once (after an approval).
+    pub(crate) released: Vec<usize>,
+    /// Task results saved before a crash or interrupt, by task position,
+    /// replayed instead of re-running those tasks.
+    pub(crate) replay: Vec<PendingWrite>,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -133,6 +181,12 @@ impl<'g, S: State> Executor<'g, S> {
             outcomes: Vec::new(),
             reservations: Vec::new(),
             completed: Vec::new(),
+            durable: None,
+            superstep: 0,
+            interrupt_before: Vec::new(),
+            interrupt_after: Vec::new(),
+            released: Vec::new(),
+            replay: Vec::new(),
         }
     }
 
@@ -167,7 +221,19 @@ impl<'g, S: State> Executor<'g, S> {
                 graph: self.graph.name.clone(),
             },
         );
-        let result = self.execute().await;
+        let ready = self.entry_tasks();
+        let result = match self.execute(ready).await {
+            Ok(Stop::Interrupted(i)) => Err(Error::Node {
+                node: i.node.clone(),
+                attempts: 1,
+                error: NodeError::permanent(format!(
+                    "interrupts inside subgraphs are not supported (node {:?} asked for a decision)",
+                    i.node
+                )),
+            }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
         let finished = Instant::now();
         let usage: TokenUsage = self.records.iter().map(|r| r.usage).sum();
         let cost: Cost = self.records.iter().map(|r| r.cost).sum();
@@ -200,18 +266,58 @@ impl<'g, S: State> Executor<'g, S> {
         Ok(Arc::try_unwrap(self.state).unwrap_or_else(|shared| (*shared).clone()))
     }
 
-    /// Runs super-steps until no node is ready or something fails.
-    async fn execute(&mut self) -> Result<(), Error> {
-        let graph = self.graph;
-        let cancel = self.cancel.clone();
-        let cancel = &cancel;
-        let mut ready: Vec<Task> = Vec::new();
-        let mut next: Vec<Task> = Vec::new();
-        for &e in &graph.entries {
+    /// The first super-step's tasks of a fresh run: the entries.
+    pub(crate) fn entry_tasks(&mut self) -> Vec<Task> {
+        let mut ready = Vec::new();
+        for &e in &self.graph.entries {
             self.fire_forward(e, Vec::new(), &mut ready);
         }
         self.generation += 1;
+        ready
+    }
+
+    /// Runs super-steps from `ready` until no node is ready, a human
+    /// decision or a halt stops the run, or something fails.
+    pub(crate) async fn execute(&mut self, mut ready: Vec<Task>) -> Result<Stop, Error> {
+        let cancel = self.cancel.clone();
+        let cancel = &cancel;
+        let mut next: Vec<Task> = Vec::new();
         while !ready.is_empty() {
+            if ready.len() > 1 {
+                // Deterministic order: graph order, then dispatch order.
+                ready.sort_by_key(|t| t.node);
+            }
+            for (i, t) in ready.iter_mut().enumerate() {
+                t.index = i as u32;
+            }
+            if self.run.halt_requested() && !self.run.halt_observed() {
+                self.emit_log(
+                    crate::trace::LogLevel::Warn,
+                    "halt requested: stopping at a safe point",
+                );
+                Box::pin(self.commit_pause(&ready, ThreadStatus::Halted, None)).await?;
+                return Ok(Stop::Halted);
+            }
+            if !self.interrupt_before.is_empty() {
+                let hit = ready
+                    .iter()
+                    .find(|t| {
+                        self.interrupt_before.contains(&t.node) && !self.released.contains(&t.node)
+                    })
+                    .map(|t| t.node);
+                if let Some(node) = hit {
+                    let interrupt =
+                        self.new_interrupt(node, InterruptWhen::Before, serde_json::Value::Null);
+                    Box::pin(self.commit_pause(
+                        &ready,
+                        ThreadStatus::Interrupted,
+                        Some(interrupt.clone()),
+                    ))
+                    .await?;
+                    return Ok(Stop::Interrupted(interrupt));
+                }
+            }
+            self.released.clear();
             if let Err(e) = self.safe_point(&ready, cancel) {
                 self.emit(
                     Instant::now(),
@@ -225,19 +331,41 @@ impl<'g, S: State> Executor<'g, S> {
                 );
                 return Err(e);
             }
-            if ready.len() > 1 {
-                // Deterministic order: graph order, then dispatch order.
-                ready.sort_by_key(|t| t.node);
-            }
+            let first_record = self.records.len();
             let mut outcomes = std::mem::take(&mut self.outcomes);
-            let mut reservations = std::mem::take(&mut self.reservations);
-            let ran = self
-                .superstep(&mut ready, &mut reservations, &mut outcomes, cancel)
-                .await;
-            self.reservations = reservations;
-            ran?;
+            if ready.len() == 1 && self.replay.is_empty() {
+                // The common case (chains): one task, nothing to reserve
+                // across siblings or to replay.
+                let task = ready
+                    .pop()
+                    .ok_or_else(|| Error::Aborted("empty super-step".into()))?;
+                let cfg = &self.graph.nodes[task.node].config;
+                let amount = Amount {
+                    tokens: cfg.estimated_tokens,
+                    cost: cfg.estimated_cost,
+                };
+                self.run
+                    .ledger
+                    .reserve(amount, &self.graph.nodes[task.node].id)?;
+                outcomes.push(self.execute_task(task, amount, None).await);
+            } else {
+                let mut reservations = std::mem::take(&mut self.reservations);
+                let ran =
+                    Box::pin(self.superstep(&mut ready, &mut reservations, &mut outcomes, cancel))
+                        .await;
+                self.reservations = reservations;
+                ran?;
+            }
+
+            // A node asked for a human: keep the finished siblings' results as
+            // pending writes, re-run the super-step on resume.
+            if let Some(pos) = outcomes.iter().position(|o| o.interrupt.is_some()) {
+                return Box::pin(self.pause_for_node(&mut outcomes, pos)).await;
+            }
 
             // Merge every successful update, in task order.
+            let durable = self.durable.is_some();
+            let mut deltas: Vec<serde_json::Value> = Vec::new();
             let mut failure: Option<Error> = None;
             let mut completed = std::mem::take(&mut self.completed);
             for o in outcomes.drain(..) {
@@ -246,6 +374,19 @@ impl<'g, S: State> Executor<'g, S> {
                 match (o.output, o.error) {
                     (Some(out), None) => {
                         if let Some(update) = out.update {
+                            if durable {
+                                match o.update_json {
+                                    Some(v) => deltas.push(v),
+                                    None => {
+                                        match to_json(&update, Some(&self.graph.nodes[o.node].id)) {
+                                            Ok(v) => deltas.push(v),
+                                            Err(e) => {
+                                                failure.get_or_insert(e);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
                             Arc::make_mut(&mut self.state).apply(update);
                         }
                         match completed.last_mut() {
@@ -266,18 +407,265 @@ impl<'g, S: State> Executor<'g, S> {
             }
             self.outcomes = outcomes;
             if let Some(e) = failure {
+                self.completed = completed;
                 return Err(e);
             }
 
             // Evaluate edges against the merged state.
+            let mut ran_nodes: Vec<usize> = Vec::new();
             for (node, record, dispatches) in completed.drain(..) {
+                if durable || !self.interrupt_after.is_empty() {
+                    ran_nodes.push(node);
+                }
                 self.propagate(node, record, dispatches, &mut next)?;
             }
             self.completed = completed;
             self.generation += 1;
+            self.superstep += 1;
+
+            let after = ran_nodes
+                .iter()
+                .copied()
+                .find(|n| self.interrupt_after.contains(n));
+            let interrupt =
+                after.map(|n| self.new_interrupt(n, InterruptWhen::After, serde_json::Value::Null));
+            if self.durable.is_some() {
+                let status = match (&interrupt, next.is_empty()) {
+                    (Some(_), _) => ThreadStatus::Interrupted,
+                    (None, true) => ThreadStatus::Completed,
+                    (None, false) => ThreadStatus::Running,
+                };
+                let steps = self.records[first_record..].to_vec();
+                let nodes = ran_nodes
+                    .iter()
+                    .map(|&n| self.graph.nodes[n].id.clone())
+                    .collect();
+                let cp = self.checkpoint(
+                    StateRecord::Delta(deltas),
+                    &next,
+                    nodes,
+                    steps,
+                    status,
+                    interrupt.clone(),
+                );
+                if let Some(d) = self.durable.as_mut() {
+                    Box::pin(d.append(cp)).await?;
+                }
+            }
+            if let Some(interrupt) = interrupt {
+                self.emit_interrupt(&interrupt);
+                std::mem::swap(&mut ready, &mut next);
+                return Ok(Stop::Interrupted(interrupt));
+            }
             std::mem::swap(&mut ready, &mut next);
         }
+        if self.run.halt_requested() {
+            return Ok(Stop::Halted);
+        }
+        Ok(Stop::Completed)
+    }
+
+    fn emit_log(&self, level: crate::trace::LogLevel, message: &str) {
+        self.emit(
+            Instant::now(),
+            None,
+            None,
+            0,
+            EventKind::Log {
+                level,
+                message: message.to_string(),
+            },
+        );
+    }
+
+    fn emit_interrupt(&self, interrupt: &Interrupt) {
+        let node = self.graph.index.get(interrupt.node.as_str()).copied();
+        self.emit(
+            Instant::now(),
+            None,
+            node,
+            0,
+            EventKind::Interrupt {
+                payload: serde_json::json!({
+                    "interrupt_id": interrupt.id,
+                    "when": interrupt.when,
+                    "payload": interrupt.payload,
+                }),
+            },
+        );
+    }
+
+    fn new_interrupt(
+        &self,
+        node: usize,
+        when: InterruptWhen,
+        payload: serde_json::Value,
+    ) -> Interrupt {
+        let id = node_interrupt_id(
+            self.durable
+                .as_ref()
+                .map(|d| d.thread.as_str())
+                .unwrap_or(self.run.run_id.as_str()),
+            self.superstep,
+            &self.graph.nodes[node].id,
+        );
+        Interrupt {
+            id,
+            node: self.graph.nodes[node].id.clone(),
+            when,
+            payload,
+            created_at: self.run.ts(Instant::now()),
+        }
+    }
+
+    /// The scheduler's frontier as stored in a checkpoint.
+    fn frontier(&self, tasks: &[Task]) -> Vec<TaskSpec> {
+        tasks
+            .iter()
+            .map(|t| TaskSpec {
+                node: self.graph.nodes[t.node].id.clone(),
+                input: t.input.clone(),
+            })
+            .collect()
+    }
+
+    /// Joins some of whose predecessors have resolved.
+    fn joins(&self) -> Vec<JoinState> {
+        self.pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.resolved > 0)
+            .map(|(i, p)| JoinState {
+                node: self.graph.nodes[i].id.clone(),
+                resolved: p.resolved,
+                fired: p.fired,
+                inputs: p.inputs.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn checkpoint(
+        &self,
+        state: StateRecord,
+        frontier: &[Task],
+        nodes: Vec<crate::ids::NodeId>,
+        steps: Vec<StepRecord>,
+        status: ThreadStatus,
+        interrupt: Option<Interrupt>,
+    ) -> Checkpoint {
+        let (thread, seq) = match &self.durable {
+            Some(d) => (d.thread.clone(), d.next_seq()),
+            None => (crate::ids::ThreadId::new(self.run.run_id.as_str()), 0),
+        };
+        Checkpoint {
+            thread_id: thread,
+            seq,
+            parent_seq: seq.checked_sub(1),
+            forked_from: None,
+            run_id: self.run.run_id.clone(),
+            step: self.superstep,
+            nodes,
+            created_at: self.run.ts(Instant::now()),
+            format_version: CHECKPOINT_FORMAT_VERSION,
+            state,
+            frontier: self.frontier(frontier),
+            joins: self.joins(),
+            node_executions: self
+                .run
+                .executions
+                .load(std::sync::atomic::Ordering::Acquire),
+            steps,
+            status,
+            interrupt,
+            approvals: Vec::new(),
+        }
+    }
+
+    /// Stops before running `ready`: a checkpoint with the same frontier and
+    /// no state change records the interrupt or halt.
+    async fn commit_pause(
+        &mut self,
+        ready: &[Task],
+        status: ThreadStatus,
+        interrupt: Option<Interrupt>,
+    ) -> Result<(), Error> {
+        if self.durable.is_some() {
+            let cp = self.checkpoint(
+                StateRecord::Delta(Vec::new()),
+                ready,
+                Vec::new(),
+                Vec::new(),
+                status,
+                interrupt.clone(),
+            );
+            if let Some(d) = self.durable.as_mut() {
+                d.append(cp).await?;
+            }
+        }
+        if let Some(i) = &interrupt {
+            self.emit_interrupt(i);
+        }
         Ok(())
+    }
+
+    /// A node called `interrupt`: saves the finished siblings' results as
+    /// pending writes of the pause checkpoint, writes it, and stops.
+    async fn pause_for_node(
+        &mut self,
+        outcomes: &mut Vec<TaskOutcome<S::Update>>,
+        pos: usize,
+    ) -> Result<Stop, Error> {
+        let node = outcomes[pos].node;
+        let payload = outcomes[pos].interrupt.clone().unwrap_or_default();
+        let interrupt = self.new_interrupt(node, InterruptWhen::During, payload);
+        // Rebuild the frontier of this super-step from the outcomes (in task order).
+        let mut writes = Vec::new();
+        let mut frontier = Vec::new();
+        for o in outcomes.drain(..) {
+            frontier.push(Task {
+                node: o.node,
+                input: o.record.input.clone(),
+                index: o.index,
+                resume: None,
+            });
+            if let (Some(out), None, None) = (&o.output, &o.error, &o.interrupt) {
+                let update = match &out.update {
+                    Some(u) => Some(to_json(u, Some(&self.graph.nodes[o.node].id))?),
+                    None => None,
+                };
+                writes.push(PendingWrite {
+                    task: o.index,
+                    node: self.graph.nodes[o.node].id.clone(),
+                    update,
+                    dispatches: out
+                        .dispatches
+                        .iter()
+                        .map(|d| (d.target.clone(), d.input.clone()))
+                        .collect(),
+                    step: o.record.clone(),
+                });
+            }
+            self.records.push(o.record);
+        }
+        if self.durable.is_some() {
+            let cp = self.checkpoint(
+                StateRecord::Delta(Vec::new()),
+                &frontier,
+                Vec::new(),
+                Vec::new(),
+                ThreadStatus::Interrupted,
+                Some(interrupt.clone()),
+            );
+            if let Some(d) = self.durable.as_mut() {
+                let seq = cp.seq;
+                for w in writes {
+                    d.put_write(seq, w).await?;
+                }
+                d.append(cp).await?;
+            }
+        }
+        self.emit_interrupt(&interrupt);
+        Ok(Stop::Interrupted(interrupt))
     }
 
     /// Checks cancellation, the deadline, the recursion limit and the
@@ -376,7 +764,14 @@ impl<'g, S: State> Executor<'g, S> {
         let Some(cap) = parallel else {
             let mut tasks = ready.drain(..).zip(reservations.drain(..));
             for (task, reserved) in tasks.by_ref() {
-                let o = self.execute_task(task, reserved, None).await;
+                let mut o = match self.saved_result(&task) {
+                    Some(w) => self.replayed(task, reserved, w),
+                    None => self.execute_task(task, reserved, None).await,
+                };
+                if n > 1 && self.durable.is_some() {
+                    // Boxed so the durable path does not grow every step's future.
+                    Box::pin(self.save_pending(&mut o)).await;
+                }
                 let failed = o.error.is_some();
                 outcomes.push(o);
                 if failed {
@@ -389,7 +784,21 @@ impl<'g, S: State> Executor<'g, S> {
             return Ok(());
         };
 
-        // Siblings share a child token, canceled when one of them fails.
+        Box::pin(self.run_concurrently(ready, reservations, outcomes, cancel, cap)).await;
+        Ok(())
+    }
+
+    /// Runs a super-step's tasks concurrently, at most `cap` at a time.
+    /// Siblings share a child token, canceled when one of them fails.
+    async fn run_concurrently(
+        &self,
+        ready: &mut Vec<Task>,
+        reservations: &mut Vec<Amount>,
+        outcomes: &mut Vec<TaskOutcome<S::Update>>,
+        cancel: &CancellationToken,
+        cap: usize,
+    ) {
+        let n = ready.len();
         let token = cancel.child_token();
         let mut slots: Vec<Option<TaskOutcome<S::Update>>> = (0..n).map(|_| None).collect();
         {
@@ -397,7 +806,14 @@ impl<'g, S: State> Executor<'g, S> {
             let mut running =
                 futures::stream::iter(ready.drain(..).zip(reservations.drain(..)).enumerate())
                     .map(|(i, (task, reserved))| async move {
-                        (i, self.execute_task(task, reserved, Some(token)).await)
+                        let mut o = match self.saved_result(&task) {
+                            Some(w) => self.replayed(task, reserved, w),
+                            None => self.execute_task(task, reserved, Some(token)).await,
+                        };
+                        if self.durable.is_some() {
+                            Box::pin(self.save_pending(&mut o)).await;
+                        }
+                        (i, o)
                     })
                     .buffer_unordered(cap);
             while let Some((i, o)) = running.next().await {
@@ -410,7 +826,106 @@ impl<'g, S: State> Executor<'g, S> {
             }
         }
         outcomes.extend(slots.into_iter().flatten());
-        Ok(())
+    }
+
+    /// The result of `task` saved before a crash or interrupt, if any.
+    fn saved_result(&self, task: &Task) -> Option<&PendingWrite> {
+        if self.replay.is_empty() {
+            return None;
+        }
+        let id = &self.graph.nodes[task.node].id;
+        self.replay
+            .iter()
+            .find(|w| w.task == task.index && &w.node == id)
+    }
+
+    /// In a durable run, saves a finished task's result as a pending write
+    /// right away, so a crash before the super-step commits replays it
+    /// instead of running the task again.
+    async fn save_pending(&self, o: &mut TaskOutcome<S::Update>) {
+        let Some(d) = &self.durable else {
+            return;
+        };
+        if !d.writes_now() || o.update_json.is_some() {
+            return;
+        }
+        let Some(out) = &o.output else {
+            return;
+        };
+        let id = &self.graph.nodes[o.node].id;
+        let update = match &out.update {
+            Some(u) => match to_json(u, Some(id)) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    o.error = Some(e);
+                    return;
+                }
+            },
+            None => None,
+        };
+        let write = PendingWrite {
+            task: o.index,
+            node: id.clone(),
+            update: update.clone(),
+            dispatches: out
+                .dispatches
+                .iter()
+                .map(|d| (d.target.clone(), d.input.clone()))
+                .collect(),
+            step: o.record.clone(),
+        };
+        if let Err(e) = d
+            .store
+            .put_write(&d.thread, d.next_seq().saturating_sub(1), write)
+            .await
+        {
+            o.error = Some(Error::Checkpoint(e));
+        }
+        o.update_json = update;
+    }
+
+    /// The outcome of a task whose result was saved before: no execution.
+    fn replayed(&self, task: Task, reserved: Amount, w: &PendingWrite) -> TaskOutcome<S::Update> {
+        self.run.ledger.release(reserved);
+        let id = &self.graph.nodes[task.node].id;
+        let update = match &w.update {
+            None => Ok(None),
+            Some(v) => <S::Update as serde::Deserialize>::deserialize(v).map(Some),
+        };
+        let (output, error) = match update {
+            Ok(update) => (
+                Some(NodeOutput {
+                    update,
+                    dispatches: w
+                        .dispatches
+                        .iter()
+                        .map(|(t, i)| Dispatch::json(t.clone(), i.clone()))
+                        .collect(),
+                }),
+                None,
+            ),
+            Err(e) => (
+                None,
+                Some(Error::StateSerialization {
+                    node: Some(id.clone()),
+                    message: format!("saved result does not match the update type: {e}"),
+                }),
+            ),
+        };
+        self.emit_log(
+            crate::trace::LogLevel::Info,
+            &format!("replayed the saved result of node {id:?} (not run again)"),
+        );
+        TaskOutcome {
+            node: task.node,
+            index: task.index,
+            output,
+            error,
+            interrupt: None,
+            sibling_canceled: false,
+            record: w.step.clone(),
+            update_json: w.update.clone(),
+        }
     }
 
     /// Runs one task: its attempts, retry delays, events and record.
@@ -448,11 +963,14 @@ impl<'g, S: State> Executor<'g, S> {
                 reserved,
                 ..StepMeter::default()
             }),
+            resume: Mutex::new(task.resume),
+            thread: self.durable.as_ref().map(|d| d.thread.clone()),
+            superstep: self.superstep,
+            task_index: task.index,
         });
         let retry = cn.config.retry.as_ref().or(run.default_retry.as_ref());
         let timeout = cn.config.timeout.or(run.default_timeout);
         let mut attempt = 1u32;
-        let mut delays = None;
         let result = loop {
             let ctx = NodeContext::new(step.clone(), attempt);
             let attempt_start = if attempt == 1 {
@@ -475,9 +993,11 @@ impl<'g, S: State> Executor<'g, S> {
             if !retryable || attempt >= policy.get_max_attempts() {
                 break Err(failure);
             }
-            let mut delay = delays
-                .get_or_insert_with(|| policy.delays())
-                .next()
+            // Recomputed from the start (seeded jitter repeats), so no
+            // iterator is held across the awaits of every step.
+            let mut delay = policy
+                .delays()
+                .nth(attempt as usize - 1)
                 .unwrap_or_default();
             if let Some(at_least) = failure.retry_after() {
                 delay = delay.max(at_least);
@@ -493,7 +1013,7 @@ impl<'g, S: State> Executor<'g, S> {
                     error: failure.describe(),
                 },
             );
-            if let Err(stop) = self.pause(delay, cancel).await {
+            if let Err(stop) = Box::pin(self.pause(delay, cancel)).await {
                 break Err(stop);
             }
             attempt += 1;
@@ -512,8 +1032,13 @@ impl<'g, S: State> Executor<'g, S> {
                 m.cache_hits,
             )
         };
+        let mut interrupt = None;
         let (output, error, status, sibling_canceled) = match result {
             Ok(out) => (Some(out), None, StepStatus::Succeeded, false),
+            Err(Failure::Node(e)) if e.interrupt_payload().is_some() => {
+                interrupt = e.interrupt_payload().cloned();
+                (None, None, StepStatus::Interrupted, false)
+            }
             Err(f) => {
                 let (e, status, sibling) = self.failure_to_error(f, task.node, attempt, finished);
                 (None, Some(e), status, sibling)
@@ -549,9 +1074,12 @@ impl<'g, S: State> Executor<'g, S> {
         }
         TaskOutcome {
             node: task.node,
+            index: task.index,
             output,
             error,
+            interrupt,
             sibling_canceled,
+            update_json: None,
             record: StepRecord {
                 step_id,
                 node: cn.id.clone(),
@@ -595,41 +1123,47 @@ impl<'g, S: State> Executor<'g, S> {
         let mut fut = std::pin::pin!(fut);
         let res = match futures::poll!(fut.as_mut()) {
             Poll::Ready(r) => r,
-            Poll::Pending => {
-                let node_deadline = timeout.map(|t| attempt_start + t);
-                let stop = self.run.stop_at();
-                let wake = earliest(node_deadline, stop.map(|s| s.0));
-                let sleep = async move {
-                    match wake {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    biased;
-                    r = fut.as_mut() => r,
-                    _ = cancel.cancelled() => {
-                        return Err(if self.run.cancel.is_cancelled() {
-                            Failure::Canceled
-                        } else {
-                            Failure::SiblingCanceled
-                        });
-                    }
-                    _ = sleep => {
-                        return Err(match (node_deadline, stop) {
-                            (Some(nd), Some((at, reason))) if at <= nd => Failure::Stop(reason),
-                            (Some(_), _) => Failure::Timeout(timeout.unwrap_or_default()),
-                            (None, Some((_, reason))) => Failure::Stop(reason),
-                            (None, None) => Failure::Timeout(Duration::ZERO),
-                        });
-                    }
-                }
-            }
+            // Boxed: only pending nodes pay for the timers and the select.
+            Poll::Pending => Box::pin(self.race(fut, attempt_start, timeout, cancel)).await?,
         };
         match res {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(Failure::Node(e)),
             Err(payload) => Err(Failure::Panicked(panic_message(payload.as_ref()))),
+        }
+    }
+
+    /// Drives a pending node attempt to completion unless its timeout, the
+    /// run's stop instant or cancellation comes first.
+    async fn race<F>(
+        &self,
+        mut fut: std::pin::Pin<&mut F>,
+        attempt_start: Instant,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<F::Output, Failure>
+    where
+        F: std::future::Future,
+    {
+        let node_deadline = timeout.map(|t| attempt_start + t);
+        let stop = self.run.stop_at();
+        let wake = earliest(node_deadline, stop.map(|s| s.0));
+        let sleep = async move {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = fut.as_mut() => Ok(r),
+            _ = cancel.cancelled() => Err(self.cancel_failure()),
+            _ = sleep => Err(match (node_deadline, stop) {
+                (Some(nd), Some((at, reason))) if at <= nd => Failure::Stop(reason),
+                (Some(_), _) => Failure::Timeout(timeout.unwrap_or_default()),
+                (None, Some((_, reason))) => Failure::Stop(reason),
+                (None, None) => Failure::Timeout(Duration::ZERO),
+            }),
         }
     }
 
@@ -764,11 +1298,13 @@ impl<'g, S: State> Executor<'g, S> {
         let mut skip_reason = String::from("no active predecessor");
         if let Some(router) = &cn.router {
             let state = &*self.state;
-            let label = std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state)))
-                .map_err(|p| Error::NodePanicked {
-                    node: cn.id.clone(),
-                    message: format!("router panicked: {}", panic_message(p.as_ref())),
-                })?;
+            let route_ctx = crate::graph::RouteContext { run: &self.run };
+            let label =
+                std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state, &route_ctx)))
+                    .map_err(|p| Error::NodePanicked {
+                        node: cn.id.clone(),
+                        message: format!("router panicked: {}", panic_message(p.as_ref())),
+                    })?;
             let Some(branch) = router.branches.iter().find(|b| b.label == label) else {
                 return Err(Error::UnknownBranch {
                     node: cn.id.clone(),
@@ -906,15 +1442,9 @@ impl<'g, S: State> Executor<'g, S> {
                 return;
             }
             self.scheduled[t] = self.generation;
-            next.push(Task {
-                node: t,
-                input: None,
-            });
+            next.push(Task::new(t, None));
         } else {
-            next.extend(inputs.into_iter().map(|input| Task {
-                node: t,
-                input: Some(input),
-            }));
+            next.extend(inputs.into_iter().map(|input| Task::new(t, Some(input))));
         }
     }
 
@@ -950,7 +1480,7 @@ impl<'g, S: State> Executor<'g, S> {
     }
 }
 
-fn status_of<T>(result: &Result<T, Error>) -> RunStatus {
+pub(crate) fn status_of<T>(result: &Result<T, Error>) -> RunStatus {
     match result {
         Ok(_) => RunStatus::Succeeded,
         Err(Error::Canceled { .. }) => RunStatus::Canceled,
@@ -958,106 +1488,55 @@ fn status_of<T>(result: &Result<T, Error>) -> RunStatus {
     }
 }
 
-/// Runs a top-level graph: `run.started`, the super-steps, the summary,
-/// `budget.exceeded` on a breach, `run.finished`, and the sink flush.
-pub(crate) async fn drive<S: State>(
-    graph: &Inner<S>,
-    run: Arc<RunShared>,
-    input: S,
-) -> Result<RunOutput<S>, RunFailure> {
-    let started = Instant::now();
-    run.event(
-        started,
-        None,
-        None,
-        None,
-        0,
-        EventKind::RunStarted {
-            graph: graph.name.clone(),
-        },
-    );
-    let mut exec = Executor::new(
-        graph,
-        run.clone(),
-        None,
-        run.cancel.clone(),
-        Arc::new(input),
-    );
-    let result = exec.execute().await;
-    let Executor {
-        state, mut records, ..
-    } = exec;
-    {
-        let mut nested = run.nested_steps.lock().unwrap_or_else(|p| p.into_inner());
-        if !nested.is_empty() {
-            records.append(&mut nested);
-            records.sort_by_key(|r| r.step_id);
-        }
-    }
-    let finished = Instant::now();
-    let usage: TokenUsage = records.iter().map(|r| r.usage).sum();
-    let cost: Cost = records.iter().map(|r| r.cost).sum();
-    let node_executions = records
-        .iter()
-        .filter(|r| r.status != StepStatus::Skipped)
-        .count() as u64;
-    let elapsed = finished.saturating_duration_since(started);
+#[cfg(test)]
+mod future_sizes {
+    //! Every step creates these futures; keeping them small keeps per-step
+    //! overhead in the hundreds of nanoseconds (rarely used paths are boxed).
+    use super::*;
+    use crate::{GraphBuilder, JsonState, NodeOutput, RunConfig, node_fn};
 
-    if let Err(Error::BudgetExceeded(b)) = &result {
-        run.event(
-            finished,
+    #[test]
+    fn hot_path_futures_stay_small() {
+        let g = GraphBuilder::<JsonState>::new("g")
+            .add_node("a", node_fn(|_s, _c| async { Ok(NodeOutput::none()) }))
+            .set_entry("a")
+            .set_finish("a")
+            .compile()
+            .unwrap();
+        let run = Arc::new(RunShared::new(&RunConfig::new(), crate::RunId::new("r")));
+        let mut exec = Executor::new(
+            &g.inner,
+            run.clone(),
             None,
-            None,
-            b.node.as_ref(),
-            0,
-            EventKind::BudgetExceeded {
-                limit: b.breach.limit_name().to_string(),
-                limit_value: b.breach.limit_value(),
-                observed: b.breach.observed_value(),
-                refused_before_run: b.refused_before_run,
-            },
+            run.cancel.clone(),
+            Arc::new(JsonState::new()),
         );
-    }
-    run.event(
-        finished,
-        None,
-        None,
-        None,
-        0,
-        EventKind::RunFinished {
-            status: status_of(&result),
-            usage,
-            cost,
-            node_executions,
-            elapsed_us: elapsed.as_micros() as u64,
-            error: result.as_ref().err().map(|e| e.to_string()),
-        },
-    );
-    let flushed = run.bus.flush().await;
-    let result = match (result, flushed) {
-        (Ok(()), Err(e)) => Err(Error::Sink(e)),
-        (r, _) => r,
-    };
-    let summary = RunSummary {
-        run_id: run.run_id.clone(),
-        graph: graph.name.clone(),
-        status: status_of(&result),
-        steps: records,
-        usage,
-        cost,
-        node_executions,
-        started_at: run.ts(started),
-        elapsed,
-        error: result.as_ref().err().map(Into::into),
-    };
-    match result {
-        Ok(()) => Ok(RunOutput {
-            state: Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone()),
-            summary,
-        }),
-        Err(error) => Err(RunFailure {
-            error,
-            summary: Box::new(summary),
-        }),
+        let c = run.cancel.clone();
+        let step = Arc::new(StepShared {
+            run: run.clone(),
+            step_id: StepId(1),
+            parent_step: None,
+            node: "a".into(),
+            input: None,
+            cancel: None,
+            meter: Default::default(),
+            resume: Default::default(),
+            thread: None,
+            superstep: 0,
+            task_index: 0,
+        });
+        let attempt = std::mem::size_of_val(&exec.attempt(
+            &g.inner.nodes[0],
+            NodeContext::new(step, 1),
+            Instant::now(),
+            None,
+            &c,
+        ));
+        let task =
+            std::mem::size_of_val(&exec.execute_task(Task::new(0, None), Amount::ZERO, None));
+        let execute = std::mem::size_of_val(&exec.execute(Vec::new()));
+        assert!(attempt <= 400, "attempt future is {attempt} bytes");
+        assert!(task <= 800, "execute_task future is {task} bytes");
+        assert!(execute <= 1000, "execute future is {execute} bytes");
     }
 }

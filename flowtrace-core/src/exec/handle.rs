@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::exec::shared::RunShared;
@@ -59,6 +60,12 @@ impl<S> RunHandle<S> {
     /// point; the run reports [`Error::Canceled`] and status `canceled`.
     pub fn cancel(&self) {
         self.shared.cancel.cancel();
+    }
+
+    /// A clone of the run's cancellation token, to cancel it from another
+    /// task while this handle waits.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.shared.cancel.clone()
     }
 
     /// Whether cancellation was requested.

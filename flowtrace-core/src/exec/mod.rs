@@ -9,12 +9,15 @@
 //! Between super-steps — the *safe points* — the executor checks
 //! cancellation, the deadline, the recursion limit and the budgets.
 
+mod drive;
+mod durable;
 mod executor;
 mod handle;
 mod retry;
 pub(crate) mod shared;
 mod summary;
 
+pub use durable::{Command, Decision, Durability, HaltSignal, HaltSwitch};
 pub(crate) use executor::Executor;
 pub use handle::RunHandle;
 pub use retry::RetryPolicy;
@@ -27,8 +30,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
+use crate::checkpoint::Checkpointer;
 use crate::graph::CompiledGraph;
-use crate::ids::RunId;
+use crate::ids::{NodeId, RunId, ThreadId};
 use crate::pricing::{Cost, MissingPrice, PriceTable, Pricing};
 use crate::state::State;
 use crate::trace::TraceSink;
@@ -121,6 +125,12 @@ pub struct RunConfig {
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) event_capacity: usize,
     pub(crate) assumed_max_output_tokens: u32,
+    pub(crate) checkpointer: Option<Arc<dyn Checkpointer>>,
+    pub(crate) thread: Option<ThreadId>,
+    pub(crate) durability: Durability,
+    pub(crate) interrupt_before: Vec<NodeId>,
+    pub(crate) interrupt_after: Vec<NodeId>,
+    pub(crate) halt: Option<Arc<dyn HaltSignal>>,
 }
 
 impl fmt::Debug for RunConfig {
@@ -158,6 +168,12 @@ impl Default for RunConfig {
             cancel: None,
             event_capacity: 1024,
             assumed_max_output_tokens: 4096,
+            checkpointer: None,
+            thread: None,
+            durability: Durability::default(),
+            interrupt_before: Vec::new(),
+            interrupt_after: Vec::new(),
+            halt: None,
         }
     }
 }
@@ -278,6 +294,60 @@ impl RunConfig {
         self
     }
 
+    /// Makes the run durable: a checkpoint is written to `checkpointer`
+    /// after every super-step (see [`durability`](Self::durability)), so the
+    /// run survives a crash and can be interrupted, resumed and forked.
+    pub fn checkpointer(mut self, checkpointer: Arc<dyn Checkpointer>) -> Self {
+        self.checkpointer = Some(checkpointer);
+        self
+    }
+
+    /// The durable identity of the run (defaults to the run id).
+    pub fn thread(mut self, thread: impl Into<ThreadId>) -> Self {
+        self.thread = Some(thread.into());
+        self
+    }
+
+    /// When checkpoints are written (default [`Durability::Sync`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Stops before these nodes run, for a human decision (in addition to
+    /// those set on the graph).
+    pub fn interrupt_before<I, N>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<NodeId>,
+    {
+        self.interrupt_before
+            .extend(nodes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Stops after these nodes ran, for a human decision (in addition to
+    /// those set on the graph).
+    pub fn interrupt_after<I, N>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<NodeId>,
+    {
+        self.interrupt_after
+            .extend(nodes.into_iter().map(Into::into));
+        self
+    }
+
+    /// A kill switch checked at every safe point: when it fires, the run
+    /// stops with status `halted` and its checkpoint is kept. Routers that
+    /// read [`RouteContext::halt_requested`](crate::graph::RouteContext::halt_requested)
+    /// take over: the run then goes on along the branch they chose (for
+    /// clean-up) and ends as `halted`.
+    pub fn halt_signal(mut self, signal: Arc<dyn HaltSignal>) -> Self {
+        self.halt = Some(signal);
+        self
+    }
+
     /// The budget.
     pub fn get_budget(&self) -> &Budget {
         &self.budget
@@ -301,7 +371,38 @@ impl<S: State> CompiledGraph<S> {
     pub async fn run(&self, input: S, config: RunConfig) -> Result<RunOutput<S>, RunFailure> {
         let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
         let shared = Arc::new(RunShared::new(&config, run_id));
-        executor::drive(&self.inner, shared, input).await
+        drive::drive(&self.inner, shared, drive::Start::Fresh(input)).await
+    }
+
+    /// Continues a durable thread (`config` must name the checkpointer and
+    /// the thread) from its latest checkpoint: after a crash, after a halt,
+    /// or after a failure. Steps whose results were committed are not run
+    /// again; results saved as pending writes are replayed. The summary
+    /// covers the whole thread. A thread waiting for a human fails with
+    /// [`Error::DecisionRequired`](crate::Error::DecisionRequired): use
+    /// [`resume_with`](Self::resume_with).
+    ///
+    /// # Cancel safety
+    /// As for [`run`](Self::run); committed checkpoints stay committed.
+    pub async fn resume(&self, config: RunConfig) -> Result<RunOutput<S>, RunFailure> {
+        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
+        let shared = Arc::new(RunShared::new(&config, run_id));
+        drive::drive(&self.inner, shared, drive::Start::Resume(None)).await
+    }
+
+    /// Resumes an interrupted thread with a human decision: approve (a node
+    /// that called `interrupt` receives the payload), edit the state first,
+    /// or reject (skip the node, optionally going to another). The decision
+    /// is checkpointed as an [`ApprovalRecord`](crate::checkpoint::ApprovalRecord)
+    /// and emitted as a `resume` event before anything runs.
+    pub async fn resume_with(
+        &self,
+        command: Command<S::Update>,
+        config: RunConfig,
+    ) -> Result<RunOutput<S>, RunFailure> {
+        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
+        let shared = Arc::new(RunShared::new(&config, run_id));
+        drive::drive(&self.inner, shared, drive::Start::Resume(Some(command))).await
     }
 
     /// Starts the run on the Tokio runtime and returns a handle to watch its
@@ -314,7 +415,9 @@ impl<S: State> CompiledGraph<S> {
         let events = shared.bus.subscribe();
         let graph = self.inner.clone();
         let task_shared = shared.clone();
-        let join = tokio::spawn(async move { executor::drive(&graph, task_shared, input).await });
+        let join = tokio::spawn(async move {
+            drive::drive(&graph, task_shared, drive::Start::Fresh(input)).await
+        });
         RunHandle::new(shared, events, join)
     }
 }

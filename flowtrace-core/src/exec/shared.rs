@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
 use crate::error::{BudgetBreach, BudgetExceeded};
+use crate::exec::durable::HaltSignal;
 use crate::exec::summary::StepRecord;
 use crate::exec::{Budget, RetryPolicy, RunConfig};
 use crate::ids::{NodeId, RunId, StepId};
@@ -183,6 +184,14 @@ pub(crate) struct RunShared {
     pub(crate) executions: AtomicU64,
     /// Step records of subgraph runs, drained by the top-level executor.
     pub(crate) nested_steps: Mutex<Vec<StepRecord>>,
+    pub(crate) halt: Option<Arc<dyn HaltSignal>>,
+    pub(crate) checkpointer: Option<Arc<dyn crate::checkpoint::Checkpointer>>,
+    pub(crate) thread: Option<crate::ids::ThreadId>,
+    pub(crate) durability: crate::exec::Durability,
+    pub(crate) interrupt_before: Vec<NodeId>,
+    pub(crate) interrupt_after: Vec<NodeId>,
+    /// Set when a router saw the halt request (the graph handles it).
+    halt_observed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RunShared {
@@ -216,7 +225,33 @@ impl RunShared {
             step_seq: AtomicU64::new(0),
             executions: AtomicU64::new(0),
             nested_steps: Mutex::new(Vec::new()),
+            halt: config.halt.clone(),
+            checkpointer: config.checkpointer.clone(),
+            thread: config.thread.clone(),
+            durability: config.durability,
+            interrupt_before: config.interrupt_before.clone(),
+            interrupt_after: config.interrupt_after.clone(),
+            halt_observed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the run's halt signal fired.
+    pub(crate) fn halt_requested(&self) -> bool {
+        self.halt.as_ref().is_some_and(|h| h.halt_requested())
+    }
+
+    /// Whether a router saw the halt request.
+    pub(crate) fn halt_observed(&self) -> bool {
+        self.halt_observed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn observe_halt(&self) {
+        self.halt_observed.store(true, Ordering::Release);
+    }
+
+    /// Continues step numbering after a resumed thread's history.
+    pub(crate) fn set_step_base(&self, base: u64) {
+        self.step_seq.store(base, Ordering::Relaxed);
     }
 
     pub(crate) fn next_step_id(&self) -> StepId {

@@ -132,6 +132,7 @@ impl fmt::Display for RunSummary {
                 StepStatus::Failed => "failed",
                 StepStatus::Skipped => "skipped",
                 StepStatus::Canceled => "canceled",
+                StepStatus::Interrupted => "paused",
             };
             let indent = if s.parent_step_id.is_some() { "  " } else { "" };
             writeln!(
@@ -159,13 +160,18 @@ impl fmt::Display for RunSummary {
     }
 }
 
-/// A finished run: its final state and report.
+/// A run that ended without failing: finished, interrupted for a human, or
+/// halted. `summary.status` tells which.
 #[derive(Debug, Clone)]
 pub struct RunOutput<S> {
-    /// The final state.
+    /// The state when the run stopped.
     pub state: S,
     /// The report.
     pub summary: RunSummary,
+    /// The pending interrupt, when the run stopped for a human decision.
+    pub interrupt: Option<crate::checkpoint::Interrupt>,
+    /// The durable thread, when the run had a checkpointer.
+    pub thread: Option<crate::ids::ThreadId>,
 }
 
 /// A failed run: why, and the report of what happened until then.

@@ -17,7 +17,38 @@ pub const END: &str = "__end__";
 
 /// A router: reads the merged state after its node's super-step and returns
 /// a branch label.
-pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> Cow<'static, str> + Send + Sync>;
+pub(crate) type RouterFn<S> = Arc<dyn Fn(&S, &RouteContext<'_>) -> Cow<'static, str> + Send + Sync>;
+
+/// What a router can know about its run besides the state.
+pub struct RouteContext<'a> {
+    pub(crate) run: &'a crate::exec::shared::RunShared,
+}
+
+impl fmt::Debug for RouteContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteContext")
+            .field("run_id", &self.run.run_id)
+            .finish()
+    }
+}
+
+impl RouteContext<'_> {
+    /// Whether the run's halt signal fired. When a router sees `true`, the
+    /// run does not stop at the next safe point: it goes on along the branch
+    /// the router chose (typically a clean-up node) and then ends as halted.
+    pub fn halt_requested(&self) -> bool {
+        let halted = self.run.halt_requested();
+        if halted {
+            self.run.observe_halt();
+        }
+        halted
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &crate::ids::RunId {
+        &self.run.run_id
+    }
+}
 
 pub(crate) struct NodeDef<S: State> {
     pub(crate) id: NodeId,
@@ -55,6 +86,8 @@ pub struct GraphBuilder<S: State> {
     pub(crate) edges: Vec<(NodeId, NodeId)>,
     pub(crate) routers: Vec<RouterDef<S>>,
     pub(crate) dispatches: Vec<(NodeId, NodeId)>,
+    pub(crate) interrupt_before: Vec<NodeId>,
+    pub(crate) interrupt_after: Vec<NodeId>,
 }
 
 impl<S: State> fmt::Debug for GraphBuilder<S> {
@@ -80,6 +113,8 @@ impl<S: State> GraphBuilder<S> {
             edges: Vec::new(),
             routers: Vec::new(),
             dispatches: Vec::new(),
+            interrupt_before: Vec::new(),
+            interrupt_after: Vec::new(),
         }
     }
 
@@ -159,12 +194,61 @@ impl<S: State> GraphBuilder<S> {
     {
         self.routers.push(RouterDef {
             from: from.into(),
-            route: Arc::new(move |s: &S| router(s).into()),
+            route: Arc::new(move |s: &S, _: &RouteContext<'_>| router(s).into()),
             branches: branches
                 .into_iter()
                 .map(|(label, to)| (label.into(), to.into()))
                 .collect(),
         });
+        self
+    }
+
+    /// Like [`add_conditional_edges`](Self::add_conditional_edges), with a
+    /// router that also reads the [`RouteContext`] — for example to route to
+    /// a clean-up node when a halt is requested.
+    pub fn add_conditional_edges_with_context<F, L, B, K, T>(
+        mut self,
+        from: impl Into<NodeId>,
+        router: F,
+        branches: B,
+    ) -> Self
+    where
+        F: Fn(&S, &RouteContext<'_>) -> L + Send + Sync + 'static,
+        L: Into<Cow<'static, str>>,
+        B: IntoIterator<Item = (K, T)>,
+        K: Into<String>,
+        T: Into<NodeId>,
+    {
+        self.routers.push(RouterDef {
+            from: from.into(),
+            route: Arc::new(move |s: &S, ctx: &RouteContext<'_>| router(s, ctx).into()),
+            branches: branches
+                .into_iter()
+                .map(|(label, to)| (label.into(), to.into()))
+                .collect(),
+        });
+        self
+    }
+
+    /// Stops every run before these nodes, for a human decision.
+    pub fn interrupt_before<I, N>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<NodeId>,
+    {
+        self.interrupt_before
+            .extend(nodes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Stops every run after these nodes, for a human decision.
+    pub fn interrupt_after<I, N>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<NodeId>,
+    {
+        self.interrupt_after
+            .extend(nodes.into_iter().map(Into::into));
         self
     }
 

@@ -174,6 +174,21 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         problems.push(GraphProblem::NoEntry);
     }
 
+    let mut interrupts = |nodes: &[NodeId], which: &str| -> Vec<usize> {
+        nodes
+            .iter()
+            .filter_map(|id| {
+                let by = || format!("{which} interrupt");
+                match resolve(&index, &mut problems, id, false, false, &by) {
+                    Some(Ref::Node(i)) => Some(i),
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    let interrupt_before = interrupts(&b.interrupt_before, "interrupt_before");
+    let interrupt_after = interrupts(&b.interrupt_after, "interrupt_after");
+
     // Analysis graph: node i is index i, then START and END.
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n + 2, pairs.len());
     for _ in 0..n + 2 {
@@ -281,6 +296,8 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
             nodes,
             entries,
             index,
+            interrupt_before,
+            interrupt_after,
         }),
     })
 }

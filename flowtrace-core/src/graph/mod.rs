@@ -4,7 +4,7 @@ mod builder;
 pub(crate) mod compile;
 mod subgraph;
 
-pub use builder::{END, GraphBuilder, START};
+pub use builder::{END, GraphBuilder, RouteContext, START};
 pub use subgraph::Subgraph;
 
 use std::collections::HashMap;
@@ -20,6 +20,8 @@ pub(crate) struct Inner<S: State> {
     pub(crate) nodes: Vec<CompiledNode<S>>,
     pub(crate) entries: Vec<usize>,
     pub(crate) index: HashMap<NodeId, usize>,
+    pub(crate) interrupt_before: Vec<usize>,
+    pub(crate) interrupt_after: Vec<usize>,
 }
 
 /// A validated graph, ready to run any number of times (concurrently too).

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::cache::CacheKey;
 use crate::error::{Error, NodeError};
 use crate::exec::shared::{Amount, Ledger, RunShared};
-use crate::ids::{NodeId, RunId, StepId};
+use crate::ids::{NodeId, RunId, StepId, ThreadId};
 use crate::model::{ChatModel, ChatRequest, ChatResponse};
 use crate::pricing::{Cost, MissingPrice, TokenUsage};
 use crate::tool::Tool;
@@ -41,6 +41,12 @@ pub(crate) struct StepShared {
     /// run's token applies.
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) meter: Mutex<StepMeter>,
+    /// The human's answer to this node's interrupt, when resuming one.
+    pub(crate) resume: Mutex<Option<serde_json::Value>>,
+    /// The durable thread, super-step and task position (for idempotency keys).
+    pub(crate) thread: Option<ThreadId>,
+    pub(crate) superstep: u64,
+    pub(crate) task_index: u32,
 }
 
 impl StepShared {
@@ -125,6 +131,51 @@ impl NodeContext {
     /// For a dispatched instance: its raw input.
     pub fn input_value(&self) -> Option<&serde_json::Value> {
         self.step.input.as_ref()
+    }
+
+    /// A key that identifies this step's work across attempts and across a
+    /// crash and resume: `thread/super-step/node/task`. Tools with side
+    /// effects (payments, emails) can use it to de-duplicate. Without a
+    /// checkpointer the run id stands in for the thread.
+    pub fn idempotency_key(&self) -> String {
+        let thread = match &self.step.thread {
+            Some(t) => t.as_str(),
+            None => self.step.run.run_id.as_str(),
+        };
+        format!(
+            "{thread}/{}/{}/{}",
+            self.step.superstep, self.step.node, self.step.task_index
+        )
+    }
+
+    /// Asks a human for a decision. The first time, this returns an error
+    /// that pauses the run (propagate it with `?`): the run is checkpointed
+    /// with status `interrupted` and `payload` as the question. When the
+    /// thread is resumed with an approval, the node runs again from the
+    /// start and this call returns the approval's payload instead.
+    ///
+    /// ```
+    /// # use flowtrace_core::{NodeContext, NodeError};
+    /// # fn demo(ctx: &NodeContext) -> Result<(), NodeError> {
+    /// let answer = ctx.interrupt(serde_json::json!({"refund": 120}))?;
+    /// let approved_amount = answer["amount"].as_u64().unwrap_or(0);
+    /// # let _ = approved_amount; Ok(()) }
+    /// ```
+    pub fn interrupt(
+        &self,
+        payload: impl serde::Serialize,
+    ) -> Result<serde_json::Value, NodeError> {
+        if let Some(answer) = self
+            .step
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Ok(answer);
+        }
+        let payload = serde_json::to_value(payload)?;
+        Err(NodeError::interrupt(payload))
     }
 
     /// A token canceled when the run is canceled or this attempt is stopped.

@@ -149,6 +149,10 @@ pub enum RunStatus {
     Failed,
     /// Canceled from outside.
     Canceled,
+    /// Stopped for a human decision; resume the thread to continue.
+    Interrupted,
+    /// Stopped by a halt request; its checkpoint is kept.
+    Halted,
 }
 
 /// How a step ended.
@@ -164,6 +168,8 @@ pub enum StepStatus {
     Skipped,
     /// The node was stopped by cancellation, the deadline or a sibling's failure.
     Canceled,
+    /// The node asked for a human decision; it runs again on resume.
+    Interrupted,
 }
 
 /// Severity of a `log` event.

@@ -62,9 +62,10 @@ impl Timeline {
         let mut out = format!("{:>10} {step:>4} {indent}", format!("+{}", us(offset)));
         let w = &mut out;
         let _ = match &event.kind {
-            EventKind::RunStarted { graph } => {
-                write!(w, "▶ run {} started (graph {graph:?})", event.run_id)
-            }
+            EventKind::RunStarted { graph } => match event.parent_step_id {
+                Some(parent) => write!(w, "▶ subgraph {graph:?} started (inside step #{parent})"),
+                None => write!(w, "▶ run {} started (graph {graph:?})", event.run_id),
+            },
             EventKind::RunFinished {
                 status,
                 usage,
@@ -73,10 +74,14 @@ impl Timeline {
                 elapsed_us,
                 error,
             } => {
-                let mark = match status {
-                    RunStatus::Succeeded => "■ run succeeded",
-                    RunStatus::Failed => "■ run FAILED",
-                    RunStatus::Canceled => "■ run canceled",
+                let mark = match (status, event.parent_step_id.is_some()) {
+                    (RunStatus::Succeeded, false) => "■ run succeeded",
+                    (RunStatus::Succeeded, true) => "■ subgraph succeeded",
+                    (RunStatus::Failed, false) => "■ run FAILED",
+                    (RunStatus::Failed, true) => "■ subgraph FAILED",
+                    (RunStatus::Canceled, _) => "■ run canceled",
+                    (RunStatus::Interrupted, _) => "⏸ run interrupted",
+                    (RunStatus::Halted, _) => "■ run halted",
                 };
                 let r = write!(
                     w,
@@ -107,6 +112,7 @@ impl Timeline {
                     StepStatus::Failed => "└ ✗",
                     StepStatus::Canceled => "└ ⊘",
                     StepStatus::Skipped => "└ ⤼",
+                    StepStatus::Interrupted => "└ ⏸",
                 };
                 let mut r = write!(w, "{mark} {node} in {}", us(*latency_us));
                 if *attempts > 1 {

@@ -1,0 +1,326 @@
+//! Durable execution: checkpoint writing modes, human decisions, halting,
+//! and rebuilding a run from a thread's history.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize as _, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, Checkpointer, PendingWrite, StateRecord};
+use crate::error::Error;
+use crate::ids::{NodeId, ThreadId};
+use crate::state::State;
+
+/// When checkpoints are written, as LangGraph users know it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Each checkpoint is written before the next super-step starts (the
+    /// default): a crash loses at most the super-step in progress.
+    #[default]
+    Sync,
+    /// Checkpoints are written in order by a background task while the run
+    /// goes on; the run waits for them before it reports its result.
+    Async,
+    /// Checkpoints are kept in memory and written when the run stops
+    /// (finished, failed, interrupted or halted): fastest, but a crash loses
+    /// the run's progress.
+    Exit,
+}
+
+/// A source of halt requests (a kill switch), checked at every safe point.
+///
+/// [`HaltSwitch`] is the in-process implementation; a store can implement
+/// this from a notification channel (for example PostgreSQL LISTEN/NOTIFY).
+pub trait HaltSignal: Send + Sync {
+    /// Whether someone asked the run to halt.
+    fn halt_requested(&self) -> bool;
+}
+
+/// An in-process kill switch: clone it, give one copy to the run
+/// ([`RunConfig::halt_signal`](crate::RunConfig::halt_signal)) and call
+/// [`halt`](HaltSwitch::halt) on another from any task.
+#[derive(Clone, Debug, Default)]
+pub struct HaltSwitch {
+    flag: Arc<AtomicBool>,
+}
+
+impl HaltSwitch {
+    /// A switch that is off.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every run using this switch to halt at its next safe point.
+    pub fn halt(&self) {
+        self.flag.store(true, Ordering::Release);
+    }
+}
+
+impl HaltSignal for HaltSwitch {
+    fn halt_requested(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+/// What the human decided about an interrupt.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Decision<U> {
+    /// Continue. A node that called `NodeContext::interrupt` receives the payload.
+    Approve(serde_json::Value),
+    /// Apply a state update (through the reducers), then continue.
+    Update(U),
+    /// Do not run the interrupted node (or, for an interrupt after a node, its
+    /// successors): go to `goto` instead, or end the run when `None`.
+    Reject {
+        /// Where to go instead.
+        goto: Option<NodeId>,
+    },
+}
+
+/// A decision about a thread's pending interrupt, used to resume it.
+///
+/// ```
+/// use flowtrace_core::exec::Command;
+/// use flowtrace_core::JsonState;
+/// let cmd: Command<<JsonState as flowtrace_core::State>::Update> =
+///     Command::approve("billing:3:billing_approval", serde_json::json!({"limit": 500})).by("alice@example.com");
+/// # let _ = cmd;
+/// ```
+#[derive(Debug)]
+pub struct Command<U> {
+    pub(crate) interrupt_id: String,
+    pub(crate) decision: Decision<U>,
+    pub(crate) by: String,
+}
+
+impl<U> Command<U> {
+    fn new(interrupt_id: impl Into<String>, decision: Decision<U>) -> Self {
+        Self {
+            interrupt_id: interrupt_id.into(),
+            decision,
+            by: "unknown".into(),
+        }
+    }
+
+    /// Approves interrupt `interrupt_id` with `payload`.
+    pub fn approve(interrupt_id: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self::new(interrupt_id, Decision::Approve(payload))
+    }
+
+    /// Edits the state with `update`, then continues.
+    pub fn update(interrupt_id: impl Into<String>, update: U) -> Self {
+        Self::new(interrupt_id, Decision::Update(update))
+    }
+
+    /// Rejects: ends the run without running the interrupted node.
+    pub fn reject(interrupt_id: impl Into<String>) -> Self {
+        Self::new(interrupt_id, Decision::Reject { goto: None })
+    }
+
+    /// Rejects and continues at `node` instead.
+    pub fn reject_to(interrupt_id: impl Into<String>, node: impl Into<NodeId>) -> Self {
+        Self::new(
+            interrupt_id,
+            Decision::Reject {
+                goto: Some(node.into()),
+            },
+        )
+    }
+
+    /// Records who decided (kept in the approval record).
+    pub fn by(mut self, who: impl Into<String>) -> Self {
+        self.by = who.into();
+        self
+    }
+
+    /// The interrupt it decides.
+    pub fn interrupt_id(&self) -> &str {
+        &self.interrupt_id
+    }
+}
+
+enum WriteOp {
+    Append(Box<Checkpoint>),
+    Write(u64, Box<PendingWrite>),
+}
+
+/// The queue and task of the async-mode writer.
+type BackgroundWriter = (
+    mpsc::UnboundedSender<WriteOp>,
+    JoinHandle<Result<(), CheckpointError>>,
+);
+
+/// Writes a thread's checkpoints according to the durability mode.
+pub(crate) struct Durable {
+    pub(crate) store: Arc<dyn Checkpointer>,
+    pub(crate) thread: ThreadId,
+    /// The latest checkpoint written (or queued), if any.
+    pub(crate) seq: Option<u64>,
+    mode: Durability,
+    buffered: Vec<WriteOp>,
+    background: Option<BackgroundWriter>,
+}
+
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable")
+            .field("thread", &self.thread)
+            .field("seq", &self.seq)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durable {
+    pub(crate) fn new(store: Arc<dyn Checkpointer>, thread: ThreadId, mode: Durability) -> Self {
+        Self {
+            store,
+            thread,
+            seq: None,
+            mode,
+            buffered: Vec::new(),
+            background: None,
+        }
+    }
+
+    /// Whether pending writes are saved as tasks finish (not in exit mode).
+    pub(crate) fn writes_now(&self) -> bool {
+        self.mode != Durability::Exit && self.seq.is_some()
+    }
+
+    /// The seq the next checkpoint gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.map_or(0, |s| s + 1)
+    }
+
+    async fn submit(&mut self, op: WriteOp) -> Result<(), Error> {
+        match self.mode {
+            Durability::Sync => apply(self.store.as_ref(), &self.thread, op)
+                .await
+                .map_err(Error::from),
+            Durability::Exit => {
+                self.buffered.push(op);
+                Ok(())
+            }
+            Durability::Async => {
+                if self.background.is_none() {
+                    let (tx, mut rx) = mpsc::unbounded_channel::<WriteOp>();
+                    let store = self.store.clone();
+                    let thread = self.thread.clone();
+                    let task = tokio::spawn(async move {
+                        while let Some(op) = rx.recv().await {
+                            apply(store.as_ref(), &thread, op).await?;
+                        }
+                        Ok(())
+                    });
+                    self.background = Some((tx, task));
+                }
+                if let Some((tx, _)) = &self.background
+                    && tx.send(op).is_err()
+                {
+                    // The writer stopped on an error; `finish` reports it.
+                    return self.finish().await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends the next checkpoint.
+    pub(crate) async fn append(&mut self, checkpoint: Checkpoint) -> Result<(), Error> {
+        self.seq = Some(checkpoint.seq);
+        self.submit(WriteOp::Append(Box::new(checkpoint))).await
+    }
+
+    /// Saves a task result of the super-step following checkpoint `seq`.
+    pub(crate) async fn put_write(&mut self, seq: u64, write: PendingWrite) -> Result<(), Error> {
+        if self.mode == Durability::Exit {
+            // Exit mode promises nothing until the run stops.
+            return Ok(());
+        }
+        self.submit(WriteOp::Write(seq, Box::new(write))).await
+    }
+
+    /// Writes everything still buffered or queued. Called when the run stops.
+    pub(crate) async fn finish(&mut self) -> Result<(), Error> {
+        for op in std::mem::take(&mut self.buffered) {
+            apply(self.store.as_ref(), &self.thread, op).await?;
+        }
+        if let Some((tx, task)) = self.background.take() {
+            drop(tx);
+            match task.await {
+                Ok(r) => r?,
+                Err(e) => return Err(Error::Checkpoint(CheckpointError::Store(e.to_string()))),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn apply(
+    store: &dyn Checkpointer,
+    thread: &ThreadId,
+    op: WriteOp,
+) -> Result<(), CheckpointError> {
+    match op {
+        WriteOp::Append(cp) => store.append(*cp).await,
+        WriteOp::Write(seq, w) => store.put_write(thread, seq, *w).await,
+    }
+}
+
+/// Serializes a state or update for a checkpoint.
+pub(crate) fn to_json<T: Serialize>(
+    value: &T,
+    node: Option<&NodeId>,
+) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::StateSerialization {
+        node: node.cloned(),
+        message: e.to_string(),
+    })
+}
+
+/// Rebuilds the state from a chain of checkpoints (a full state, then deltas).
+pub(crate) fn rebuild<S: State>(thread: &ThreadId, chain: &[Checkpoint]) -> Result<S, Error> {
+    let mut state: Option<S> = None;
+    for cp in chain {
+        match &cp.state {
+            StateRecord::Full(v) => {
+                state = Some(S::deserialize(v).map_err(|e| corrupt(thread, cp.seq, e))?);
+            }
+            StateRecord::Delta(updates) => {
+                let s = state.as_mut().ok_or_else(|| {
+                    Error::Checkpoint(CheckpointError::Corrupt {
+                        thread: thread.clone(),
+                        seq: cp.seq,
+                        message: "delta without a full state before it".into(),
+                    })
+                })?;
+                for u in updates {
+                    let update =
+                        S::Update::deserialize(u).map_err(|e| corrupt(thread, cp.seq, e))?;
+                    s.apply(update);
+                }
+            }
+        }
+    }
+    state.ok_or_else(|| {
+        Error::Checkpoint(CheckpointError::Corrupt {
+            thread: thread.clone(),
+            seq: chain.last().map_or(0, |c| c.seq),
+            message: "no full state in the thread's history".into(),
+        })
+    })
+}
+
+fn corrupt(thread: &ThreadId, seq: u64, e: serde_json::Error) -> Error {
+    Error::Checkpoint(CheckpointError::Corrupt {
+        thread: thread.clone(),
+        seq,
+        message: format!("state does not match this graph's state type: {e}"),
+    })
+}

@@ -1,0 +1,280 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The checkpointer conformance kit against the stores FlowTrace ships, and
+//! against a deliberately broken store, to show the kit catches it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowtrace_core::ThreadId;
+use flowtrace_core::checkpoint::conformance::{self, Check};
+use flowtrace_core::checkpoint::{
+    CHECKPOINT_FORMAT_VERSION, Checkpoint, CheckpointError, Checkpointer, FileCheckpointer,
+    MemoryCheckpointer, PendingWrite, StateRecord,
+};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "flowtrace-conformance-{label}-{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        assert!(!dir.exists());
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_checkpointer_conforms() {
+    let store = Arc::new(MemoryCheckpointer::new());
+    let result = conformance::run(|| -> Arc<dyn Checkpointer> { store.clone() }).await;
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_checkpointer_conforms() {
+    let dir = TempDir::new("file");
+    let path = dir.0.clone();
+    // Every call opens a new handle on the same directory: a "restart".
+    let result = conformance::run(move || -> Arc<dyn Checkpointer> {
+        Arc::new(FileCheckpointer::open(&path).unwrap())
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(std::fs::read_dir(&dir.0).unwrap().count() > 0);
+}
+
+#[tokio::test]
+async fn file_checkpointer_conforms_on_a_current_thread_runtime() {
+    let dir = TempDir::new("file-current-thread");
+    let path = dir.0.clone();
+    let result = conformance::run(move || -> Arc<dyn Checkpointer> {
+        Arc::new(FileCheckpointer::open(&path).unwrap())
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Stores checkpoints by seq, overwriting whatever is there: it never
+/// fences. Everything else it does right.
+#[derive(Default)]
+struct NoFence {
+    threads: Mutex<HashMap<ThreadId, Thread>>,
+}
+
+#[derive(Default)]
+struct Thread {
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    writes: HashMap<u64, BTreeMap<u32, PendingWrite>>,
+}
+
+#[async_trait]
+impl Checkpointer for NoFence {
+    async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        if checkpoint.format_version != CHECKPOINT_FORMAT_VERSION {
+            return Err(CheckpointError::UnsupportedVersion {
+                thread: checkpoint.thread_id,
+                found: checkpoint.format_version,
+                supported: CHECKPOINT_FORMAT_VERSION,
+            });
+        }
+        let mut threads = self.threads.lock().unwrap();
+        let thread = threads.entry(checkpoint.thread_id.clone()).or_default();
+        thread.checkpoints.insert(checkpoint.seq, checkpoint);
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let threads = self.threads.lock().unwrap();
+        let Some(t) = threads.get(thread) else {
+            return Ok(None);
+        };
+        Ok(match seq {
+            None => t.checkpoints.values().next_back().cloned(),
+            Some(s) => t.checkpoints.get(&s).cloned(),
+        })
+    }
+
+    async fn list(
+        &self,
+        thread: &ThreadId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, CheckpointError> {
+        let threads = self.threads.lock().unwrap();
+        let Some(t) = threads.get(thread) else {
+            return Ok(Vec::new());
+        };
+        Ok(t.checkpoints
+            .range(..before.unwrap_or(u64::MAX))
+            .rev()
+            .take(limit)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn put_write(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+        write: PendingWrite,
+    ) -> Result<(), CheckpointError> {
+        let mut threads = self.threads.lock().unwrap();
+        threads
+            .entry(thread.clone())
+            .or_default()
+            .writes
+            .entry(seq)
+            .or_default()
+            .entry(write.task)
+            .or_insert(write);
+        Ok(())
+    }
+
+    async fn writes(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError> {
+        let threads = self.threads.lock().unwrap();
+        Ok(threads
+            .get(thread)
+            .and_then(|t| t.writes.get(&seq))
+            .map(|w| w.values().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_never_fences_fails_the_fencing_check() {
+    let store = Arc::new(NoFence::default());
+    let err = conformance::run(|| -> Arc<dyn Checkpointer> { store.clone() })
+        .await
+        .expect_err("a store without fencing must not conform");
+    assert!(err.failed(Check::Fencing), "{err}");
+    // Only fencing: the broken store is right about everything else, so the
+    // failure pins down the one thing it gets wrong.
+    let failed: Vec<Check> = err.failures.iter().map(|f| f.check).collect();
+    assert_eq!(failed, [Check::Fencing], "{err}");
+    let message = err.to_string();
+    assert!(message.contains("fencing: "), "{message}");
+    assert!(message.contains("expected Conflict"), "{message}");
+}
+
+/// Fences, but checks and inserts in two steps with a pause between, so
+/// two concurrent appends of the same seq both pass the check.
+#[derive(Default)]
+struct RacyFence {
+    inner: NoFence,
+}
+
+#[async_trait]
+impl Checkpointer for RacyFence {
+    async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        let latest = self.inner.get(&checkpoint.thread_id, None).await?;
+        let expected = latest.map_or(0, |c| c.seq + 1);
+        if checkpoint.seq != expected {
+            return Err(CheckpointError::Conflict {
+                thread: checkpoint.thread_id,
+                seq: checkpoint.seq,
+                expected,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.inner.append(checkpoint).await
+    }
+
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        self.inner.get(thread, seq).await
+    }
+
+    async fn list(
+        &self,
+        thread: &ThreadId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, CheckpointError> {
+        self.inner.list(thread, before, limit).await
+    }
+
+    async fn put_write(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+        write: PendingWrite,
+    ) -> Result<(), CheckpointError> {
+        self.inner.put_write(thread, seq, write).await
+    }
+
+    async fn writes(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError> {
+        self.inner.writes(thread, seq).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_with_a_check_then_insert_race_fails_the_fencing_check() {
+    let store = Arc::new(RacyFence::default());
+    let err = conformance::run(|| -> Arc<dyn Checkpointer> { store.clone() })
+        .await
+        .expect_err("a racy fence must not conform");
+    let failed: Vec<Check> = err.failures.iter().map(|f| f.check).collect();
+    assert_eq!(failed, [Check::Fencing], "{err}");
+    assert!(err.to_string().contains("at once"), "{err}");
+}
+
+#[tokio::test]
+async fn checks_run_one_at_a_time_too() {
+    let store = Arc::new(NoFence::default());
+    let open = || -> Arc<dyn Checkpointer> { store.clone() };
+    conformance::run_check(Check::Chain, &open).await.unwrap();
+    conformance::history(&open).await.unwrap();
+    let failure = conformance::fencing(&open).await.unwrap_err();
+    assert_eq!(failure.check, Check::Fencing);
+    assert!(failure.to_string().starts_with("fencing: "), "{failure}");
+}
+
+#[tokio::test]
+async fn sample_checkpoints_are_appendable() {
+    let store = MemoryCheckpointer::new();
+    let thread = conformance::unique_thread("sample");
+    assert_ne!(thread, conformance::unique_thread("sample"));
+    let cp = conformance::sample_checkpoint(&thread, 0, StateRecord::Full(serde_json::json!({})));
+    store.append(cp.clone()).await.unwrap();
+    assert_eq!(store.get(&thread, None).await.unwrap(), Some(cp));
+}

@@ -1,0 +1,631 @@
+//! Durable execution: checkpoints per super-step, resume, interrupts,
+//! decisions, halt and durability modes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use flowtrace_core::checkpoint::{
+    Checkpointer, InterruptWhen, MemoryCheckpointer, StateRecord, ThreadStatus,
+};
+use flowtrace_core::exec::{Command, Durability, HaltSwitch};
+use flowtrace_core::trace::MemorySink;
+use flowtrace_core::{
+    CompiledGraph, END, Error, GraphBuilder, NodeContext, NodeError, NodeOutput, RunConfig,
+    RunStatus, State, node_fn, reducer,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Ledger {
+    log: Vec<String>,
+    approved: Option<serde_json::Value>,
+    amount: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Entry {
+    log: Vec<String>,
+    approved: Option<serde_json::Value>,
+    amount: Option<u64>,
+}
+
+impl State for Ledger {
+    type Update = Entry;
+    fn apply(&mut self, u: Entry) {
+        reducer::append(&mut self.log, u.log);
+        if u.approved.is_some() {
+            self.approved = u.approved;
+        }
+        reducer::replace(&mut self.amount, u.amount);
+    }
+}
+
+fn log(s: &str) -> Entry {
+    Entry {
+        log: vec![s.to_string()],
+        ..Entry::default()
+    }
+}
+
+/// A node that appends its name and counts its executions.
+fn counted(name: &'static str, counter: Arc<AtomicUsize>) -> impl flowtrace_core::Node<Ledger> {
+    node_fn(move |_s: Arc<Ledger>, _ctx| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(log(name).into())
+        }
+    })
+}
+
+struct Counters {
+    a: Arc<AtomicUsize>,
+    b: Arc<AtomicUsize>,
+    c: Arc<AtomicUsize>,
+}
+
+fn counters() -> Counters {
+    Counters {
+        a: Arc::new(AtomicUsize::new(0)),
+        b: Arc::new(AtomicUsize::new(0)),
+        c: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+fn chain(c: &Counters) -> GraphBuilder<Ledger> {
+    GraphBuilder::new("billing")
+        .add_node("intake", counted("intake", c.a.clone()))
+        .add_node("billing_approval", counted("billing_approval", c.b.clone()))
+        .add_node("charge", counted("charge", c.c.clone()))
+        .set_entry("intake")
+        .add_edge("intake", "billing_approval")
+        .add_edge("billing_approval", "charge")
+        .set_finish("charge")
+}
+
+fn durable(store: &Arc<MemoryCheckpointer>, thread: &str) -> RunConfig {
+    RunConfig::new().checkpointer(store.clone()).thread(thread)
+}
+
+#[tokio::test]
+async fn each_super_step_is_checkpointed_as_a_delta() {
+    let c = counters();
+    let graph = chain(&c).compile().unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let out = graph
+        .run(Ledger::default(), durable(&store, "t1"))
+        .await
+        .unwrap();
+    assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
+    assert_eq!(out.thread.as_ref().map(|t| t.as_str()), Some("t1"));
+
+    let history = store.list(&"t1".into(), None, 100).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        [3, 2, 1, 0],
+        "newest first, one per super-step plus the input"
+    );
+    assert!(matches!(history[3].state, StateRecord::Full(_)));
+    for cp in &history[..3] {
+        // Each delta holds only its super-step's one update.
+        match &cp.state {
+            StateRecord::Delta(updates) => assert_eq!(updates.len(), 1),
+            other => panic!("expected a delta, got {other:?}"),
+        }
+        assert_eq!(cp.nodes.len(), 1);
+    }
+    assert_eq!(history[0].status, ThreadStatus::Completed);
+    assert!(history[0].frontier.is_empty());
+    assert_eq!(history[1].frontier[0].node, "charge");
+}
+
+#[tokio::test]
+async fn delta_size_does_not_grow_with_the_state() {
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Chat {
+        messages: Vec<String>,
+    }
+    impl State for Chat {
+        type Update = Vec<String>;
+        fn apply(&mut self, u: Vec<String>) {
+            reducer::append(&mut self.messages, u)
+        }
+    }
+    let mut b = GraphBuilder::<Chat>::new("chat");
+    for i in 0..5 {
+        b = b.add_node(
+            format!("n{i}"),
+            node_fn(move |_s, _ctx| async move { Ok(vec![format!("message {i}")].into()) }),
+        );
+        if i > 0 {
+            b = b.add_edge(format!("n{}", i - 1), format!("n{i}"));
+        }
+    }
+    let graph = b.set_entry("n0").set_finish("n4").compile().unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let big = Chat {
+        messages: (0..1000).map(|i| format!("old message {i}")).collect(),
+    };
+    graph
+        .run(
+            big,
+            RunConfig::new().checkpointer(store.clone()).thread("big"),
+        )
+        .await
+        .unwrap();
+    let history = store.list(&"big".into(), None, 100).await.unwrap();
+    let sizes: Vec<usize> = history
+        .iter()
+        .map(|c| serde_json::to_string(&c.state).unwrap().len())
+        .collect();
+    // The input checkpoint holds 1000 messages; every later one a single one.
+    assert!(sizes[5] > 10_000, "{sizes:?}");
+    for s in &sizes[..5] {
+        assert!(*s < 100, "delta of {s} bytes: {sizes:?}");
+    }
+    // And the state rebuilds exactly.
+    let resumed = graph
+        .resume(RunConfig::new().checkpointer(store.clone()).thread("big"))
+        .await;
+    assert!(matches!(resumed, Err(f) if matches!(f.error, Error::NotInterrupted { .. })));
+}
+
+#[tokio::test]
+async fn a_failed_run_resumes_without_rerunning_committed_steps() {
+    let c = counters();
+    let fail_once = Arc::new(AtomicUsize::new(0));
+    let f = fail_once.clone();
+    let graph = GraphBuilder::<Ledger>::new("crashy")
+        .add_node("intake", counted("intake", c.a.clone()))
+        .add_node("billing_approval", counted("billing_approval", c.b.clone()))
+        .add_node(
+            "charge",
+            node_fn(move |_s, _ctx| {
+                let f = f.clone();
+                async move {
+                    if f.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(NodeError::permanent("card processor down"));
+                    }
+                    Ok(log("charge").into())
+                }
+            }),
+        )
+        .set_entry("intake")
+        .add_edge("intake", "billing_approval")
+        .add_edge("billing_approval", "charge")
+        .set_finish("charge")
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let failed = graph
+        .run(Ledger::default(), durable(&store, "crash"))
+        .await
+        .unwrap_err();
+    assert!(matches!(failed.error, Error::Node { .. }));
+    let latest = store.get(&"crash".into(), None).await.unwrap().unwrap();
+    assert_eq!(latest.status, ThreadStatus::Running);
+    assert_eq!(latest.frontier[0].node, "charge");
+
+    let sink = MemorySink::new();
+    let out = graph
+        .resume(durable(&store, "crash").sink(sink.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
+    assert_eq!(c.a.load(Ordering::SeqCst), 1, "intake ran once");
+    assert_eq!(c.b.load(Ordering::SeqCst), 1, "billing_approval ran once");
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    // The summary covers the whole thread: the committed steps and the new one.
+    let nodes: Vec<&str> = out.summary.steps.iter().map(|s| s.node.as_str()).collect();
+    assert_eq!(nodes, ["intake", "billing_approval", "charge"]);
+    let ids: Vec<u64> = out.summary.steps.iter().map(|s| s.step_id.0).collect();
+    assert_eq!(ids, [1, 2, 3], "step numbering continues after the history");
+    assert!(sink.kinds().contains(&"resume"));
+}
+
+#[tokio::test]
+async fn static_interrupt_before_then_approve() {
+    let c = counters();
+    let graph = chain(&c)
+        .interrupt_before(["billing_approval"])
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let sink = MemorySink::new();
+    let out = graph
+        .run(Ledger::default(), durable(&store, "t").sink(sink.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Interrupted);
+    let interrupt = out.interrupt.clone().unwrap();
+    assert_eq!(interrupt.node, "billing_approval");
+    assert_eq!(interrupt.when, InterruptWhen::Before);
+    assert_eq!(c.b.load(Ordering::SeqCst), 0);
+    assert!(sink.kinds().contains(&"interrupt"));
+    let latest = store.get(&"t".into(), None).await.unwrap().unwrap();
+    assert_eq!(latest.status, ThreadStatus::Interrupted);
+    assert_eq!(latest.interrupt.as_ref().unwrap().id, interrupt.id);
+
+    // No decision, a stale decision, then the right one.
+    let err = graph.resume(durable(&store, "t")).await.unwrap_err();
+    assert!(
+        matches!(err.error, Error::DecisionRequired { .. }),
+        "{}",
+        err.error
+    );
+    let err = graph
+        .resume_with(Command::approve("nope", json!(null)), durable(&store, "t"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.error, Error::StaleInterrupt { .. }),
+        "{}",
+        err.error
+    );
+
+    let out = graph
+        .resume_with(
+            Command::approve(interrupt.id.clone(), json!({"ok": true})).by("alice"),
+            durable(&store, "t"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
+    assert_eq!(c.a.load(Ordering::SeqCst), 1);
+    assert_eq!(c.b.load(Ordering::SeqCst), 1);
+
+    // The approval is kept with the checkpoint it produced.
+    let history = store.list(&"t".into(), None, 100).await.unwrap();
+    let approvals: Vec<_> = history.iter().flat_map(|c| c.approvals.clone()).collect();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].decided_by, "alice");
+    assert_eq!(approvals[0].decision, "approve");
+    assert_eq!(approvals[0].interrupt_id, interrupt.id);
+
+    // A finished thread takes no more decisions.
+    let err = graph
+        .resume_with(
+            Command::approve(interrupt.id, json!(null)),
+            durable(&store, "t"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.error, Error::NotInterrupted { .. }),
+        "{}",
+        err.error
+    );
+}
+
+#[tokio::test]
+async fn interrupt_after_set_per_run_and_reject_ends_the_run() {
+    let c = counters();
+    let graph = chain(&c).compile().unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let out = graph
+        .run(
+            Ledger::default(),
+            durable(&store, "t").interrupt_after(["billing_approval"]),
+        )
+        .await
+        .unwrap();
+    let interrupt = out.interrupt.unwrap();
+    assert_eq!(interrupt.when, InterruptWhen::After);
+    assert_eq!(c.b.load(Ordering::SeqCst), 1);
+    assert_eq!(c.c.load(Ordering::SeqCst), 0);
+    let out = graph
+        .resume_with(Command::reject(interrupt.id), durable(&store, "t"))
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.state.log, ["intake", "billing_approval"]);
+    assert_eq!(c.c.load(Ordering::SeqCst), 0, "charge never ran");
+}
+
+#[tokio::test]
+async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
+    let c = counters();
+    let refunds = Arc::new(AtomicUsize::new(0));
+    let graph = chain(&c)
+        .add_node("notify", counted("notify", refunds.clone()))
+        .add_edge("notify", END)
+        .add_dispatch("intake", "notify")
+        .interrupt_before(["billing_approval"])
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let out = graph
+        .run(Ledger::default(), durable(&store, "r"))
+        .await
+        .unwrap();
+    let id = out.interrupt.unwrap().id;
+    let out = graph
+        .resume_with(
+            Command::reject_to(id, "notify").by("bob"),
+            durable(&store, "r"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.state.log, ["intake", "notify"]);
+    assert_eq!(c.b.load(Ordering::SeqCst), 0);
+
+    let out = graph
+        .run(Ledger::default(), durable(&store, "u"))
+        .await
+        .unwrap();
+    let id = out.interrupt.unwrap().id;
+    let out = graph
+        .resume_with(
+            Command::update(
+                id,
+                Entry {
+                    amount: Some(250),
+                    log: vec!["edited by a human".into()],
+                    ..Entry::default()
+                },
+            ),
+            durable(&store, "u"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.state.amount, 250);
+    assert_eq!(
+        out.state.log,
+        ["intake", "edited by a human", "billing_approval", "charge"]
+    );
+}
+
+#[tokio::test]
+async fn dynamic_interrupt_returns_the_human_answer_and_keeps_sibling_results() {
+    let sibling_runs = Arc::new(AtomicUsize::new(0));
+    let approver_runs = Arc::new(AtomicUsize::new(0));
+    let s = sibling_runs.clone();
+    let a = approver_runs.clone();
+    let graph = GraphBuilder::<Ledger>::new("refund")
+        .add_node(
+            "start",
+            node_fn(|_s, _ctx| async { Ok(NodeOutput::none()) }),
+        )
+        .add_node(
+            "sales_discount",
+            node_fn(move |_s, ctx: NodeContext| {
+                let a = a.clone();
+                async move {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    let answer = ctx.interrupt(json!({"question": "discount 20%?"}))?;
+                    Ok(Entry {
+                        approved: Some(answer),
+                        ..log("discount decided")
+                    }
+                    .into())
+                }
+            }),
+        )
+        .add_node(
+            "lookup",
+            node_fn(move |_s, _ctx| {
+                let s = s.clone();
+                async move {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    Ok(log("looked up").into())
+                }
+            }),
+        )
+        .add_node("done", node_fn(|_s, _ctx| async { Ok(log("done").into()) }))
+        .set_entry("start")
+        .add_edge("start", "sales_discount")
+        .add_edge("start", "lookup")
+        .add_edge("sales_discount", "done")
+        .add_edge("lookup", "done")
+        .set_finish("done")
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let cfg = || durable(&store, "d").parallel(4);
+    let out = graph.run(Ledger::default(), cfg()).await.unwrap();
+    let interrupt = out.interrupt.unwrap();
+    assert_eq!(interrupt.when, InterruptWhen::During);
+    assert_eq!(interrupt.payload, json!({"question": "discount 20%?"}));
+    assert_eq!(sibling_runs.load(Ordering::SeqCst), 1);
+
+    let out = graph
+        .resume_with(
+            Command::approve(interrupt.id, json!({"percent": 15})),
+            cfg(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.state.approved, Some(json!({"percent": 15})));
+    assert_eq!(
+        sibling_runs.load(Ordering::SeqCst),
+        1,
+        "the sibling's saved result was replayed"
+    );
+    assert_eq!(
+        approver_runs.load(Ordering::SeqCst),
+        2,
+        "the interrupted node runs again"
+    );
+    // Merge order is graph order, whichever finished first.
+    assert_eq!(out.state.log, ["discount decided", "looked up", "done"]);
+}
+
+#[tokio::test]
+async fn halt_stops_at_a_safe_point_and_the_thread_resumes() {
+    let switch = HaltSwitch::new();
+    let sw = switch.clone();
+    let c = counters();
+    let graph = GraphBuilder::<Ledger>::new("halt")
+        .add_node(
+            "intake",
+            node_fn(move |_s, _ctx| {
+                let sw = sw.clone();
+                async move {
+                    sw.halt();
+                    Ok(log("intake").into())
+                }
+            }),
+        )
+        .add_node("billing_approval", counted("billing_approval", c.b.clone()))
+        .set_entry("intake")
+        .add_edge("intake", "billing_approval")
+        .set_finish("billing_approval")
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let sink = MemorySink::new();
+    let out = graph
+        .run(
+            Ledger::default(),
+            durable(&store, "h")
+                .halt_signal(Arc::new(switch))
+                .sink(sink.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Halted);
+    assert_eq!(c.b.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        store.get(&"h".into(), None).await.unwrap().unwrap().status,
+        ThreadStatus::Halted
+    );
+    assert!(sink.events().iter().any(|e| matches!(
+        &e.kind,
+        flowtrace_core::EventKind::Log { message, .. } if message.contains("halt")
+    )));
+    // Without the switch, the thread continues where it stopped.
+    let out = graph.resume(durable(&store, "h")).await.unwrap();
+    assert_eq!(out.state.log, ["intake", "billing_approval"]);
+    assert_eq!(c.b.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_router_can_see_the_halt_and_route_to_clean_up() {
+    let switch = HaltSwitch::new();
+    let sw = switch.clone();
+    let graph: CompiledGraph<Ledger> = GraphBuilder::new("cleanup")
+        .add_node(
+            "work",
+            node_fn(move |_s, _ctx| {
+                let sw = sw.clone();
+                async move {
+                    sw.halt();
+                    Ok(log("work").into())
+                }
+            }),
+        )
+        .add_node("more", node_fn(|_s, _ctx| async { Ok(log("more").into()) }))
+        .add_node(
+            "cleanup",
+            node_fn(|_s, _ctx| async { Ok(log("cleanup").into()) }),
+        )
+        .set_entry("work")
+        .add_conditional_edges_with_context(
+            "work",
+            |_s: &Ledger, r: &flowtrace_core::graph::RouteContext<'_>| {
+                if r.halt_requested() { "halt" } else { "go" }
+            },
+            [("halt", "cleanup"), ("go", "more")],
+        )
+        .set_finish("more")
+        .set_finish("cleanup")
+        .compile()
+        .unwrap();
+    let out = graph
+        .run(
+            Ledger::default(),
+            RunConfig::new().halt_signal(Arc::new(switch)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.state.log, ["work", "cleanup"]);
+    assert_eq!(out.summary.status, RunStatus::Halted);
+}
+
+#[tokio::test]
+async fn durability_modes_write_the_same_history() {
+    for mode in [Durability::Sync, Durability::Async, Durability::Exit] {
+        let c = counters();
+        let graph = chain(&c).compile().unwrap();
+        let store = Arc::new(MemoryCheckpointer::new());
+        graph
+            .run(Ledger::default(), durable(&store, "m").durability(mode))
+            .await
+            .unwrap();
+        let history = store.list(&"m".into(), None, 100).await.unwrap();
+        assert_eq!(history.len(), 4, "{mode:?}");
+        assert_eq!(history[0].status, ThreadStatus::Completed, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn starting_an_existing_thread_is_refused() {
+    let c = counters();
+    let graph = chain(&c).compile().unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    graph
+        .run(Ledger::default(), durable(&store, "x"))
+        .await
+        .unwrap();
+    let err = graph
+        .run(Ledger::default(), durable(&store, "x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.error, Error::ThreadExists { .. }),
+        "{}",
+        err.error
+    );
+    let err = graph.resume(durable(&store, "missing")).await.unwrap_err();
+    assert!(
+        matches!(err.error, Error::ThreadNotFound { .. }),
+        "{}",
+        err.error
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_stable_across_attempts_and_resumes() {
+    let keys = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let k = keys.clone();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let at = attempts.clone();
+    let graph = GraphBuilder::<Ledger>::new("keys")
+        .add_node(
+            "pay",
+            node_fn(move |_s, ctx: NodeContext| {
+                let k = k.clone();
+                let at = at.clone();
+                async move {
+                    k.lock().unwrap().push(ctx.idempotency_key());
+                    if at.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return Err(NodeError::permanent("gateway timeout"));
+                    }
+                    Ok(log("paid").into())
+                }
+            }),
+        )
+        .set_entry("pay")
+        .set_finish("pay")
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    assert!(
+        graph
+            .run(Ledger::default(), durable(&store, "pay-1"))
+            .await
+            .is_err()
+    );
+    assert!(graph.resume(durable(&store, "pay-1")).await.is_err());
+    graph.resume(durable(&store, "pay-1")).await.unwrap();
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+    assert_eq!(keys[0], "pay-1/0/pay/0");
+}
