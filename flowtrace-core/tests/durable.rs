@@ -629,3 +629,159 @@ async fn idempotency_keys_are_stable_across_attempts_and_resumes() {
     assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
     assert_eq!(keys[0], "pay-1/0/pay/0");
 }
+
+#[tokio::test]
+async fn time_travel_reads_past_states_and_forks_without_touching_the_original() {
+    let c = counters();
+    let graph = chain(&c).compile().unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    graph
+        .run(Ledger::default(), durable(&store, "orig"))
+        .await
+        .unwrap();
+    let orig: flowtrace_core::ThreadId = "orig".into();
+
+    // The state after each super-step.
+    let at1 = graph
+        .state_at(store.as_ref(), &orig, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(at1.log, ["intake"]);
+    let latest = graph.state_at(store.as_ref(), &orig, None).await.unwrap();
+    assert_eq!(latest.log, ["intake", "billing_approval", "charge"]);
+    assert!(
+        graph
+            .state_at(store.as_ref(), &orig, Some(99))
+            .await
+            .is_err()
+    );
+
+    // Fork after "intake", with an edit, and run the fork forward.
+    let before = store.list(&orig, None, 100).await.unwrap();
+    let first = graph
+        .fork(
+            store.as_ref(),
+            &orig,
+            1,
+            "fork",
+            Some(log("corrected by ops")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.forked_from, Some((orig.clone(), 1)));
+    let out = graph.resume(durable(&store, "fork")).await.unwrap();
+    assert_eq!(
+        out.state.log,
+        ["intake", "corrected by ops", "billing_approval", "charge"]
+    );
+    assert_eq!(
+        c.a.load(Ordering::SeqCst),
+        1,
+        "the fork does not re-run intake"
+    );
+    assert_eq!(c.b.load(Ordering::SeqCst), 2);
+
+    // The original thread is untouched.
+    let after = store.list(&orig, None, 100).await.unwrap();
+    assert_eq!(before, after);
+    // A fork onto an existing thread is refused by fencing.
+    let err = graph
+        .fork(store.as_ref(), &orig, 1, "fork", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Checkpoint(_)), "{err}");
+}
+
+#[tokio::test]
+async fn interrupt_deadlines_apply_the_default_decision() {
+    use flowtrace_core::checkpoint::DefaultDecision;
+    use std::time::Duration;
+
+    // Not yet due: a decision is still required.
+    let c = counters();
+    let graph = chain(&c)
+        .interrupt_before(["billing_approval"])
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let cfg = |t: &str, d: DefaultDecision, after: Duration| {
+        durable(&store, t).interrupt_deadline(after, d)
+    };
+    let out = graph
+        .run(
+            Ledger::default(),
+            cfg("later", DefaultDecision::Reject, Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let i = out.interrupt.unwrap();
+    assert!(i.deadline.is_some());
+    let err = graph.resume(durable(&store, "later")).await.unwrap_err();
+    assert!(matches!(err.error, Error::DecisionRequired { .. }));
+
+    // Due immediately: approve by default.
+    let out = graph
+        .run(
+            Ledger::default(),
+            cfg(
+                "approve",
+                DefaultDecision::Approve(json!({"auto": true})),
+                Duration::ZERO,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Interrupted);
+    let out = graph.resume(durable(&store, "approve")).await.unwrap();
+    assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
+    let approvals: Vec<_> = store
+        .list(&"approve".into(), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|c| c.approvals)
+        .collect();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].decided_by, "deadline");
+    assert_eq!(approvals[0].decision, "approve");
+
+    // Escalate to a named node.
+    let sup = Arc::new(AtomicUsize::new(0));
+    let graph = chain(&counters())
+        .add_node("supervisor", counted("supervisor", sup.clone()))
+        .add_edge("supervisor", END)
+        .add_dispatch("intake", "supervisor")
+        .interrupt_before(["billing_approval"])
+        .compile()
+        .unwrap();
+    graph
+        .run(
+            Ledger::default(),
+            cfg(
+                "esc",
+                DefaultDecision::Escalate("supervisor".into()),
+                Duration::ZERO,
+            ),
+        )
+        .await
+        .unwrap();
+    let sink = MemorySink::new();
+    let out = graph
+        .resume(durable(&store, "esc").sink(sink.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.state.log, ["intake", "supervisor"]);
+    assert_eq!(sup.load(Ordering::SeqCst), 1);
+    let resume = sink
+        .events()
+        .into_iter()
+        .find(|e| e.kind.name() == "resume")
+        .unwrap();
+    match resume.kind {
+        flowtrace_core::EventKind::Resume { payload } => {
+            assert_eq!(payload["decision"], "escalate");
+            assert_eq!(payload["decided_by"], "deadline");
+        }
+        other => panic!("{other:?}"),
+    }
+}

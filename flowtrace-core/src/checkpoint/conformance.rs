@@ -42,7 +42,8 @@ use tokio::task::JoinHandle;
 
 use super::{
     ApprovalRecord, CHECKPOINT_FORMAT_VERSION, Checkpoint, CheckpointError, Checkpointer,
-    Interrupt, InterruptWhen, JoinState, PendingWrite, StateRecord, TaskSpec, ThreadStatus,
+    DefaultDecision, Interrupt, InterruptWhen, JoinState, PendingWrite, StateRecord, TaskSpec,
+    ThreadStatus,
 };
 use crate::exec::StepRecord;
 use crate::ids::{NodeId, RunId, StepId, ThreadId};
@@ -350,6 +351,8 @@ fn rich_checkpoint(thread: &ThreadId) -> Checkpoint {
         when: InterruptWhen::During,
         payload: json!({ "question": "refund 120?" }),
         created_at: Timestamp::now(),
+        deadline: Some(Timestamp::now().plus_micros(60_000_000)),
+        on_timeout: Some(DefaultDecision::Escalate(NodeId::new("supervisor"))),
     });
     cp.approvals = vec![ApprovalRecord {
         interrupt_id: "interrupt-0".into(),

@@ -94,6 +94,26 @@ pub struct Interrupt {
     pub payload: serde_json::Value,
     /// When it was raised.
     pub created_at: Timestamp,
+    /// After this instant, whoever resumes the thread without a decision
+    /// applies [`on_timeout`](Self::on_timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// The decision applied once the deadline has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<DefaultDecision>,
+}
+
+/// What happens to an interrupt nobody decided before its deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DefaultDecision {
+    /// Approve with this payload.
+    Approve(serde_json::Value),
+    /// Reject: the interrupted node does not run and the run ends.
+    Reject,
+    /// Escalate: skip the interrupted node and continue at this node.
+    Escalate(NodeId),
 }
 
 /// A human decision applied to an interrupt.
@@ -103,11 +123,11 @@ pub struct ApprovalRecord {
     pub interrupt_id: String,
     /// The node.
     pub node: NodeId,
-    /// Who decided.
+    /// Who decided (`deadline` when a default decision was applied).
     pub decided_by: String,
     /// When.
     pub decided_at: Timestamp,
-    /// The decision: `approve`, `reject`, `update`.
+    /// The decision: `approve`, `update`, `reject` or `escalate`.
     pub decision: String,
     /// The decision's payload.
     pub payload: serde_json::Value,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::checkpoint::{ApprovalRecord, Checkpoint, InterruptWhen, StateRecord, ThreadStatus};
+use crate::checkpoint::{
+    ApprovalRecord, Checkpoint, DefaultDecision, InterruptWhen, StateRecord, ThreadStatus,
+};
 use crate::error::{BuildError, Error, GraphProblem};
 use crate::exec::durable::{Command, Decision, Durable, rebuild, to_json};
 use crate::exec::executor::{Executor, Stop, Task, status_of};
@@ -182,10 +184,19 @@ async fn prepare<'g, S: State>(
 
             let resumed_from = latest.seq;
             let mut payload = serde_json::json!({ "from_checkpoint": resumed_from });
-            if let (Some(command), Some(interrupt)) = (command, latest.interrupt.clone()) {
+            // A decision from the caller, or the interrupt's default once its
+            // deadline has passed.
+            let decided = match (command, &latest.interrupt) {
+                (Some(c), _) => Some((c.decision, c.by)),
+                (None, Some(i)) if latest.status == ThreadStatus::Interrupted => {
+                    default_decision(i).map(|d| (d, "deadline".to_string()))
+                }
+                _ => None,
+            };
+            if let (Some((decision, by)), Some(interrupt)) = (decided, latest.interrupt.clone()) {
                 let node = node_index(graph, &thread, &interrupt.node)?;
                 let mut deltas = Vec::new();
-                let (decision, decision_payload) = match command.decision {
+                let (decision, decision_payload) = match decision {
                     Decision::Approve(p) => ("approve", p),
                     Decision::Update(u) => {
                         let v = to_json(&u, None)?;
@@ -208,8 +219,18 @@ async fn prepare<'g, S: State>(
                             serde_json::json!({ "goto": goto.as_ref().map(|g| g.to_string()) }),
                         )
                     }
+                    Decision::Escalate { to } => {
+                        if interrupt.when == InterruptWhen::After {
+                            ready.clear();
+                        } else {
+                            ready.retain(|t| t.node != node);
+                        }
+                        writes.clear();
+                        ready.push(Task::new(node_index(graph, &thread, &to)?, None));
+                        ("escalate", serde_json::json!({ "to": to.to_string() }))
+                    }
                 };
-                if decision != "reject" {
+                if decision == "approve" || decision == "update" {
                     match interrupt.when {
                         InterruptWhen::Before => exec.released.push(node),
                         InterruptWhen::During => {
@@ -228,7 +249,7 @@ async fn prepare<'g, S: State>(
                 let record = ApprovalRecord {
                     interrupt_id: interrupt.id.clone(),
                     node: interrupt.node.clone(),
-                    decided_by: command.by.clone(),
+                    decided_by: by.clone(),
                     decided_at: run.ts(Instant::now()),
                     decision: decision.to_string(),
                     payload: decision_payload.clone(),
@@ -238,7 +259,7 @@ async fn prepare<'g, S: State>(
                     "from_checkpoint": resumed_from,
                     "interrupt_id": interrupt.id,
                     "decision": decision,
-                    "decided_by": command.by,
+                    "decided_by": by,
                     "payload": decision_payload,
                 });
                 // The decision is durable before anything runs.
@@ -276,6 +297,19 @@ async fn prepare<'g, S: State>(
     }
 }
 
+/// The default decision of an interrupt whose deadline has passed.
+fn default_decision<U>(interrupt: &crate::checkpoint::Interrupt) -> Option<Decision<U>> {
+    let deadline = interrupt.deadline?;
+    if crate::trace::Timestamp::now() < deadline {
+        return None;
+    }
+    Some(match interrupt.on_timeout.clone()? {
+        DefaultDecision::Approve(p) => Decision::Approve(p),
+        DefaultDecision::Reject => Decision::Reject { goto: None },
+        DefaultDecision::Escalate(to) => Decision::Escalate { to },
+    })
+}
+
 /// Checks that a decision fits the thread's status and pending interrupt.
 fn check_decision<U>(
     thread: &ThreadId,
@@ -284,6 +318,7 @@ fn check_decision<U>(
 ) -> Result<(), Error> {
     let status = latest.status;
     match (status, command, &latest.interrupt) {
+        (ThreadStatus::Interrupted, None, Some(i)) if default_decision::<U>(i).is_some() => Ok(()),
         (ThreadStatus::Interrupted, None, Some(i)) => Err(Error::DecisionRequired {
             thread: thread.clone(),
             node: i.node.clone(),

@@ -80,6 +80,12 @@ pub enum Decision<U> {
         /// Where to go instead.
         goto: Option<NodeId>,
     },
+    /// Hand the decision to someone else: skip the interrupted node (or, for
+    /// an interrupt after a node, its successors) and run `to`.
+    Escalate {
+        /// The escalation node.
+        to: NodeId,
+    },
 }
 
 /// A decision about a thread's pending interrupt, used to resume it.
@@ -130,6 +136,11 @@ impl<U> Command<U> {
                 goto: Some(node.into()),
             },
         )
+    }
+
+    /// Escalates to `node` (for example a supervisor's review).
+    pub fn escalate(interrupt_id: impl Into<String>, node: impl Into<NodeId>) -> Self {
+        Self::new(interrupt_id, Decision::Escalate { to: node.into() })
     }
 
     /// Records who decided (kept in the approval record).

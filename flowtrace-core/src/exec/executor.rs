@@ -509,12 +509,22 @@ impl<'g, S: State> Executor<'g, S> {
             self.superstep,
             &self.graph.nodes[node].id,
         );
+        let created_at = self.run.ts(Instant::now());
+        let (deadline, on_timeout) = match &self.run.interrupt_deadline {
+            Some((after, default)) => (
+                Some(created_at.plus_micros(after.as_micros() as u64)),
+                Some(default.clone()),
+            ),
+            None => (None, None),
+        };
         Interrupt {
             id,
             node: self.graph.nodes[node].id.clone(),
             when,
             payload,
-            created_at: self.run.ts(Instant::now()),
+            deadline,
+            on_timeout,
+            created_at,
         }
     }
 

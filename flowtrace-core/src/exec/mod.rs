@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::checkpoint::Checkpointer;
+use crate::checkpoint::{Checkpointer, DefaultDecision};
 use crate::graph::CompiledGraph;
 use crate::ids::{NodeId, RunId, ThreadId};
 use crate::pricing::{Cost, MissingPrice, PriceTable, Pricing};
@@ -131,6 +131,7 @@ pub struct RunConfig {
     pub(crate) interrupt_before: Vec<NodeId>,
     pub(crate) interrupt_after: Vec<NodeId>,
     pub(crate) halt: Option<Arc<dyn HaltSignal>>,
+    pub(crate) interrupt_deadline: Option<(Duration, DefaultDecision)>,
 }
 
 impl fmt::Debug for RunConfig {
@@ -174,6 +175,7 @@ impl Default for RunConfig {
             interrupt_before: Vec::new(),
             interrupt_after: Vec::new(),
             halt: None,
+            interrupt_deadline: None,
         }
     }
 }
@@ -338,6 +340,16 @@ impl RunConfig {
         self
     }
 
+    /// Gives every interrupt of this run a deadline: once `after` has passed
+    /// since the interrupt, resuming the thread without a decision applies
+    /// `default` (approve, reject or escalate), recorded as decided by
+    /// `deadline`. A sweeper can simply call [`CompiledGraph::resume`] on
+    /// waiting threads.
+    pub fn interrupt_deadline(mut self, after: Duration, default: DefaultDecision) -> Self {
+        self.interrupt_deadline = Some((after, default));
+        self
+    }
+
     /// A kill switch checked at every safe point: when it fires, the run
     /// stops with status `halted` and its checkpoint is kept. Routers that
     /// read [`RouteContext::halt_requested`](crate::graph::RouteContext::halt_requested)
@@ -388,6 +400,95 @@ impl<S: State> CompiledGraph<S> {
         let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
         let shared = Arc::new(RunShared::new(&config, run_id));
         drive::drive(&self.inner, shared, drive::Start::Resume(None)).await
+    }
+
+    /// Time travel: the state of `thread` at checkpoint `seq` (its latest
+    /// when `None`), rebuilt from the last full state and the deltas after it.
+    pub async fn state_at(
+        &self,
+        store: &dyn Checkpointer,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<S, crate::Error> {
+        let seq = match seq {
+            Some(s) => s,
+            None => {
+                store
+                    .get(thread, None)
+                    .await?
+                    .ok_or_else(|| crate::Error::ThreadNotFound {
+                        thread: thread.clone(),
+                    })?
+                    .seq
+            }
+        };
+        let chain = store.chain(thread, seq).await?;
+        if chain.last().map(|c| c.seq) != Some(seq) {
+            return Err(crate::Error::Checkpoint(
+                crate::checkpoint::CheckpointError::Store(format!(
+                    "thread {thread:?} has no checkpoint {seq}"
+                )),
+            ));
+        }
+        durable::rebuild(thread, &chain)
+    }
+
+    /// Time travel: starts thread `to` from checkpoint `seq` of thread
+    /// `from`, optionally editing the state first (through the reducers).
+    /// Run it forward with [`resume`](Self::resume) on thread `to`; thread
+    /// `from` is not touched. Returns the new thread's first checkpoint.
+    pub async fn fork(
+        &self,
+        store: &dyn Checkpointer,
+        from: &ThreadId,
+        seq: u64,
+        to: impl Into<ThreadId>,
+        update: Option<S::Update>,
+    ) -> Result<crate::checkpoint::Checkpoint, crate::Error> {
+        let to = to.into();
+        let source = store.get(from, Some(seq)).await?.ok_or_else(|| {
+            crate::Error::Checkpoint(crate::checkpoint::CheckpointError::Store(format!(
+                "thread {from:?} has no checkpoint {seq}"
+            )))
+        })?;
+        for spec in source
+            .frontier
+            .iter()
+            .map(|t| &t.node)
+            .chain(source.joins.iter().map(|j| &j.node))
+        {
+            if !self.inner.index.contains_key(spec.as_str()) {
+                return Err(crate::Error::GraphMismatch {
+                    thread: from.clone(),
+                    node: spec.to_string(),
+                });
+            }
+        }
+        let mut state = self.state_at(store, from, Some(seq)).await?;
+        if let Some(u) = update {
+            state.apply(u);
+        }
+        let checkpoint = crate::checkpoint::Checkpoint {
+            thread_id: to.clone(),
+            seq: 0,
+            parent_seq: None,
+            forked_from: Some((from.clone(), seq)),
+            run_id: RunId::generate(),
+            step: source.step,
+            nodes: Vec::new(),
+            created_at: crate::trace::Timestamp::now(),
+            format_version: crate::checkpoint::CHECKPOINT_FORMAT_VERSION,
+            state: crate::checkpoint::StateRecord::Full(durable::to_json(&state, None)?),
+            frontier: source.frontier,
+            joins: source.joins,
+            node_executions: source.node_executions,
+            steps: Vec::new(),
+            status: crate::checkpoint::ThreadStatus::Running,
+            interrupt: None,
+            approvals: Vec::new(),
+        };
+        store.append(checkpoint.clone()).await?;
+        Ok(checkpoint)
     }
 
     /// Resumes an interrupted thread with a human decision: approve (a node

@@ -190,6 +190,8 @@ pub(crate) struct RunShared {
     pub(crate) durability: crate::exec::Durability,
     pub(crate) interrupt_before: Vec<NodeId>,
     pub(crate) interrupt_after: Vec<NodeId>,
+    pub(crate) interrupt_deadline:
+        Option<(std::time::Duration, crate::checkpoint::DefaultDecision)>,
     /// Set when a router saw the halt request (the graph handles it).
     halt_observed: std::sync::atomic::AtomicBool,
 }
@@ -231,6 +233,7 @@ impl RunShared {
             durability: config.durability,
             interrupt_before: config.interrupt_before.clone(),
             interrupt_after: config.interrupt_after.clone(),
+            interrupt_deadline: config.interrupt_deadline.clone(),
             halt_observed: std::sync::atomic::AtomicBool::new(false),
         }
     }
