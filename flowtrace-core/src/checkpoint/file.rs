@@ -511,13 +511,7 @@ impl Index {
 #[async_trait]
 impl Checkpointer for FileCheckpointer {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
-        if checkpoint.format_version != CHECKPOINT_FORMAT_VERSION {
-            return Err(CheckpointError::UnsupportedVersion {
-                thread: checkpoint.thread_id,
-                found: checkpoint.format_version,
-                supported: CHECKPOINT_FORMAT_VERSION,
-            });
-        }
+        checkpoint.check_format_version()?;
         self.blocking(move |inner| {
             let thread = checkpoint.thread_id.clone();
             inner.commit(&thread, Record::Checkpoint(checkpoint))

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{CHECKPOINT_FORMAT_VERSION, Checkpoint, CheckpointError, Checkpointer, PendingWrite};
+use super::{Checkpoint, CheckpointError, Checkpointer, PendingWrite};
 use crate::ids::ThreadId;
 
 #[derive(Default)]
@@ -45,13 +45,7 @@ impl MemoryCheckpointer {
 #[async_trait]
 impl Checkpointer for MemoryCheckpointer {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
-        if checkpoint.format_version != CHECKPOINT_FORMAT_VERSION {
-            return Err(CheckpointError::UnsupportedVersion {
-                thread: checkpoint.thread_id,
-                found: checkpoint.format_version,
-                supported: CHECKPOINT_FORMAT_VERSION,
-            });
-        }
+        checkpoint.check_format_version()?;
         let mut threads = self.lock();
         let thread = threads.entry(checkpoint.thread_id.clone()).or_default();
         let expected = thread.checkpoints.len() as u64;

@@ -197,6 +197,22 @@ pub struct Checkpoint {
     pub approvals: Vec<ApprovalRecord>,
 }
 
+impl Checkpoint {
+    /// Fails with [`CheckpointError::UnsupportedVersion`] unless the
+    /// checkpoint is in this release's format.
+    pub fn check_format_version(&self) -> Result<(), CheckpointError> {
+        if self.format_version == CHECKPOINT_FORMAT_VERSION {
+            Ok(())
+        } else {
+            Err(CheckpointError::UnsupportedVersion {
+                thread: self.thread_id.clone(),
+                found: self.format_version,
+                supported: CHECKPOINT_FORMAT_VERSION,
+            })
+        }
+    }
+}
+
 /// The result of one task of an unfinished super-step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingWrite {
