@@ -164,7 +164,8 @@ async fn prepare<'g, S: State>(
             exec.superstep = latest.step;
             run.executions
                 .store(latest.node_executions, std::sync::atomic::Ordering::Release);
-            run.set_step_base(history.iter().map(|r| r.step_id.0).max().unwrap_or(0));
+            let base = history.iter().map(|r| r.step_id.0).max().unwrap_or(0);
+            run.set_step_base(base);
             let mut ready = Vec::with_capacity(latest.frontier.len());
             for spec in &latest.frontier {
                 ready.push(Task::new(
@@ -180,6 +181,9 @@ async fn prepare<'g, S: State>(
                 p.inputs = j.inputs.clone();
             }
             let mut writes = d.store.writes(&thread, latest.seq).await?;
+            // Replayed results keep their step ids: number new steps after them.
+            let replay_base = writes.iter().map(|w| w.step.step_id.0).max().unwrap_or(0);
+            run.set_step_base(base.max(replay_base));
             d.seq = Some(latest.seq);
 
             let resumed_from = latest.seq;
@@ -332,7 +336,7 @@ fn check_decision<U>(
             })
         }
         (ThreadStatus::Interrupted, Some(_), Some(_)) => Ok(()),
-        (ThreadStatus::Completed, _, _) | (_, Some(_), _) => Err(Error::NotInterrupted {
+        (_, Some(_), _) => Err(Error::NotInterrupted {
             thread: thread.clone(),
             status: format!("{status:?}").to_lowercase(),
         }),

@@ -356,6 +356,8 @@ impl<'g, S: State> Executor<'g, S> {
                 self.reservations = reservations;
                 ran?;
             }
+            // Saved results belong to the first super-step after a resume only.
+            self.replay.clear();
 
             // A node asked for a human: keep the finished siblings' results as
             // pending writes, re-run the super-step on resume.
