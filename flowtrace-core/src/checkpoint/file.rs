@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -185,6 +185,7 @@ impl Inner {
             Arc::new(Mutex::new(ThreadLog {
                 path: self.dir.join(file_name(thread)),
                 index: Index::new(thread.clone()),
+                file: None,
             }))
         }))
     }
@@ -220,10 +221,12 @@ impl Inner {
     }
 }
 
-/// A thread's in-process state: the path of its log and what was read of it.
+/// A thread's in-process state: the path of its log, what was read of it,
+/// and the log opened for appending (kept open between commits).
 struct ThreadLog {
     path: PathBuf,
     index: Index,
+    file: Option<File>,
 }
 
 impl ThreadLog {
@@ -254,14 +257,20 @@ impl ThreadLog {
     /// A pending write whose task is already saved is not written again.
     fn commit(&mut self, record: Record, frame: &[u8], dir: &Path) -> Result<(), CheckpointError> {
         self.index.validate(&record)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-            .map_err(|e| io_error("cannot open checkpoint log", &self.path, &e))?;
-        let _lock = FileLock::exclusive(&file, &self.path)?;
+        if self.file.is_none() {
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+                .map_err(|e| io_error("cannot open checkpoint log", &self.path, &e))?;
+            self.file = Some(opened);
+        }
+        let Some(file) = self.file.as_ref() else {
+            return Err(CheckpointError::Store("checkpoint log not open".into()));
+        };
+        let _lock = FileLock::exclusive(file, &self.path)?;
         let len = self.index.refresh(&file, &self.path)?;
         match &record {
             Record::Checkpoint(cp) => {
@@ -288,7 +297,7 @@ impl ThreadLog {
                 "cutting off a torn record at the end of a checkpoint log"
             );
         }
-        if let Err(e) = write_at(&file, at, len, frame) {
+        if let Err(e) = write_at(file, at, len, frame) {
             // Leave no partial record behind if we can help it.
             if let Err(e2) = file.set_len(at) {
                 tracing::warn!(path = %self.path.display(), error = %e2, "could not roll back a failed checkpoint write");
@@ -310,9 +319,18 @@ fn write_at(file: &File, at: u64, len: u64, frame: &[u8]) -> io::Result<()> {
     if len != at {
         file.set_len(at)?;
     }
-    let mut writer = file;
-    writer.seek(SeekFrom::Start(at))?;
-    writer.write_all(frame)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(frame, at)?;
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Write;
+        let mut writer = file;
+        writer.seek(SeekFrom::Start(at))?;
+        writer.write_all(frame)?;
+    }
     file.sync_data()
 }
 
