@@ -271,7 +271,7 @@ impl ThreadLog {
             return Err(CheckpointError::Store("checkpoint log not open".into()));
         };
         let _lock = FileLock::exclusive(file, &self.path)?;
-        let len = self.index.refresh(&file, &self.path)?;
+        let len = self.index.refresh(file, &self.path)?;
         match &record {
             Record::Checkpoint(cp) => {
                 let expected = self.index.checkpoints.len() as u64;
