@@ -80,7 +80,8 @@ pub use exec::{
 pub use graph::{CompiledGraph, END, GraphBuilder, START, Subgraph};
 pub use ids::{NodeId, RunId, StepId, ThreadId};
 pub use model::{
-    ChatModel, ChatRequest, ChatResponse, FinishReason, Message, ModelError, ModelErrorKind, Role,
+    CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Message,
+    ModelError, ModelErrorKind, Role, StreamEvent,
 };
 pub use node::{Dispatch, Node, NodeConfig, NodeContext, NodeFn, NodeOutput, NodeResult, node_fn};
 pub use pricing::{Cost, MissingPrice, ModelPrice, PriceTable, Pricing, TokenUsage};

@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::TokenUsage;
@@ -263,6 +264,13 @@ pub struct ChatResponse {
     pub finish_reason: FinishReason,
     /// The model that answered (may be a dated snapshot of the requested one).
     pub model: String,
+    /// The provider that answered, when it differs from the called model's
+    /// (set by fallback chains); used for pricing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Whether the reply came from a cache (it then costs nothing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 impl ChatResponse {
@@ -274,6 +282,8 @@ impl ChatResponse {
             usage,
             finish_reason: FinishReason::Stop,
             model: model.into(),
+            provider: None,
+            cached: false,
         }
     }
 
@@ -396,10 +406,50 @@ impl ModelError {
     }
 }
 
+/// One event of a streamed reply.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// The next piece of text, as it arrives.
+    Delta(String),
+    /// The end: the whole reply with its usage and finish reason.
+    Done(ChatResponse),
+}
+
+/// A streamed reply: deltas, then exactly one [`StreamEvent::Done`], or an
+/// error (a stream cut midway is an error, never a silent end).
+pub type ChatStream<'a> = futures::stream::BoxStream<'a, Result<StreamEvent, ModelError>>;
+
+/// Receives what a model call does besides answering — fallbacks, cache
+/// hits, warnings — so wrappers (fallback chains, caches, breakers) can put
+/// them in the run's trace. [`NodeContext`](crate::NodeContext) implements
+/// it; [`NoopObserver`] drops everything.
+pub trait CallObserver: Send + Sync {
+    /// Records an event in the step's trace (`fallback`, `cache.hit`, `log`, …).
+    fn event(&self, kind: crate::trace::EventKind);
+
+    /// The price of a provider's model, to value a cache hit or a decision.
+    fn price(&self, provider: &str, model: &str) -> Option<crate::pricing::ModelPrice> {
+        let _ = (provider, model);
+        None
+    }
+}
+
+/// A [`CallObserver`] that ignores everything (for calls outside a run).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopObserver;
+
+impl CallObserver for NoopObserver {
+    fn event(&self, _kind: crate::trace::EventKind) {}
+}
+
 /// A chat model behind some provider.
 ///
 /// Implementations must be cheap to share (`Arc<dyn ChatModel>`) and must
-/// never put credentials in errors.
+/// never put credentials in errors. Only [`provider`](ChatModel::provider)
+/// and [`chat`](ChatModel::chat) are required; streaming defaults to one
+/// delta with the whole reply, and the `_observed` variants default to the
+/// plain calls.
 #[async_trait]
 pub trait ChatModel: Send + Sync {
     /// The provider's name, as used in the price table (`openai`, `anthropic`).
@@ -410,6 +460,47 @@ pub trait ChatModel: Send + Sync {
     /// # Cancel safety
     /// Dropping the future abandons the request; nothing is recorded.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError>;
+
+    /// Sends one request and streams the reply as it is generated.
+    ///
+    /// # Cancel safety
+    /// Dropping the stream abandons the request.
+    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
+        Box::pin(
+            futures::stream::once(async move { self.chat(request).await }).flat_map(|r| {
+                let events: Vec<Result<StreamEvent, ModelError>> = match r {
+                    Ok(resp) => vec![
+                        Ok(StreamEvent::Delta(resp.text.clone())),
+                        Ok(StreamEvent::Done(resp)),
+                    ],
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(events)
+            }),
+        )
+    }
+
+    /// [`chat`](ChatModel::chat), reporting side events (fallbacks, cache
+    /// hits) to `observer`. Wrappers override it; plain clients need not.
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        observer: &dyn CallObserver,
+    ) -> Result<ChatResponse, ModelError> {
+        let _ = observer;
+        self.chat(request).await
+    }
+
+    /// [`chat_stream`](ChatModel::chat_stream), reporting side events to
+    /// `observer`.
+    fn chat_stream_observed<'a>(
+        &'a self,
+        request: ChatRequest,
+        observer: &'a dyn CallObserver,
+    ) -> ChatStream<'a> {
+        let _ = observer;
+        self.chat_stream(request)
+    }
 
     /// Estimates the prompt tokens of `request` before sending it, for budget
     /// pre-checks. Defaults to [`ChatRequest::approx_input_tokens`].
@@ -425,6 +516,23 @@ impl<M: ChatModel + ?Sized> ChatModel for std::sync::Arc<M> {
     }
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
         (**self).chat(request).await
+    }
+    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
+        (**self).chat_stream(request)
+    }
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        observer: &dyn CallObserver,
+    ) -> Result<ChatResponse, ModelError> {
+        (**self).chat_observed(request, observer).await
+    }
+    fn chat_stream_observed<'a>(
+        &'a self,
+        request: ChatRequest,
+        observer: &'a dyn CallObserver,
+    ) -> ChatStream<'a> {
+        (**self).chat_stream_observed(request, observer)
     }
     fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
         (**self).estimate_input_tokens(request)

@@ -12,10 +12,13 @@ use crate::cache::CacheKey;
 use crate::error::{Error, NodeError};
 use crate::exec::shared::{Amount, Ledger, RunShared};
 use crate::ids::{NodeId, RunId, StepId, ThreadId};
-use crate::model::{ChatModel, ChatRequest, ChatResponse};
+use crate::model::{
+    CallObserver, ChatModel, ChatRequest, ChatResponse, ModelError, ModelErrorKind, StreamEvent,
+};
 use crate::pricing::{Cost, MissingPrice, TokenUsage};
 use crate::tool::Tool;
 use crate::trace::{EventKind, LogLevel};
+use futures::StreamExt;
 
 /// What a step has consumed so far (all attempts).
 #[derive(Debug, Default)]
@@ -84,9 +87,42 @@ struct Reservation<'a> {
     amount: Amount,
 }
 
+impl Reservation<'_> {
+    /// The reserved amount, now owned by the caller (who settles it).
+    fn take(mut self) -> Amount {
+        std::mem::replace(&mut self.amount, Amount::ZERO)
+    }
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.ledger.release(self.amount);
+    }
+}
+
+/// A model call between its budget reservation and its reply.
+struct PendingCall<'a> {
+    provider: String,
+    model: String,
+    cache_key: Option<CacheKey>,
+    reservation: Reservation<'a>,
+}
+
+/// The outcome of preparing a model call.
+enum Prepared<'a> {
+    /// The run's cache answered.
+    Hit(ChatResponse),
+    /// The call must be made.
+    Call(PendingCall<'a>),
+}
+
+impl CallObserver for NodeContext {
+    fn event(&self, kind: EventKind) {
+        self.emit(kind);
+    }
+
+    fn price(&self, provider: &str, model: &str) -> Option<crate::pricing::ModelPrice> {
+        self.step.run.pricing.price(provider, model)
     }
 }
 
@@ -219,9 +255,10 @@ impl NodeContext {
     /// refused before it is sent, failing the run with
     /// [`Error::BudgetExceeded`]; the run's cache is consulted (a hit emits
     /// `cache.hit` with the saved cost, and costs nothing); `llm.request` is
-    /// emitted; the model is called; the actual usage is priced exactly,
-    /// added to the step and settled against the budget; `llm.response` is
-    /// emitted.
+    /// emitted; the model is called (wrappers such as fallback chains report
+    /// their own events through this context); the actual usage is priced
+    /// exactly, added to the step and settled against the budget;
+    /// `llm.response` is emitted.
     ///
     /// # Cancel safety
     /// If the future is dropped midway the reservation is released and
@@ -231,6 +268,84 @@ impl NodeContext {
         model: &dyn ChatModel,
         request: ChatRequest,
     ) -> Result<ChatResponse, NodeError> {
+        let call = match self.prepare_call(model, &request).await? {
+            Prepared::Hit(response) => return Ok(response),
+            Prepared::Call(call) => call,
+        };
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "flowtrace.model_call",
+            provider = %call.provider,
+            model = %request.model
+        );
+        let result = model.chat_observed(request, self).instrument(span).await;
+        self.finish_call(call, result, started).await
+    }
+
+    /// Like [`chat`](Self::chat), streaming the reply: every piece of text is
+    /// emitted as an `llm.delta` event as it arrives, and the final
+    /// `llm.response` carries the whole text and the usage. Returns the whole
+    /// reply. A stream cut midway is an error.
+    ///
+    /// # Cancel safety
+    /// As for [`chat`](Self::chat).
+    pub async fn chat_stream(
+        &self,
+        model: &dyn ChatModel,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, NodeError> {
+        let call = match self.prepare_call(model, &request).await? {
+            Prepared::Hit(response) => {
+                self.emit(EventKind::LlmDelta {
+                    text: response.text.clone(),
+                });
+                return Ok(response);
+            }
+            Prepared::Call(call) => call,
+        };
+        let started = Instant::now();
+        let result = {
+            let mut stream = model.chat_stream_observed(request, self);
+            let mut done = None;
+            let mut failure = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(StreamEvent::Delta(text)) => {
+                        if !text.is_empty() {
+                            self.emit(EventKind::LlmDelta { text });
+                        }
+                    }
+                    Ok(StreamEvent::Done(response)) => {
+                        done = Some(response);
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            match (done, failure) {
+                (Some(r), _) => Ok(r),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(ModelError::new(
+                    ModelErrorKind::MalformedResponse,
+                    call.provider.clone(),
+                    call.model.clone(),
+                    "the stream ended without a final message",
+                )),
+            }
+        };
+        self.finish_call(call, result, started).await
+    }
+
+    /// Checks pricing, consults the cache, reserves the budget and emits
+    /// `llm.request`.
+    async fn prepare_call(
+        &self,
+        model: &dyn ChatModel,
+        request: &ChatRequest,
+    ) -> Result<Prepared<'_>, NodeError> {
         let run = &self.step.run;
         let provider = model.provider().to_string();
         let price = run.pricing.price(&provider, &request.model);
@@ -241,7 +356,7 @@ impl NodeContext {
                 model: request.model.clone(),
             }));
         }
-        let estimated_input = model.estimate_input_tokens(&request);
+        let estimated_input = model.estimate_input_tokens(request);
         let estimated_output =
             u64::from(request.max_tokens.unwrap_or(run.default_max_output_tokens));
         let estimated_cost = price
@@ -251,9 +366,9 @@ impl NodeContext {
         let cache_key = run
             .cache
             .as_ref()
-            .map(|_| CacheKey::for_request(&provider, &request));
+            .map(|_| CacheKey::for_request(&provider, request));
         if let (Some(cache), Some(key)) = (&run.cache, &cache_key)
-            && let Some(hit) = cache.get(key).await
+            && let Some(mut hit) = cache.get(key).await
         {
             let saved_cost = price.map(|p| p.cost(&hit.usage)).unwrap_or_default();
             {
@@ -264,11 +379,12 @@ impl NodeContext {
             }
             self.emit(EventKind::CacheHit {
                 provider,
-                model: request.model,
+                model: request.model.clone(),
                 saved_cost,
                 saved_usage: hit.usage,
             });
-            return Ok(hit);
+            hit.cached = true;
+            return Ok(Prepared::Hit(hit));
         }
 
         let need = Amount {
@@ -284,13 +400,23 @@ impl NodeContext {
             estimated_input_tokens: estimated_input,
             estimated_cost,
         });
-        let started = Instant::now();
-        let span = tracing::debug_span!(
-            "flowtrace.model_call",
-            provider = %provider,
-            model = %request.model
-        );
-        let result = model.chat(request).instrument(span).await;
+        Ok(Prepared::Call(PendingCall {
+            provider,
+            model: request.model.clone(),
+            cache_key,
+            reservation,
+        }))
+    }
+
+    /// Prices the reply, meters the step, settles the budget, emits
+    /// `llm.response` and fills the cache.
+    async fn finish_call(
+        &self,
+        call: PendingCall<'_>,
+        result: Result<ChatResponse, ModelError>,
+        started: Instant,
+    ) -> Result<ChatResponse, NodeError> {
+        let run = &self.step.run;
         let finished = Instant::now();
         let response = match result {
             Ok(r) => r,
@@ -305,44 +431,67 @@ impl NodeContext {
                 return Err(e.into());
             }
         };
-
-        let cost = match price {
-            Some(p) => p.cost(&response.usage),
-            None => {
-                self.emit_at(
-                    finished,
-                    EventKind::Log {
-                        level: LogLevel::Warn,
-                        message: format!(
-                            "no price for model {provider}/{}; the call is counted as free",
-                            response.model
-                        ),
-                    },
-                );
-                tracing::warn!(provider = %provider, model = %response.model, "no price for model; call counted as free");
-                Cost::ZERO
+        // Who answered: a fallback chain may have moved to another provider.
+        let provider = response
+            .provider
+            .clone()
+            .unwrap_or_else(|| call.provider.clone());
+        let priced_model = if response.model.is_empty() {
+            call.model.as_str()
+        } else {
+            response.model.as_str()
+        };
+        let (usage, cost) = if response.cached {
+            // A wrapper's cache answered (and emitted `cache.hit`): free.
+            (TokenUsage::default(), Cost::ZERO)
+        } else {
+            let price = run
+                .pricing
+                .price(&provider, priced_model)
+                .or_else(|| run.pricing.price(&provider, &call.model));
+            match price {
+                Some(p) => (response.usage, p.cost(&response.usage)),
+                None if run.missing_price == MissingPrice::Error => {
+                    return Err(NodeError::run_error(Error::MissingPrice {
+                        node: self.step.node.clone(),
+                        provider,
+                        model: priced_model.to_string(),
+                    }));
+                }
+                None => {
+                    tracing::warn!(provider = %provider, model = %priced_model, "no price for model; call counted as free");
+                    self.emit_at(
+                        finished,
+                        EventKind::Log {
+                            level: LogLevel::Warn,
+                            message: format!(
+                                "no price for model {provider}/{priced_model}; the call is counted as free"
+                            ),
+                        },
+                    );
+                    (response.usage, Cost::ZERO)
+                }
             }
         };
         {
             let mut m = self.step.meter();
-            m.usage += response.usage;
+            m.usage += usage;
             m.cost += cost;
             m.model_calls += 1;
+            if response.cached {
+                m.cache_hits += 1;
+            }
             m.provider = Some(provider.clone());
-            m.model = Some(response.model.clone());
+            m.model = Some(priced_model.to_string());
         }
-        let settled = {
-            let amount = reservation.amount;
-            std::mem::forget(reservation);
-            run.ledger.settle(
-                amount,
-                Amount {
-                    tokens: response.usage.total(),
-                    cost,
-                },
-                &self.step.node,
-            )
-        };
+        let settled = run.ledger.settle(
+            call.reservation.take(),
+            Amount {
+                tokens: usage.total(),
+                cost,
+            },
+            &self.step.node,
+        );
         self.emit_at(
             finished,
             EventKind::LlmResponse {
@@ -357,7 +506,9 @@ impl NodeContext {
             },
         );
         settled.map_err(|b| NodeError::run_error(Error::BudgetExceeded(b)))?;
-        if let (Some(cache), Some(key)) = (&run.cache, cache_key) {
+        if let (Some(cache), Some(key)) = (&run.cache, call.cache_key)
+            && !response.cached
+        {
             cache.put(key, response.clone()).await;
         }
         Ok(response)

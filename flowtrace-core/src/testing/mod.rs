@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use futures::StreamExt;
+
 use crate::model::{
-    ChatModel, ChatRequest, ChatResponse, FinishReason, ModelError, ModelErrorKind, ToolCall,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, ModelError, ModelErrorKind, StreamEvent,
+    ToolCall,
 };
 use crate::pricing::TokenUsage;
 
@@ -85,6 +88,8 @@ impl ScriptedModel {
             usage,
             finish_reason: FinishReason::ToolCalls,
             model: String::new(),
+            provider: None,
+            cached: false,
         }))
     }
 
@@ -121,6 +126,28 @@ impl ScriptedModel {
 impl ChatModel for ScriptedModel {
     fn provider(&self) -> &str {
         &self.provider
+    }
+
+    /// Streams the scripted reply word by word (each word with its
+    /// following whitespace), then the whole reply.
+    fn chat_stream(&self, request: ChatRequest) -> crate::model::ChatStream<'_> {
+        Box::pin(
+            futures::stream::once(async move { self.chat(request).await }).flat_map(|r| {
+                let events: Vec<Result<StreamEvent, ModelError>> = match r {
+                    Ok(resp) => {
+                        let mut pieces: Vec<Result<StreamEvent, ModelError>> = resp
+                            .text
+                            .split_inclusive(char::is_whitespace)
+                            .map(|w| Ok(StreamEvent::Delta(w.to_string())))
+                            .collect();
+                        pieces.push(Ok(StreamEvent::Done(resp)));
+                        pieces
+                    }
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(events)
+            }),
+        )
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {

@@ -266,6 +266,12 @@ pub enum EventKind {
         /// Estimated worst-case cost.
         estimated_cost: Cost,
     },
+    /// A piece of a streamed reply, as it arrived.
+    #[serde(rename = "llm.delta")]
+    LlmDelta {
+        /// The text of this piece.
+        text: String,
+    },
     /// A model call returned.
     #[serde(rename = "llm.response")]
     LlmResponse {
@@ -398,6 +404,7 @@ impl EventKind {
             Self::StepSkipped { .. } => "step.skipped",
             Self::Route { .. } => "route",
             Self::LlmRequest { .. } => "llm.request",
+            Self::LlmDelta { .. } => "llm.delta",
             Self::LlmResponse { .. } => "llm.response",
             Self::ToolRequest { .. } => "tool.request",
             Self::ToolResponse { .. } => "tool.response",

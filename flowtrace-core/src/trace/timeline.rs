@@ -43,6 +43,10 @@ impl Timeline {
 
     /// The line for `event`, or `None` for events it does not show.
     pub fn line(&mut self, event: &TraceEvent) -> Option<String> {
+        if matches!(event.kind, EventKind::LlmDelta { .. }) {
+            // Streamed pieces are summed up by the `llm.response` line.
+            return None;
+        }
         let start = *self.start.get_or_insert(event.ts);
         let offset = event
             .ts
@@ -148,6 +152,7 @@ impl Timeline {
                 w,
                 "│ llm {provider}/{model} request (~{estimated_input_tokens} prompt tokens, at most {estimated_cost})"
             ),
+            EventKind::LlmDelta { text } => write!(w, "│ … {text}"),
             EventKind::LlmResponse {
                 provider,
                 model,
