@@ -789,3 +789,37 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_node_released_from_interrupt_before_sees_the_approval_payload() {
+    let graph = GraphBuilder::<Ledger>::new("limit")
+        .add_node(
+            "billing_approval",
+            node_fn(|_s, ctx: NodeContext| async move {
+                Ok(Entry {
+                    approved: ctx.approval().cloned(),
+                    ..log("charged")
+                }
+                .into())
+            }),
+        )
+        .set_entry("billing_approval")
+        .set_finish("billing_approval")
+        .interrupt_before(["billing_approval"])
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let out = graph
+        .run(Ledger::default(), durable(&store, "a"))
+        .await
+        .unwrap();
+    let id = out.interrupt.unwrap().id;
+    let out = graph
+        .resume_with(
+            Command::approve(id, json!({"limit": 500})),
+            durable(&store, "a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.state.approved, Some(json!({"limit": 500})));
+}

@@ -236,7 +236,12 @@ async fn prepare<'g, S: State>(
                 };
                 if decision == "approve" || decision == "update" {
                     match interrupt.when {
-                        InterruptWhen::Before => exec.released.push(node),
+                        InterruptWhen::Before => {
+                            exec.released.push(node);
+                            for t in ready.iter_mut().filter(|t| t.node == node) {
+                                t.approval = Some(decision_payload.clone());
+                            }
+                        }
                         InterruptWhen::During => {
                             let answer = if decision == "approve" {
                                 decision_payload.clone()

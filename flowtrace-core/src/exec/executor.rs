@@ -35,6 +35,8 @@ pub(crate) struct Task {
     pub(crate) index: u32,
     /// The human's answer, for a node resumed after its own interrupt.
     pub(crate) resume: Option<serde_json::Value>,
+    /// The approval's payload, for a node released from `interrupt_before`.
+    pub(crate) approval: Option<serde_json::Value>,
 }
 
 impl Task {
@@ -44,6 +46,7 @@ impl Task {
             input,
             index: 0,
             resume: None,
+            approval: None,
         }
     }
 }
@@ -639,6 +642,7 @@ impl<'g, S: State> Executor<'g, S> {
                 input: o.record.input.clone(),
                 index: o.index,
                 resume: None,
+                approval: None,
             });
             if let (Some(out), None, None) = (&o.output, &o.error, &o.interrupt) {
                 let update = match &out.update {
@@ -976,6 +980,7 @@ impl<'g, S: State> Executor<'g, S> {
                 ..StepMeter::default()
             }),
             resume: Mutex::new(task.resume),
+            approval: task.approval,
             thread: self.durable.as_ref().map(|d| d.thread.clone()),
             superstep: self.superstep,
             task_index: task.index,
@@ -1533,6 +1538,7 @@ mod future_sizes {
             cancel: None,
             meter: Default::default(),
             resume: Default::default(),
+            approval: None,
             thread: None,
             superstep: 0,
             task_index: 0,

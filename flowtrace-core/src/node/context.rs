@@ -46,6 +46,9 @@ pub(crate) struct StepShared {
     pub(crate) meter: Mutex<StepMeter>,
     /// The human's answer to this node's interrupt, when resuming one.
     pub(crate) resume: Mutex<Option<serde_json::Value>>,
+    /// The approval's payload when this node was released from a static
+    /// `interrupt_before`.
+    pub(crate) approval: Option<serde_json::Value>,
     /// The durable thread, super-step and task position (for idempotency keys).
     pub(crate) thread: Option<ThreadId>,
     pub(crate) superstep: u64,
@@ -212,6 +215,13 @@ impl NodeContext {
         }
         let payload = serde_json::to_value(payload)?;
         Err(NodeError::interrupt(payload))
+    }
+
+    /// When this node runs because a human approved it (it was listed in
+    /// `interrupt_before`), the approval's payload (for example a spending
+    /// limit); `None` otherwise.
+    pub fn approval(&self) -> Option<&serde_json::Value> {
+        self.step.approval.as_ref()
     }
 
     /// A token canceled when the run is canceled or this attempt is stopped.
