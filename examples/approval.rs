@@ -225,13 +225,18 @@ fn build(services: &Services) -> CompiledGraph<Order> {
             }),
         )
         // Stopped before by the static interrupt below. The approver's payload
-        // is kept in the approval record (the audit trail); unlike a dynamic
-        // interrupt's, it is not handed to the node.
+        // is kept in the approval record (the audit trail) and handed to the
+        // node through `ctx.approval()`.
         .add_node(
             "billing_approval",
-            node_fn(|s: Arc<Order>, _ctx| async move {
+            node_fn(|s: Arc<Order>, ctx: NodeContext| async move {
+                let by = ctx
+                    .approval()
+                    .and_then(|a| a["approved_by"].as_str())
+                    .unwrap_or("nobody")
+                    .to_string();
                 Ok(log(format!(
-                    "billing_approval: {} released",
+                    "billing_approval: {} released (approved by {by})",
                     usd(s.amount_due())
                 ))
                 .into())
