@@ -1,12 +1,27 @@
 //! # flowtrace-providers
 //!
 //! Chat model clients for FlowTrace, implementing
-//! [`flowtrace_core::ChatModel`] over HTTP: OpenAI Chat Completions,
-//! Anthropic Messages and OpenAI-compatible servers (vLLM, llama.cpp,
-//! Ollama, LiteLLM), with fallbacks, circuit breakers and response caching.
+//! [`flowtrace_core::ChatModel`] over HTTP with reqwest (rustls, no default
+//! features):
 //!
-//! This release contains no client yet: the crate exists so the workspace
-//! layout is final. The provider-neutral types every client maps to — requests,
-//! responses, usage, error classes — live in [`flowtrace_core::model`].
+//! * [`openai::OpenAi`] — OpenAI Chat Completions, and any OpenAI-compatible
+//!   server (vLLM, llama.cpp `llama-server`, Ollama, LiteLLM) through a base URL;
+//! * [`anthropic::Anthropic`] — Anthropic Messages.
+//!
+//! Both support tools, structured output, streaming (SSE, parsed by the
+//! `eventsource-stream` crate) with usage, and classify failures into
+//! [`flowtrace_core::ModelErrorKind`]s: rate limits (with `Retry-After`),
+//! overload, timeouts and transport errors are retryable; invalid requests,
+//! auth, not-found, context-length and content-filter errors are not. API
+//! keys come from the environment or per client ([`ApiKey`]) and never
+//! appear in traces, logs or errors.
 
-pub use flowtrace_core::model;
+mod http;
+
+pub mod anthropic;
+pub mod breaker;
+pub mod cache;
+pub mod fallback;
+pub mod openai;
+
+pub use http::{ApiKey, MissingApiKey};

@@ -1,0 +1,473 @@
+//! Exact-match response caching as a [`ChatModel`] wrapper.
+//!
+//! [`Cached`] looks every request up in a [`ResponseCache`] under
+//! [`CacheKey::for_request`]`(provider, &request)` — provider, model, system
+//! prompt, messages, tools and sampling parameters, so a hit never answers a
+//! different question. A hit skips the provider: the stored reply comes back
+//! with [`cached`](ChatResponse::cached) set (the run then charges nothing)
+//! and a `cache.hit` event reports the cost and tokens it saved, priced
+//! through [`CallObserver::price`].
+//!
+//! With [`MemoryResponseCache`] (built on `moka`), concurrent identical
+//! misses are coalesced: one caller calls the provider and the others wait
+//! for its reply, which they receive as hits. Failures are never cached (and
+//! the callers waiting on a failed call receive the same error).
+//!
+//! Streams are cached too: a hit is replayed as one
+//! [`StreamEvent::Delta`] with the whole text and the final
+//! [`StreamEvent::Done`]; a streamed miss is stored once its final message
+//! arrives (a stream cut midway stores nothing). Streamed misses are not
+//! coalesced.
+//!
+//! ## Non-deterministic requests
+//!
+//! By default every request is cached, sampled ones included: wrapping a
+//! model in a cache is an explicit choice, replaying a sample is usually what
+//! is wanted (tests, demos, repeated pipelines), and most requests leave the
+//! temperature unset (the provider's default is not zero), so caching only
+//! greedy requests would make the cache useless by default.
+//! [`Cached::deterministic_only`] restricts caching to requests with
+//! `temperature` set to zero, when repeated calls must draw fresh samples.
+//! [`Cached::enabled`]`(false)` bypasses the cache entirely.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowtrace_core::model::NoopObserver;
+use flowtrace_core::{
+    CacheKey, CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, EventKind,
+    ModelError, StreamEvent,
+};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
+/// The outcome of [`ResponseCache::get_or_fetch`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// The reply was stored (or fetched by a concurrent identical call).
+    Hit(ChatResponse),
+    /// This call fetched the reply (and stored it).
+    Miss(ChatResponse),
+}
+
+/// A store of model replies for [`Cached`].
+///
+/// Implementations decide eviction (TTL, size). Only
+/// [`get`](Self::get) and [`insert`](Self::insert) are required;
+/// [`get_or_fetch`](Self::get_or_fetch) should be overridden by stores that
+/// can coalesce concurrent identical misses.
+#[async_trait]
+pub trait ResponseCache: Send + Sync {
+    /// The stored reply for `key`, if any.
+    ///
+    /// # Cancel safety
+    /// Dropping the future has no effect on the store.
+    async fn get(&self, key: &CacheKey) -> Option<ChatResponse>;
+
+    /// Stores `response` under `key`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the reply unstored.
+    async fn insert(&self, key: CacheKey, response: ChatResponse);
+
+    /// The stored reply for `key`; on a miss, awaits `fetch` and stores its
+    /// reply (an error is returned and not stored). The default looks up,
+    /// fetches and inserts without coalescing concurrent misses.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons `fetch` (nothing is stored).
+    async fn get_or_fetch(
+        &self,
+        key: CacheKey,
+        fetch: BoxFuture<'_, Result<ChatResponse, ModelError>>,
+    ) -> Result<Lookup, ModelError> {
+        if let Some(hit) = self.get(&key).await {
+            return Ok(Lookup::Hit(hit));
+        }
+        let response = fetch.await?;
+        self.insert(key, response.clone()).await;
+        Ok(Lookup::Miss(response))
+    }
+}
+
+/// An in-memory [`ResponseCache`] on `moka`: at most `max_entries` replies
+/// (least recently used evicted first), each kept for at most its TTL.
+/// Concurrent identical misses make one upstream call.
+///
+/// The TTL runs on the system clock (moka's), not on Tokio's.
+#[derive(Clone)]
+pub struct MemoryResponseCache {
+    entries: moka::future::Cache<CacheKey, ChatResponse>,
+    ttl: Option<Duration>,
+    max_entries: u64,
+}
+
+impl fmt::Debug for MemoryResponseCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryResponseCache")
+            .field("entries", &self.entries.entry_count())
+            .field("max_entries", &self.max_entries)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Default for MemoryResponseCache {
+    /// 10 000 entries, one hour each.
+    fn default() -> Self {
+        Self::new(10_000, Duration::from_secs(3600))
+    }
+}
+
+impl MemoryResponseCache {
+    /// A cache of at most `max_entries` replies, each kept for `ttl`.
+    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+        Self::build(max_entries, Some(ttl))
+    }
+
+    /// A cache of at most `max_entries` replies that never expire.
+    pub fn without_ttl(max_entries: u64) -> Self {
+        Self::build(max_entries, None)
+    }
+
+    fn build(max_entries: u64, ttl: Option<Duration>) -> Self {
+        let mut builder = moka::future::Cache::builder().max_capacity(max_entries);
+        if let Some(ttl) = ttl {
+            builder = builder.time_to_live(ttl);
+        }
+        Self {
+            entries: builder.build(),
+            ttl,
+            max_entries,
+        }
+    }
+
+    /// How many replies are stored (approximate until pending maintenance
+    /// has run; see [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Runs pending evictions and bookkeeping now.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the remaining work for later.
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+
+    /// Removes every reply.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+#[async_trait]
+impl ResponseCache for MemoryResponseCache {
+    async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
+        self.entries.get(key).await
+    }
+
+    async fn insert(&self, key: CacheKey, response: ChatResponse) {
+        self.entries.insert(key, response).await;
+    }
+
+    /// Coalesces concurrent misses on `key` into one evaluation of `fetch`
+    /// (the first caller's); the others receive its reply as a hit, or its
+    /// error.
+    async fn get_or_fetch(
+        &self,
+        key: CacheKey,
+        fetch: BoxFuture<'_, Result<ChatResponse, ModelError>>,
+    ) -> Result<Lookup, ModelError> {
+        let entry = self
+            .entries
+            .entry(key)
+            .or_try_insert_with(fetch)
+            .await
+            .map_err(|shared| ModelError::clone(&shared))?;
+        Ok(if entry.is_fresh() {
+            Lookup::Miss(entry.into_value())
+        } else {
+            Lookup::Hit(entry.into_value())
+        })
+    }
+}
+
+/// A [`ChatModel`] answering repeated requests from a [`ResponseCache`].
+/// See the [module docs](self).
+///
+/// ```
+/// use flowtrace_core::{ChatModel, ChatRequest, TokenUsage};
+/// use flowtrace_core::testing::ScriptedModel;
+/// use flowtrace_providers::cache::Cached;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let model = Cached::in_memory(ScriptedModel::new("openai").reply("hi", TokenUsage::new(5, 1)));
+/// let request = ChatRequest::new("gpt-4o-mini").user("hello");
+/// assert!(!model.chat(request.clone()).await.unwrap().cached);
+/// assert!(model.chat(request).await.unwrap().cached);
+/// assert_eq!(model.inner().calls(), 1);
+/// # });
+/// ```
+pub struct Cached<M> {
+    inner: M,
+    store: Arc<dyn ResponseCache>,
+    enabled: bool,
+    deterministic_only: bool,
+}
+
+impl<M: ChatModel> fmt::Debug for Cached<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cached")
+            .field("provider", &self.inner.provider())
+            .field("enabled", &self.enabled)
+            .field("deterministic_only", &self.deterministic_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: ChatModel> Cached<M> {
+    /// `inner` behind `store` (which other wrappers may share).
+    pub fn new(inner: M, store: Arc<dyn ResponseCache>) -> Self {
+        Self {
+            inner,
+            store,
+            enabled: true,
+            deterministic_only: false,
+        }
+    }
+
+    /// `inner` behind a default [`MemoryResponseCache`].
+    pub fn in_memory(inner: M) -> Self {
+        Self::new(inner, Arc::new(MemoryResponseCache::default()))
+    }
+
+    /// Turns the cache on or off for this wrapper (off: every call goes to
+    /// the model and nothing is stored).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// When `true`, caches only requests with `temperature` set to zero;
+    /// others go to the model and are not stored. Default `false`.
+    pub fn deterministic_only(mut self, only: bool) -> Self {
+        self.deterministic_only = only;
+        self
+    }
+
+    /// Whether the cache is on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The wrapped model.
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ResponseCache> {
+        &self.store
+    }
+
+    /// Whether `request` goes through the cache.
+    pub fn caches(&self, request: &ChatRequest) -> bool {
+        self.enabled && (!self.deterministic_only || request.temperature == Some(0.0))
+    }
+
+    /// Turns a stored reply into a hit and reports it.
+    fn hit(
+        &self,
+        mut response: ChatResponse,
+        requested_model: &str,
+        observer: &dyn CallObserver,
+    ) -> ChatResponse {
+        let provider = response
+            .provider
+            .clone()
+            .unwrap_or_else(|| self.inner.provider().to_string());
+        let model = if response.model.is_empty() {
+            requested_model.to_string()
+        } else {
+            response.model.clone()
+        };
+        let saved_cost = observer
+            .price(&provider, &model)
+            .or_else(|| observer.price(&provider, requested_model))
+            .map(|price| price.cost(&response.usage))
+            .unwrap_or_default();
+        observer.event(EventKind::CacheHit {
+            provider,
+            model,
+            saved_cost,
+            saved_usage: response.usage,
+        });
+        response.cached = true;
+        response
+    }
+}
+
+#[async_trait]
+impl<M: ChatModel> ChatModel for Cached<M> {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+
+    /// # Cancel safety
+    /// Dropping the future abandons the call; nothing is stored (callers
+    /// waiting on the same miss then make the call themselves).
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.chat_observed(request, &NoopObserver).await
+    }
+
+    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
+        self.chat_stream_observed(request, &NoopObserver)
+    }
+
+    /// # Cancel safety
+    /// As for [`chat`](Self::chat).
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        observer: &dyn CallObserver,
+    ) -> Result<ChatResponse, ModelError> {
+        if !self.caches(&request) {
+            return self.inner.chat_observed(request, observer).await;
+        }
+        let key = CacheKey::for_request(self.inner.provider(), &request);
+        let requested_model = request.model.clone();
+        let fetch = Box::pin(self.inner.chat_observed(request, observer));
+        match self.store.get_or_fetch(key, fetch).await? {
+            Lookup::Miss(response) => Ok(response),
+            Lookup::Hit(response) => Ok(self.hit(response, &requested_model, observer)),
+        }
+    }
+
+    fn chat_stream_observed<'a>(
+        &'a self,
+        request: ChatRequest,
+        observer: &'a dyn CallObserver,
+    ) -> ChatStream<'a> {
+        if !self.caches(&request) {
+            return self.inner.chat_stream_observed(request, observer);
+        }
+        let key = CacheKey::for_request(self.inner.provider(), &request);
+        let opened = async move {
+            if let Some(stored) = self.store.get(&key).await {
+                let response = self.hit(stored, &request.model, observer);
+                let mut events = Vec::with_capacity(2);
+                if !response.text.is_empty() {
+                    events.push(Ok(StreamEvent::Delta(response.text.clone())));
+                }
+                events.push(Ok(StreamEvent::Done(response)));
+                let replay: ChatStream<'a> = Box::pin(futures::stream::iter(events));
+                return replay;
+            }
+            let mut key = Some(key);
+            let store = &self.store;
+            Box::pin(
+                self.inner
+                    .chat_stream_observed(request, observer)
+                    .then(move |item| {
+                        let record = match &item {
+                            Ok(StreamEvent::Done(response)) => {
+                                key.take().map(|k| (k, response.clone()))
+                            }
+                            _ => None,
+                        };
+                        async move {
+                            if let Some((key, response)) = record {
+                                store.insert(key, response).await;
+                            }
+                            item
+                        }
+                    }),
+            )
+        };
+        Box::pin(futures::stream::once(opened).flatten())
+    }
+
+    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
+        self.inner.estimate_input_tokens(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use flowtrace_core::TokenUsage;
+    use flowtrace_core::testing::ScriptedModel;
+
+    #[tokio::test]
+    async fn deterministic_only_skips_sampled_requests() {
+        let model =
+            Cached::in_memory(ScriptedModel::new("openai").then_always("x", TokenUsage::new(1, 1)))
+                .deterministic_only(true);
+        let sampled = ChatRequest::new("m").user("hi").temperature(0.7);
+        let greedy = ChatRequest::new("m").user("hi").temperature(0.0);
+        assert!(!model.caches(&sampled));
+        assert!(!model.caches(&ChatRequest::new("m").user("hi")));
+        assert!(model.caches(&greedy));
+        model.chat(sampled.clone()).await.unwrap();
+        assert!(!model.chat(sampled).await.unwrap().cached);
+        model.chat(greedy.clone()).await.unwrap();
+        assert!(model.chat(greedy).await.unwrap().cached);
+        assert_eq!(model.inner().calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn disabled_cache_passes_through() {
+        let model =
+            Cached::in_memory(ScriptedModel::new("openai").then_always("x", TokenUsage::new(1, 1)))
+                .enabled(false);
+        let request = ChatRequest::new("m").user("hi");
+        model.chat(request.clone()).await.unwrap();
+        assert!(!model.chat(request).await.unwrap().cached);
+        assert_eq!(model.inner().calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn default_get_or_fetch_stores_replies_but_not_errors() {
+        struct Plain(MemoryResponseCache);
+        #[async_trait]
+        impl ResponseCache for Plain {
+            async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
+                self.0.get(key).await
+            }
+            async fn insert(&self, key: CacheKey, response: ChatResponse) {
+                self.0.insert(key, response).await;
+            }
+        }
+        let store = Plain(MemoryResponseCache::without_ttl(10));
+        let key = CacheKey::for_request("p", &ChatRequest::new("m"));
+        let failing = store
+            .get_or_fetch(
+                key.clone(),
+                Box::pin(async {
+                    Err(ModelError::new(
+                        flowtrace_core::ModelErrorKind::Overloaded,
+                        "p",
+                        "m",
+                        "down",
+                    ))
+                }),
+            )
+            .await;
+        assert!(failing.is_err());
+        let reply = ChatResponse::text("m", "ok", TokenUsage::new(1, 1));
+        let first = store
+            .get_or_fetch(key.clone(), Box::pin(async { Ok(reply.clone()) }))
+            .await
+            .unwrap();
+        assert_eq!(first, Lookup::Miss(reply.clone()));
+        let second = store
+            .get_or_fetch(key, Box::pin(async { panic!("fetched twice") }))
+            .await
+            .unwrap();
+        assert_eq!(second, Lookup::Hit(reply));
+    }
+}

