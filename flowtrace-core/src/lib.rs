@@ -81,7 +81,7 @@ pub use graph::{CompiledGraph, END, GraphBuilder, START, Subgraph};
 pub use ids::{NodeId, RunId, StepId, ThreadId};
 pub use model::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Message,
-    ModelError, ModelErrorKind, Role, StreamEvent,
+    ModelError, ModelErrorKind, RemainingBudget, Role, StreamEvent,
 };
 pub use node::{Dispatch, Node, NodeConfig, NodeContext, NodeFn, NodeOutput, NodeResult, node_fn};
 pub use pricing::{Cost, MissingPrice, ModelPrice, PriceTable, Pricing, TokenUsage};

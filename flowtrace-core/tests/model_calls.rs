@@ -168,3 +168,56 @@ async fn a_wrapper_cache_hit_costs_nothing() {
     assert_eq!(out.summary.usage.total(), 0);
     assert_eq!(out.summary.steps[0].cache_hits, 1);
 }
+
+/// Records what the context reports as the remaining budget.
+struct BudgetProbe(std::sync::Mutex<Option<flowtrace_core::RemainingBudget>>);
+
+#[async_trait]
+impl ChatModel for BudgetProbe {
+    fn provider(&self) -> &str {
+        "openai"
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
+        Ok(ChatResponse::text(
+            request.model,
+            "ok",
+            TokenUsage::new(10, 10),
+        ))
+    }
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        observer: &dyn CallObserver,
+    ) -> Result<ChatResponse, ModelError> {
+        *self.0.lock().unwrap() = Some(observer.remaining_budget());
+        self.chat(request).await
+    }
+}
+
+#[tokio::test]
+async fn model_wrappers_see_the_remaining_budget() {
+    let probe = Arc::new(BudgetProbe(std::sync::Mutex::new(None)));
+    let p = probe.clone();
+    let graph = one_call(move |ctx| {
+        let p = p.clone();
+        Box::pin(async move {
+            ctx.chat(
+                p.as_ref(),
+                ChatRequest::new("gpt-4o-mini").user("hi").max_tokens(100),
+            )
+            .await
+        })
+    });
+    graph
+        .run(
+            JsonState::new(),
+            RunConfig::new().budget(flowtrace_core::Budget::default().max_tokens(1_000)),
+        )
+        .await
+        .unwrap();
+    let seen = probe.0.lock().unwrap().unwrap();
+    // The call's own worst case (prompt estimate + 100) is reserved while it runs.
+    let left = seen.tokens.unwrap();
+    assert!(left < 900 && left > 800, "{left}");
+    assert_eq!(seen.cost, None);
+}

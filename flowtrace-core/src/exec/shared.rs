@@ -155,6 +155,22 @@ impl Ledger {
         st.reserved.cost = st.reserved.cost.saturating_sub(reserved.cost);
     }
 
+    /// What is left under each limit (spent and reserved taken off).
+    pub(crate) fn remaining(&self) -> crate::model::RemainingBudget {
+        if !self.is_limited() {
+            return crate::model::RemainingBudget::default();
+        }
+        let st = self.lock();
+        crate::model::RemainingBudget {
+            tokens: self
+                .max_tokens
+                .map(|l| l.saturating_sub(st.spent.tokens.saturating_add(st.reserved.tokens))),
+            cost: self
+                .max_cost
+                .map(|l| l.saturating_sub(st.spent.cost + st.reserved.cost)),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn reserved(&self) -> Amount {
         self.lock().reserved

@@ -433,6 +433,21 @@ pub trait CallObserver: Send + Sync {
         let _ = (provider, model);
         None
     }
+
+    /// What the run may still spend, for routers that skip candidates the
+    /// budget cannot afford. Defaults to unlimited.
+    fn remaining_budget(&self) -> RemainingBudget {
+        RemainingBudget::default()
+    }
+}
+
+/// What a run may still spend (`None` = no limit), as seen by a model call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemainingBudget {
+    /// Tokens left under `max_tokens`.
+    pub tokens: Option<u64>,
+    /// Money left under `max_cost`.
+    pub cost: Option<crate::pricing::Cost>,
 }
 
 /// A [`CallObserver`] that ignores everything (for calls outside a run).

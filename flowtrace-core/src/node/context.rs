@@ -127,6 +127,10 @@ impl CallObserver for NodeContext {
     fn price(&self, provider: &str, model: &str) -> Option<crate::pricing::ModelPrice> {
         self.step.run.pricing.price(provider, model)
     }
+
+    fn remaining_budget(&self) -> crate::model::RemainingBudget {
+        self.step.run.ledger.remaining()
+    }
 }
 
 impl NodeContext {

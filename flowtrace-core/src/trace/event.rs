@@ -345,6 +345,21 @@ pub enum EventKind {
         /// The tokens it would have used.
         saved_usage: TokenUsage,
     },
+    /// A model router chose a candidate for a call.
+    #[serde(rename = "model.route")]
+    ModelRoute {
+        /// The routing profile (`fast`, `balanced`, `powerful`, or a user's).
+        profile: String,
+        /// The chosen provider.
+        provider: String,
+        /// The chosen model.
+        model: String,
+        /// Why it was chosen.
+        reason: String,
+        /// Candidates passed over, each with the reason.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<String>,
+    },
     /// A call moved from one provider/model to the next.
     #[serde(rename = "fallback")]
     Fallback {
@@ -411,6 +426,7 @@ impl EventKind {
             Self::Log { .. } => "log",
             Self::Retry { .. } => "retry",
             Self::CacheHit { .. } => "cache.hit",
+            Self::ModelRoute { .. } => "model.route",
             Self::Fallback { .. } => "fallback",
             Self::Interrupt { .. } => "interrupt",
             Self::Resume { .. } => "resume",

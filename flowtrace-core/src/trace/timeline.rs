@@ -203,6 +203,16 @@ impl Timeline {
                 w,
                 "│ ⚡ cache hit for {provider}/{model}, saved {saved_cost}"
             ),
+            EventKind::ModelRoute {
+                profile,
+                provider,
+                model,
+                reason,
+                ..
+            } => write!(
+                w,
+                "│ ⤳ {profile} profile chose {provider}/{model} ({reason})"
+            ),
             EventKind::Fallback {
                 from_provider,
                 from_model,
