@@ -278,6 +278,12 @@ impl ChatModel for Anthropic {
         let start = StreamState::Start(Box::new(request));
         futures::stream::unfold(start, move |state| self.stream_step(state)).boxed()
     }
+
+    /// Approximates the prompt's tokens, biased high
+    /// ([`crate::tokens::estimate_anthropic`]).
+    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
+        crate::tokens::estimate_anthropic(request)
+    }
 }
 
 enum StreamState {

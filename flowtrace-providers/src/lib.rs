@@ -7,6 +7,7 @@
 //! * [`openai::OpenAi`] — OpenAI Chat Completions, and any OpenAI-compatible
 //!   server (vLLM, llama.cpp `llama-server`, Ollama, LiteLLM) through a base URL;
 //! * [`anthropic::Anthropic`] — Anthropic Messages.
+//! * [`router::ModelRouter`] — per-call model routing; [`tokens`] — prompt token estimates.
 //!
 //! Both support tools, structured output, streaming (SSE, parsed by the
 //! `eventsource-stream` crate) with usage, and classify failures into
@@ -23,5 +24,7 @@ pub mod breaker;
 pub mod cache;
 pub mod fallback;
 pub mod openai;
+pub mod router;
+pub mod tokens;
 
 pub use http::{ApiKey, MissingApiKey};

@@ -366,6 +366,12 @@ impl ChatModel for OpenAi {
             })
             .boxed()
     }
+
+    /// Counts the prompt with the model's OpenAI encoding
+    /// ([`crate::tokens::estimate_openai`]).
+    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
+        crate::tokens::estimate_openai(request)
+    }
 }
 
 type StreamItem = Result<StreamEvent, ModelError>;

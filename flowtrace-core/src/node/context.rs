@@ -119,6 +119,33 @@ enum Prepared<'a> {
     Call(PendingCall<'a>),
 }
 
+/// The observer a model sees during one call: the step's context, with the
+/// call's own reservation given back in [`remaining_budget`], so a router
+/// judging whether a candidate fits does not count this call twice.
+///
+/// [`remaining_budget`]: CallObserver::remaining_budget
+struct CallView<'a> {
+    ctx: &'a NodeContext,
+    reserved: Amount,
+}
+
+impl CallObserver for CallView<'_> {
+    fn event(&self, kind: EventKind) {
+        self.ctx.emit(kind);
+    }
+
+    fn price(&self, provider: &str, model: &str) -> Option<crate::pricing::ModelPrice> {
+        self.ctx.step.run.pricing.price(provider, model)
+    }
+
+    fn remaining_budget(&self) -> crate::model::RemainingBudget {
+        let mut left = self.ctx.step.run.ledger.remaining();
+        left.tokens = left.tokens.map(|t| t.saturating_add(self.reserved.tokens));
+        left.cost = left.cost.map(|c| c + self.reserved.cost);
+        left
+    }
+}
+
 impl CallObserver for NodeContext {
     fn event(&self, kind: EventKind) {
         self.emit(kind);
@@ -292,7 +319,11 @@ impl NodeContext {
             provider = %call.provider,
             model = %request.model
         );
-        let result = model.chat_observed(request, self).instrument(span).await;
+        let view = CallView {
+            ctx: self,
+            reserved: call.reservation.amount,
+        };
+        let result = model.chat_observed(request, &view).instrument(span).await;
         self.finish_call(call, result, started).await
     }
 
@@ -319,7 +350,11 @@ impl NodeContext {
         };
         let started = Instant::now();
         let result = {
-            let mut stream = model.chat_stream_observed(request, self);
+            let view = CallView {
+                ctx: self,
+                reserved: call.reservation.amount,
+            };
+            let mut stream = model.chat_stream_observed(request, &view);
             let mut done = None;
             let mut failure = None;
             while let Some(item) = stream.next().await {
