@@ -8,7 +8,7 @@
 //!
 //! | feature | default | re-exports |
 //! |---|---|---|
-//! | `providers` | no | `flowtrace_providers` as `providers` (OpenAI, Anthropic, OpenAI-compatible clients) |
+//! | `providers` | yes | `flowtrace_providers` as `providers` (OpenAI, Anthropic, OpenAI-compatible clients, fallbacks, breakers, cache, router) |
 //! | `postgres` | no | `flowtrace_store_postgres` as `postgres` (PostgreSQL checkpointer and trace store) |
 //! | `otel` | no | `flowtrace_otel` as `otel` (OpenTelemetry export) |
 //! | `full` | no | all of the above |
