@@ -63,7 +63,13 @@ PY
   [ -f "$MODEL" ] || { log "model file not found in the wheel"; exit 1; }
 }
 
-healthy() { curl -fsS "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"ok"'; }
+healthy() {
+  python3 - "$PORT" <<'PY' 2>/dev/null
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
+    sys.exit(0 if b'"ok"' in r.read() else 1)
+PY
+}
 
 start() {
   mkdir -p "$CACHE"
