@@ -27,3 +27,6 @@ pub use flowtrace_store_postgres as postgres;
 
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
+
+/// JSON-defined workflows (in progress): the rule expression language.
+pub mod workflow;

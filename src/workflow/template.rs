@@ -1,0 +1,755 @@
+//! Substitution-only templates for JSON workflows.
+//!
+//! Node `inputs` and LLM `prompt` / `response` strings may contain
+//! placeholders of exactly one shape, `{{ path }}`, where `path` is a dotted
+//! path:
+//!
+//! | placeholder | value |
+//! |---|---|
+//! | `{{node.<id>.output}}` | the whole output of node `<id>` |
+//! | `{{node.<id>.output.<field>.<field>…}}` | a field of that output (a numeric segment indexes an array: `items.0`) |
+//! | `{{input}}`, `{{input.<var>…}}` | the workflow input, or a field of it |
+//! | `{{<name>}}`, `{{<name>.<field>…}}` | an extra named variable supplied by the caller (for example a node's own input by name) |
+//!
+//! Templates never execute code. The parser is a small hand-written scanner,
+//! not a template engine: there are no blocks (`{% … %}`), comments
+//! (`{# … #}`), filters (`|`), calls, subscripts, literals or operators, and
+//! any of these is rejected at parse time with a [`TemplateError`] pointing
+//! at the offending line and column. (A general engine such as `minijinja`
+//! always compiles `if`/`for`/expressions and only exposes its syntax tree
+//! behind unstable features, so restricting it would have needed a scanner
+//! like this one anyway.)
+//!
+//! Path segments are ASCII letters, digits, `_` and `-`; a segment may not
+//! start with `-`, and the first segment may not start with a digit. Spaces
+//! around the path are allowed (`{{ input.topic }}`), spaces inside it are
+//! not. There is no escape for a literal `{{`; a lone `}}` outside a
+//! placeholder is ordinary text.
+//!
+//! [`Template::references`] lists every node, input and variable a template
+//! reads, so a workflow loader can reject a reference to a node that does not
+//! exist or cannot have run before the referencing node. Rendering
+//! ([`Template::render`], [`Template::render_value`]) looks values up in a
+//! [`TemplateContext`]; a missing node, field or variable is an error naming
+//! the full path, never a silent empty string.
+//!
+//! Hostile input is bounded: a template longer than [`MAX_TEMPLATE_LEN`]
+//! bytes is rejected, and rendering stops with an error once the output would
+//! exceed the context's output limit (by default [`DEFAULT_MAX_OUTPUT_LEN`]).
+//!
+//! ```
+//! use flowtrace::workflow::template::{Reference, Template, TemplateContext};
+//! use serde_json::json;
+//!
+//! let t = Template::parse("Summarise {{ node.ingest.output.content }} about {{input.topic}}")?;
+//! assert_eq!(
+//!     t.references(),
+//!     vec![
+//!         Reference::Node { id: "ingest".into(), path: vec!["content".into()] },
+//!         Reference::Input { path: vec!["topic".into()] },
+//!     ]
+//! );
+//! let ctx = TemplateContext::new()
+//!     .with_input(json!({"topic": "rust"}))
+//!     .with_node_output("ingest", json!({"content": "a text"}));
+//! assert_eq!(t.render(&ctx)?, "Summarise a text about rust");
+//! # Ok::<(), flowtrace::workflow::template::TemplateError>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+
+use serde_json::Value;
+
+/// Largest template source accepted by [`Template::parse`], in bytes (64 KiB).
+pub const MAX_TEMPLATE_LEN: usize = 64 * 1024;
+
+/// Default largest rendered output, in bytes (1 MiB); see
+/// [`TemplateContext::with_max_output_len`].
+pub const DEFAULT_MAX_OUTPUT_LEN: usize = 1024 * 1024;
+
+/// Where in a template source a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// Byte offset from the start of the source, 0-based.
+    pub offset: usize,
+    /// Line number, 1-based.
+    pub line: usize,
+    /// Column within the line, 1-based, counted in characters.
+    pub column: usize,
+}
+
+impl Position {
+    /// Computes the position of byte `offset` in `source` (clamped to the
+    /// source length and to a character boundary).
+    fn at(source: &str, offset: usize) -> Self {
+        let mut offset = offset.min(source.len());
+        while !source.is_char_boundary(offset) {
+            offset = offset.saturating_sub(1);
+        }
+        let before = source.get(..offset).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
+        Self {
+            offset,
+            line,
+            column,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// What kind of problem a [`TemplateError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TemplateErrorKind {
+    /// Malformed placeholder: unterminated `{{`, empty `{{ }}`, bad path.
+    Syntax,
+    /// Code-like syntax that templates deliberately do not support:
+    /// blocks, comments, filters, calls, literals, operators.
+    Unsupported,
+    /// The template source is longer than [`MAX_TEMPLATE_LEN`].
+    TemplateTooLong,
+    /// A referenced node output, field, input or variable is missing.
+    MissingValue,
+    /// The rendered output would exceed the context's output limit.
+    OutputTooLarge,
+}
+
+/// Error parsing or rendering a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    kind: TemplateErrorKind,
+    message: String,
+    position: Option<Position>,
+}
+
+impl TemplateError {
+    fn new(
+        kind: TemplateErrorKind,
+        message: impl Into<String>,
+        position: Option<Position>,
+    ) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            position,
+        }
+    }
+
+    fn at(
+        kind: TemplateErrorKind,
+        source: &str,
+        offset: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(kind, message, Some(Position::at(source, offset)))
+    }
+
+    /// What kind of problem this is.
+    pub fn kind(&self) -> TemplateErrorKind {
+        self.kind
+    }
+
+    /// The message, without the position.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where in the template source the problem is: the offending character
+    /// for parse errors, the start of the placeholder for render errors.
+    /// `None` for errors about the template as a whole (length, output size).
+    pub fn position(&self) -> Option<Position> {
+        self.position
+    }
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "template error at {p}: {}", self.message),
+            None => write!(f, "template error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// Something a template reads, as listed by [`Template::references`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reference {
+    /// `{{node.<id>.output…}}`: the output of node `id`; `path` is the field
+    /// path after `output` (empty for the whole output).
+    Node {
+        /// The referenced node's id.
+        id: String,
+        /// Field path within the node's output (after `output`).
+        path: Vec<String>,
+    },
+    /// `{{input…}}`: the workflow input; `path` is the field path after
+    /// `input` (empty for the whole input).
+    Input {
+        /// Field path within the workflow input.
+        path: Vec<String>,
+    },
+    /// `{{<name>…}}`: an extra named variable (only its name; any field path
+    /// after it is resolved at render time).
+    Var(String),
+}
+
+/// The root a placeholder path starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Root {
+    Node(String),
+    Input,
+    Var(String),
+}
+
+/// One `{{ … }}` placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expr {
+    root: Root,
+    /// Field path after the root (after `output` for nodes).
+    path: Vec<String>,
+    /// The path as written, for error messages (`node.a.output.x`).
+    text: String,
+    /// Byte offset of the opening `{{`.
+    offset: usize,
+}
+
+impl Expr {
+    fn reference(&self) -> Reference {
+        match &self.root {
+            Root::Node(id) => Reference::Node {
+                id: id.clone(),
+                path: self.path.clone(),
+            },
+            Root::Input => Reference::Input {
+                path: self.path.clone(),
+            },
+            Root::Var(name) => Reference::Var(name.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Expr(Expr),
+}
+
+/// A parsed, substitution-only template. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+/// Values a template is rendered against: node outputs by node id, the
+/// workflow input, and extra named variables.
+#[derive(Debug, Clone)]
+pub struct TemplateContext {
+    nodes: HashMap<String, Value>,
+    input: Value,
+    vars: HashMap<String, Value>,
+    max_output_len: usize,
+}
+
+impl Default for TemplateContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TemplateContext {
+    /// An empty context: no node outputs, input `{}`, no variables, output
+    /// limit [`DEFAULT_MAX_OUTPUT_LEN`].
+    pub fn new() -> Self {
+        Self {
+            nodes: HashMap::new(),
+            input: Value::Object(serde_json::Map::new()),
+            vars: HashMap::new(),
+            max_output_len: DEFAULT_MAX_OUTPUT_LEN,
+        }
+    }
+
+    /// Sets the workflow input (read by `{{input…}}`).
+    #[must_use]
+    pub fn with_input(mut self, input: Value) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Adds (or replaces) the output of node `id` (read by
+    /// `{{node.<id>.output…}}`).
+    #[must_use]
+    pub fn with_node_output(mut self, id: impl Into<String>, output: Value) -> Self {
+        self.insert_node_output(id, output);
+        self
+    }
+
+    /// Adds (or replaces) an extra named variable (read by `{{<name>…}}`).
+    #[must_use]
+    pub fn with_var(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.insert_var(name, value);
+        self
+    }
+
+    /// Sets the largest output [`Template::render`] may produce, in bytes.
+    #[must_use]
+    pub fn with_max_output_len(mut self, max: usize) -> Self {
+        self.max_output_len = max;
+        self
+    }
+
+    /// Sets the workflow input in place.
+    pub fn set_input(&mut self, input: Value) {
+        self.input = input;
+    }
+
+    /// Adds (or replaces) the output of node `id` in place.
+    pub fn insert_node_output(&mut self, id: impl Into<String>, output: Value) {
+        self.nodes.insert(id.into(), output);
+    }
+
+    /// Adds (or replaces) an extra named variable in place.
+    pub fn insert_var(&mut self, name: impl Into<String>, value: Value) {
+        self.vars.insert(name.into(), value);
+    }
+
+    /// The workflow input.
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+
+    /// The output of node `id`, if recorded.
+    pub fn node_output(&self, id: &str) -> Option<&Value> {
+        self.nodes.get(id)
+    }
+
+    /// The extra variable `name`, if set.
+    pub fn var(&self, name: &str) -> Option<&Value> {
+        self.vars.get(name)
+    }
+
+    /// The output limit in bytes.
+    pub fn max_output_len(&self) -> usize {
+        self.max_output_len
+    }
+}
+
+impl Template {
+    /// Parses `source`, rejecting anything but text and `{{ path }}`
+    /// placeholders. Errors carry the 1-based line/column of the problem.
+    pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        if source.len() > MAX_TEMPLATE_LEN {
+            return Err(TemplateError::new(
+                TemplateErrorKind::TemplateTooLong,
+                format!(
+                    "template is {} bytes long; the limit is {MAX_TEMPLATE_LEN} bytes",
+                    source.len()
+                ),
+                None,
+            ));
+        }
+        let mut parts = Vec::new();
+        let mut text_start = 0;
+        let mut pos = 0;
+        while let Some(rel) = source.get(pos..).and_then(|rest| rest.find('{')) {
+            let open = pos + rel;
+            let next = source.as_bytes().get(open + 1).copied();
+            match next {
+                Some(b'{') => {
+                    if open > text_start {
+                        parts.push(Part::Text(
+                            source.get(text_start..open).unwrap_or("").to_owned(),
+                        ));
+                    }
+                    let inner_start = open + 2;
+                    let Some(close_rel) =
+                        source.get(inner_start..).and_then(|rest| rest.find("}}"))
+                    else {
+                        return Err(TemplateError::at(
+                            TemplateErrorKind::Syntax,
+                            source,
+                            open,
+                            "unterminated `{{`: missing closing `}}`",
+                        ));
+                    };
+                    let inner_end = inner_start + close_rel;
+                    let expr = parse_expr(source, open, inner_start, inner_end)?;
+                    parts.push(Part::Expr(expr));
+                    pos = inner_end + 2;
+                    text_start = pos;
+                }
+                Some(b'%') => {
+                    return Err(TemplateError::at(
+                        TemplateErrorKind::Unsupported,
+                        source,
+                        open,
+                        "`{% … %}` blocks (if, for, set, …) are not supported; templates only substitute `{{ path }}`",
+                    ));
+                }
+                Some(b'#') => {
+                    return Err(TemplateError::at(
+                        TemplateErrorKind::Unsupported,
+                        source,
+                        open,
+                        "`{# … #}` comments are not supported; templates only substitute `{{ path }}`",
+                    ));
+                }
+                _ => pos = open + 1,
+            }
+        }
+        if source.len() > text_start {
+            parts.push(Part::Text(
+                source.get(text_start..).unwrap_or("").to_owned(),
+            ));
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            parts,
+        })
+    }
+
+    /// The source the template was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the template is exactly one placeholder with no surrounding
+    /// text (not even whitespace); [`render_value`](Self::render_value) then
+    /// returns the referenced JSON value unchanged.
+    pub fn is_single_expression(&self) -> bool {
+        matches!(self.parts.as_slice(), [Part::Expr(_)])
+    }
+
+    /// Whether the template has no placeholders at all.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+    }
+
+    /// Everything the template reads, in order of first appearance, without
+    /// duplicates.
+    pub fn references(&self) -> Vec<Reference> {
+        let mut out: Vec<Reference> = Vec::new();
+        for part in &self.parts {
+            if let Part::Expr(expr) = part {
+                let r = expr.reference();
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Renders the template to a string. Strings are inserted as they are;
+    /// any other value (number, bool, null, object, array) is inserted as
+    /// compact JSON. Fails if a referenced value is missing or the output
+    /// would exceed [`TemplateContext::max_output_len`].
+    pub fn render(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
+        let mut out = LimitedBuf {
+            buf: Vec::new(),
+            limit: ctx.max_output_len,
+        };
+        let too_large = |ctx: &TemplateContext| {
+            TemplateError::new(
+                TemplateErrorKind::OutputTooLarge,
+                format!(
+                    "rendered output would exceed the limit of {} bytes",
+                    ctx.max_output_len
+                ),
+                None,
+            )
+        };
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push(text.as_bytes()).map_err(|_| too_large(ctx))?,
+                Part::Expr(expr) => match self.lookup(expr, ctx)? {
+                    Value::String(s) => out.push(s.as_bytes()).map_err(|_| too_large(ctx))?,
+                    other => serde_json::to_writer(&mut out, other).map_err(|_| too_large(ctx))?,
+                },
+            }
+        }
+        String::from_utf8(out.buf).map_err(|_| {
+            TemplateError::new(
+                TemplateErrorKind::Syntax,
+                "rendered output is not valid UTF-8",
+                None,
+            )
+        })
+    }
+
+    /// Renders the template to a JSON value: if the template is a single
+    /// placeholder ([`is_single_expression`](Self::is_single_expression)),
+    /// the referenced value itself (so a workflow input keeps its JSON type);
+    /// otherwise the [rendered](Self::render) string as a JSON string.
+    pub fn render_value(&self, ctx: &TemplateContext) -> Result<Value, TemplateError> {
+        match self.parts.as_slice() {
+            [Part::Expr(expr)] => self.lookup(expr, ctx).cloned(),
+            _ => self.render(ctx).map(Value::String),
+        }
+    }
+
+    fn lookup<'c>(
+        &self,
+        expr: &Expr,
+        ctx: &'c TemplateContext,
+    ) -> Result<&'c Value, TemplateError> {
+        let missing = |message: String| {
+            TemplateError::at(
+                TemplateErrorKind::MissingValue,
+                &self.source,
+                expr.offset,
+                message,
+            )
+        };
+        let (mut current, mut walked) = match &expr.root {
+            Root::Node(id) => match ctx.nodes.get(id) {
+                Some(v) => (v, format!("node.{id}.output")),
+                None => {
+                    return Err(missing(format!(
+                        "`{}`: node `{id}` has no output (it is unknown or has not run)",
+                        expr.text
+                    )));
+                }
+            },
+            Root::Input => (&ctx.input, "input".to_owned()),
+            Root::Var(name) => match ctx.vars.get(name) {
+                Some(v) => (v, name.clone()),
+                None => {
+                    return Err(missing(format!(
+                        "`{}`: variable `{name}` is not defined",
+                        expr.text
+                    )));
+                }
+            },
+        };
+        for segment in &expr.path {
+            let next = match current {
+                Value::Object(map) => map.get(segment),
+                Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            current = match next {
+                Some(v) => v,
+                None => {
+                    let why = match current {
+                        Value::Object(_) => format!("`{walked}` has no field `{segment}`"),
+                        Value::Array(items) => format!(
+                            "`{walked}` is an array of {} items; `{segment}` is not a valid index",
+                            items.len()
+                        ),
+                        other => format!(
+                            "`{walked}` is {}, which has no field `{segment}`",
+                            type_name(other)
+                        ),
+                    };
+                    return Err(missing(format!("`{}`: {why}", expr.text)));
+                }
+            };
+            walked.push('.');
+            walked.push_str(segment);
+        }
+        Ok(current)
+    }
+}
+
+impl std::str::FromStr for Template {
+    type Err = TemplateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Output buffer that refuses to grow past `limit` bytes.
+struct LimitedBuf {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl LimitedBuf {
+    fn push(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        if self.buf.len().saturating_add(bytes.len()) > self.limit {
+            return Err(());
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl io::Write for LimitedBuf {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.push(bytes)
+            .map_err(|()| io::Error::other("output limit exceeded"))?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+const EXPRESSION_KEYWORDS: &[&str] = &[
+    "if", "else", "elif", "not", "and", "or", "in", "is", "for", "true", "false", "none",
+];
+
+/// Parses the inside of a placeholder, `source[inner_start..inner_end]`;
+/// `open` is the offset of its `{{`.
+fn parse_expr(
+    source: &str,
+    open: usize,
+    inner_start: usize,
+    inner_end: usize,
+) -> Result<Expr, TemplateError> {
+    let inner = source.get(inner_start..inner_end).unwrap_or("");
+    let unsupported = |offset: usize, msg: &str| {
+        TemplateError::at(TemplateErrorKind::Unsupported, source, offset, msg)
+    };
+    let syntax = |offset: usize, msg: String| {
+        TemplateError::at(TemplateErrorKind::Syntax, source, offset, msg)
+    };
+
+    let lead = inner.len() - inner.trim_start().len();
+    let trimmed = inner.trim();
+    let start = inner_start + lead;
+    if trimmed.is_empty() {
+        return Err(syntax(
+            open,
+            "empty placeholder `{{ }}`: expected a path such as `input.topic`".to_owned(),
+        ));
+    }
+    if trimmed.starts_with('-') || trimmed.ends_with('-') {
+        let at = if trimmed.starts_with('-') {
+            start
+        } else {
+            start + trimmed.len() - 1
+        };
+        return Err(unsupported(
+            at,
+            "whitespace control (`{{-` / `-}}`) is not supported",
+        ));
+    }
+    // Code-like characters first, so `{{ 1 + 2 }}` says "operators" rather
+    // than "unexpected whitespace".
+    for (i, c) in trimmed.char_indices() {
+        let msg = match c {
+            '|' => "filters (`|`) are not supported; templates only substitute `{{ path }}`",
+            '(' | ')' => "function calls are not supported; templates only substitute `{{ path }}`",
+            '[' | ']' => {
+                "subscripts (`[…]`) are not supported; use a dotted path such as `items.0`"
+            }
+            '\'' | '"' => {
+                "string literals are not supported; templates only substitute `{{ path }}`"
+            }
+            '+' | '*' | '/' | '%' | '~' | '<' | '>' | '=' | '!' | '&' | '^' => {
+                "operators are not supported; templates only substitute `{{ path }}`"
+            }
+            '{' | '}' | ',' | ':' | ';' => {
+                "unexpected character in placeholder; expected a dotted path"
+            }
+            c if c.is_ascii_alphanumeric()
+                || c == '_'
+                || c == '-'
+                || c == '.'
+                || c.is_whitespace() =>
+            {
+                continue;
+            }
+            _ => {
+                "unexpected character in placeholder; path segments use ASCII letters, digits, `_` and `-`"
+            }
+        };
+        return Err(unsupported(start + i, msg));
+    }
+    if let Some(ws) = trimmed.find(char::is_whitespace) {
+        let tokens: Vec<&str> = trimmed.split_whitespace().collect();
+        let msg = if tokens
+            .iter()
+            .any(|t| t.starts_with('-') || t.ends_with('-'))
+        {
+            "operators are not supported; templates only substitute `{{ path }}`"
+        } else if tokens
+            .iter()
+            .any(|t| EXPRESSION_KEYWORDS.contains(&t.to_ascii_lowercase().as_str()))
+        {
+            "expressions (`if`, `not`, `and`, …) are not supported; templates only substitute `{{ path }}`"
+        } else {
+            "only a single dotted path is allowed inside `{{ }}` (no spaces within it)"
+        };
+        return Err(unsupported(start + ws, msg));
+    }
+
+    let mut segments: Vec<&str> = Vec::new();
+    let mut seg_offsets: Vec<usize> = Vec::new();
+    let mut seg_start = 0;
+    for piece in trimmed.split('.') {
+        let at = start + seg_start;
+        if piece.is_empty() {
+            return Err(syntax(at, format!("empty path segment in `{trimmed}`")));
+        }
+        if piece.starts_with('-') {
+            return Err(unsupported(
+                at,
+                "operators are not supported; templates only substitute `{{ path }}`",
+            ));
+        }
+        segments.push(piece);
+        seg_offsets.push(at);
+        seg_start += piece.len() + 1;
+    }
+    let (root, rest) = match segments.as_slice() {
+        [first, ..] if first.starts_with(|c: char| c.is_ascii_digit()) => {
+            return Err(unsupported(
+                start,
+                "number literals are not supported; a path must start with a name such as `input` or `node`",
+            ));
+        }
+        ["node", id, "output", rest @ ..] => (Root::Node((*id).to_owned()), rest),
+        ["node", ..] => {
+            let at = seg_offsets
+                .get(1)
+                .or(seg_offsets.first())
+                .copied()
+                .unwrap_or(start);
+            return Err(syntax(
+                at,
+                format!(
+                    "`{trimmed}`: expected `node.<id>.output` optionally followed by `.<field>…`"
+                ),
+            ));
+        }
+        ["input", rest @ ..] => (Root::Input, rest),
+        [name, rest @ ..] => (Root::Var((*name).to_owned()), rest),
+        [] => return Err(syntax(start, "expected a path".to_owned())),
+    };
+    Ok(Expr {
+        root,
+        path: rest.iter().map(|s| (*s).to_owned()).collect(),
+        text: trimmed.to_owned(),
+        offset: open,
+    })
+}
+
+#[cfg(test)]
+mod tests;
