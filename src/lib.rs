@@ -28,5 +28,5 @@ pub use flowtrace_store_postgres as postgres;
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
 
-/// JSON-defined workflows (in progress): the rule expression language.
+/// Building blocks of JSON-defined workflows: rules and templates.
 pub mod workflow;
