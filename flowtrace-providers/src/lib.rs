@@ -8,6 +8,8 @@
 //!   server (vLLM, llama.cpp `llama-server`, Ollama, LiteLLM) through a base URL;
 //! * [`anthropic::Anthropic`] — Anthropic Messages.
 //! * [`router::ModelRouter`] — per-call model routing; [`tokens`] — prompt token estimates.
+//! * [`simulated::SimulatedModel`] — an offline, deterministic model for demos and tests;
+//!   [`tools`] — built-in tools ([`tools::ReadFile`], [`tools::TransformJson`]).
 //!
 //! Both support tools, structured output, streaming (SSE, parsed by the
 //! `eventsource-stream` crate) with usage, and classify failures into
@@ -25,6 +27,8 @@ pub mod cache;
 pub mod fallback;
 pub mod openai;
 pub mod router;
+pub mod simulated;
 pub mod tokens;
+pub mod tools;
 
 pub use http::{ApiKey, MissingApiKey};

@@ -105,6 +105,56 @@ const BUILTIN: &[(&str, &str, u64, u64, u64, u64)] = &[
         300_000,
         1_250_000,
     ),
+    // Simulated (the offline `simulated` provider): priced like the real
+    // models of the same name, so demo runs show realistic costs.
+    (
+        "simulated",
+        "gpt-4o-mini",
+        150_000,
+        75_000,
+        150_000,
+        600_000,
+    ),
+    (
+        "simulated",
+        "gpt-4o",
+        2_500_000,
+        1_250_000,
+        2_500_000,
+        10_000_000,
+    ),
+    (
+        "simulated",
+        "gpt-4.1-mini",
+        400_000,
+        100_000,
+        400_000,
+        1_600_000,
+    ),
+    (
+        "simulated",
+        "claude-3-5-haiku",
+        800_000,
+        80_000,
+        1_000_000,
+        4_000_000,
+    ),
+    (
+        "simulated",
+        "claude-sonnet-4",
+        3_000_000,
+        300_000,
+        3_750_000,
+        15_000_000,
+    ),
+    (
+        "simulated",
+        "claude-3-5-sonnet",
+        3_000_000,
+        300_000,
+        3_750_000,
+        15_000_000,
+    ),
 ];
 
 /// A table of model prices keyed by provider and model.
