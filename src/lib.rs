@@ -28,5 +28,5 @@ pub use flowtrace_store_postgres as postgres;
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
 
-/// Building blocks of JSON-defined workflows: rules and templates.
+/// JSON-defined workflows: rules, templates, and the format with its validation.
 pub mod workflow;

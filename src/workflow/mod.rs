@@ -1,5 +1,8 @@
-//! Building blocks of JSON workflows: the router rule language ([`rules`](crate::workflow::rules))
-//! and substitution-only templates ([`template`](crate::workflow::template)). The loader that compiles
-//! a JSON workflow onto the executor is not part of this release yet.
+//! JSON workflows: the router rule language ([`rules`](crate::workflow::rules)),
+//! substitution-only templates ([`template`](crate::workflow::template)), and the
+//! workflow format itself ([`spec`](crate::workflow::spec): typed spec, JSON Schema and
+//! load-time validation reporting every problem with a JSON pointer). Executing a loaded
+//! workflow on the executor is not part of this release yet.
 pub mod rules;
+pub mod spec;
 pub mod template;
