@@ -2,7 +2,10 @@
 //! substitution-only templates ([`template`](crate::workflow::template)), and the
 //! workflow format itself ([`spec`](crate::workflow::spec): typed spec, JSON Schema and
 //! load-time validation reporting every problem with a JSON pointer). Executing a loaded
-//! workflow on the executor is not part of this release yet.
+//! workflow on the executor is the job of
+//! `compile` (feature `providers`).
+#[cfg(feature = "providers")]
+pub mod compile;
 pub mod rules;
 pub mod spec;
 pub mod template;

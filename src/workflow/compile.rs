@@ -1,0 +1,988 @@
+//! Compiling a loaded [`WorkflowSpec`] onto the executor.
+//!
+//! [`compile`] turns a validated spec into a [`CompiledWorkflow`]: a
+//! [`CompiledGraph`] over [`JsonState`] plus a [`RunConfig`] template derived
+//! from the spec's `parallel`, `maxConcurrency` and `limits`. Models and
+//! tools come from a [`Runtime`]: a registry of provider factories, tools
+//! and an optional response cache.
+//!
+//! ```
+//! use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
+//! use flowtrace::workflow::spec::load;
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let runtime = Runtime::offline(std::env::temp_dir());
+//! let spec = load(r#"{
+//!   "version": "1", "entry": "greet",
+//!   "nodes": [ { "id": "greet", "type": "llm",
+//!     "config": { "provider": "simulated", "model": "gpt-4o-mini",
+//!                 "prompt": "Greet {{who}}", "response": "Hello, {{who}}!" },
+//!     "inputs": { "who": "{{input.name}}" } } ]
+//! }"#, &runtime.known()).unwrap();
+//! let workflow = compile(&spec, &runtime).unwrap();
+//! let out = workflow.run(json!({"name": "Ada"}), |config| config).await.unwrap();
+//! assert_eq!(CompiledWorkflow::output(&out.state, "greet"), Some(&json!("Hello, Ada!")));
+//! assert!(out.summary.cost > flowtrace::Cost::ZERO);
+//! # });
+//! ```
+//!
+//! # State layout
+//!
+//! The run state is a flat [`JsonState`] object (flat keys, so nodes of one
+//! super-step never overwrite each other's updates):
+//!
+//! | key | value |
+//! |---|---|
+//! | `"input"` | the run input |
+//! | `"node.<id>"` | the output of node `<id>` (LLM: reply text; tool: the tool's JSON result; router: the branch string; approval: the approval payload, or `null`) |
+//! | `"router.<id>"` | `{"branch": …, "next": <target id or null>}` for router `<id>` |
+//!
+//! Templates read `{{input…}}`, `{{node.<id>.output…}}` (from the
+//! `"node.<id>"` keys) and the node's own rendered `inputs` by name.
+//!
+//! # Node kinds
+//!
+//! * `llm`: renders `inputs`, `system` and `prompt` (without a prompt, the
+//!   rendered inputs as `name: value` lines), builds the model through the
+//!   provider factory (for `simulated`, the `response` template is rendered
+//!   with the same variables first), wraps it in a
+//!   [`FallbackChain`] when `fallbacks` are given (each candidate is tried
+//!   once; retrying is left to the node's `retry` policy) and in
+//!   [`Cached`] when `cache` is true (the default) and the runtime has a
+//!   cache, then calls it through [`NodeContext::chat`]. Models are
+//!   memoised per node and rendered configuration, so a node-level retry
+//!   talks to the same model instance (a simulated `fail_first` counts
+//!   across attempts).
+//! * `tool`: renders every string argument (recursively) as a template and
+//!   calls the tool through [`NodeContext::call_tool`].
+//! * `router`: evaluates the rule against the rendered inputs; the result
+//!   (a string, or the JSON text of another value) is the branch. The
+//!   router then evaluates the `when` conditions of its outgoing edges, in
+//!   document order, with the variables `{branch, …inputs}`: **the first
+//!   edge whose condition holds wins** (an edge without `when` always
+//!   holds). When none holds the run ends after the router.
+//! * `approval`: compiled with an interrupt before the node (needs a
+//!   checkpointer in the run config); once approved with
+//!   [`Command::approve`], the node records the approval payload as its
+//!   output.
+//!
+//! Every node without outgoing edges is a finish node.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowtrace_core::exec::Command;
+use flowtrace_core::trace::LogLevel;
+use flowtrace_core::{
+    Budget, BuildError, ChatModel, ChatRequest, CompiledGraph, END, GraphBuilder, JsonState,
+    NodeConfig, NodeContext, NodeError, NodeOutput, RetryPolicy, RunConfig, RunFailure, RunOutput,
+    Tool, node_fn,
+};
+use flowtrace_providers::anthropic::Anthropic;
+use flowtrace_providers::cache::{Cached, MemoryResponseCache, ResponseCache};
+use flowtrace_providers::fallback::{Candidate, FallbackChain};
+use flowtrace_providers::openai::OpenAi;
+use flowtrace_providers::simulated::SimulatedModel;
+use flowtrace_providers::tools::{ReadFile, TransformJson};
+use serde_json::{Map, Value};
+
+use super::rules::{Rule, RuleError};
+use super::spec::{
+    EdgeSpec, FallbackSpec, LlmConfig, NodeKind, NodeSpec, SIMULATED_PROVIDER, WorkflowSpec,
+};
+use super::template::{Template, TemplateContext, TemplateError};
+
+/// State key of the run input.
+pub const INPUT_KEY: &str = "input";
+
+/// Most memoised models per LLM node; the memo is cleared when full.
+const MAX_MEMO_MODELS: usize = 256;
+
+/// Default concurrency when `parallel` is true without `maxConcurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// The state key holding node `id`'s output (`"node.<id>"`).
+pub fn node_key(id: &str) -> String {
+    format!("node.{id}")
+}
+
+/// The state key holding router `id`'s decision (`"router.<id>"`).
+pub fn router_key(id: &str) -> String {
+    format!("router.{id}")
+}
+
+/// Builds a model for one call: receives the model name and the node's
+/// configuration as JSON (an `llm` node's `config`, or one fallback entry,
+/// with the simulated `response` template already rendered).
+pub type ProviderFactory =
+    Arc<dyn Fn(&str, &Value) -> Result<Arc<dyn ChatModel>, String> + Send + Sync>;
+
+/// What compiled workflows run with: provider factories, tools and an
+/// optional response cache.
+#[derive(Clone, Default)]
+pub struct Runtime {
+    providers: HashMap<String, ProviderFactory>,
+    tools: HashMap<String, Arc<dyn Tool>>,
+    cache: Option<Arc<dyn ResponseCache>>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut providers: Vec<&String> = self.providers.keys().collect();
+        providers.sort();
+        let mut tools: Vec<&String> = self.tools.keys().collect();
+        tools.sort();
+        f.debug_struct("Runtime")
+            .field("providers", &providers)
+            .field("tools", &tools)
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// An empty runtime: no providers, no tools, no cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The offline runtime: the `simulated` provider, `read_file` confined to
+    /// `root_dir`, `transform_json`, and an in-memory response cache.
+    pub fn offline(root_dir: impl Into<PathBuf>) -> Self {
+        Self::new()
+            .with_provider(
+                SIMULATED_PROVIDER,
+                Arc::new(|_model: &str, config: &Value| {
+                    SimulatedModel::from_json(config)
+                        .map(|m| Arc::new(m) as Arc<dyn ChatModel>)
+                        .map_err(|e| format!("invalid simulated config: {e}"))
+                }),
+            )
+            .with_tool(Arc::new(ReadFile::new(root_dir)))
+            .with_tool(Arc::new(TransformJson::new()))
+            .with_cache(Arc::new(MemoryResponseCache::default()))
+    }
+
+    /// [`offline`](Self::offline) in the current directory, plus `openai` and
+    /// `anthropic` when `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` are set.
+    pub fn with_env() -> Self {
+        let mut runtime = Self::offline(".");
+        if let Ok(client) = OpenAi::from_env() {
+            let client: Arc<dyn ChatModel> = Arc::new(client);
+            runtime = runtime.with_provider("openai", Arc::new(move |_, _| Ok(client.clone())));
+        }
+        if let Ok(client) = Anthropic::from_env() {
+            let client: Arc<dyn ChatModel> = Arc::new(client);
+            runtime = runtime.with_provider("anthropic", Arc::new(move |_, _| Ok(client.clone())));
+        }
+        runtime
+    }
+
+    /// Registers (or replaces) provider `name`.
+    pub fn with_provider(mut self, name: impl Into<String>, factory: ProviderFactory) -> Self {
+        self.providers.insert(name.into(), factory);
+        self
+    }
+
+    /// Registers (or replaces) a tool under its [`Tool::name`].
+    pub fn with_tool(mut self, tool: Arc<dyn Tool>) -> Self {
+        self.tools.insert(tool.name().to_string(), tool);
+        self
+    }
+
+    /// Sets the response cache used by LLM nodes with `cache` on.
+    pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Removes the response cache.
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// The response cache, if any.
+    pub fn cache(&self) -> Option<&Arc<dyn ResponseCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Whether provider `name` is registered.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.providers.contains_key(name)
+    }
+
+    /// The tool named `name`, if registered.
+    pub fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// A [`Known`](super::spec::Known) listing this runtime's providers and
+    /// tools, for [`spec::load`](super::spec::load).
+    pub fn known(&self) -> super::spec::Known {
+        let known = self
+            .providers
+            .keys()
+            .fold(super::spec::Known::empty(), |k, p| k.with_provider(p));
+        self.tools.keys().fold(known, |k, t| k.with_tool(t))
+    }
+}
+
+/// Why a spec could not be compiled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompileError {
+    /// An LLM node (or one of its fallbacks) names an unregistered provider.
+    #[error("node `{node}`: provider `{provider}` is not registered")]
+    UnknownProvider {
+        /// The node.
+        node: String,
+        /// The provider.
+        provider: String,
+    },
+    /// A tool node names an unregistered tool.
+    #[error("node `{node}`: tool `{tool}` is not registered")]
+    UnknownTool {
+        /// The node.
+        node: String,
+        /// The tool.
+        tool: String,
+    },
+    /// A template does not parse.
+    #[error("node `{node}`, {field}: {source}")]
+    Template {
+        /// The node.
+        node: String,
+        /// Which template (`inputs.x`, `prompt`, …).
+        field: String,
+        /// The parse error.
+        source: TemplateError,
+    },
+    /// A router rule or edge condition does not parse.
+    #[error("node `{node}`, {field}: {source}")]
+    Rule {
+        /// The node.
+        node: String,
+        /// `rule` or `edge to <id>`.
+        field: String,
+        /// The parse error.
+        source: RuleError,
+    },
+    /// The spec has more nodes than `limits.maxNodes`.
+    #[error("the workflow has {nodes} nodes, over its limit maxNodes = {limit}")]
+    TooManyNodes {
+        /// Nodes in the spec.
+        nodes: usize,
+        /// The limit.
+        limit: u32,
+    },
+    /// The executor refused the graph.
+    #[error("invalid graph: {0}")]
+    Graph(#[from] BuildError),
+}
+
+/// A compiled workflow: the graph and the run configuration derived from
+/// the spec.
+#[derive(Debug, Clone)]
+pub struct CompiledWorkflow {
+    graph: CompiledGraph<JsonState>,
+    config: RunConfig,
+}
+
+impl CompiledWorkflow {
+    /// The executor graph.
+    pub fn graph(&self) -> &CompiledGraph<JsonState> {
+        &self.graph
+    }
+
+    /// The run configuration template (parallelism, recursion limit,
+    /// budget) derived from the spec.
+    pub fn config(&self) -> RunConfig {
+        self.config.clone()
+    }
+
+    /// The initial state of a run with `input`.
+    pub fn initial_state(input: Value) -> JsonState {
+        let mut state = JsonState::new();
+        state.values.insert(INPUT_KEY.to_string(), input);
+        state
+    }
+
+    /// The output of node `id` in `state`, if it ran.
+    pub fn output<'s>(state: &'s JsonState, id: &str) -> Option<&'s Value> {
+        state.get(&node_key(id))
+    }
+
+    /// Runs the workflow on `input`, with the config template adjusted by
+    /// `adjust` (for example to add a sink, a checkpointer or a thread).
+    pub async fn run(
+        &self,
+        input: Value,
+        adjust: impl FnOnce(RunConfig) -> RunConfig,
+    ) -> Result<RunOutput<JsonState>, RunFailure> {
+        self.graph
+            .run(Self::initial_state(input), adjust(self.config()))
+            .await
+    }
+
+    /// Resumes an interrupted durable run with `command` (for example
+    /// [`Command::approve`]), with the config template adjusted by `adjust`
+    /// (which must name the same checkpointer and thread).
+    pub async fn resume_with(
+        &self,
+        command: Command<Map<String, Value>>,
+        adjust: impl FnOnce(RunConfig) -> RunConfig,
+    ) -> Result<RunOutput<JsonState>, RunFailure> {
+        self.graph.resume_with(command, adjust(self.config())).await
+    }
+}
+
+/// Compiles `spec` with the models and tools of `runtime`.
+pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflow, CompileError> {
+    let limits = spec.limits.unwrap_or_default();
+    if let Some(limit) = limits.max_nodes
+        && spec.nodes.len() > limit as usize
+    {
+        return Err(CompileError::TooManyNodes {
+            nodes: spec.nodes.len(),
+            limit,
+        });
+    }
+
+    let mut builder = GraphBuilder::<JsonState>::new("workflow").set_entry(spec.entry.as_str());
+    let mut approvals = Vec::new();
+    for node in &spec.nodes {
+        let inputs = parse_inputs(node)?;
+        let config = node_config(node);
+        builder = match &node.kind {
+            NodeKind::Llm(llm) => {
+                let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime)?);
+                builder.add_node_with(
+                    node.id.as_str(),
+                    node_fn(move |state: Arc<JsonState>, ctx: NodeContext| {
+                        let n = compiled.clone();
+                        async move { n.run(&state, ctx).await }
+                    }),
+                    config,
+                )
+            }
+            NodeKind::Tool(tool) => {
+                let Some(handle) = runtime.tool(&tool.tool).cloned() else {
+                    return Err(CompileError::UnknownTool {
+                        node: node.id.clone(),
+                        tool: tool.tool.clone(),
+                    });
+                };
+                let args = parse_args(node, &Value::Object(tool.args.clone()), "config")?;
+                let compiled = Arc::new(ToolNode {
+                    id: node.id.clone(),
+                    inputs,
+                    tool: handle,
+                    args,
+                });
+                builder.add_node_with(
+                    node.id.as_str(),
+                    node_fn(move |state: Arc<JsonState>, ctx: NodeContext| {
+                        let n = compiled.clone();
+                        async move { n.run(&state, ctx).await }
+                    }),
+                    config,
+                )
+            }
+            NodeKind::Router(router) => {
+                let rule_err = |field: String| {
+                    let node = node.id.clone();
+                    move |source| CompileError::Rule {
+                        node,
+                        field,
+                        source,
+                    }
+                };
+                let rule = Rule::parse(&router.rule).map_err(rule_err("rule".into()))?;
+                let mut edges = Vec::new();
+                for edge in spec.outgoing(&node.id) {
+                    let when = match &edge.when {
+                        Some(w) => Some(
+                            Rule::parse(w).map_err(rule_err(format!("edge to `{}`", edge.to)))?,
+                        ),
+                        None => None,
+                    };
+                    edges.push((edge.to.clone(), when));
+                }
+                let compiled = Arc::new(RouterNode {
+                    id: node.id.clone(),
+                    inputs,
+                    rule,
+                    edges,
+                });
+                builder.add_node_with(
+                    node.id.as_str(),
+                    node_fn(move |state: Arc<JsonState>, ctx: NodeContext| {
+                        let n = compiled.clone();
+                        async move { n.run(&state, ctx) }
+                    }),
+                    config,
+                )
+            }
+            NodeKind::Approval(approval) => {
+                approvals.push(node.id.clone());
+                let message = match &approval.message {
+                    Some(m) => Some(parse_template(node, "message", m)?),
+                    None => None,
+                };
+                let compiled = Arc::new(ApprovalNode {
+                    id: node.id.clone(),
+                    inputs,
+                    message,
+                });
+                builder.add_node_with(
+                    node.id.as_str(),
+                    node_fn(move |state: Arc<JsonState>, ctx: NodeContext| {
+                        let n = compiled.clone();
+                        async move { n.run(&state, ctx) }
+                    }),
+                    config,
+                )
+            }
+        };
+    }
+
+    for node in &spec.nodes {
+        let outgoing: Vec<&EdgeSpec> = spec.outgoing(&node.id).collect();
+        if outgoing.is_empty() {
+            builder = builder.set_finish(node.id.as_str());
+        } else if matches!(node.kind, NodeKind::Router(_)) {
+            let key = router_key(&node.id);
+            let branches: Vec<(String, String)> = outgoing
+                .iter()
+                .map(|e| (edge_label(&e.to), e.to.clone()))
+                .chain(std::iter::once((NONE_LABEL.to_string(), END.to_string())))
+                .collect();
+            builder = builder.add_conditional_edges(
+                node.id.as_str(),
+                move |state: &JsonState| match state
+                    .get(&key)
+                    .and_then(|r| r.get("next"))
+                    .and_then(Value::as_str)
+                {
+                    Some(target) => edge_label(target),
+                    None => NONE_LABEL.to_string(),
+                },
+                branches,
+            );
+        } else {
+            for edge in outgoing {
+                builder = builder.add_edge(edge.from.as_str(), edge.to.as_str());
+            }
+        }
+    }
+    if !approvals.is_empty() {
+        builder = builder.interrupt_before(approvals);
+    }
+    let graph = builder.compile()?;
+    Ok(CompiledWorkflow {
+        graph,
+        config: run_config(spec),
+    })
+}
+
+/// The label of the router branch leading to no node.
+const NONE_LABEL: &str = "none";
+
+fn edge_label(target: &str) -> String {
+    format!("to:{target}")
+}
+
+/// The run configuration template of `spec`.
+fn run_config(spec: &WorkflowSpec) -> RunConfig {
+    let mut config = RunConfig::new();
+    config = if spec.parallel {
+        let cap = spec
+            .max_concurrency
+            .map_or(DEFAULT_MAX_CONCURRENCY, |c| c as usize);
+        config.parallel(cap)
+    } else {
+        config.sequential()
+    };
+    let mut budget = Budget::default();
+    if let Some(limits) = spec.limits {
+        if let Some(steps) = limits.max_steps {
+            config = config.recursion_limit(steps);
+            budget = budget.max_node_executions(steps);
+        }
+        if let Some(tokens) = limits.max_tokens {
+            budget = budget.max_tokens(tokens);
+        }
+        if let Some(cost) = limits.max_cost_usd {
+            budget = budget.max_cost(cost);
+        }
+        if let Some(secs) = limits.timeout_seconds {
+            budget = budget.max_duration(Duration::from_secs(secs));
+        }
+    }
+    config.budget(budget)
+}
+
+/// The executor settings of a node: retry policy and per-attempt timeout.
+fn node_config(node: &NodeSpec) -> NodeConfig {
+    let mut config = NodeConfig::new();
+    if let Some(retry) = node.retry {
+        let mut policy = RetryPolicy::new(retry.max_attempts);
+        if let Some(ms) = retry.initial_delay_ms {
+            policy = policy.initial_delay(Duration::from_millis(ms));
+        }
+        if let Some(ms) = retry.max_delay_ms {
+            policy = policy.max_delay(Duration::from_millis(ms));
+        }
+        config = config.retry(policy);
+    }
+    if let Some(ms) = node.timeout_ms {
+        config = config.timeout(Duration::from_millis(ms));
+    }
+    config
+}
+
+fn parse_template(node: &NodeSpec, field: &str, source: &str) -> Result<Template, CompileError> {
+    Template::parse(source).map_err(|source| CompileError::Template {
+        node: node.id.clone(),
+        field: field.to_string(),
+        source,
+    })
+}
+
+fn parse_inputs(node: &NodeSpec) -> Result<Vec<(String, Template)>, CompileError> {
+    node.inputs
+        .iter()
+        .map(|(name, source)| {
+            parse_template(node, &format!("inputs.{name}"), source).map(|t| (name.clone(), t))
+        })
+        .collect()
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug, Clone)]
+enum ArgTemplate {
+    Template(Template),
+    Array(Vec<ArgTemplate>),
+    Object(Vec<(String, ArgTemplate)>),
+    Literal(Value),
+}
+
+fn parse_args(node: &NodeSpec, value: &Value, at: &str) -> Result<ArgTemplate, CompileError> {
+    Ok(match value {
+        Value::String(s) => ArgTemplate::Template(parse_template(node, at, s)?),
+        Value::Array(items) => ArgTemplate::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_args(node, v, &format!("{at}.{i}")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => ArgTemplate::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), parse_args(node, v, &format!("{at}.{k}"))?)))
+                .collect::<Result<_, CompileError>>()?,
+        ),
+        other => ArgTemplate::Literal(other.clone()),
+    })
+}
+
+fn render_args(args: &ArgTemplate, ctx: &TemplateContext) -> Result<Value, TemplateError> {
+    Ok(match args {
+        ArgTemplate::Template(t) => t.render_value(ctx)?,
+        ArgTemplate::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|a| render_args(a, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        ArgTemplate::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, a)| Ok((k.clone(), render_args(a, ctx)?)))
+                .collect::<Result<_, TemplateError>>()?,
+        ),
+        ArgTemplate::Literal(v) => v.clone(),
+    })
+}
+
+/// The template context of `state`: the input and every node output.
+fn base_context(state: &JsonState) -> TemplateContext {
+    let mut ctx = TemplateContext::new();
+    if let Some(input) = state.get(INPUT_KEY) {
+        ctx.set_input(input.clone());
+    }
+    for (key, value) in &state.values {
+        if let Some(id) = key.strip_prefix("node.") {
+            ctx.insert_node_output(id, value.clone());
+        }
+    }
+    ctx
+}
+
+fn template_error(node: &str, field: &str, e: TemplateError) -> NodeError {
+    NodeError::permanent(format!("node `{node}`, {field}: {e}"))
+}
+
+/// Renders a node's inputs; returns them and the context with them as
+/// variables.
+fn render_inputs(
+    node: &str,
+    inputs: &[(String, Template)],
+    state: &JsonState,
+) -> Result<(Map<String, Value>, TemplateContext), NodeError> {
+    let mut ctx = base_context(state);
+    let mut rendered = Map::new();
+    for (name, template) in inputs {
+        let value = template
+            .render_value(&ctx)
+            .map_err(|e| template_error(node, &format!("inputs.{name}"), e))?;
+        rendered.insert(name.clone(), value);
+    }
+    for (name, value) in &rendered {
+        ctx.insert_var(name.clone(), value.clone());
+    }
+    Ok((rendered, ctx))
+}
+
+fn output_update(node: &str, output: Value) -> Map<String, Value> {
+    let mut update = Map::new();
+    update.insert(node_key(node), output);
+    update
+}
+
+/// A value as prompt text: strings as they are, other values as JSON.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+// ------------------------------------------------------------------ llm
+
+/// One model of an LLM node (the primary or a fallback), before rendering.
+struct ModelSpec {
+    provider: String,
+    model: String,
+    factory: ProviderFactory,
+    /// The configuration as JSON (without the response).
+    config: Value,
+    /// The simulated response template.
+    response: Option<Template>,
+}
+
+impl ModelSpec {
+    fn new(
+        node: &NodeSpec,
+        provider: &str,
+        model: &str,
+        mut config: Value,
+        response: Option<&str>,
+        runtime: &Runtime,
+        field: &str,
+    ) -> Result<Self, CompileError> {
+        let Some(factory) = runtime.providers.get(provider).cloned() else {
+            return Err(CompileError::UnknownProvider {
+                node: node.id.clone(),
+                provider: provider.to_string(),
+            });
+        };
+        if let Value::Object(map) = &mut config {
+            map.remove("response");
+            map.remove("fallbacks");
+        }
+        let response = match response {
+            Some(r) => Some(parse_template(node, field, r)?),
+            None => None,
+        };
+        Ok(Self {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            factory,
+            config,
+            response,
+        })
+    }
+
+    /// The rendered configuration.
+    fn render(&self, ctx: &TemplateContext, node: &str) -> Result<Value, NodeError> {
+        let mut config = self.config.clone();
+        if let (Some(template), Value::Object(map)) = (&self.response, &mut config) {
+            let text = template
+                .render(ctx)
+                .map_err(|e| template_error(node, "response", e))?;
+            map.insert("response".into(), Value::String(text));
+        }
+        Ok(config)
+    }
+}
+
+struct LlmNode {
+    id: String,
+    inputs: Vec<(String, Template)>,
+    system: Option<Template>,
+    prompt: Option<Template>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    primary: ModelSpec,
+    fallbacks: Vec<ModelSpec>,
+    cache: Option<Arc<dyn ResponseCache>>,
+    /// Built models by rendered configuration.
+    memo: Mutex<HashMap<String, Arc<dyn ChatModel>>>,
+}
+
+impl LlmNode {
+    fn new(
+        node: &NodeSpec,
+        llm: &LlmConfig,
+        inputs: Vec<(String, Template)>,
+        runtime: &Runtime,
+    ) -> Result<Self, CompileError> {
+        let to_json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+        let primary = ModelSpec::new(
+            node,
+            &llm.provider,
+            &llm.model,
+            to_json(serde_json::to_value(llm)),
+            llm.response.as_deref(),
+            runtime,
+            "response",
+        )?;
+        let fallbacks = llm
+            .fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, fb): (usize, &FallbackSpec)| {
+                ModelSpec::new(
+                    node,
+                    &fb.provider,
+                    &fb.model,
+                    to_json(serde_json::to_value(fb)),
+                    fb.response.as_deref(),
+                    runtime,
+                    &format!("fallbacks.{i}.response"),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            id: node.id.clone(),
+            inputs,
+            system: match &llm.system {
+                Some(s) => Some(parse_template(node, "system", s)?),
+                None => None,
+            },
+            prompt: match &llm.prompt {
+                Some(p) => Some(parse_template(node, "prompt", p)?),
+                None => None,
+            },
+            temperature: llm.temperature,
+            max_tokens: llm.max_tokens,
+            primary,
+            fallbacks,
+            cache: if llm.cache {
+                runtime.cache.clone()
+            } else {
+                None
+            },
+            memo: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The model for this call: memoised by rendered configuration.
+    fn model(&self, ctx: &TemplateContext) -> Result<Arc<dyn ChatModel>, NodeError> {
+        let mut configs = Vec::with_capacity(1 + self.fallbacks.len());
+        for spec in std::iter::once(&self.primary).chain(&self.fallbacks) {
+            configs.push((spec, spec.render(ctx, &self.id)?));
+        }
+        let key = configs
+            .iter()
+            .map(|(s, c)| format!("{}\u{0}{}\u{0}{c}", s.provider, s.model))
+            .collect::<Vec<_>>()
+            .join("\u{1}");
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(model) = memo.get(&key) {
+            return Ok(model.clone());
+        }
+        let mut built = Vec::with_capacity(configs.len());
+        for (spec, config) in &configs {
+            let model = (spec.factory)(&spec.model, config).map_err(|e| {
+                NodeError::permanent(format!(
+                    "node `{}`: provider `{}`: {e}",
+                    self.id, spec.provider
+                ))
+            })?;
+            built.push((model, spec.model.clone()));
+        }
+        let mut iter = built.into_iter();
+        let Some((first, first_name)) = iter.next() else {
+            return Err(NodeError::permanent("no model"));
+        };
+        let base: Arc<dyn ChatModel> = if self.fallbacks.is_empty() {
+            first
+        } else {
+            let chain = iter.fold(
+                FallbackChain::new(Candidate::new(first).model(first_name)).retries(0),
+                |chain, (model, name)| chain.or(Candidate::new(model).model(name)),
+            );
+            Arc::new(chain)
+        };
+        let model: Arc<dyn ChatModel> = match &self.cache {
+            Some(store) => Arc::new(Cached::new(base, store.clone())),
+            None => base,
+        };
+        if memo.len() >= MAX_MEMO_MODELS {
+            memo.clear();
+        }
+        memo.insert(key, model.clone());
+        Ok(model)
+    }
+
+    async fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (inputs, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        let prompt = match &self.prompt {
+            Some(p) => p
+                .render(&tctx)
+                .map_err(|e| template_error(&self.id, "prompt", e))?,
+            None if inputs.len() == 1 => inputs.values().map(as_text).collect(),
+            None => inputs
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", as_text(v)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let mut request = ChatRequest::new(self.primary.model.clone());
+        if let Some(system) = &self.system {
+            request = request.system(
+                system
+                    .render(&tctx)
+                    .map_err(|e| template_error(&self.id, "system", e))?,
+            );
+        }
+        request = request.user(prompt);
+        if let Some(t) = self.temperature {
+            request = request.temperature(t as f32);
+        }
+        if let Some(m) = self.max_tokens {
+            request = request.max_tokens(m);
+        }
+        let model = self.model(&tctx)?;
+        let reply = ctx.chat(model.as_ref(), request).await?;
+        Ok(NodeOutput::update(output_update(
+            &self.id,
+            Value::String(reply.text),
+        )))
+    }
+}
+
+// ------------------------------------------------------------------ tool
+
+struct ToolNode {
+    id: String,
+    inputs: Vec<(String, Template)>,
+    tool: Arc<dyn Tool>,
+    args: ArgTemplate,
+}
+
+impl ToolNode {
+    async fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (_, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        let args =
+            render_args(&self.args, &tctx).map_err(|e| template_error(&self.id, "config", e))?;
+        let output = ctx.call_tool(self.tool.as_ref(), args).await?;
+        Ok(NodeOutput::update(output_update(&self.id, output)))
+    }
+}
+
+// ---------------------------------------------------------------- router
+
+struct RouterNode {
+    id: String,
+    inputs: Vec<(String, Template)>,
+    rule: Rule,
+    /// Outgoing edges in document order: target and condition.
+    edges: Vec<(String, Option<Rule>)>,
+}
+
+impl RouterNode {
+    fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (inputs, _) = render_inputs(&self.id, &self.inputs, state)?;
+        let vars = Value::Object(inputs.clone());
+        let result = self
+            .rule
+            .eval(&vars)
+            .map_err(|e| NodeError::permanent(format!("node `{}`, rule: {e}", self.id)))?;
+        let branch = as_text(&result);
+        let mut vars = inputs;
+        vars.insert("branch".into(), Value::String(branch.clone()));
+        let vars = Value::Object(vars);
+        let mut next = None;
+        for (target, when) in &self.edges {
+            let holds = match when {
+                Some(rule) => rule.eval_bool(&vars).map_err(|e| {
+                    NodeError::permanent(format!("node `{}`, edge to `{target}`: {e}", self.id))
+                })?,
+                None => true,
+            };
+            if holds {
+                next = Some(target.clone());
+                break;
+            }
+        }
+        ctx.log(
+            LogLevel::Info,
+            format!("branch `{branch}` → {}", next.as_deref().unwrap_or("(end)")),
+        );
+        let mut update = output_update(&self.id, Value::String(branch.clone()));
+        let mut record = Map::new();
+        record.insert("branch".into(), Value::String(branch));
+        record.insert("next".into(), next.map_or(Value::Null, Value::String));
+        update.insert(router_key(&self.id), Value::Object(record));
+        Ok(NodeOutput::update(update))
+    }
+}
+
+// -------------------------------------------------------------- approval
+
+struct ApprovalNode {
+    id: String,
+    inputs: Vec<(String, Template)>,
+    message: Option<Template>,
+}
+
+impl ApprovalNode {
+    fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (_, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        if let Some(message) = &self.message {
+            let text = message
+                .render(&tctx)
+                .map_err(|e| template_error(&self.id, "message", e))?;
+            ctx.log(LogLevel::Info, text);
+        }
+        let payload = ctx.approval().cloned().unwrap_or(Value::Null);
+        Ok(NodeOutput::update(output_update(&self.id, payload)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flowtrace_core::checkpoint::MemoryCheckpointer;
+use flowtrace_core::exec::Command;
+use flowtrace_core::trace::MemorySink;
+use flowtrace_core::{Cost, PriceTable, Pricing, RunStatus, StepStatus, TokenUsage};
+use serde_json::json;
+
+use super::*;
+use crate::workflow::spec::load;
+
+const RESEARCH: &str = include_str!("../../../examples/workflows/research.json");
+
+/// A fresh directory under the system temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowtrace-compile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn price(provider: &str, model: &str, input: u64, output: u64) -> Cost {
+    PriceTable::builtin()
+        .price(provider, model)
+        .unwrap()
+        .cost(&TokenUsage::new(input, output))
+}
+
+fn compile_json(json: &str, runtime: &Runtime) -> CompiledWorkflow {
+    let spec = load(json, &runtime.known()).unwrap();
+    compile(&spec, runtime).unwrap()
+}
+
+#[tokio::test]
+async fn research_runs_offline_with_fallback_routing_and_cache() {
+    let dir = temp_dir("research");
+    std::fs::write(
+        dir.join("notes.md"),
+        "Three approaches to vector search, with benchmarks.",
+    )
+    .unwrap();
+    let runtime = Runtime::offline(&dir);
+    let workflow = compile_json(RESEARCH, &runtime);
+    let config = workflow.config();
+    assert_eq!(config.get_parallel(), Some(4));
+    assert_eq!(config.get_budget().max_cost, Some("0.25".parse().unwrap()));
+    assert_eq!(config.get_budget().max_node_executions, Some(20));
+    assert_eq!(config.get_budget().max_tokens, Some(20000));
+    assert_eq!(
+        config.get_budget().max_duration,
+        Some(Duration::from_secs(120))
+    );
+
+    let input = json!({"notes_path": "notes.md", "topic": "vector search"});
+    let sink = MemorySink::new();
+    let out = workflow
+        .run(input.clone(), |c| c.sink(sink.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    let kinds = sink.kinds();
+    assert!(
+        kinds.contains(&"fallback") || kinds.contains(&"retry"),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"tool.response"));
+
+    let notes = CompiledWorkflow::output(&out.state, "research").unwrap();
+    assert_eq!(
+        notes["content"],
+        "Three approaches to vector search, with benchmarks."
+    );
+    let summary = CompiledWorkflow::output(&out.state, "summarize")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    // The primary fails once with rate_limit; the fallback answers.
+    assert_eq!(
+        summary,
+        "Summary (vector search) from the fallback model: three approaches, their benchmarks, \
+         and open questions on cost and latency."
+    );
+    let (taken, skipped, taken_cost) = if summary.chars().count() > 120 {
+        (
+            "deep",
+            "shallow",
+            price("simulated", "claude-3-5-sonnet", 900, 650),
+        )
+    } else {
+        (
+            "shallow",
+            "deep",
+            price("simulated", "gpt-4o-mini", 300, 90),
+        )
+    };
+    let branch = CompiledWorkflow::output(&out.state, "decide").unwrap();
+    assert_eq!(branch, taken);
+    assert_eq!(
+        out.summary.steps_of(taken).next().unwrap().status,
+        StepStatus::Succeeded
+    );
+    assert_eq!(
+        out.summary.steps_of(skipped).next().unwrap().status,
+        StepStatus::Skipped
+    );
+    assert!(CompiledWorkflow::output(&out.state, skipped).is_none());
+    assert!(CompiledWorkflow::output(&out.state, taken).is_some());
+
+    let expected = price("simulated", "claude-3-5-haiku", 1900, 180) + taken_cost;
+    assert!(expected > Cost::ZERO);
+    assert_eq!(out.summary.cost, expected);
+
+    // Same runtime cache: every model call is a hit and the run is free.
+    let sink2 = MemorySink::new();
+    let again = workflow
+        .run(input, |c| c.sink(sink2.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again.summary.status, RunStatus::Succeeded);
+    assert_eq!(again.summary.cost, Cost::ZERO);
+    let kinds2 = sink2.kinds();
+    assert_eq!(kinds2.iter().filter(|k| **k == "cache.hit").count(), 2);
+    assert!(!kinds2.contains(&"fallback"));
+    assert_eq!(
+        CompiledWorkflow::output(&again.state, "summarize"),
+        Some(&Value::String(summary))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn tool_nodes_read_files_and_transform_json() {
+    let dir = temp_dir("tool");
+    std::fs::write(dir.join("data.txt"), "hello").unwrap();
+    let runtime = Runtime::offline(&dir);
+    let workflow = compile_json(
+        r#"{
+          "version": "1", "entry": "read",
+          "nodes": [
+            { "id": "read", "type": "tool", "config": {"tool": "read_file", "path": "{{input.file}}"} },
+            { "id": "pick", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{node.read.output}}", "expression": "bytes"} }
+          ],
+          "edges": [ { "from": "read", "to": "pick" } ]
+        }"#,
+        &runtime,
+    );
+    let out = workflow
+        .run(json!({"file": "data.txt"}), |c| c)
+        .await
+        .unwrap();
+    assert_eq!(
+        CompiledWorkflow::output(&out.state, "read").unwrap()["content"],
+        "hello"
+    );
+    assert_eq!(
+        CompiledWorkflow::output(&out.state, "pick"),
+        Some(&json!(5))
+    );
+    // Paths outside the root are refused.
+    let err = workflow
+        .run(json!({"file": "../outside.txt"}), |c| c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.summary.status, RunStatus::Failed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn approval_interrupts_and_resumes() {
+    let runtime = Runtime::offline(temp_dir("approval"));
+    let workflow = compile_json(
+        r#"{
+          "version": "1", "entry": "draft",
+          "nodes": [
+            { "id": "draft", "type": "llm",
+              "config": {"provider": "simulated", "model": "gpt-4o-mini",
+                         "response": "Refund {{amount}} dollars", "usage": {"input": 10, "output": 5}},
+              "inputs": {"amount": "{{input.amount}}"} },
+            { "id": "approve", "type": "approval",
+              "config": {"message": "Approve: {{node.draft.output}}"} },
+            { "id": "send", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{node.approve.output}}", "expression": "amount"} }
+          ],
+          "edges": [ { "from": "draft", "to": "approve" }, { "from": "approve", "to": "send" } ]
+        }"#,
+        &runtime,
+    );
+    let store = Arc::new(MemoryCheckpointer::new());
+    let with_store = |c: RunConfig| c.checkpointer(store.clone()).thread("t-approval");
+    let paused = workflow
+        .run(json!({"amount": 42}), with_store)
+        .await
+        .unwrap();
+    assert_eq!(paused.summary.status, RunStatus::Interrupted);
+    assert_eq!(
+        CompiledWorkflow::output(&paused.state, "draft"),
+        Some(&json!("Refund 42 dollars"))
+    );
+    assert!(CompiledWorkflow::output(&paused.state, "send").is_none());
+    let interrupt = paused.interrupt.unwrap();
+    assert_eq!(interrupt.node.as_str(), "approve");
+
+    let done = workflow
+        .resume_with(
+            Command::approve(interrupt.id, json!({"amount": 40})).by("alice"),
+            with_store,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.summary.status, RunStatus::Succeeded);
+    assert_eq!(
+        CompiledWorkflow::output(&done.state, "approve"),
+        Some(&json!({"amount": 40}))
+    );
+    assert_eq!(
+        CompiledWorkflow::output(&done.state, "send"),
+        Some(&json!(40))
+    );
+}
+
+#[tokio::test]
+async fn router_without_matching_edge_ends_the_run() {
+    let runtime = Runtime::offline(temp_dir("router"));
+    let workflow = compile_json(
+        r#"{
+          "version": "1", "entry": "route",
+          "nodes": [
+            { "id": "route", "type": "router", "config": {"rule": "n > 10 ? 'big' : 'small'"},
+              "inputs": {"n": "{{input.n}}"} },
+            { "id": "big", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{input}}", "expression": "n"} }
+          ],
+          "edges": [ { "from": "route", "to": "big", "when": "branch == 'big'" } ]
+        }"#,
+        &runtime,
+    );
+    let big = workflow.run(json!({"n": 20}), |c| c).await.unwrap();
+    assert_eq!(
+        CompiledWorkflow::output(&big.state, "big"),
+        Some(&json!(20))
+    );
+    assert_eq!(
+        big.state.get(&router_key("route")),
+        Some(&json!({"branch": "big", "next": "big"}))
+    );
+    let small = workflow.run(json!({"n": 2}), |c| c).await.unwrap();
+    assert_eq!(small.summary.status, RunStatus::Succeeded);
+    assert_eq!(
+        CompiledWorkflow::output(&small.state, "route"),
+        Some(&json!("small"))
+    );
+    assert!(CompiledWorkflow::output(&small.state, "big").is_none());
+}
+
+#[test]
+fn unknown_provider_is_a_compile_error() {
+    let spec = load(RESEARCH, &Runtime::offline(".").known()).unwrap();
+    let runtime = Runtime::new().with_tool(Arc::new(ReadFile::new(".")));
+    let err = compile(&spec, &runtime).unwrap_err();
+    assert!(matches!(err, CompileError::UnknownProvider { .. }), "{err}");
+}
