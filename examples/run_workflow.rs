@@ -1,0 +1,601 @@
+//! Runs a JSON workflow file from the command line.
+//!
+//! ```text
+//! cargo run --example run_workflow -- WORKFLOW.json [--input JSON] [--pricing PRICES.json]
+//!     [--repeat N] [--json] [--trace-out FILE.jsonl]
+//!     [--checkpoint-dir DIR --thread ID [--resume] [--approve JSON | --reject]]
+//!     [--halt-after-ms N]
+//! ```
+//!
+//! The workflow is loaded and validated (every problem is reported, one per
+//! line, and the exit code is 2), compiled on the offline runtime (the
+//! `simulated` provider, `read_file` confined to the workflow's directory,
+//! `transform_json`, an in-memory response cache) plus `openai` /
+//! `anthropic` when `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` are set, and run.
+//!
+//! Without `--json` the trace is shown live as a timeline, then the summary
+//! table. With `--json`, stdout holds exactly one JSON document: the run
+//! summary (an array of summaries with `--repeat N`; the runs share the
+//! runtime and its cache, so repeats are answered from it).
+//!
+//! Durable runs: `--checkpoint-dir DIR --thread ID` checkpoints the run in
+//! DIR; `--resume` continues the thread (after a halt, a crash or a
+//! failure); `--approve JSON` / `--reject` decide the thread's pending
+//! approval. `--halt-after-ms N` asks the run to halt after N milliseconds.
+//!
+//! Exit code: 0 when the run succeeds, is interrupted for a decision or is
+//! halted; 1 when it fails or is canceled; 2 when the workflow or the
+//! arguments are invalid.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowtrace::checkpoint::FileCheckpointer;
+use flowtrace::exec::{Command, HaltSwitch};
+use flowtrace::providers::anthropic::Anthropic;
+use flowtrace::providers::openai::OpenAi;
+use flowtrace::trace::{JsonLinesSink, SinkError, Timeline};
+use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile, router_key};
+use flowtrace::workflow::spec::{WorkflowSpec, load};
+use flowtrace::{
+    ChatModel, Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, RunSummary,
+    StreamItem, ThreadId, TraceEvent, TraceSink,
+};
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+
+const USAGE: &str = "usage: run_workflow WORKFLOW.json [--input JSON] [--pricing PRICES.json] \
+[--repeat N] [--json] [--trace-out FILE.jsonl] \
+[--checkpoint-dir DIR --thread ID [--resume] [--approve JSON | --reject]] [--halt-after-ms N]";
+
+/// What to do with the thread.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// A new run (a new thread when durable).
+    Fresh,
+    /// Continue the thread from its latest checkpoint.
+    Resume,
+    /// Approve the pending interrupt with this payload.
+    Approve(Value),
+    /// Reject the pending interrupt.
+    Reject,
+}
+
+#[derive(Debug)]
+struct Args {
+    workflow: PathBuf,
+    input: Value,
+    pricing: Option<PathBuf>,
+    repeat: usize,
+    json: bool,
+    trace_out: Option<PathBuf>,
+    checkpoint_dir: Option<PathBuf>,
+    thread: Option<String>,
+    mode: Mode,
+    halt_after_ms: Option<u64>,
+}
+
+/// The command line, or why it is invalid. `Ok(None)` for `--help`.
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut workflow = None;
+    let mut input = None;
+    let mut pricing = None;
+    let mut repeat = 1;
+    let mut json = false;
+    let mut trace_out = None;
+    let mut checkpoint_dir = None;
+    let mut thread = None;
+    let mut resume = false;
+    let mut approve = None;
+    let mut reject = false;
+    let mut halt_after_ms = None;
+
+    fn value(flag: &str, it: &mut impl Iterator<Item = String>) -> Result<String, String> {
+        it.next().ok_or_else(|| format!("{flag} needs a value"))
+    }
+    fn json_value(flag: &str, text: &str) -> Result<Value, String> {
+        serde_json::from_str(text).map_err(|e| format!("{flag}: not valid JSON: {e}"))
+    }
+
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--input" => input = Some(json_value("--input", &value("--input", &mut it)?)?),
+            "--pricing" => pricing = Some(PathBuf::from(value("--pricing", &mut it)?)),
+            "--repeat" => {
+                let v = value("--repeat", &mut it)?;
+                repeat =
+                    v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        format!("--repeat: expected a positive integer, got `{v}`")
+                    })?;
+            }
+            "--json" => json = true,
+            "--trace-out" => trace_out = Some(PathBuf::from(value("--trace-out", &mut it)?)),
+            "--checkpoint-dir" => {
+                checkpoint_dir = Some(PathBuf::from(value("--checkpoint-dir", &mut it)?));
+            }
+            "--thread" => thread = Some(value("--thread", &mut it)?),
+            "--resume" => resume = true,
+            "--approve" => approve = Some(json_value("--approve", &value("--approve", &mut it)?)?),
+            "--reject" => reject = true,
+            "--halt-after-ms" => {
+                let v = value("--halt-after-ms", &mut it)?;
+                halt_after_ms =
+                    Some(v.parse::<u64>().map_err(|_| {
+                        format!("--halt-after-ms: expected milliseconds, got `{v}`")
+                    })?);
+            }
+            other if other.starts_with('-') => return Err(format!("unknown option `{other}`")),
+            other => {
+                if workflow.is_some() {
+                    return Err(format!("unexpected argument `{other}`"));
+                }
+                workflow = Some(PathBuf::from(other));
+            }
+        }
+    }
+
+    let workflow = workflow.ok_or("missing the workflow file")?;
+    let decisions = [resume, approve.is_some(), reject]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if decisions > 1 {
+        return Err("--resume, --approve and --reject exclude each other".into());
+    }
+    if decisions > 0 && (checkpoint_dir.is_none() || thread.is_none()) {
+        return Err("--resume, --approve and --reject need --checkpoint-dir and --thread".into());
+    }
+    if checkpoint_dir.is_some() != thread.is_some() {
+        return Err("--checkpoint-dir and --thread go together".into());
+    }
+    if checkpoint_dir.is_some() && repeat > 1 {
+        return Err(
+            "--repeat cannot be combined with --checkpoint-dir (one thread, one run)".into(),
+        );
+    }
+    if decisions > 0 && input.is_some() {
+        return Err(
+            "--input starts a new run; it cannot be combined with --resume, --approve or --reject"
+                .into(),
+        );
+    }
+    let mode = if resume {
+        Mode::Resume
+    } else if let Some(payload) = approve {
+        Mode::Approve(payload)
+    } else if reject {
+        Mode::Reject
+    } else {
+        Mode::Fresh
+    };
+    Ok(Some(Args {
+        workflow,
+        input: input.unwrap_or_else(|| json!({})),
+        pricing,
+        repeat,
+        json,
+        trace_out,
+        checkpoint_dir,
+        thread,
+        mode,
+        halt_after_ms,
+    }))
+}
+
+/// The offline runtime rooted at `dir`, plus the real providers whose keys
+/// are set (as [`Runtime::with_env`] does for the current directory).
+fn runtime(dir: &Path) -> Runtime {
+    let mut runtime = Runtime::offline(dir);
+    if let Ok(client) = OpenAi::from_env() {
+        let client: Arc<dyn ChatModel> = Arc::new(client);
+        runtime = runtime.with_provider("openai", Arc::new(move |_, _| Ok(client.clone())));
+    }
+    if let Ok(client) = Anthropic::from_env() {
+        let client: Arc<dyn ChatModel> = Arc::new(client);
+        runtime = runtime.with_provider("anthropic", Arc::new(move |_, _| Ok(client.clone())));
+    }
+    runtime
+}
+
+/// Prints the timeline of runs we have no handle for (resumes).
+#[derive(Default)]
+struct TimelineSink {
+    timeline: Mutex<Timeline>,
+}
+
+#[async_trait]
+impl TraceSink for TimelineSink {
+    fn name(&self) -> &str {
+        "timeline"
+    }
+    fn record(&self, event: &TraceEvent) {
+        let mut timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(line) = timeline.line(event) {
+            println!("{line}");
+        }
+    }
+    async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+type Outcome = Result<RunOutput<JsonState>, flowtrace::RunFailure>;
+
+/// Everything one run needs besides the workflow.
+struct Setup {
+    pricing: Option<Arc<PriceTable>>,
+    sink: Option<Arc<dyn TraceSink>>,
+    store: Option<Arc<FileCheckpointer>>,
+    thread: Option<ThreadId>,
+    halt_after: Option<Duration>,
+    live: bool,
+}
+
+impl Setup {
+    fn config(&self, compiled: &CompiledWorkflow) -> RunConfig {
+        let mut config = compiled.config();
+        if let Some(p) = &self.pricing {
+            config = config.pricing(p.clone());
+        }
+        if let Some(s) = &self.sink {
+            config = config.shared_sink(s.clone());
+        }
+        if let (Some(store), Some(thread)) = (&self.store, &self.thread) {
+            config = config.checkpointer(store.clone()).thread(thread.clone());
+        }
+        if let Some(after) = self.halt_after {
+            let switch = HaltSwitch::new();
+            config = config.halt_signal(Arc::new(switch.clone()));
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                switch.halt();
+            });
+        }
+        config
+    }
+}
+
+/// One run: a fresh one through a handle (live timeline), or a resume.
+async fn run_once(
+    compiled: &CompiledWorkflow,
+    setup: &Setup,
+    input: &Value,
+    mode: &Mode,
+    pending: Option<&str>,
+) -> Outcome {
+    let mut config = setup.config(compiled);
+    if let Mode::Fresh = mode {
+        let mut handle = compiled
+            .graph()
+            .start(CompiledWorkflow::initial_state(input.clone()), config);
+        if setup.live {
+            let mut events = handle.events();
+            let mut timeline = Timeline::new();
+            while let Some(item) = events.next().await {
+                match item {
+                    StreamItem::Event(ev) => {
+                        if let Some(line) = timeline.line(&ev) {
+                            println!("{line}");
+                        }
+                    }
+                    StreamItem::Lagged { missed } => println!("(missed {missed} events)"),
+                }
+            }
+        }
+        return handle.wait().await;
+    }
+    if setup.live {
+        config = config.sink(TimelineSink::default());
+    }
+    let id = pending.unwrap_or_default().to_string();
+    match mode {
+        Mode::Approve(payload) => {
+            compiled
+                .graph()
+                .resume_with(Command::approve(id, payload.clone()), config)
+                .await
+        }
+        Mode::Reject => {
+            compiled
+                .graph()
+                .resume_with(Command::reject(id), config)
+                .await
+        }
+        _ => compiled.graph().resume(config).await,
+    }
+}
+
+fn status_str<T: serde::Serialize>(status: &T) -> Value {
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// The JSON summary of one run.
+fn summary_json(spec: &WorkflowSpec, outcome: &Outcome) -> Value {
+    let (summary, state): (&RunSummary, Option<&JsonState>) = match outcome {
+        Ok(out) => (&out.summary, Some(&out.state)),
+        Err(failure) => (&failure.summary, None),
+    };
+    let steps: Vec<Value> = summary
+        .steps
+        .iter()
+        .map(|s| {
+            let node = spec.node(s.node.as_ref());
+            // A router's own branch (the rule's value) from its state record;
+            // otherwise the executor's edge label.
+            let is_router = node.is_some_and(|n| n.node_type().as_str() == "router");
+            let branch = state
+                .filter(|_| is_router)
+                .and_then(|st| st.get(&router_key(s.node.as_ref())))
+                .and_then(|r| r.get("branch").cloned())
+                .or_else(|| s.branch.clone().map(Value::String));
+            json!({
+                "node_id": s.node.as_ref(),
+                "node_type": node.map(|n| n.node_type().as_str()),
+                "status": status_str(&s.status),
+                "attempts": s.attempts,
+                "provider": s.provider,
+                "model": s.model,
+                "branch": branch,
+                "cache_hit": s.cache_hits > 0,
+                "tokens_input": s.usage.input_tokens,
+                "tokens_output": s.usage.output_tokens,
+                "cost_usd": s.cost.to_decimal_string(),
+                "latency_ms": s.latency.as_millis() as u64,
+                "error": s.error,
+            })
+        })
+        .collect();
+    let mut outputs = Map::new();
+    if let Some(state) = state {
+        for node in &spec.nodes {
+            if let Some(v) = CompiledWorkflow::output(state, &node.id) {
+                outputs.insert(node.id.clone(), v.clone());
+            }
+        }
+    }
+    let mut doc = json!({
+        "run_id": summary.run_id.as_ref(),
+        "status": status_str(&summary.status),
+        "steps": steps,
+        "totals": {
+            "tokens_input": summary.usage.input_tokens,
+            "tokens_output": summary.usage.output_tokens,
+            "cost_usd": summary.cost.to_decimal_string(),
+            "latency_ms": summary.elapsed.as_millis() as u64,
+        },
+        "outputs": outputs,
+    });
+    let error = match outcome {
+        Err(failure) => Some(json!({
+            "kind": failure.error.kind(),
+            "message": failure.error.to_string(),
+        })),
+        Ok(out) => out
+            .summary
+            .error
+            .as_ref()
+            .map(|e| json!({"kind": e.kind, "message": e.message})),
+    };
+    if let (Some(error), Value::Object(map)) = (error, &mut doc) {
+        map.insert("error".into(), error);
+    }
+    if let (Ok(out), Value::Object(map)) = (outcome, &mut doc) {
+        if let Some(interrupt) = &out.interrupt {
+            map.insert(
+                "interrupt".into(),
+                json!({"id": interrupt.id, "node": interrupt.node.as_ref(), "payload": interrupt.payload}),
+            );
+        }
+        if let Some(thread) = &out.thread {
+            map.insert("thread".into(), Value::String(thread.as_ref().to_string()));
+        }
+    }
+    doc
+}
+
+/// Prints the end of one run for a human.
+fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args) {
+    let summary = match outcome {
+        Ok(out) => &out.summary,
+        Err(failure) => &*failure.summary,
+    };
+    println!();
+    println!("{summary}");
+    match outcome {
+        Ok(out) => {
+            let shown: Vec<_> = spec
+                .nodes
+                .iter()
+                .filter_map(|n| CompiledWorkflow::output(&out.state, &n.id).map(|v| (&n.id, v)))
+                .collect();
+            if !shown.is_empty() {
+                println!("outputs:");
+                for (id, v) in shown {
+                    match v {
+                        Value::String(s) => println!("  {id}: {s}"),
+                        other => println!("  {id}: {other}"),
+                    }
+                }
+            }
+            if let Some(interrupt) = &out.interrupt {
+                println!(
+                    "\nwaiting for a decision at `{}` (interrupt {}): {}",
+                    interrupt.node.as_ref(),
+                    interrupt.id,
+                    interrupt.payload
+                );
+                if let (Some(dir), Some(thread)) = (&args.checkpoint_dir, &args.thread) {
+                    println!(
+                        "continue with: --checkpoint-dir {} --thread {thread} --approve '<JSON>' (or --reject)",
+                        dir.display()
+                    );
+                }
+            }
+            if out.summary.status == RunStatus::Halted
+                && let (Some(dir), Some(thread)) = (&args.checkpoint_dir, &args.thread)
+            {
+                println!(
+                    "\nhalted; continue with: --checkpoint-dir {} --thread {thread} --resume",
+                    dir.display()
+                );
+            }
+        }
+        Err(failure) => println!("run failed ({}): {}", failure.error.kind(), failure.error),
+    }
+}
+
+fn succeeded(outcome: &Outcome) -> bool {
+    match outcome {
+        Ok(out) => matches!(
+            out.summary.status,
+            RunStatus::Succeeded | RunStatus::Interrupted | RunStatus::Halted
+        ),
+        Err(_) => false,
+    }
+}
+
+fn invalid(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let text = match std::fs::read_to_string(&args.workflow) {
+        Ok(t) => t,
+        Err(e) => return invalid(format!("cannot read {}: {e}", args.workflow.display())),
+    };
+    let dir = match args.workflow.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let runtime = runtime(&dir);
+    let spec = match load(&text, &runtime.known()) {
+        Ok(spec) => spec,
+        Err(errors) => {
+            for problem in &errors {
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let compiled = match compile(&spec, &runtime) {
+        Ok(c) => c,
+        Err(e) => return invalid(e),
+    };
+
+    let pricing = match &args.pricing {
+        None => None,
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => return invalid(format!("cannot read {}: {e}", path.display())),
+            };
+            match PriceTable::from_json(&text) {
+                Ok(table) => Some(Arc::new(table)),
+                Err(e) => return invalid(format!("{}: {e}", path.display())),
+            }
+        }
+    };
+    let sink: Option<Arc<dyn TraceSink>> = match &args.trace_out {
+        None => None,
+        Some(path) => match JsonLinesSink::create(path) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => return invalid(format!("cannot create {}: {e}", path.display())),
+        },
+    };
+    let store = match &args.checkpoint_dir {
+        None => None,
+        Some(dir) => match FileCheckpointer::open(dir) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => return invalid(format!("cannot open {}: {e}", dir.display())),
+        },
+    };
+    let thread = args.thread.clone().map(ThreadId::from);
+
+    // A decision names the pending interrupt of the thread's latest checkpoint.
+    let pending = match (&args.mode, &store, &thread) {
+        (Mode::Approve(_) | Mode::Reject, Some(store), Some(thread)) => {
+            match store.get(thread, None).await {
+                Ok(Some(cp)) => match cp.interrupt {
+                    Some(interrupt) => Some(interrupt.id),
+                    None => {
+                        return invalid(format!(
+                            "thread `{}` is not waiting for a decision",
+                            thread.as_ref()
+                        ));
+                    }
+                },
+                Ok(None) => return invalid(format!("thread `{}` not found", thread.as_ref())),
+                Err(e) => return invalid(format!("cannot read thread `{}`: {e}", thread.as_ref())),
+            }
+        }
+        _ => None,
+    };
+
+    let setup = Setup {
+        pricing,
+        sink,
+        store,
+        thread,
+        halt_after: args.halt_after_ms.map(Duration::from_millis),
+        live: !args.json,
+    };
+
+    let mut summaries = Vec::with_capacity(args.repeat);
+    let mut ok = true;
+    for i in 0..args.repeat {
+        if !args.json && args.repeat > 1 {
+            println!("== run {} of {} ==", i + 1, args.repeat);
+        }
+        let outcome = run_once(
+            &compiled,
+            &setup,
+            &args.input,
+            &args.mode,
+            pending.as_deref(),
+        )
+        .await;
+        ok &= succeeded(&outcome);
+        if args.json {
+            summaries.push(summary_json(&spec, &outcome));
+        } else {
+            print_report(&spec, &outcome, &args);
+            if i + 1 < args.repeat {
+                println!();
+            }
+        }
+    }
+
+    if args.json {
+        let doc = if args.repeat == 1 {
+            summaries.pop().unwrap_or(Value::Null)
+        } else {
+            Value::Array(summaries)
+        };
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
