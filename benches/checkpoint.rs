@@ -60,58 +60,25 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::{self, OpenOptions};
-use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use flowtrace::checkpoint::{
     Checkpointer, FileCheckpointer, MemoryCheckpointer, StateRecord, ThreadStatus,
 };
 use flowtrace::exec::{Command, Durability};
-use flowtrace::trace::{SinkError, TraceEvent, TraceSink};
 use flowtrace::{
     CompiledGraph, GraphBuilder, NodeContext, NodeOutput, NodeResult, RunConfig, RunOutput,
-    RunStatus, State, ThreadId, node_fn, reducer,
+    RunStatus, ThreadId, node_fn,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// Receives every event and drops it: measures event production, not I/O.
-struct VoidSink;
+mod common;
 
-#[async_trait]
-impl TraceSink for VoidSink {
-    fn record(&self, event: &TraceEvent) {
-        black_box(event);
-    }
-    async fn flush(&self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default, Serialize, Deserialize)]
-struct Conversation {
-    messages: Vec<String>,
-    counter: u64,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct Delta {
-    messages: Vec<String>,
-    counter: u64,
-}
-
-impl State for Conversation {
-    type Update = Delta;
-    fn apply(&mut self, u: Delta) {
-        reducer::append(&mut self.messages, u.messages);
-        reducer::add(&mut self.counter, u.counter);
-    }
-}
+use common::{Conversation, Delta, VoidSink};
 
 /// Appends one message: the delta of every step has the same size.
 async fn append_one(s: Arc<Conversation>, _ctx: NodeContext) -> NodeResult<Delta> {

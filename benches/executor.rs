@@ -19,47 +19,14 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use flowtrace::trace::{SinkError, TraceEvent, TraceSink};
 use flowtrace::{
-    CompiledGraph, GraphBuilder, NodeContext, NodeOutput, NodeResult, RunConfig, State, node_fn,
-    reducer,
+    CompiledGraph, GraphBuilder, NodeContext, NodeOutput, NodeResult, RunConfig, node_fn,
 };
-use serde::{Deserialize, Serialize};
 
-/// Receives every event and drops it: measures event production, not I/O.
-struct VoidSink;
+mod common;
 
-#[async_trait]
-impl TraceSink for VoidSink {
-    fn record(&self, event: &TraceEvent) {
-        black_box(event);
-    }
-    async fn flush(&self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default, Serialize, Deserialize)]
-struct Conversation {
-    messages: Vec<String>,
-    counter: u64,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct Delta {
-    messages: Vec<String>,
-    counter: u64,
-}
-
-impl State for Conversation {
-    type Update = Delta;
-    fn apply(&mut self, u: Delta) {
-        reducer::append(&mut self.messages, u.messages);
-        reducer::add(&mut self.counter, u.counter);
-    }
-}
+use common::{Conversation, Delta, VoidSink};
 
 async fn noop(_s: Arc<Conversation>, _ctx: NodeContext) -> NodeResult<Delta> {
     Ok(NodeOutput::none())
