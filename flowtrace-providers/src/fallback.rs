@@ -9,7 +9,9 @@
 //! 2. otherwise it is called; a retryable failure (rate limit, overload,
 //!    transport, malformed response) is retried after the provider's
 //!    `Retry-After` or an exponential back-off (see [`RetrySettings`]), up to
-//!    the candidate's retry count (default 1);
+//!    the candidate's retry count (default 1), each retry reported as a
+//!    `retry` event (failed attempt, delay, error) through the
+//!    [`CallObserver`];
 //! 3. a retryable failure that outlasts the retries, a `Retry-After` longer
 //!    than [`RetrySettings::max_delay`], or a timeout (the provider's, or the
 //!    candidate's attempt timeout — never retried, a slow provider is not
@@ -393,12 +395,10 @@ impl FallbackChain {
                 Some(wait) => wait,
                 None => self.retry.backoff(retry),
             };
-            observer.event(EventKind::Log {
-                level: LogLevel::Info,
-                message: format!(
-                    "retrying {provider}/{model} in {} ms after {reason}",
-                    delay.as_millis()
-                ),
+            observer.event(EventKind::Retry {
+                failed_attempt: retry + 1,
+                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error: format!("{provider}/{model}: {error}"),
             });
             tokio::time::sleep(delay).await;
             retry += 1;

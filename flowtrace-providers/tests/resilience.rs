@@ -357,6 +357,19 @@ async fn falls_back_on_rate_limit_after_honouring_retry_after() {
         )]
     );
     assert_eq!(chain.provider(), "openai");
+    // The retry is a trace event, before the fallback.
+    assert_eq!(rec.names(), ["retry", "fallback"]);
+    match &rec.events()[0] {
+        EventKind::Retry {
+            failed_attempt,
+            delay_ms,
+            error,
+        } => {
+            assert_eq!((*failed_attempt, *delay_ms), (1, 2000));
+            assert!(error.starts_with("openai/gpt-4o: "), "{error}");
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -47,13 +47,16 @@
 //!   rendered inputs as `name: value` lines), builds the model through the
 //!   provider factory (for `simulated`, the `response` template is rendered
 //!   with the same variables first), wraps it in a
-//!   [`FallbackChain`] when `fallbacks` are given (each candidate is tried
-//!   once; retrying is left to the node's `retry` policy) and in
+//!   [`FallbackChain`] when `fallbacks` are given (the node's `retry`
+//!   applies to each candidate in turn — attempts with exponential back-off,
+//!   each retry a `retry` event — and the chain falls back once the
+//!   primary's retries are exhausted; the node itself then runs once) and in
 //!   [`Cached`] when `cache` is true (the default) and the runtime has a
 //!   cache, then calls it through [`NodeContext::chat`]. Models are
-//!   memoised per node and rendered configuration, so a node-level retry
-//!   talks to the same model instance (a simulated `fail_first` counts
-//!   across attempts).
+//!   memoised per run, node and rendered configuration, so a node-level
+//!   retry talks to the same model instance (a simulated `fail_first`
+//!   counts the calls of one run, across attempts; the next run starts
+//!   afresh, while the response cache is shared).
 //! * `tool`: renders every string argument (recursively) as a template and
 //!   calls the tool through [`NodeContext::call_tool`].
 //! * `router`: evaluates the rule against the rendered inputs; the result
@@ -84,7 +87,7 @@ use flowtrace_core::{
 };
 use flowtrace_providers::anthropic::Anthropic;
 use flowtrace_providers::cache::{Cached, MemoryResponseCache, ResponseCache};
-use flowtrace_providers::fallback::{Candidate, FallbackChain};
+use flowtrace_providers::fallback::{Candidate, FallbackChain, RetrySettings};
 use flowtrace_providers::openai::OpenAi;
 use flowtrace_providers::simulated::SimulatedModel;
 use flowtrace_providers::tools::{ReadFile, TransformJson};
@@ -92,14 +95,15 @@ use serde_json::{Map, Value};
 
 use super::rules::{Rule, RuleError};
 use super::spec::{
-    EdgeSpec, FallbackSpec, LlmConfig, NodeKind, NodeSpec, SIMULATED_PROVIDER, WorkflowSpec,
+    EdgeSpec, FallbackSpec, LlmConfig, NodeKind, NodeSpec, RetrySpec, SIMULATED_PROVIDER,
+    WorkflowSpec,
 };
 use super::template::{Template, TemplateContext, TemplateError};
 
 /// State key of the run input.
 pub const INPUT_KEY: &str = "input";
 
-/// Most memoised models per LLM node; the memo is cleared when full.
+/// Most memoised models per LLM node; other runs' models are dropped when full.
 const MAX_MEMO_MODELS: usize = 256;
 
 /// Default concurrency when `parallel` is true without `maxConcurrency`.
@@ -357,7 +361,10 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
     let mut approvals = Vec::new();
     for node in &spec.nodes {
         let inputs = parse_inputs(node)?;
-        let config = node_config(node);
+        // An llm node with fallbacks retries each candidate inside its
+        // fallback chain (then moves on), so the node itself runs once.
+        let chain_retries = matches!(&node.kind, NodeKind::Llm(llm) if !llm.fallbacks.is_empty());
+        let config = node_config(node, !chain_retries);
         builder = match &node.kind {
             NodeKind::Llm(llm) => {
                 let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime)?);
@@ -528,9 +535,30 @@ fn run_config(spec: &WorkflowSpec) -> RunConfig {
 }
 
 /// The executor settings of a node: retry policy and per-attempt timeout.
-fn node_config(node: &NodeSpec) -> NodeConfig {
+/// A fallback chain's per-candidate retries from a node's `retry` (the
+/// executor's defaults for unset delays; no retry when unset).
+fn chain_retry(retry: Option<RetrySpec>) -> RetrySettings {
+    let defaults = RetryPolicy::default();
+    match retry {
+        None => RetrySettings {
+            retries: 0,
+            ..RetrySettings::default()
+        },
+        Some(r) => RetrySettings {
+            retries: r.max_attempts.saturating_sub(1),
+            base_delay: r
+                .initial_delay_ms
+                .map_or(defaults.get_initial_delay(), Duration::from_millis),
+            max_delay: r
+                .max_delay_ms
+                .map_or(defaults.get_max_delay(), Duration::from_millis),
+        },
+    }
+}
+
+fn node_config(node: &NodeSpec, node_retries: bool) -> NodeConfig {
     let mut config = NodeConfig::new();
-    if let Some(retry) = node.retry {
+    if let Some(retry) = node.retry.filter(|_| node_retries) {
         let mut policy = RetryPolicy::new(retry.max_attempts);
         if let Some(ms) = retry.initial_delay_ms {
             policy = policy.initial_delay(Duration::from_millis(ms));
@@ -732,6 +760,8 @@ struct LlmNode {
     primary: ModelSpec,
     fallbacks: Vec<ModelSpec>,
     cache: Option<Arc<dyn ResponseCache>>,
+    /// How the fallback chain retries each candidate: the node's `retry`.
+    chain_retry: RetrySettings,
     /// Built models by rendered configuration.
     memo: Mutex<HashMap<String, Arc<dyn ChatModel>>>,
 }
@@ -789,19 +819,23 @@ impl LlmNode {
             } else {
                 None
             },
+            chain_retry: chain_retry(node.retry),
             memo: Mutex::new(HashMap::new()),
         })
     }
 
     /// The model for this call: memoised by rendered configuration.
-    fn model(&self, ctx: &TemplateContext) -> Result<Arc<dyn ChatModel>, NodeError> {
+    fn model(&self, run: &str, ctx: &TemplateContext) -> Result<Arc<dyn ChatModel>, NodeError> {
         let mut configs = Vec::with_capacity(1 + self.fallbacks.len());
         for spec in std::iter::once(&self.primary).chain(&self.fallbacks) {
             configs.push((spec, spec.render(ctx, &self.id)?));
         }
-        let key = configs
-            .iter()
-            .map(|(s, c)| format!("{}\u{0}{}\u{0}{c}", s.provider, s.model))
+        let key = std::iter::once(run.to_string())
+            .chain(
+                configs
+                    .iter()
+                    .map(|(s, c)| format!("{}\u{0}{}\u{0}{c}", s.provider, s.model)),
+            )
             .collect::<Vec<_>>()
             .join("\u{1}");
         let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
@@ -826,7 +860,7 @@ impl LlmNode {
             first
         } else {
             let chain = iter.fold(
-                FallbackChain::new(Candidate::new(first).model(first_name)).retries(0),
+                FallbackChain::new(Candidate::new(first).model(first_name)).retry(self.chain_retry),
                 |chain, (model, name)| chain.or(Candidate::new(model).model(name)),
             );
             Arc::new(chain)
@@ -836,7 +870,12 @@ impl LlmNode {
             None => base,
         };
         if memo.len() >= MAX_MEMO_MODELS {
-            memo.clear();
+            // Other runs' models go first; this run's counters survive.
+            let prefix = format!("{run}\u{1}");
+            memo.retain(|k, _| k.starts_with(&prefix));
+            if memo.len() >= MAX_MEMO_MODELS {
+                memo.clear();
+            }
         }
         memo.insert(key, model.clone());
         Ok(model)
@@ -874,7 +913,7 @@ impl LlmNode {
         if let Some(m) = self.max_tokens {
             request = request.max_tokens(m);
         }
-        let model = self.model(&tctx)?;
+        let model = self.model(ctx.run_id().as_ref(), &tctx)?;
         let reply = ctx.chat(model.as_ref(), request).await?;
         Ok(NodeOutput::update(output_update(
             &self.id,

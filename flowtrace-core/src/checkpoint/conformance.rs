@@ -298,6 +298,8 @@ fn sample_step(id: u64, node: &str) -> StepRecord {
         provider: Some("openai".into()),
         model: Some("gpt-4o-mini".into()),
         cache_hits: 0,
+        call_retries: 1,
+        fallbacks: 1,
         branch: None,
         input: None,
         error: None,

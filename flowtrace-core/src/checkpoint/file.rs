@@ -837,6 +837,8 @@ mod tests {
             provider: None,
             model: None,
             cache_hits: 0,
+            call_retries: 0,
+            fallbacks: 0,
             branch: None,
             input: None,
             error: None,

@@ -1037,7 +1037,7 @@ impl<'g, S: State> Executor<'g, S> {
         };
         let finished = Instant::now();
 
-        let (usage, cost, provider, model, cache_hits) = {
+        let (usage, cost, provider, model, cache_hits, call_retries, fallbacks) = {
             let mut m = step.meter();
             let leftover = std::mem::replace(&mut m.reserved, Amount::ZERO);
             run.ledger.release(leftover);
@@ -1047,6 +1047,8 @@ impl<'g, S: State> Executor<'g, S> {
                 m.provider.take(),
                 m.model.take(),
                 m.cache_hits,
+                m.call_retries,
+                m.fallbacks,
             )
         };
         let mut interrupt = None;
@@ -1110,6 +1112,8 @@ impl<'g, S: State> Executor<'g, S> {
                 provider,
                 model,
                 cache_hits,
+                call_retries,
+                fallbacks,
                 branch: None,
                 input: record_input,
                 error: error_text,
@@ -1490,6 +1494,8 @@ impl<'g, S: State> Executor<'g, S> {
             provider: None,
             model: None,
             cache_hits: 0,
+            call_retries: 0,
+            fallbacks: 0,
             branch: None,
             input: None,
             error: Some(reason.to_string()),

@@ -104,6 +104,16 @@ impl RetryPolicy {
         self.max_attempts
     }
 
+    /// The delay before the first retry.
+    pub fn get_initial_delay(&self) -> Duration {
+        self.initial_delay
+    }
+
+    /// The largest delay.
+    pub fn get_max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
     /// Whether timeouts are retried.
     pub fn get_retry_timeouts(&self) -> bool {
         self.retry_timeouts

@@ -42,6 +42,13 @@ pub struct StepRecord {
     /// Model calls answered from the cache.
     #[serde(default)]
     pub cache_hits: u32,
+    /// Retries of model calls made inside the step (by a wrapper such as a
+    /// fallback chain); node-level retries are counted in `attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub call_retries: u32,
+    /// Provider fallbacks taken inside the step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fallbacks: u32,
     /// The branch its router chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
@@ -196,4 +203,8 @@ mod duration_us {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_micros)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

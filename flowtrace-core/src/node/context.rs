@@ -31,6 +31,11 @@ pub(crate) struct StepMeter {
     pub(crate) model: Option<String>,
     pub(crate) cache_hits: u32,
     pub(crate) model_calls: u32,
+    /// `retry` events emitted from inside the node (a model wrapper
+    /// retrying a call), as opposed to the executor's node-level retries.
+    pub(crate) call_retries: u32,
+    /// `fallback` events emitted from inside the node.
+    pub(crate) fallbacks: u32,
 }
 
 /// Per-step data shared between the executor and the node's context.
@@ -270,6 +275,14 @@ impl NodeContext {
     }
 
     fn emit_at(&self, at: Instant, kind: EventKind) {
+        if matches!(kind, EventKind::Retry { .. } | EventKind::Fallback { .. }) {
+            let mut m = self.step.meter();
+            if matches!(kind, EventKind::Retry { .. }) {
+                m.call_retries += 1;
+            } else {
+                m.fallbacks += 1;
+            }
+        }
         self.step.run.event(
             at,
             Some(self.step.step_id),

@@ -185,7 +185,7 @@ fn research_example_loads_cleanly() {
         panic!("summarize is not an llm node")
     };
     assert_eq!(summarize.provider, SIMULATED_PROVIDER);
-    assert_eq!(summarize.fail_first, Some(1));
+    assert_eq!(summarize.fail_first, Some(3));
     assert_eq!(summarize.fail_kind, Some(FailKind::RateLimit));
     assert_eq!(summarize.fallbacks.len(), 1);
     assert_eq!(
