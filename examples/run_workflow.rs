@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example run_workflow -- WORKFLOW.json [--input JSON] [--pricing PRICES.json]
-//!     [--repeat N] [--json] [--trace-out FILE.jsonl]
+//!     [--repeat N] [--json] [--trace-out FILE.jsonl] [--html FILE.html]
 //!     [--checkpoint-dir DIR --thread ID [--resume] [--approve JSON | --reject]]
 //!     [--halt-after-ms N]
 //! ```
@@ -17,6 +17,9 @@
 //! table. With `--json`, stdout holds exactly one JSON document: the run
 //! summary (an array of summaries with `--repeat N`; the runs share the
 //! runtime and its cache, so repeats are answered from it).
+//!
+//! `--html FILE.html` writes a self-contained HTML trace report of the
+//! run(s) (see `flowtrace::report`).
 //!
 //! Durable runs: `--checkpoint-dir DIR --thread ID` checkpoints the run in
 //! DIR; `--resume` continues the thread (after a halt, a crash or a
@@ -39,18 +42,20 @@ use flowtrace::checkpoint::FileCheckpointer;
 use flowtrace::exec::{Command, HaltSwitch};
 use flowtrace::providers::anthropic::Anthropic;
 use flowtrace::providers::openai::OpenAi;
-use flowtrace::trace::{JsonLinesSink, SinkError, Timeline};
-use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile, router_key};
+use flowtrace::report::HtmlReport;
+use flowtrace::trace::{JsonLinesSink, MemorySink, SinkError, Timeline};
+use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
 use flowtrace::workflow::spec::{WorkflowSpec, load};
+use flowtrace::workflow::summary::{WorkflowSummary, report_run};
 use flowtrace::{
-    ChatModel, Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, RunSummary,
-    StreamItem, ThreadId, TraceEvent, TraceSink,
+    ChatModel, Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, StreamItem,
+    ThreadId, TraceEvent, TraceSink,
 };
 use futures::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const USAGE: &str = "usage: run_workflow WORKFLOW.json [--input JSON] [--pricing PRICES.json] \
-[--repeat N] [--json] [--trace-out FILE.jsonl] \
+[--repeat N] [--json] [--trace-out FILE.jsonl] [--html FILE.html] \
 [--checkpoint-dir DIR --thread ID [--resume] [--approve JSON | --reject]] [--halt-after-ms N]";
 
 /// What to do with the thread.
@@ -74,6 +79,7 @@ struct Args {
     repeat: usize,
     json: bool,
     trace_out: Option<PathBuf>,
+    html: Option<PathBuf>,
     checkpoint_dir: Option<PathBuf>,
     thread: Option<String>,
     mode: Mode,
@@ -88,6 +94,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     let mut repeat = 1;
     let mut json = false;
     let mut trace_out = None;
+    let mut html = None;
     let mut checkpoint_dir = None;
     let mut thread = None;
     let mut resume = false;
@@ -116,6 +123,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             }
             "--json" => json = true,
             "--trace-out" => trace_out = Some(PathBuf::from(value("--trace-out", &mut it)?)),
+            "--html" => html = Some(PathBuf::from(value("--html", &mut it)?)),
             "--checkpoint-dir" => {
                 checkpoint_dir = Some(PathBuf::from(value("--checkpoint-dir", &mut it)?));
             }
@@ -181,6 +189,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
         repeat,
         json,
         trace_out,
+        html,
         checkpoint_dir,
         thread,
         mode,
@@ -268,8 +277,12 @@ async fn run_once(
     input: &Value,
     mode: &Mode,
     pending: Option<&str>,
+    recorder: Option<&MemorySink>,
 ) -> Outcome {
     let mut config = setup.config(compiled);
+    if let Some(recorder) = recorder {
+        config = config.sink(recorder.clone());
+    }
     if let Mode::Fresh = mode {
         let mut handle = compiled
             .graph()
@@ -309,94 +322,6 @@ async fn run_once(
         }
         _ => compiled.graph().resume(config).await,
     }
-}
-
-fn status_str<T: serde::Serialize>(status: &T) -> Value {
-    serde_json::to_value(status).unwrap_or(Value::Null)
-}
-
-/// The JSON summary of one run.
-fn summary_json(spec: &WorkflowSpec, outcome: &Outcome) -> Value {
-    let (summary, state): (&RunSummary, Option<&JsonState>) = match outcome {
-        Ok(out) => (&out.summary, Some(&out.state)),
-        Err(failure) => (&failure.summary, None),
-    };
-    let steps: Vec<Value> = summary
-        .steps
-        .iter()
-        .map(|s| {
-            let node = spec.node(s.node.as_ref());
-            // A router's own branch (the rule's value) from its state record;
-            // otherwise the executor's edge label.
-            let is_router = node.is_some_and(|n| n.node_type().as_str() == "router");
-            let branch = state
-                .filter(|_| is_router)
-                .and_then(|st| st.get(&router_key(s.node.as_ref())))
-                .and_then(|r| r.get("branch").cloned())
-                .or_else(|| s.branch.clone().map(Value::String));
-            json!({
-                "node_id": s.node.as_ref(),
-                "node_type": node.map(|n| n.node_type().as_str()),
-                "status": status_str(&s.status),
-                "attempts": s.attempts,
-                "provider": s.provider,
-                "model": s.model,
-                "branch": branch,
-                "cache_hit": s.cache_hits > 0,
-                "tokens_input": s.usage.input_tokens,
-                "tokens_output": s.usage.output_tokens,
-                "cost_usd": s.cost.to_decimal_string(),
-                "latency_ms": s.latency.as_millis() as u64,
-                "error": s.error,
-            })
-        })
-        .collect();
-    let mut outputs = Map::new();
-    if let Some(state) = state {
-        for node in &spec.nodes {
-            if let Some(v) = CompiledWorkflow::output(state, &node.id) {
-                outputs.insert(node.id.clone(), v.clone());
-            }
-        }
-    }
-    let mut doc = json!({
-        "run_id": summary.run_id.as_ref(),
-        "status": status_str(&summary.status),
-        "steps": steps,
-        "totals": {
-            "tokens_input": summary.usage.input_tokens,
-            "tokens_output": summary.usage.output_tokens,
-            "cost_usd": summary.cost.to_decimal_string(),
-            "latency_ms": summary.elapsed.as_millis() as u64,
-        },
-        "outputs": outputs,
-    });
-    let error = match outcome {
-        Err(failure) => Some(json!({
-            "kind": failure.error.kind(),
-            "message": failure.error.to_string(),
-        })),
-        Ok(out) => out
-            .summary
-            .error
-            .as_ref()
-            .map(|e| json!({"kind": e.kind, "message": e.message})),
-    };
-    if let (Some(error), Value::Object(map)) = (error, &mut doc) {
-        map.insert("error".into(), error);
-    }
-    if let (Ok(out), Value::Object(map)) = (outcome, &mut doc) {
-        if let Some(interrupt) = &out.interrupt {
-            map.insert(
-                "interrupt".into(),
-                json!({"id": interrupt.id, "node": interrupt.node.as_ref(), "payload": interrupt.payload}),
-            );
-        }
-        if let Some(thread) = &out.thread {
-            map.insert("thread".into(), Value::String(thread.as_ref().to_string()));
-        }
-    }
-    doc
 }
 
 /// Prints the end of one run for a human.
@@ -447,16 +372,6 @@ fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args) {
             }
         }
         Err(failure) => println!("run failed ({}): {}", failure.error.kind(), failure.error),
-    }
-}
-
-fn succeeded(outcome: &Outcome) -> bool {
-    match outcome {
-        Ok(out) => matches!(
-            out.summary.status,
-            RunStatus::Succeeded | RunStatus::Interrupted | RunStatus::Halted
-        ),
-        Err(_) => false,
     }
 }
 
@@ -561,22 +476,41 @@ async fn main() -> ExitCode {
     };
 
     let mut summaries = Vec::with_capacity(args.repeat);
+    let mut report = args.html.as_ref().map(|_| {
+        let name = args
+            .workflow
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "workflow".into());
+        HtmlReport::new(format!("FlowTrace: {name}"))
+    });
     let mut ok = true;
     for i in 0..args.repeat {
         if !args.json && args.repeat > 1 {
             println!("== run {} of {} ==", i + 1, args.repeat);
         }
+        let recorder = report.as_ref().map(|_| MemorySink::new());
         let outcome = run_once(
             &compiled,
             &setup,
             &args.input,
             &args.mode,
             pending.as_deref(),
+            recorder.as_ref(),
         )
         .await;
-        ok &= succeeded(&outcome);
+        let summary = WorkflowSummary::new(&spec, &outcome);
+        ok &= summary.is_success();
+        if let (Some(r), Some(recorder)) = (report.take(), &recorder) {
+            let run = report_run(&spec, &outcome, recorder.events()).label(format!(
+                "Run {} of {}",
+                i + 1,
+                args.repeat
+            ));
+            report = Some(r.run(run));
+        }
         if args.json {
-            summaries.push(summary_json(&spec, &outcome));
+            summaries.push(serde_json::to_value(&summary).unwrap());
         } else {
             print_report(&spec, &outcome, &args);
             if i + 1 < args.repeat {
@@ -585,6 +519,15 @@ async fn main() -> ExitCode {
         }
     }
 
+    if let (Some(report), Some(path)) = (&report, &args.html) {
+        if let Err(e) = report.write_to(path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        if !args.json {
+            println!("\nHTML report: {}", path.display());
+        }
+    }
     if args.json {
         let doc = if args.repeat == 1 {
             summaries.pop().unwrap_or(Value::Null)

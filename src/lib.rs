@@ -28,5 +28,7 @@ pub use flowtrace_store_postgres as postgres;
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
 
+pub mod report;
+
 /// JSON-defined workflows: rules, templates, and the format with its validation.
 pub mod workflow;

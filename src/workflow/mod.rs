@@ -8,4 +8,6 @@
 pub mod compile;
 pub mod rules;
 pub mod spec;
+#[cfg(feature = "providers")]
+pub mod summary;
 pub mod template;

@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use flowtrace_core::trace::MemorySink;
+use flowtrace_core::{GraphBuilder, JsonState, NodeOutput, RunConfig, node_fn};
+use serde_json::{Map, json};
+
+use super::*;
+
+async fn hostile_run() -> ReportRun {
+    let graph = GraphBuilder::<JsonState>::new("hostile</title><script>alert(1)</script>")
+        .add_node(
+            "evil",
+            node_fn(|_s, ctx| async move {
+                ctx.log(
+                    flowtrace_core::trace::LogLevel::Info,
+                    "<img src=x onerror=alert(2)>",
+                );
+                let mut update = Map::new();
+                update.insert("x".into(), json!("</pre><script>alert(3)</script>"));
+                Ok(NodeOutput::update(update))
+            }),
+        )
+        .set_entry("evil")
+        .set_finish("evil")
+        .compile()
+        .unwrap();
+    let sink = MemorySink::new();
+    let out = graph
+        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .await
+        .unwrap();
+    ReportRun::new(out.summary, sink.events())
+        .node_label("evil", "tool · <b>Evil</b> \"quoted\" 'single'")
+        .output("evil", json!("</pre><script>alert(3)</script>"))
+}
+
+#[tokio::test]
+async fn every_piece_of_run_data_is_escaped() {
+    let html = HtmlReport::new("<script>alert('title')</script>")
+        .run(hostile_run().await)
+        .render();
+    // Exactly one script element: the report's own.
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
+    assert!(!html.contains("<img"));
+    assert!(!html.contains("<b>Evil</b>"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;img src=x onerror=alert(2)&gt;"));
+    assert!(html.contains("&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;"));
+    assert!(html.contains("&quot;quoted&quot; &#39;single&#39;"));
+}
+
+#[tokio::test]
+async fn the_report_is_self_contained() {
+    let html = HtmlReport::new("r").run(hostile_run().await).render();
+    assert!(html.contains("Content-Security-Policy"));
+    assert!(html.contains("default-src 'none'"));
+    for needle in ["http://", "https://", "<link", "@import", "url("] {
+        assert!(!html.contains(needle), "found {needle}");
+    }
+}
+
+#[tokio::test]
+async fn each_step_has_a_button_and_a_hidden_detail_panel() {
+    let run = hostile_run().await;
+    let steps = run.summary().steps.len();
+    let html = HtmlReport::new("r").run(run).render();
+    assert_eq!(steps, 1);
+    assert!(html.contains(
+        "class=\"step succeeded\" role=\"listitem\" data-run=\"0\" data-step=\"1\" data-node=\"evil\""
+    ));
+    assert!(html.contains("id=\"detail-0-1\" data-step=\"1\" data-node=\"evil\" hidden"));
+    assert!(html.contains("aria-controls=\"detail-0-1\""));
+    // Details show the output and the raw events.
+    assert!(html.contains("node output"));
+    assert!(html.contains("Raw events (JSON)"));
+    assert!(html.contains("&quot;kind&quot;: &quot;step.finished&quot;"));
+    // No comparison table for one run.
+    assert!(!html.contains("Runs side by side"));
+}
+
+#[test]
+fn long_text_is_clipped_on_a_char_boundary() {
+    let text = "é".repeat(MAX_TEXT); // two bytes each
+    let clipped = clip(&text);
+    assert!(clipped.len() < text.len());
+    assert!(clipped.ends_with("more bytes not shown)"));
+    assert_eq!(clip("short"), "short");
+}
+
+#[test]
+fn durations_read_naturally() {
+    assert_eq!(duration(850), "850 µs");
+    assert_eq!(duration(12_340), "12.3 ms");
+    assert_eq!(duration(1_250_000), "1.25 s");
+    assert_eq!(duration(-5), "0 µs");
+}
+
+#[cfg(feature = "providers")]
+mod workflow {
+    use super::*;
+    use crate::workflow::compile::{Runtime, compile};
+    use crate::workflow::spec::load;
+    use crate::workflow::summary::report_run;
+
+    const RESEARCH: &str = include_str!("../../examples/workflows/research.json");
+
+    #[tokio::test]
+    async fn research_runs_show_retries_fallbacks_cache_hits_and_side_by_side_totals() {
+        let dir = std::env::temp_dir().join(format!("flowtrace-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.md"), "notes <script>x</script>").unwrap();
+        let runtime = Runtime::offline(&dir);
+        let spec = load(RESEARCH, &runtime.known()).unwrap();
+        let workflow = compile(&spec, &runtime).unwrap();
+        let input = json!({"notes_path": "notes.md", "topic": "<i>agents</i>"});
+
+        let mut report = HtmlReport::new("research");
+        for label in ["cold", "warm"] {
+            let sink = MemorySink::new();
+            let outcome = workflow.run(input.clone(), |c| c.sink(sink.clone())).await;
+            report = report.run(report_run(&spec, &outcome, sink.events()).label(label));
+        }
+        let html = report.render();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Both runs, every step of each (the skipped branch included).
+        for run in 0..2 {
+            for node in ["research", "summarize", "decide", "deep", "shallow"] {
+                assert!(
+                    html.contains(&format!("data-run=\"{run}\" data-step=")),
+                    "run {run}"
+                );
+                assert!(html.contains(&format!("data-node=\"{node}\"")), "{node}");
+            }
+        }
+        assert_eq!(html.matches("class=\"step ").count(), 10);
+        assert_eq!(html.matches("class=\"detail\"").count(), 10);
+        assert!(html.contains("class=\"step skipped\""));
+        // The cold run's retries and fallback, the warm run's cache hits.
+        assert!(html.contains("title=\"2 retries\">↻2</span>"));
+        assert!(html.contains("title=\"provider fallback\">⇄1</span>"));
+        assert_eq!(html.matches("⚡cached</span>").count(), 2);
+        assert!(html.contains("class=\"tick retry\""));
+        assert!(html.contains("class=\"tick fallback\""));
+        // Node labels, the comparison table and escaped inputs.
+        assert!(html.contains("llm · Summarize"));
+        assert!(html.contains("Runs side by side"));
+        assert!(html.contains("&lt;i&gt;agents&lt;/i&gt;"));
+        assert!(!html.contains("<i>agents</i>"));
+        assert!(html.contains("notes &lt;script&gt;x&lt;/script&gt;"));
+        assert_eq!(html.matches("<script").count(), 1);
+        // The warm run costs nothing.
+        assert!(html.contains("<td class=\"cost\">$0.00</td>"));
+    }
+}

@@ -1,0 +1,263 @@
+//! The JSON run summary of a workflow run (what `run_workflow --json`
+//! prints).
+//!
+//! [`WorkflowSummary::new`] turns a run's outcome into a plain,
+//! serializable document: one entry per step (skipped ones included) with
+//! its node type, status, attempts, provider, model, router branch, cache
+//! hit, tokens, exact cost and latency; the totals; every node's output;
+//! and the error, pending interrupt and thread when there are any. Costs are
+//! decimal strings in US dollars (`"0.000412"`), never floating point.
+//!
+//! ```
+//! use flowtrace::workflow::compile::{Runtime, compile};
+//! use flowtrace::workflow::spec::load;
+//! use flowtrace::workflow::summary::WorkflowSummary;
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let runtime = Runtime::offline(".");
+//! let spec = load(r#"{
+//!   "version": "1", "entry": "hello",
+//!   "nodes": [{ "id": "hello", "type": "llm",
+//!               "config": { "provider": "simulated", "model": "gpt-4o-mini",
+//!                           "prompt": "Greet {{input.name}}", "response": "Hello, {{input.name}}!",
+//!                           "usage": { "input": 12, "output": 4 } } }],
+//!   "edges": []
+//! }"#, &runtime.known()).unwrap();
+//! let workflow = compile(&spec, &runtime).unwrap();
+//! let outcome = workflow.run(json!({"name": "Ada"}), |c| c).await;
+//! let summary = WorkflowSummary::new(&spec, &outcome);
+//! assert_eq!(summary.status, flowtrace::RunStatus::Succeeded);
+//! assert_eq!(summary.outputs["hello"], "Hello, Ada!");
+//! assert_eq!(summary.steps[0].tokens_input, 12);
+//! assert!(summary.totals.cost_usd > flowtrace::Cost::ZERO);
+//! # });
+//! ```
+
+use flowtrace_core::exec::ErrorSummary;
+use flowtrace_core::{Cost, JsonState, RunFailure, RunOutput, RunStatus, RunSummary, StepStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use flowtrace_core::trace::TraceEvent;
+
+use super::compile::{CompiledWorkflow, router_key};
+use super::spec::WorkflowSpec;
+use crate::report::ReportRun;
+
+/// What a workflow run returns: its output, or the failure with the
+/// summary of what ran.
+pub type WorkflowOutcome = Result<RunOutput<JsonState>, RunFailure>;
+
+/// The summary of one workflow run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkflowSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Every step in start order, skipped ones included.
+    pub steps: Vec<StepSummary>,
+    /// Totals over the run.
+    pub totals: Totals,
+    /// Each node's output by node id (nodes that produced one).
+    pub outputs: Map<String, Value>,
+    /// Why it failed, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorSummary>,
+    /// The decision it waits for, when interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupt: Option<InterruptSummary>,
+    /// The durable thread, when checkpointed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+/// One step of a workflow run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StepSummary {
+    /// The node it ran.
+    pub node_id: String,
+    /// The node's type (`llm`, `tool`, `router`, `approval`).
+    pub node_type: Option<String>,
+    /// How it ended (`succeeded`, `failed`, `skipped`, `canceled`,
+    /// `interrupted`).
+    pub status: StepStatus,
+    /// Calls tried: the node's executions plus, for an llm node with
+    /// fallbacks, every retried or fallen-back model call. 0 when skipped.
+    pub attempts: u32,
+    /// Retries within the step (node-level and model-call level).
+    pub retries: u32,
+    /// Provider fallbacks taken.
+    pub fallbacks: u32,
+    /// The provider of its last model call.
+    pub provider: Option<String>,
+    /// The model of its last model call.
+    pub model: Option<String>,
+    /// For routers: the branch the rule chose.
+    pub branch: Option<Value>,
+    /// Whether a model call was answered from the cache.
+    pub cache_hit: bool,
+    /// Input tokens of its model calls.
+    pub tokens_input: u64,
+    /// Output tokens of its model calls.
+    pub tokens_output: u64,
+    /// Exact cost in US dollars, as a decimal string.
+    pub cost_usd: Cost,
+    /// Wall time in milliseconds, retries and back-off included.
+    pub latency_ms: u64,
+    /// The error, for failed steps; the reason, for skipped ones.
+    pub error: Option<String>,
+}
+
+/// Totals over a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Input tokens.
+    pub tokens_input: u64,
+    /// Output tokens.
+    pub tokens_output: u64,
+    /// Exact cost in US dollars, as a decimal string.
+    pub cost_usd: Cost,
+    /// The run's wall time in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// A pending decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InterruptSummary {
+    /// The interrupt's id (what a decision must name).
+    pub id: String,
+    /// The node waiting.
+    pub node: String,
+    /// What the node shows the human.
+    pub payload: Value,
+}
+
+impl WorkflowSummary {
+    /// The summary of a run of `spec`.
+    pub fn new(spec: &WorkflowSpec, outcome: &WorkflowOutcome) -> Self {
+        let (summary, state): (&RunSummary, Option<&JsonState>) = match outcome {
+            Ok(out) => (&out.summary, Some(&out.state)),
+            Err(failure) => (&failure.summary, None),
+        };
+        let steps = summary
+            .steps
+            .iter()
+            .map(|s| {
+                let node_type = spec
+                    .node(s.node.as_ref())
+                    .map(|n| n.node_type().as_str().to_string());
+                // A router's own branch (the rule's value) from its state
+                // record; otherwise the executor's edge label.
+                let branch = state
+                    .filter(|_| node_type.as_deref() == Some("router"))
+                    .and_then(|st| st.get(&router_key(s.node.as_ref())))
+                    .and_then(|r| r.get("branch").cloned())
+                    .or_else(|| s.branch.clone().map(Value::String));
+                let node_retries = s.attempts.saturating_sub(1);
+                StepSummary {
+                    node_id: s.node.as_ref().to_string(),
+                    node_type,
+                    status: s.status,
+                    attempts: s.attempts + s.call_retries + s.fallbacks,
+                    retries: node_retries + s.call_retries,
+                    fallbacks: s.fallbacks,
+                    provider: s.provider.clone(),
+                    model: s.model.clone(),
+                    branch,
+                    cache_hit: s.cache_hits > 0,
+                    tokens_input: s.usage.input_tokens,
+                    tokens_output: s.usage.output_tokens,
+                    cost_usd: s.cost,
+                    latency_ms: millis(s.latency),
+                    error: s.error.clone(),
+                }
+            })
+            .collect();
+        let mut outputs = Map::new();
+        if let Some(state) = state {
+            for node in &spec.nodes {
+                if let Some(v) = CompiledWorkflow::output(state, &node.id) {
+                    outputs.insert(node.id.clone(), v.clone());
+                }
+            }
+        }
+        let (error, interrupt, thread) = match outcome {
+            Err(failure) => (Some(ErrorSummary::from(&failure.error)), None, None),
+            Ok(out) => (
+                out.summary.error.clone(),
+                out.interrupt.as_ref().map(|i| InterruptSummary {
+                    id: i.id.clone(),
+                    node: i.node.as_ref().to_string(),
+                    payload: i.payload.clone(),
+                }),
+                out.thread.as_ref().map(|t| t.as_ref().to_string()),
+            ),
+        };
+        Self {
+            run_id: summary.run_id.as_ref().to_string(),
+            status: summary.status,
+            steps,
+            totals: Totals {
+                tokens_input: summary.usage.input_tokens,
+                tokens_output: summary.usage.output_tokens,
+                cost_usd: summary.cost,
+                latency_ms: millis(summary.elapsed),
+            },
+            outputs,
+            error,
+            interrupt,
+            thread,
+        }
+    }
+
+    /// The steps of node `id`, in order.
+    pub fn steps_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a StepSummary> + 'a {
+        self.steps.iter().filter(move |s| s.node_id == id)
+    }
+
+    /// Whether the run reached a state the caller asked for: succeeded,
+    /// interrupted for a decision, or halted on request (`run_workflow`
+    /// exits 0 for these, 1 otherwise).
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self.status,
+            RunStatus::Succeeded | RunStatus::Interrupted | RunStatus::Halted
+        )
+    }
+}
+
+/// An [`HtmlReport`](crate::report::HtmlReport) entry for a run of
+/// `spec` with the events it emitted: each node labelled with its type and
+/// name, and each node's output from the final state.
+pub fn report_run(
+    spec: &WorkflowSpec,
+    outcome: &WorkflowOutcome,
+    events: Vec<TraceEvent>,
+) -> ReportRun {
+    let (summary, state) = match outcome {
+        Ok(out) => (out.summary.clone(), Some(&out.state)),
+        Err(failure) => ((*failure.summary).clone(), None),
+    };
+    let mut run = ReportRun::new(summary, events);
+    for node in &spec.nodes {
+        let label = match &node.name {
+            Some(name) => format!("{} · {name}", node.node_type().as_str()),
+            None => node.node_type().as_str().to_string(),
+        };
+        run = run.node_label(node.id.clone(), label);
+        if let Some(v) = state.and_then(|st| CompiledWorkflow::output(st, &node.id)) {
+            run = run.output(node.id.clone(), v.clone());
+        }
+    }
+    run
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
