@@ -1,8 +1,11 @@
-//! FlowTrace quick start: a research workflow on a simulated provider.
+//! A research workflow built with the Rust builder API, on scripted models.
 //!
 //! ```text
-//! cargo run --example quickstart
+//! cargo run --example builder
 //! ```
+//!
+//! (The README's quickstart runs the JSON version of a research workflow;
+//! this one shows the same ideas with typed state, reducers and closures.)
 //!
 //! Research → Summarize → (router) Deep | Shallow → Critique ∥ Fact-check → Report,
 //! run offline on scripted models priced like the real ones. The live trace is
@@ -323,7 +326,7 @@ async fn run_once(
 async fn main() {
     let graph = build(models());
     let cache = Arc::new(MemoryCache::new(1_000));
-    let trace_file = std::env::temp_dir().join("flowtrace-quickstart.jsonl");
+    let trace_file = std::env::temp_dir().join("flowtrace-builder.jsonl");
     let _ = std::fs::remove_file(&trace_file);
 
     println!("== run 1: cold cache ==");
