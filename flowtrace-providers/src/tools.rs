@@ -1,7 +1,7 @@
 //! Built-in [`Tool`]s for JSON workflows.
 //!
 //! * [`ReadFile`] (`read_file`) — reads a UTF-8 text file confined to a root
-//!   directory;
+//!   directory, optionally parsing it as CSV into rows;
 //! * [`TransformJson`] (`transform_json`) — queries or reshapes JSON with a
 //!   [JMESPath](https://jmespath.org/) expression.
 //!
@@ -27,6 +27,13 @@ pub const TRANSFORM_JSON: &str = "transform_json";
 ///
 /// Arguments: `{"path": "relative/file.txt"}`. Result:
 /// `{"content": "…", "path": "relative/file.txt", "bytes": 42}`.
+///
+/// With `"format": "csv"` the file is also parsed as CSV (with the
+/// [`csv`] crate; the first record is the header) and the result adds
+/// `"columns"` (the header) and `"rows"`: one object per record, keyed by
+/// column, where fields that read as integers or finite decimals become
+/// JSON numbers, empty fields become `null` and everything else stays a
+/// string. Ragged or malformed CSV is an error naming the record.
 ///
 /// The path must be relative and free of `..` components; the file it
 /// names is resolved with every symlink followed and must still lie under
@@ -173,6 +180,11 @@ impl Tool for ReadFile {
                     "type": "string",
                     "minLength": 1,
                     "description": "Path of the file, relative to the workspace directory (no \"..\")."
+                },
+                "format": {
+                    "type": "string",
+                    "enum": ["text", "csv"],
+                    "description": "\"csv\" also returns the file's columns and rows (default \"text\")."
                 }
             },
             "required": ["path"],
@@ -191,6 +203,16 @@ impl Tool for ReadFile {
             .and_then(Value::as_str)
             .ok_or_else(|| self.error("missing string argument \"path\""))?
             .to_string();
+        let csv = match args.get("format") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(f)) if f == "text" => false,
+            Some(Value::String(f)) if f == "csv" => true,
+            Some(other) => {
+                return Err(self.error(format!(
+                    "\"format\" must be \"text\" or \"csv\", got {other}"
+                )));
+            }
+        };
         self.check_relative(&path)?;
         let tool = self.clone();
         let read_path = path.clone();
@@ -199,8 +221,61 @@ impl Tool for ReadFile {
         })
         .await
         .map_err(|_| ToolError::transient(READ_FILE, "the file read was interrupted"))??;
-        Ok(json!({"content": content, "path": path, "bytes": bytes}))
+        let mut result = json!({"content": content, "path": path, "bytes": bytes});
+        if csv {
+            let (columns, rows) = parse_csv(&content)
+                .map_err(|e| self.error(format!("{path:?} is not valid CSV: {e}")))?;
+            result["columns"] = Value::Array(columns.into_iter().map(Value::String).collect());
+            result["rows"] = Value::Array(rows);
+        }
+        Ok(result)
     }
+}
+
+/// The header and the records of a CSV text, each record an object keyed
+/// by column with numbers and empty fields typed.
+fn parse_csv(text: &str) -> Result<(Vec<String>, Vec<Value>), String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut rows = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("record {}: {e}", index + 1))?;
+        let mut row = serde_json::Map::with_capacity(columns.len());
+        for (column, field) in columns.iter().zip(record.iter()) {
+            row.insert(column.clone(), csv_value(field));
+        }
+        rows.push(Value::Object(row));
+    }
+    Ok((columns, rows))
+}
+
+fn csv_value(field: &str) -> Value {
+    if field.is_empty() {
+        return Value::Null;
+    }
+    if let Ok(n) = field.parse::<i64>() {
+        return Value::from(n);
+    }
+    // Only plain decimals: "1e400", "inf" and "NaN" stay strings.
+    if field
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+        && let Some(n) = field
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+    {
+        return Value::Number(n);
+    }
+    Value::String(field.to_string())
 }
 
 // ----------------------------------------------------------- transform_json
@@ -410,6 +485,27 @@ mod tests {
         assert_eq!(count_operators("a == 'x.\\'.y'"), 2);
         assert_eq!(count_operators("a[?b == `{\"c\": [1]}`]"), 4);
         assert_eq!(count_operators("{name: name, id: id}"), 1);
+    }
+
+    #[test]
+    fn csv_fields_are_typed() {
+        assert_eq!(csv_value(""), Value::Null);
+        assert_eq!(csv_value("42"), json!(42));
+        assert_eq!(csv_value("-3.5"), json!(-3.5));
+        assert_eq!(csv_value("EMEA"), json!("EMEA"));
+        assert_eq!(csv_value("1e400"), json!("1e400"));
+        assert_eq!(csv_value("NaN"), json!("NaN"));
+        let (columns, rows) = parse_csv("region, revenue\nEMEA, 120\nAPAC,\n").unwrap();
+        assert_eq!(columns, ["region", "revenue"]);
+        assert_eq!(
+            rows,
+            [
+                json!({"region": "EMEA", "revenue": 120}),
+                json!({"region": "APAC", "revenue": null})
+            ]
+        );
+        let err = parse_csv("a,b\n1,2\n3\n").unwrap_err();
+        assert!(err.starts_with("record 2"), "{err}");
     }
 
     #[test]

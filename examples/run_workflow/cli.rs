@@ -1,39 +1,17 @@
-//! Runs a JSON workflow file from the command line.
-//!
-//! ```text
-//! cargo run --example run_workflow -- WORKFLOW.json [--input JSON] [--pricing PRICES.json]
-//!     [--repeat N] [--json] [--trace-out FILE.jsonl] [--html FILE.html]
-//!     [--checkpoint-dir DIR --thread ID [--resume] [--approve JSON | --reject]]
-//!     [--halt-after-ms N]
-//! ```
-//!
-//! The workflow is loaded and validated (every problem is reported, one per
-//! line, and the exit code is 2), compiled on the offline runtime (the
-//! `simulated` provider, `read_file` confined to the workflow's directory,
-//! `transform_json`, an in-memory response cache) plus `openai` /
-//! `anthropic` when `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` are set, and run.
-//!
-//! Without `--json` the trace is shown live as a timeline, then the summary
-//! table. With `--json`, stdout holds exactly one JSON document: the run
-//! summary (an array of summaries with `--repeat N`; the runs share the
-//! runtime and its cache, so repeats are answered from it).
-//!
-//! `--html FILE.html` writes a self-contained HTML trace report of the
-//! run(s) (see `flowtrace::report`).
-//!
-//! Durable runs: `--checkpoint-dir DIR --thread ID` checkpoints the run in
-//! DIR; `--resume` continues the thread (after a halt, a crash or a
-//! failure); `--approve JSON` / `--reject` decide the thread's pending
-//! approval. `--halt-after-ms N` asks the run to halt after N milliseconds.
-//!
-//! Exit code: 0 when the run succeeds, is interrupted for a decision or is
-//! halted; 1 when it fails or is canceled; 2 when the workflow or the
-//! arguments are invalid.
+//! The runner's command line, shared by the example's `main` and the
+//! integration test `tests/run_workflow.rs` (which runs it in-process).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+macro_rules! outln {
+    ($c:expr) => { $c.out(String::new()) };
+    ($c:expr, $($arg:tt)*) => { $c.out(format!($($arg)*)) };
+}
 
+macro_rules! errln {
+    ($c:expr, $($arg:tt)*) => { $c.err(format!($($arg)*)) };
+}
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,7 +32,8 @@ use flowtrace::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: run_workflow WORKFLOW.json [--input JSON] [--pricing PRICES.json] \
+/// The usage line.
+pub const USAGE: &str = "usage: run_workflow WORKFLOW.json [--input JSON] [--pricing PRICES.json] \
 [--repeat N] [--json] [--trace-out FILE.jsonl] [--html FILE.html] \
 [--checkpoint-dir DIR --thread ID [--resume] [--approve JSON | --reject]] [--halt-after-ms N]";
 
@@ -213,9 +192,9 @@ fn runtime(dir: &Path) -> Runtime {
 }
 
 /// Prints the timeline of runs we have no handle for (resumes).
-#[derive(Default)]
 struct TimelineSink {
     timeline: Mutex<Timeline>,
+    console: Console,
 }
 
 #[async_trait]
@@ -226,7 +205,8 @@ impl TraceSink for TimelineSink {
     fn record(&self, event: &TraceEvent) {
         let mut timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(line) = timeline.line(event) {
-            println!("{line}");
+            let console = &self.console;
+            outln!(console, "{line}");
         }
     }
     async fn flush(&self) -> Result<(), SinkError> {
@@ -278,6 +258,7 @@ async fn run_once(
     mode: &Mode,
     pending: Option<&str>,
     recorder: Option<&MemorySink>,
+    console: &Console,
 ) -> Outcome {
     let mut config = setup.config(compiled);
     if let Some(recorder) = recorder {
@@ -294,17 +275,20 @@ async fn run_once(
                 match item {
                     StreamItem::Event(ev) => {
                         if let Some(line) = timeline.line(&ev) {
-                            println!("{line}");
+                            outln!(console, "{line}");
                         }
                     }
-                    StreamItem::Lagged { missed } => println!("(missed {missed} events)"),
+                    StreamItem::Lagged { missed } => outln!(console, "(missed {missed} events)"),
                 }
             }
         }
         return handle.wait().await;
     }
     if setup.live {
-        config = config.sink(TimelineSink::default());
+        config = config.sink(TimelineSink {
+            timeline: Mutex::new(Timeline::new()),
+            console: console.clone(),
+        });
     }
     let id = pending.unwrap_or_default().to_string();
     match mode {
@@ -325,13 +309,13 @@ async fn run_once(
 }
 
 /// Prints the end of one run for a human.
-fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args) {
+fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args, console: &Console) {
     let summary = match outcome {
         Ok(out) => &out.summary,
         Err(failure) => &*failure.summary,
     };
-    println!();
-    println!("{summary}");
+    outln!(console);
+    outln!(console, "{summary}");
     match outcome {
         Ok(out) => {
             let shown: Vec<_> = spec
@@ -340,23 +324,25 @@ fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args) {
                 .filter_map(|n| CompiledWorkflow::output(&out.state, &n.id).map(|v| (&n.id, v)))
                 .collect();
             if !shown.is_empty() {
-                println!("outputs:");
+                outln!(console, "outputs:");
                 for (id, v) in shown {
                     match v {
-                        Value::String(s) => println!("  {id}: {s}"),
-                        other => println!("  {id}: {other}"),
+                        Value::String(s) => outln!(console, "  {id}: {s}"),
+                        other => outln!(console, "  {id}: {other}"),
                     }
                 }
             }
             if let Some(interrupt) = &out.interrupt {
-                println!(
+                outln!(
+                    console,
                     "\nwaiting for a decision at `{}` (interrupt {}): {}",
                     interrupt.node.as_ref(),
                     interrupt.id,
                     interrupt.payload
                 );
                 if let (Some(dir), Some(thread)) = (&args.checkpoint_dir, &args.thread) {
-                    println!(
+                    outln!(
+                        console,
                         "continue with: --checkpoint-dir {} --thread {thread} --approve '<JSON>' (or --reject)",
                         dir.display()
                     );
@@ -365,38 +351,50 @@ fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args) {
             if out.summary.status == RunStatus::Halted
                 && let (Some(dir), Some(thread)) = (&args.checkpoint_dir, &args.thread)
             {
-                println!(
+                outln!(
+                    console,
                     "\nhalted; continue with: --checkpoint-dir {} --thread {thread} --resume",
                     dir.display()
                 );
             }
         }
-        Err(failure) => println!("run failed ({}): {}", failure.error.kind(), failure.error),
+        Err(failure) => outln!(
+            console,
+            "run failed ({}): {}",
+            failure.error.kind(),
+            failure.error
+        ),
     }
 }
 
-fn invalid(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
+fn invalid(console: &Console, message: impl std::fmt::Display) -> u8 {
+    errln!(console, "error: {message}");
+    2
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+/// Runs the command line `args` (without the program name), writing to
+/// `console`; returns the exit code.
+pub async fn run(args: Vec<String>, console: &Console) -> u8 {
+    let args = match parse_args(args.into_iter()) {
         Ok(Some(args)) => args,
         Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+            outln!(console, "{USAGE}");
+            return 0;
         }
         Err(e) => {
-            eprintln!("error: {e}\n{USAGE}");
-            return ExitCode::from(2);
+            errln!(console, "error: {e}\n{USAGE}");
+            return 2;
         }
     };
 
     let text = match std::fs::read_to_string(&args.workflow) {
         Ok(t) => t,
-        Err(e) => return invalid(format!("cannot read {}: {e}", args.workflow.display())),
+        Err(e) => {
+            return invalid(
+                console,
+                format!("cannot read {}: {e}", args.workflow.display()),
+            );
+        }
     };
     let dir = match args.workflow.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -407,14 +405,14 @@ async fn main() -> ExitCode {
         Ok(spec) => spec,
         Err(errors) => {
             for problem in &errors {
-                eprintln!("{problem}");
+                errln!(console, "{problem}");
             }
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let compiled = match compile(&spec, &runtime) {
         Ok(c) => c,
-        Err(e) => return invalid(e),
+        Err(e) => return invalid(console, e),
     };
 
     let pricing = match &args.pricing {
@@ -422,11 +420,11 @@ async fn main() -> ExitCode {
         Some(path) => {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
-                Err(e) => return invalid(format!("cannot read {}: {e}", path.display())),
+                Err(e) => return invalid(console, format!("cannot read {}: {e}", path.display())),
             };
             match PriceTable::from_json(&text) {
                 Ok(table) => Some(Arc::new(table)),
-                Err(e) => return invalid(format!("{}: {e}", path.display())),
+                Err(e) => return invalid(console, format!("{}: {e}", path.display())),
             }
         }
     };
@@ -434,14 +432,14 @@ async fn main() -> ExitCode {
         None => None,
         Some(path) => match JsonLinesSink::create(path) {
             Ok(s) => Some(Arc::new(s)),
-            Err(e) => return invalid(format!("cannot create {}: {e}", path.display())),
+            Err(e) => return invalid(console, format!("cannot create {}: {e}", path.display())),
         },
     };
     let store = match &args.checkpoint_dir {
         None => None,
         Some(dir) => match FileCheckpointer::open(dir) {
             Ok(s) => Some(Arc::new(s)),
-            Err(e) => return invalid(format!("cannot open {}: {e}", dir.display())),
+            Err(e) => return invalid(console, format!("cannot open {}: {e}", dir.display())),
         },
     };
     let thread = args.thread.clone().map(ThreadId::from);
@@ -453,14 +451,21 @@ async fn main() -> ExitCode {
                 Ok(Some(cp)) => match cp.interrupt {
                     Some(interrupt) => Some(interrupt.id),
                     None => {
-                        return invalid(format!(
-                            "thread `{}` is not waiting for a decision",
-                            thread.as_ref()
-                        ));
+                        return invalid(
+                            console,
+                            format!("thread `{}` is not waiting for a decision", thread.as_ref()),
+                        );
                     }
                 },
-                Ok(None) => return invalid(format!("thread `{}` not found", thread.as_ref())),
-                Err(e) => return invalid(format!("cannot read thread `{}`: {e}", thread.as_ref())),
+                Ok(None) => {
+                    return invalid(console, format!("thread `{}` not found", thread.as_ref()));
+                }
+                Err(e) => {
+                    return invalid(
+                        console,
+                        format!("cannot read thread `{}`: {e}", thread.as_ref()),
+                    );
+                }
             }
         }
         _ => None,
@@ -487,7 +492,7 @@ async fn main() -> ExitCode {
     let mut ok = true;
     for i in 0..args.repeat {
         if !args.json && args.repeat > 1 {
-            println!("== run {} of {} ==", i + 1, args.repeat);
+            outln!(console, "== run {} of {} ==", i + 1, args.repeat);
         }
         let recorder = report.as_ref().map(|_| MemorySink::new());
         let outcome = run_once(
@@ -497,6 +502,7 @@ async fn main() -> ExitCode {
             &args.mode,
             pending.as_deref(),
             recorder.as_ref(),
+            console,
         )
         .await;
         let summary = WorkflowSummary::new(&spec, &outcome);
@@ -512,20 +518,20 @@ async fn main() -> ExitCode {
         if args.json {
             summaries.push(serde_json::to_value(&summary).unwrap());
         } else {
-            print_report(&spec, &outcome, &args);
+            print_report(&spec, &outcome, &args, console);
             if i + 1 < args.repeat {
-                println!();
+                outln!(console);
             }
         }
     }
 
     if let (Some(report), Some(path)) = (&report, &args.html) {
         if let Err(e) = report.write_to(path) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(1);
+            errln!(console, "error: cannot write {}: {e}", path.display());
+            return 1;
         }
         if !args.json {
-            println!("\nHTML report: {}", path.display());
+            outln!(console, "\nHTML report: {}", path.display());
         }
     }
     if args.json {
@@ -534,11 +540,48 @@ async fn main() -> ExitCode {
         } else {
             Value::Array(summaries)
         };
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+        outln!(console, "{}", serde_json::to_string_pretty(&doc).unwrap());
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    if ok { 0 } else { 1 }
+}
+
+/// Where the runner writes: stdout and stderr, or buffers (in tests).
+#[derive(Clone)]
+pub struct Console {
+    out: Arc<Mutex<dyn Write + Send>>,
+    err: Arc<Mutex<dyn Write + Send>>,
+}
+
+impl Console {
+    /// The process's stdout and stderr.
+    pub fn stdio() -> Self {
+        Self {
+            out: Arc::new(Mutex::new(std::io::stdout())),
+            err: Arc::new(Mutex::new(std::io::stderr())),
+        }
+    }
+
+    /// In-memory buffers for stdout and stderr.
+    pub fn buffers() -> (Self, Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>) {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        (
+            Self {
+                out: out.clone(),
+                err: err.clone(),
+            },
+            out,
+            err,
+        )
+    }
+
+    fn out(&self, line: String) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}");
+    }
+
+    fn err(&self, line: String) {
+        let mut err = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(err, "{line}");
     }
 }
