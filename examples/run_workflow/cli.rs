@@ -545,6 +545,9 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
     if ok { 0 } else { 1 }
 }
 
+/// A captured output stream.
+pub type Buffer = Arc<Mutex<Vec<u8>>>;
+
 /// Where the runner writes: stdout and stderr, or buffers (in tests).
 #[derive(Clone)]
 pub struct Console {
@@ -562,7 +565,7 @@ impl Console {
     }
 
     /// In-memory buffers for stdout and stderr.
-    pub fn buffers() -> (Self, Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>) {
+    pub fn buffers() -> (Self, Buffer, Buffer) {
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
         (
