@@ -105,7 +105,7 @@ fn check_shape(summary: &Value) {
         }
         assert!(s["attempts"].is_u64() && s["latency_ms"].is_u64());
         assert!(s["cache_hit"].is_boolean());
-        total = total + cost(&s["cost_usd"]);
+        total += cost(&s["cost_usd"]);
     }
     assert_eq!(total, cost(&summary["totals"]["cost_usd"]));
     let tokens: u64 = summary["steps"]
