@@ -569,11 +569,16 @@ impl Serialize for NodeSpec {
 /// unknown ones.
 ///
 /// [`Known::default`] lists providers `openai`, `anthropic`, `simulated`
-/// and tools `read_file`, `transform_json`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and tools `read_file`, `transform_json` (names only). A tool registered
+/// with its argument schema ([`with_tool_schema`](Self::with_tool_schema),
+/// as `Runtime::known` does) also has its arguments checked at load time:
+/// missing required arguments, unknown ones (when the schema sets
+/// `additionalProperties: false`) and literal values of the wrong shape.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Known {
     providers: BTreeSet<String>,
     tools: BTreeSet<String>,
+    tool_schemas: BTreeMap<String, Value>,
 }
 
 impl Known {
@@ -582,6 +587,7 @@ impl Known {
         Known {
             providers: BTreeSet::new(),
             tools: BTreeSet::new(),
+            tool_schemas: BTreeMap::new(),
         }
     }
 
@@ -595,6 +601,20 @@ impl Known {
     pub fn with_tool(mut self, name: impl Into<String>) -> Self {
         self.tools.insert(name.into());
         self
+    }
+
+    /// Adds a tool with the JSON Schema of its arguments (an object schema,
+    /// as [`Tool::parameters`](flowtrace_core::Tool::parameters) returns).
+    pub fn with_tool_schema(mut self, name: impl Into<String>, schema: Value) -> Self {
+        let name = name.into();
+        self.tools.insert(name.clone());
+        self.tool_schemas.insert(name, schema);
+        self
+    }
+
+    /// The argument schema of tool `name`, when registered with one.
+    pub fn tool_schema(&self, name: &str) -> Option<&Value> {
+        self.tool_schemas.get(name)
     }
 
     /// Whether provider `name` is registered.
@@ -663,6 +683,9 @@ pub enum ProblemKind {
     UnknownProvider,
     /// A tool node names an unregistered tool.
     UnknownTool,
+    /// A tool node's arguments do not fit the tool's schema (missing,
+    /// unknown, or a literal value of the wrong shape).
+    ToolArguments,
     /// A limit is out of range or inconsistent.
     Limits,
     /// Any other inconsistency (misplaced `when`, simulated options on a
@@ -1247,9 +1270,109 @@ impl<'a, 'o> Checker<'a, 'o> {
             if key == "tool" {
                 continue;
             }
-            if let Some(source) = value.as_str() {
-                let pointer = format!("{base}/config/{}", escape(key));
-                self.check_template(i, &pointer, source, TemplateRole::Config);
+            let pointer = format!("{base}/config/{}", escape(key));
+            self.check_templates_in(i, &pointer, value);
+        }
+        if let Some(schema) = config
+            .get("tool")
+            .and_then(Value::as_str)
+            .and_then(|tool| self.known.tool_schema(tool).map(|s| (tool, s)))
+        {
+            self.check_tool_arguments(base, schema.0, schema.1, config);
+        }
+    }
+
+    /// Checks every string inside `value` as a template.
+    fn check_templates_in(&mut self, i: usize, pointer: &str, value: &'a Value) {
+        match value {
+            Value::String(source) => self.check_template(i, pointer, source, TemplateRole::Config),
+            Value::Array(items) => {
+                for (n, item) in items.iter().enumerate() {
+                    self.check_templates_in(i, &format!("{pointer}/{n}"), item);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    self.check_templates_in(i, &format!("{pointer}/{}", escape(k)), v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks a tool node's arguments against the tool's schema: required
+    /// ones present, no unknown ones when the schema closes the object, and
+    /// every literal (template-free) value valid for its property.
+    fn check_tool_arguments(
+        &mut self,
+        base: &str,
+        tool: &str,
+        schema: &Value,
+        config: &Map<String, Value>,
+    ) {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !config.contains_key(name) {
+                    self.push(
+                        format!("{base}/config"),
+                        ProblemKind::ToolArguments,
+                        format!(
+                            "missing argument `{}` required by tool `{}`",
+                            quote(name),
+                            quote(tool)
+                        ),
+                    );
+                }
+            }
+        }
+        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+        for (key, value) in config {
+            if key == "tool" {
+                continue;
+            }
+            let pointer = format!("{base}/config/{}", escape(key));
+            let Some(property) = properties.and_then(|p| p.get(key)) else {
+                if closed {
+                    let accepted = properties
+                        .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default();
+                    self.push(
+                        pointer,
+                        ProblemKind::ToolArguments,
+                        format!(
+                            "unknown argument `{}` for tool `{}` (accepted: {accepted})",
+                            quote(key),
+                            quote(tool)
+                        ),
+                    );
+                }
+                continue;
+            };
+            if has_template(value) {
+                continue;
+            }
+            match jsonschema::validator_for(property) {
+                Ok(validator) => {
+                    for error in validator.iter_errors(value) {
+                        self.push(
+                            format!("{pointer}{}", error.instance_path()),
+                            ProblemKind::ToolArguments,
+                            clip(
+                                &format!("tool `{}`: {}", quote(tool), error.masked_with("value")),
+                                MAX_MESSAGE_CHARS,
+                            ),
+                        );
+                    }
+                }
+                Err(e) => self.push(
+                    pointer,
+                    ProblemKind::Internal,
+                    clip(
+                        &format!("tool `{}` has an invalid argument schema: {e}", quote(tool)),
+                        MAX_MESSAGE_CHARS,
+                    ),
+                ),
             }
         }
     }
@@ -1580,6 +1703,16 @@ fn names(inputs: Option<&Map<String, Value>>) -> String {
 }
 
 /// Escapes a key as a JSON pointer segment (RFC 6901).
+/// Whether any string inside `value` contains a template placeholder.
+fn has_template(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("{{"),
+        Value::Array(items) => items.iter().any(has_template),
+        Value::Object(map) => map.values().any(has_template),
+        _ => false,
+    }
+}
+
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }

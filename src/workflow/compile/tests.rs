@@ -304,3 +304,37 @@ fn unknown_provider_is_a_compile_error() {
     let err = compile(&spec, &runtime).unwrap_err();
     assert!(matches!(err, CompileError::UnknownProvider { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn rendered_tool_arguments_are_validated_before_the_call() {
+    let runtime = Runtime::offline(temp_dir("tool-args"));
+    let workflow = compile_json(
+        r#"{
+          "version": "1", "entry": "read",
+          "nodes": [
+            { "id": "read", "type": "tool",
+              "config": {"tool": "read_file", "path": "{{input.path}}", "format": "{{input.format}}"} }
+          ],
+          "edges": []
+        }"#,
+        &runtime,
+    );
+    let sink = MemorySink::new();
+    let failure = workflow
+        .run(json!({"path": 5, "format": "xml"}), |c| {
+            c.sink(sink.clone())
+        })
+        .await
+        .unwrap_err();
+    let message = failure.error.to_string();
+    assert!(message.contains("node `read`"), "{message}");
+    assert!(
+        message.contains("the arguments for tool `read_file` do not fit its schema"),
+        "{message}"
+    );
+    assert!(message.contains("/path: "), "{message}");
+    assert!(message.contains("/format: "), "{message}");
+    // Refused before the call, and not retried.
+    assert!(!sink.kinds().contains(&"tool.request"));
+    assert_eq!(failure.summary.steps_of("read").next().unwrap().attempts, 1);
+}

@@ -512,6 +512,73 @@ fn unknown_provider_and_tool() {
     assert_eq!(p.kind, ProblemKind::UnknownTool);
 }
 
+/// A `Known` with `read_file`'s real argument schema.
+fn known_with_schemas() -> Known {
+    Known::default().with_tool_schema(
+        "read_file",
+        json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "minLength": 1},
+                "format": {"type": "string", "enum": ["text", "csv"]}
+            },
+            "required": ["path"],
+            "additionalProperties": false
+        }),
+    )
+}
+
+fn problems_with_schemas(v: &Value) -> Vec<Problem> {
+    match load(&v.to_string(), &known_with_schemas()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.into_problems(),
+    }
+}
+
+#[test]
+fn tool_arguments_are_checked_against_the_tool_schema() {
+    // Valid as it is, with literal and templated arguments.
+    assert!(problems_with_schemas(&base()).is_empty());
+    let mut v = base();
+    v["nodes"][0]["config"]["path"] = json!("{{input.file}}");
+    v["nodes"][0]["config"]["format"] = json!("csv");
+    assert!(problems_with_schemas(&v).is_empty());
+
+    // Missing, unknown and ill-typed arguments, all reported at once.
+    let mut v = base();
+    let config = v["nodes"][0]["config"].as_object_mut().unwrap();
+    config.remove("path");
+    config.insert("pathh".into(), json!("docs.txt"));
+    config.insert("format".into(), json!("xml"));
+    let problems = problems_with_schemas(&v);
+    assert_eq!(problems.len(), 3, "{}", dump(&problems));
+    let p = find(
+        &problems,
+        "/nodes/0/config",
+        "missing argument `path` required by tool `read_file`",
+    );
+    assert_eq!(p.kind, ProblemKind::ToolArguments);
+    let p = find(
+        &problems,
+        "/nodes/0/config/pathh",
+        "unknown argument `pathh` for tool `read_file` (accepted: format, path)",
+    );
+    assert_eq!(p.kind, ProblemKind::ToolArguments);
+    let p = find(&problems, "/nodes/0/config/format", "tool `read_file`");
+    assert_eq!(p.kind, ProblemKind::ToolArguments);
+
+    // Without a schema only the name is checked.
+    assert!(problems_of(&v).is_empty());
+}
+
+#[test]
+fn templates_nested_in_tool_arguments_are_checked() {
+    let mut v = base();
+    v["nodes"][0]["config"]["options"] = json!({"list": ["ok", "{{node.nowhere.output}}"]});
+    let p = only(&v, "/nodes/0/config/options/list/1", "nowhere");
+    assert_eq!(p.kind, ProblemKind::UnknownNode);
+}
+
 #[test]
 fn fallbacks_with_unknown_providers() {
     let mut v = base();

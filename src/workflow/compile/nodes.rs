@@ -1,0 +1,491 @@
+//! The node kinds of compiled workflows: templates for inputs and tool
+//! arguments, and the `llm`, `tool`, `router` and `approval` nodes.
+
+use super::*;
+
+pub(super) fn parse_template(
+    node: &NodeSpec,
+    field: &str,
+    source: &str,
+) -> Result<Template, CompileError> {
+    Template::parse(source).map_err(|source| CompileError::Template {
+        node: node.id.clone(),
+        field: field.to_string(),
+        source,
+    })
+}
+
+pub(super) fn parse_inputs(node: &NodeSpec) -> Result<Vec<(String, Template)>, CompileError> {
+    node.inputs
+        .iter()
+        .map(|(name, source)| {
+            parse_template(node, &format!("inputs.{name}"), source).map(|t| (name.clone(), t))
+        })
+        .collect()
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug, Clone)]
+pub(super) enum ArgTemplate {
+    Template(Template),
+    Array(Vec<ArgTemplate>),
+    Object(Vec<(String, ArgTemplate)>),
+    Literal(Value),
+}
+
+pub(super) fn parse_args(
+    node: &NodeSpec,
+    value: &Value,
+    at: &str,
+) -> Result<ArgTemplate, CompileError> {
+    Ok(match value {
+        Value::String(s) => ArgTemplate::Template(parse_template(node, at, s)?),
+        Value::Array(items) => ArgTemplate::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_args(node, v, &format!("{at}.{i}")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => ArgTemplate::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), parse_args(node, v, &format!("{at}.{k}"))?)))
+                .collect::<Result<_, CompileError>>()?,
+        ),
+        other => ArgTemplate::Literal(other.clone()),
+    })
+}
+
+pub(super) fn render_args(
+    args: &ArgTemplate,
+    ctx: &TemplateContext,
+) -> Result<Value, TemplateError> {
+    Ok(match args {
+        ArgTemplate::Template(t) => t.render_value(ctx)?,
+        ArgTemplate::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|a| render_args(a, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        ArgTemplate::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, a)| Ok((k.clone(), render_args(a, ctx)?)))
+                .collect::<Result<_, TemplateError>>()?,
+        ),
+        ArgTemplate::Literal(v) => v.clone(),
+    })
+}
+
+/// The template context of `state`: the input and every node output.
+pub(super) fn base_context(state: &JsonState) -> TemplateContext {
+    let mut ctx = TemplateContext::new();
+    if let Some(input) = state.get(INPUT_KEY) {
+        ctx.set_input(input.clone());
+    }
+    for (key, value) in &state.values {
+        if let Some(id) = key.strip_prefix("node.") {
+            ctx.insert_node_output(id, value.clone());
+        }
+    }
+    ctx
+}
+
+pub(super) fn template_error(node: &str, field: &str, e: TemplateError) -> NodeError {
+    NodeError::permanent(format!("node `{node}`, {field}: {e}"))
+}
+
+/// Renders a node's inputs; returns them and the context with them as
+/// variables.
+pub(super) fn render_inputs(
+    node: &str,
+    inputs: &[(String, Template)],
+    state: &JsonState,
+) -> Result<(Map<String, Value>, TemplateContext), NodeError> {
+    let mut ctx = base_context(state);
+    let mut rendered = Map::new();
+    for (name, template) in inputs {
+        let value = template
+            .render_value(&ctx)
+            .map_err(|e| template_error(node, &format!("inputs.{name}"), e))?;
+        rendered.insert(name.clone(), value);
+    }
+    for (name, value) in &rendered {
+        ctx.insert_var(name.clone(), value.clone());
+    }
+    Ok((rendered, ctx))
+}
+
+pub(super) fn output_update(node: &str, output: Value) -> Map<String, Value> {
+    let mut update = Map::new();
+    update.insert(node_key(node), output);
+    update
+}
+
+/// A value as prompt text: strings as they are, other values as JSON.
+pub(super) fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+// ------------------------------------------------------------------ llm
+
+/// One model of an LLM node (the primary or a fallback), before rendering.
+pub(super) struct ModelSpec {
+    pub(super) provider: String,
+    pub(super) model: String,
+    pub(super) factory: ProviderFactory,
+    /// The configuration as JSON (without the response).
+    pub(super) config: Value,
+    /// The simulated response template.
+    pub(super) response: Option<Template>,
+}
+
+impl ModelSpec {
+    pub(super) fn new(
+        node: &NodeSpec,
+        provider: &str,
+        model: &str,
+        mut config: Value,
+        response: Option<&str>,
+        runtime: &Runtime,
+        field: &str,
+    ) -> Result<Self, CompileError> {
+        let Some(factory) = runtime.providers.get(provider).cloned() else {
+            return Err(CompileError::UnknownProvider {
+                node: node.id.clone(),
+                provider: provider.to_string(),
+            });
+        };
+        if let Value::Object(map) = &mut config {
+            map.remove("response");
+            map.remove("fallbacks");
+        }
+        let response = match response {
+            Some(r) => Some(parse_template(node, field, r)?),
+            None => None,
+        };
+        Ok(Self {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            factory,
+            config,
+            response,
+        })
+    }
+
+    /// The rendered configuration.
+    pub(super) fn render(&self, ctx: &TemplateContext, node: &str) -> Result<Value, NodeError> {
+        let mut config = self.config.clone();
+        if let (Some(template), Value::Object(map)) = (&self.response, &mut config) {
+            let text = template
+                .render(ctx)
+                .map_err(|e| template_error(node, "response", e))?;
+            map.insert("response".into(), Value::String(text));
+        }
+        Ok(config)
+    }
+}
+
+pub(super) struct LlmNode {
+    pub(super) id: String,
+    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) system: Option<Template>,
+    pub(super) prompt: Option<Template>,
+    pub(super) temperature: Option<f64>,
+    pub(super) max_tokens: Option<u32>,
+    pub(super) primary: ModelSpec,
+    pub(super) fallbacks: Vec<ModelSpec>,
+    pub(super) cache: Option<Arc<dyn ResponseCache>>,
+    /// How the fallback chain retries each candidate: the node's `retry`.
+    pub(super) chain_retry: RetrySettings,
+    /// Built models by rendered configuration.
+    pub(super) memo: Mutex<HashMap<String, Arc<dyn ChatModel>>>,
+}
+
+impl LlmNode {
+    pub(super) fn new(
+        node: &NodeSpec,
+        llm: &LlmConfig,
+        inputs: Vec<(String, Template)>,
+        runtime: &Runtime,
+    ) -> Result<Self, CompileError> {
+        let to_json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+        let primary = ModelSpec::new(
+            node,
+            &llm.provider,
+            &llm.model,
+            to_json(serde_json::to_value(llm)),
+            llm.response.as_deref(),
+            runtime,
+            "response",
+        )?;
+        let fallbacks = llm
+            .fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, fb): (usize, &FallbackSpec)| {
+                ModelSpec::new(
+                    node,
+                    &fb.provider,
+                    &fb.model,
+                    to_json(serde_json::to_value(fb)),
+                    fb.response.as_deref(),
+                    runtime,
+                    &format!("fallbacks.{i}.response"),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            id: node.id.clone(),
+            inputs,
+            system: match &llm.system {
+                Some(s) => Some(parse_template(node, "system", s)?),
+                None => None,
+            },
+            prompt: match &llm.prompt {
+                Some(p) => Some(parse_template(node, "prompt", p)?),
+                None => None,
+            },
+            temperature: llm.temperature,
+            max_tokens: llm.max_tokens,
+            primary,
+            fallbacks,
+            cache: if llm.cache {
+                runtime.cache.clone()
+            } else {
+                None
+            },
+            chain_retry: chain_retry(node.retry),
+            memo: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The model for this call: memoised by rendered configuration.
+    pub(super) fn model(
+        &self,
+        run: &str,
+        ctx: &TemplateContext,
+    ) -> Result<Arc<dyn ChatModel>, NodeError> {
+        let mut configs = Vec::with_capacity(1 + self.fallbacks.len());
+        for spec in std::iter::once(&self.primary).chain(&self.fallbacks) {
+            configs.push((spec, spec.render(ctx, &self.id)?));
+        }
+        let key = std::iter::once(run.to_string())
+            .chain(
+                configs
+                    .iter()
+                    .map(|(s, c)| format!("{}\u{0}{}\u{0}{c}", s.provider, s.model)),
+            )
+            .collect::<Vec<_>>()
+            .join("\u{1}");
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(model) = memo.get(&key) {
+            return Ok(model.clone());
+        }
+        let mut built = Vec::with_capacity(configs.len());
+        for (spec, config) in &configs {
+            let model = (spec.factory)(&spec.model, config).map_err(|e| {
+                NodeError::permanent(format!(
+                    "node `{}`: provider `{}`: {e}",
+                    self.id, spec.provider
+                ))
+            })?;
+            built.push((model, spec.model.clone()));
+        }
+        let mut iter = built.into_iter();
+        let Some((first, first_name)) = iter.next() else {
+            return Err(NodeError::permanent("no model"));
+        };
+        let base: Arc<dyn ChatModel> = if self.fallbacks.is_empty() {
+            first
+        } else {
+            let chain = iter.fold(
+                FallbackChain::new(Candidate::new(first).model(first_name)).retry(self.chain_retry),
+                |chain, (model, name)| chain.or(Candidate::new(model).model(name)),
+            );
+            Arc::new(chain)
+        };
+        let model: Arc<dyn ChatModel> = match &self.cache {
+            Some(store) => Arc::new(Cached::new(base, store.clone())),
+            None => base,
+        };
+        if memo.len() >= MAX_MEMO_MODELS {
+            // Other runs' models go first; this run's counters survive.
+            let prefix = format!("{run}\u{1}");
+            memo.retain(|k, _| k.starts_with(&prefix));
+            if memo.len() >= MAX_MEMO_MODELS {
+                memo.clear();
+            }
+        }
+        memo.insert(key, model.clone());
+        Ok(model)
+    }
+
+    pub(super) async fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (inputs, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        let prompt = match &self.prompt {
+            Some(p) => p
+                .render(&tctx)
+                .map_err(|e| template_error(&self.id, "prompt", e))?,
+            None if inputs.len() == 1 => inputs.values().map(as_text).collect(),
+            None => inputs
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", as_text(v)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let mut request = ChatRequest::new(self.primary.model.clone());
+        if let Some(system) = &self.system {
+            request = request.system(
+                system
+                    .render(&tctx)
+                    .map_err(|e| template_error(&self.id, "system", e))?,
+            );
+        }
+        request = request.user(prompt);
+        if let Some(t) = self.temperature {
+            request = request.temperature(t as f32);
+        }
+        if let Some(m) = self.max_tokens {
+            request = request.max_tokens(m);
+        }
+        let model = self.model(ctx.run_id().as_ref(), &tctx)?;
+        let reply = ctx.chat(model.as_ref(), request).await?;
+        Ok(NodeOutput::update(output_update(
+            &self.id,
+            Value::String(reply.text),
+        )))
+    }
+}
+
+// ------------------------------------------------------------------ tool
+
+/// Most schema problems reported for one tool call.
+pub(super) const MAX_ARGUMENT_PROBLEMS: usize = 16;
+
+pub(super) struct ToolNode {
+    pub(super) id: String,
+    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) tool: Arc<dyn Tool>,
+    pub(super) args: ArgTemplate,
+    /// The tool's argument schema, checked against the rendered arguments.
+    pub(super) schema: jsonschema::Validator,
+}
+
+impl ToolNode {
+    pub(super) async fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (_, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        let args =
+            render_args(&self.args, &tctx).map_err(|e| template_error(&self.id, "config", e))?;
+        let problems: Vec<String> = self
+            .schema
+            .iter_errors(&args)
+            .take(MAX_ARGUMENT_PROBLEMS)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_string() } else { at };
+                format!("{at}: {}", e.masked_with("value"))
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(NodeError::permanent(format!(
+                "node `{}`: the arguments for tool `{}` do not fit its schema: {}",
+                self.id,
+                self.tool.name(),
+                problems.join("; ")
+            )));
+        }
+        let output = ctx.call_tool(self.tool.as_ref(), args).await?;
+        Ok(NodeOutput::update(output_update(&self.id, output)))
+    }
+}
+
+// ---------------------------------------------------------------- router
+
+pub(super) struct RouterNode {
+    pub(super) id: String,
+    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) rule: Rule,
+    /// Outgoing edges in document order: target and condition.
+    pub(super) edges: Vec<(String, Option<Rule>)>,
+}
+
+impl RouterNode {
+    pub(super) fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (inputs, _) = render_inputs(&self.id, &self.inputs, state)?;
+        let vars = Value::Object(inputs.clone());
+        let result = self
+            .rule
+            .eval(&vars)
+            .map_err(|e| NodeError::permanent(format!("node `{}`, rule: {e}", self.id)))?;
+        let branch = as_text(&result);
+        let mut vars = inputs;
+        vars.insert("branch".into(), Value::String(branch.clone()));
+        let vars = Value::Object(vars);
+        let mut next = None;
+        for (target, when) in &self.edges {
+            let holds = match when {
+                Some(rule) => rule.eval_bool(&vars).map_err(|e| {
+                    NodeError::permanent(format!("node `{}`, edge to `{target}`: {e}", self.id))
+                })?,
+                None => true,
+            };
+            if holds {
+                next = Some(target.clone());
+                break;
+            }
+        }
+        ctx.log(
+            LogLevel::Info,
+            format!("branch `{branch}` → {}", next.as_deref().unwrap_or("(end)")),
+        );
+        let mut update = output_update(&self.id, Value::String(branch.clone()));
+        let mut record = Map::new();
+        record.insert("branch".into(), Value::String(branch));
+        record.insert("next".into(), next.map_or(Value::Null, Value::String));
+        update.insert(router_key(&self.id), Value::Object(record));
+        Ok(NodeOutput::update(update))
+    }
+}
+
+// -------------------------------------------------------------- approval
+
+pub(super) struct ApprovalNode {
+    pub(super) id: String,
+    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) message: Option<Template>,
+}
+
+impl ApprovalNode {
+    pub(super) fn run(
+        &self,
+        state: &JsonState,
+        ctx: NodeContext,
+    ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
+        let (_, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        if let Some(message) = &self.message {
+            let text = message
+                .render(&tctx)
+                .map_err(|e| template_error(&self.id, "message", e))?;
+            ctx.log(LogLevel::Info, text);
+        }
+        let payload = ctx.approval().cloned().unwrap_or(Value::Null);
+        Ok(NodeOutput::update(output_update(&self.id, payload)))
+    }
+}
