@@ -259,7 +259,7 @@ impl ChatModel for SimulatedModel {
     /// `fail_first`.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
         let failure = self.begin_call(&request.model);
-        tokio::time::sleep(self.latency()).await;
+        pause(self.latency()).await;
         match failure {
             Some(error) => Err(error),
             None => Ok(self.respond(&request)),
@@ -283,7 +283,7 @@ impl ChatModel for SimulatedModel {
                     Phase::Start(request) => {
                         let latency = self.latency();
                         if let Some(error) = self.begin_call(&request.model) {
-                            tokio::time::sleep(latency).await;
+                            pause(latency).await;
                             return Some((Err(error), Phase::Finished));
                         }
                         let response = self.respond(&request);
@@ -316,6 +316,14 @@ impl ChatModel for SimulatedModel {
     }
 }
 
+/// Waits `latency`; a zero latency does not touch the timer (whose
+/// resolution is a millisecond), so zero-latency calls return at once.
+async fn pause(latency: Duration) {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
 /// Where a simulated stream is.
 enum Phase {
     Start(ChatRequest),
@@ -336,13 +344,13 @@ struct Streaming {
 async fn next_piece(mut s: Streaming) -> (Result<StreamEvent, ModelError>, Phase) {
     match s.pieces.pop_front() {
         Some(piece) => {
-            tokio::time::sleep(share(s.latency, s.sent, s.total)).await;
+            pause(share(s.latency, s.sent, s.total)).await;
             s.sent += 1;
             (Ok(StreamEvent::Delta(piece)), Phase::Streaming(s))
         }
         None => {
             if s.total == 0 {
-                tokio::time::sleep(s.latency).await;
+                pause(s.latency).await;
             }
             (Ok(StreamEvent::Done(s.response)), Phase::Finished)
         }

@@ -2,6 +2,7 @@
 //! arguments, and the `llm`, `tool`, `router` and `approval` nodes.
 
 use super::*;
+use crate::workflow::template::Reference;
 
 pub(super) fn parse_template(
     node: &NodeSpec,
@@ -15,13 +16,68 @@ pub(super) fn parse_template(
     })
 }
 
-pub(super) fn parse_inputs(node: &NodeSpec) -> Result<Vec<(String, Template)>, CompileError> {
-    node.inputs
+pub(super) fn parse_inputs(node: &NodeSpec) -> Result<Inputs, CompileError> {
+    let templates = node
+        .inputs
         .iter()
         .map(|(name, source)| {
             parse_template(node, &format!("inputs.{name}"), source).map(|t| (name.clone(), t))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Inputs {
+        templates,
+        reads: Reads::of(node),
+    })
+}
+
+/// A node's named input templates, and what its templates read.
+#[derive(Debug, Clone)]
+pub(super) struct Inputs {
+    pub(super) templates: Vec<(String, Template)>,
+    pub(super) reads: Reads,
+}
+
+/// The node outputs (and whether the run input) a node's templates read,
+/// so that rendering copies only those out of the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Reads {
+    pub(super) nodes: Vec<String>,
+    pub(super) input: bool,
+}
+
+impl Reads {
+    /// Everything any string of `node` (inputs and configuration, fallbacks
+    /// included) reads as a template.
+    pub(super) fn of(node: &NodeSpec) -> Self {
+        fn walk(value: &Value, reads: &mut Reads) {
+            match value {
+                Value::String(source) if source.contains("{{") => {
+                    let Ok(template) = Template::parse(source) else {
+                        return;
+                    };
+                    for r in template.references() {
+                        match r {
+                            Reference::Node { id, .. } => {
+                                if !reads.nodes.contains(&id) {
+                                    reads.nodes.push(id);
+                                }
+                            }
+                            Reference::Input { .. } => reads.input = true,
+                            _ => {}
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, reads)),
+                Value::Object(map) => map.values().for_each(|v| walk(v, reads)),
+                _ => {}
+            }
+        }
+        let mut reads = Reads::default();
+        if let Ok(value) = serde_json::to_value(node) {
+            walk(&value, &mut reads);
+        }
+        reads
+    }
 }
 
 /// A JSON value whose strings are templates.
@@ -78,15 +134,19 @@ pub(super) fn render_args(
     })
 }
 
-/// The template context of `state`: the input and every node output.
-pub(super) fn base_context(state: &JsonState) -> TemplateContext {
+/// The template context of `state` for a node reading `reads`: the input
+/// and the outputs it reads (and only those, so a step never copies the
+/// whole state).
+pub(super) fn base_context(state: &JsonState, reads: &Reads) -> TemplateContext {
     let mut ctx = TemplateContext::new();
-    if let Some(input) = state.get(INPUT_KEY) {
+    if reads.input
+        && let Some(input) = state.get(INPUT_KEY)
+    {
         ctx.set_input(input.clone());
     }
-    for (key, value) in &state.values {
-        if let Some(id) = key.strip_prefix("node.") {
-            ctx.insert_node_output(id, value.clone());
+    for id in &reads.nodes {
+        if let Some(value) = state.get(&node_key(id)) {
+            ctx.insert_node_output(id.clone(), value.clone());
         }
     }
     ctx
@@ -100,12 +160,12 @@ pub(super) fn template_error(node: &str, field: &str, e: TemplateError) -> NodeE
 /// variables.
 pub(super) fn render_inputs(
     node: &str,
-    inputs: &[(String, Template)],
+    inputs: &Inputs,
     state: &JsonState,
 ) -> Result<(Map<String, Value>, TemplateContext), NodeError> {
-    let mut ctx = base_context(state);
+    let mut ctx = base_context(state, &inputs.reads);
     let mut rendered = Map::new();
-    for (name, template) in inputs {
+    for (name, template) in &inputs.templates {
         let value = template
             .render_value(&ctx)
             .map_err(|e| template_error(node, &format!("inputs.{name}"), e))?;
@@ -192,7 +252,7 @@ impl ModelSpec {
 
 pub(super) struct LlmNode {
     pub(super) id: String,
-    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) inputs: Inputs,
     pub(super) system: Option<Template>,
     pub(super) prompt: Option<Template>,
     pub(super) temperature: Option<f64>,
@@ -210,7 +270,7 @@ impl LlmNode {
     pub(super) fn new(
         node: &NodeSpec,
         llm: &LlmConfig,
-        inputs: Vec<(String, Template)>,
+        inputs: Inputs,
         runtime: &Runtime,
     ) -> Result<Self, CompileError> {
         let to_json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
@@ -373,7 +433,7 @@ pub(super) const MAX_ARGUMENT_PROBLEMS: usize = 16;
 
 pub(super) struct ToolNode {
     pub(super) id: String,
-    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) inputs: Inputs,
     pub(super) tool: Arc<dyn Tool>,
     pub(super) args: ArgTemplate,
     /// The tool's argument schema, checked against the rendered arguments.
@@ -416,7 +476,7 @@ impl ToolNode {
 
 pub(super) struct RouterNode {
     pub(super) id: String,
-    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) inputs: Inputs,
     pub(super) rule: Rule,
     /// Outgoing edges in document order: target and condition.
     pub(super) edges: Vec<(String, Option<Rule>)>,
@@ -468,7 +528,7 @@ impl RouterNode {
 
 pub(super) struct ApprovalNode {
     pub(super) id: String,
-    pub(super) inputs: Vec<(String, Template)>,
+    pub(super) inputs: Inputs,
     pub(super) message: Option<Template>,
 }
 
