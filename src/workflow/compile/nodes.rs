@@ -57,10 +57,8 @@ impl Reads {
                     };
                     for r in template.references() {
                         match r {
-                            Reference::Node { id, .. } => {
-                                if !reads.nodes.contains(&id) {
-                                    reads.nodes.push(id);
-                                }
+                            Reference::Node { id, .. } if !reads.nodes.contains(&id) => {
+                                reads.nodes.push(id);
                             }
                             Reference::Input { .. } => reads.input = true,
                             _ => {}
