@@ -460,7 +460,10 @@ impl<'a> RunView<'a> {
             }
             out.push_str("<dl class=\"facts\">");
             fact(out, "status", step_status(step.status));
-            fact(out, "attempts", &step.attempts.to_string());
+            // Calls tried: node executions plus retried and fallen-back
+            // model calls (the JSON summary's `attempts`).
+            let tried = step.attempts + step.call_retries + step.fallbacks;
+            fact(out, "attempts", &tried.to_string());
             let retries = step.attempts.saturating_sub(1) + step.call_retries;
             fact(out, "retries", &retries.to_string());
             fact(out, "fallbacks", &step.fallbacks.to_string());
