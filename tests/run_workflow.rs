@@ -469,3 +469,55 @@ async fn without_json_the_timeline_and_summary_table_are_printed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_halted_thread_resumes_and_the_summary_covers_the_whole_run() {
+    let dir = temp_dir("halt");
+    let store = dir.join("checkpoints");
+    let (wf, store) = (research(), store.display().to_string());
+    let base = [
+        wf.as_str(),
+        "--checkpoint-dir",
+        store.as_str(),
+        "--thread",
+        "research-1",
+        "--json",
+    ];
+
+    // Halt while summarize is backing off (its retries take ~600 ms).
+    let mut args = base.to_vec();
+    args.extend(["--input", RESEARCH_INPUT, "--halt-after-ms", "300"]);
+    let halted = run(&args).await;
+    assert_eq!(
+        halted.code, 0,
+        "a requested halt is not a failure: {}",
+        halted.stderr
+    );
+    let h = halted.json();
+    assert_eq!(h["status"], "halted");
+    assert_eq!(step(&h, "research")["status"], "succeeded");
+    assert!(h["outputs"].get("deep").is_none());
+
+    let mut args = base.to_vec();
+    args.push("--resume");
+    let resumed = run(&args).await;
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let r = resumed.json();
+    assert_eq!(r["status"], "succeeded");
+    // The summary covers the whole run: research ran before the halt and
+    // is not run again.
+    let research_steps: Vec<_> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node_id"] == "research")
+        .collect();
+    assert_eq!(research_steps.len(), 1, "{}", r["steps"]);
+    assert_eq!(step(&r, "deep")["status"], "succeeded");
+    assert!(r["outputs"]["research"]["content"].is_string());
+    assert_eq!(r["outputs"]["decide"], "deep");
+    // Every model call of the thread is counted once: the same cost as an
+    // uninterrupted run (gpt-4o-mini's failures are free, haiku + sonnet).
+    assert_eq!(r["totals"]["cost_usd"], "0.01469");
+    let _ = std::fs::remove_dir_all(&dir);
+}
