@@ -25,8 +25,8 @@ use flowtrace::testing::ScriptedModel;
 use flowtrace::trace::{JsonLinesSink, Timeline};
 use flowtrace::{
     Budget, ChatModel, ChatRequest, GraphBuilder, MemoryCache, NodeConfig, NodeContext, NodeError,
-    NodeOutput, RetryPolicy, RunConfig, RunSummary, State, StreamItem, TokenUsage, Tool, ToolError,
-    node_fn, reducer,
+    NodeOutput, RetryPolicy, RunConfig, RunSummary, State, TokenUsage, Tool, ToolError, node_fn,
+    reducer,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -298,17 +298,9 @@ async fn run_once(
         ..Research::default()
     };
     let mut handle = graph.start(input, config);
-    let mut events = handle.events();
-    let mut timeline = Timeline::new();
-    while let Some(item) = events.next().await {
-        match item {
-            StreamItem::Event(ev) => {
-                if let Some(line) = timeline.line(&ev) {
-                    println!("{line}");
-                }
-            }
-            StreamItem::Lagged { missed } => println!("(missed {missed} events)"),
-        }
+    let mut lines = Timeline::new().follow(handle.events());
+    while let Some(line) = lines.next().await {
+        println!("{line}");
     }
     match handle.wait().await {
         Ok(out) => {

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flowtrace::Cost;
 use flowtrace::report::HtmlReport;
 use flowtrace::trace::{EventKind, MemorySink, Timeline, TraceEvent};
 use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
 use flowtrace::workflow::spec::{WorkflowSpec, load};
 use flowtrace::workflow::summary::{WorkflowOutcome, WorkflowSummary, report_run};
-use flowtrace::{Cost, StreamItem};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -119,17 +119,9 @@ async fn run_live(
         CompiledWorkflow::initial_state(input()),
         workflow.config().sink(recorder.clone()),
     );
-    let mut events = handle.events();
-    let mut timeline = Timeline::new();
-    while let Some(item) = events.next().await {
-        match item {
-            StreamItem::Event(ev) => {
-                if let Some(line) = timeline.line(&ev) {
-                    writeln!(out, "{line}")?;
-                }
-            }
-            StreamItem::Lagged { missed } => writeln!(out, "(missed {missed} events)")?,
-        }
+    let mut lines = Timeline::new().follow(handle.events());
+    while let Some(line) = lines.next().await {
+        writeln!(out, "{line}")?;
     }
     let outcome = handle.wait().await;
     Ok((outcome, recorder.events(), started.elapsed()))

@@ -11,23 +11,21 @@ macro_rules! errln {
 }
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flowtrace::checkpoint::FileCheckpointer;
 use flowtrace::exec::{Command, HaltSwitch};
-use flowtrace::providers::anthropic::Anthropic;
-use flowtrace::providers::openai::OpenAi;
 use flowtrace::report::HtmlReport;
 use flowtrace::trace::{JsonLinesSink, MemorySink, SinkError, Timeline};
 use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
 use flowtrace::workflow::spec::{WorkflowSpec, load};
 use flowtrace::workflow::summary::{WorkflowSummary, report_run};
 use flowtrace::{
-    ChatModel, Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, StreamItem,
-    ThreadId, TraceEvent, TraceSink,
+    Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, ThreadId, TraceEvent,
+    TraceSink,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -176,21 +174,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     }))
 }
 
-/// The offline runtime rooted at `dir`, plus the real providers whose keys
-/// are set (as [`Runtime::with_env`] does for the current directory).
-fn runtime(dir: &Path) -> Runtime {
-    let mut runtime = Runtime::offline(dir);
-    if let Ok(client) = OpenAi::from_env() {
-        let client: Arc<dyn ChatModel> = Arc::new(client);
-        runtime = runtime.with_provider("openai", Arc::new(move |_, _| Ok(client.clone())));
-    }
-    if let Ok(client) = Anthropic::from_env() {
-        let client: Arc<dyn ChatModel> = Arc::new(client);
-        runtime = runtime.with_provider("anthropic", Arc::new(move |_, _| Ok(client.clone())));
-    }
-    runtime
-}
-
 /// Prints the timeline of runs we have no handle for (resumes).
 struct TimelineSink {
     timeline: Mutex<Timeline>,
@@ -269,17 +252,9 @@ async fn run_once(
             .graph()
             .start(CompiledWorkflow::initial_state(input.clone()), config);
         if setup.live {
-            let mut events = handle.events();
-            let mut timeline = Timeline::new();
-            while let Some(item) = events.next().await {
-                match item {
-                    StreamItem::Event(ev) => {
-                        if let Some(line) = timeline.line(&ev) {
-                            outln!(console, "{line}");
-                        }
-                    }
-                    StreamItem::Lagged { missed } => outln!(console, "(missed {missed} events)"),
-                }
+            let mut lines = Timeline::new().follow(handle.events());
+            while let Some(line) = lines.next().await {
+                outln!(console, "{line}");
             }
         }
         return handle.wait().await;
@@ -400,7 +375,7 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let runtime = runtime(&dir);
+    let runtime = Runtime::with_env(&dir);
     let spec = match load(&text, &runtime.known()) {
         Ok(spec) => spec,
         Err(errors) => {

@@ -171,10 +171,10 @@ impl Runtime {
             .with_cache(Arc::new(MemoryResponseCache::default()))
     }
 
-    /// [`offline`](Self::offline) in the current directory, plus `openai` and
+    /// [`offline`](Self::offline) rooted at `root_dir`, plus `openai` and
     /// `anthropic` when `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` are set.
-    pub fn with_env() -> Self {
-        let mut runtime = Self::offline(".");
+    pub fn with_env(root_dir: impl Into<PathBuf>) -> Self {
+        let mut runtime = Self::offline(root_dir);
         if let Ok(client) = OpenAi::from_env() {
             let client: Arc<dyn ChatModel> = Arc::new(client);
             runtime = runtime.with_provider("openai", Arc::new(move |_, _| Ok(client.clone())));

@@ -3,7 +3,11 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use super::{EventKind, LogLevel, RunStatus, StepStatus, Timestamp, TraceEvent};
+use futures::{Stream, StreamExt};
+
+use super::{
+    EventKind, EventStream, LogLevel, RunStatus, StepStatus, StreamItem, Timestamp, TraceEvent,
+};
 use crate::ids::StepId;
 
 /// Renders trace events as a terminal timeline: one line per event, with
@@ -39,6 +43,31 @@ impl Timeline {
     /// A timeline whose clock starts at the first event it sees.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The lines of a live event stream, as the run goes: each event's line
+    /// (events it does not show are left out) and a `(missed N events)`
+    /// line when the subscriber lagged behind.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut handle: flowtrace_core::RunHandle<flowtrace_core::JsonState>) {
+    /// use flowtrace_core::trace::Timeline;
+    /// use futures::StreamExt;
+    ///
+    /// let mut lines = Timeline::new().follow(handle.events());
+    /// while let Some(line) = lines.next().await {
+    ///     println!("{line}");
+    /// }
+    /// # }
+    /// ```
+    pub fn follow(mut self, events: EventStream) -> impl Stream<Item = String> + Send {
+        events.filter_map(move |item| {
+            let line = match item {
+                StreamItem::Event(event) => self.line(&event),
+                StreamItem::Lagged { missed } => Some(format!("(missed {missed} events)")),
+            };
+            std::future::ready(line)
+        })
     }
 
     /// The line for `event`, or `None` for events it does not show.
