@@ -2,6 +2,8 @@
 //! arguments, and the `llm`, `tool`, `router` and `approval` nodes.
 
 use super::*;
+use std::fmt::Write as _;
+
 use crate::workflow::template::Reference;
 
 pub(super) fn parse_template(
@@ -235,16 +237,29 @@ impl ModelSpec {
         })
     }
 
-    /// The rendered configuration.
-    pub(super) fn render(&self, ctx: &TemplateContext, node: &str) -> Result<Value, NodeError> {
+    /// The rendered `response` template (the only part of the
+    /// configuration that varies between calls).
+    pub(super) fn render_response(
+        &self,
+        ctx: &TemplateContext,
+        node: &str,
+    ) -> Result<Option<String>, NodeError> {
+        self.response
+            .as_ref()
+            .map(|t| {
+                t.render(ctx)
+                    .map_err(|e| template_error(node, "response", e))
+            })
+            .transpose()
+    }
+
+    /// The configuration with the rendered response.
+    pub(super) fn config_with(&self, response: Option<&str>) -> Value {
         let mut config = self.config.clone();
-        if let (Some(template), Value::Object(map)) = (&self.response, &mut config) {
-            let text = template
-                .render(ctx)
-                .map_err(|e| template_error(node, "response", e))?;
-            map.insert("response".into(), Value::String(text));
+        if let (Some(text), Value::Object(map)) = (response, &mut config) {
+            map.insert("response".into(), Value::String(text.to_string()));
         }
-        Ok(config)
+        config
     }
 }
 
@@ -328,25 +343,29 @@ impl LlmNode {
         run: &str,
         ctx: &TemplateContext,
     ) -> Result<Arc<dyn ChatModel>, NodeError> {
-        let mut configs = Vec::with_capacity(1 + self.fallbacks.len());
+        // The key: the run, then each candidate's rendered response (the
+        // rest of each configuration is fixed at compile time).
+        let mut responses = Vec::with_capacity(1 + self.fallbacks.len());
+        let mut key = String::from(run);
         for spec in std::iter::once(&self.primary).chain(&self.fallbacks) {
-            configs.push((spec, spec.render(ctx, &self.id)?));
+            let response = spec.render_response(ctx, &self.id)?;
+            // Length-prefixed, so no response text can forge another key.
+            match &response {
+                Some(r) => {
+                    let _ = write!(key, "\u{1}{}:{r}", r.len());
+                }
+                None => key.push_str("\u{1}-"),
+            }
+            responses.push((spec, response));
         }
-        let key = std::iter::once(run.to_string())
-            .chain(
-                configs
-                    .iter()
-                    .map(|(s, c)| format!("{}\u{0}{}\u{0}{c}", s.provider, s.model)),
-            )
-            .collect::<Vec<_>>()
-            .join("\u{1}");
         let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(model) = memo.get(&key) {
             return Ok(model.clone());
         }
-        let mut built = Vec::with_capacity(configs.len());
-        for (spec, config) in &configs {
-            let model = (spec.factory)(&spec.model, config).map_err(|e| {
+        let mut built = Vec::with_capacity(responses.len());
+        for (spec, response) in &responses {
+            let config = spec.config_with(response.as_deref());
+            let model = (spec.factory)(&spec.model, &config).map_err(|e| {
                 NodeError::permanent(format!(
                     "node `{}`: provider `{}`: {e}",
                     self.id, spec.provider
