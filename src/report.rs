@@ -884,13 +884,13 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;
 .axis{display:grid;grid-template-columns:34% 1fr 150px;gap:8px;padding:0 4px;color:var(--muted);font-size:11px;border-bottom:1px solid var(--line)}.axis-labels{display:flex;justify-content:space-between}
 .step{display:grid;grid-template-columns:34% 1fr 150px;align-items:center;gap:8px;width:100%;padding:5px 4px;border:0;border-bottom:1px solid var(--line);background:none;text-align:left;font:inherit;color:inherit;cursor:pointer}
 .step:hover,.step[aria-expanded=true]{background:#eef2fb}.step.skipped{color:var(--skip)}
-.step-name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}.node{font-weight:600;font-family:var(--mono)}.node-label{color:var(--muted);margin-left:6px;font-size:12px}
-.track{position:relative;height:16px;background:repeating-linear-gradient(90deg,transparent 0 24.8%,var(--line) 24.8% 25%)}
+.step-name{overflow-wrap:anywhere;line-height:1.3}.node{font-weight:600;font-family:var(--mono)}.node-label{color:var(--muted);margin-left:6px;font-size:12px}
+.track{position:relative;height:16px;background-image:linear-gradient(to right,var(--line) 1px,transparent 1px);background-size:25% 100%;border-right:1px solid var(--line)}
 .bar{position:absolute;top:3px;height:10px;border-radius:3px;background:var(--bar)}.bar.failed{background:var(--fail)}.bar.interrupted{background:var(--int)}.bar.canceled{background:var(--warn)}.step.cache .bar{background:var(--cache)}
 .tick{position:absolute;top:0;width:2px;height:16px;background:var(--warn)}.tick.fallback{background:var(--int)}.tick.cache{background:var(--cache)}
 .step-meta{color:var(--muted);font-size:12px;white-space:nowrap;text-align:right;overflow:hidden;text-overflow:ellipsis}
 .mark{display:inline-block;margin-left:6px;padding:0 5px;border-radius:4px;font-size:11px;font-weight:600}.mark.retry{background:#fff1d6;color:var(--warn)}.mark.fallback{background:#efe6fb;color:var(--int)}.mark.cache{background:#dcf3f3;color:var(--cache)}
-.legend{color:var(--muted);font-size:12px}.details{border-left:1px solid var(--line);padding-left:16px;min-width:0}.detail-hint{color:var(--muted)}
+.legend{color:var(--muted);font-size:12px}.details{border-left:1px solid var(--line);padding-left:16px;min-width:0;position:sticky;top:8px;align-self:start;max-height:calc(100vh - 16px);overflow:auto}.detail-hint{color:var(--muted)}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0}.facts div{display:contents}
 .block{margin:6px 0}.block figcaption{font-size:12px;color:var(--muted)}pre{margin:2px 0;padding:8px;background:#f3f4f6;border-radius:6px;white-space:pre-wrap;word-break:break-word;max-height:360px;overflow:auto;font-size:12px}
 .events{padding-left:18px;margin:4px 0;font-size:12px}.ev .at{color:var(--muted);font-family:var(--mono)}.ev .kind{font-weight:600}.ev.retry .kind{color:var(--warn)}.ev.fallback .kind{color:var(--int)}.ev.cache .kind{color:var(--cache)}.ev.error .kind{color:var(--fail)}
