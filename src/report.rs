@@ -69,11 +69,12 @@ pub struct ReportRun {
     events: Vec<TraceEvent>,
     node_labels: HashMap<String, String>,
     outputs: HashMap<String, Value>,
+    branches: HashMap<String, String>,
 }
 
 impl ReportRun {
-    /// A run from its summary and its events (those of other runs are
-    /// ignored, except events of nested subgraph runs).
+    /// A run from its summary and its events (events of other runs are
+    /// ignored; subgraphs share their parent's run id, so theirs are kept).
     pub fn new(summary: RunSummary, events: Vec<TraceEvent>) -> Self {
         Self {
             label: None,
@@ -81,6 +82,7 @@ impl ReportRun {
             events,
             node_labels: HashMap::new(),
             outputs: HashMap::new(),
+            branches: HashMap::new(),
         }
     }
 
@@ -101,6 +103,13 @@ impl ReportRun {
     /// addition to what the events show.
     pub fn output(mut self, node: impl Into<String>, output: Value) -> Self {
         self.outputs.insert(node.into(), output);
+        self
+    }
+
+    /// The branch router `node` chose, in the router's own terms (shown
+    /// for its last succeeded step instead of the executor's edge label).
+    pub fn branch(mut self, node: impl Into<String>, branch: impl Into<String>) -> Self {
+        self.branches.insert(node.into(), branch.into());
         self
     }
 
@@ -226,7 +235,7 @@ impl Tally {
         let mut t = Tally::default();
         for s in &summary.steps {
             t.cache_hits += u64::from(s.cache_hits);
-            t.retries += u64::from(s.attempts.saturating_sub(1) + s.call_retries);
+            t.retries += u64::from(s.attempts.saturating_sub(1)) + u64::from(s.call_retries);
             t.fallbacks += u64::from(s.fallbacks);
         }
         t
@@ -241,6 +250,8 @@ struct RunView<'a> {
     run_events: Vec<&'a TraceEvent>,
     start: i64,
     span: i64,
+    /// Each node's last succeeded step (whose output the state holds).
+    last_success: HashMap<&'a str, StepId>,
 }
 
 impl<'a> RunView<'a> {
@@ -248,21 +259,31 @@ impl<'a> RunView<'a> {
         let summary = &run.summary;
         let mut by_step: BTreeMap<StepId, Vec<&TraceEvent>> = BTreeMap::new();
         let mut run_events = Vec::new();
-        for ev in &run.events {
-            if ev.run_id == summary.run_id {
-                match ev.step_id {
-                    Some(step) => by_step.entry(step).or_default().push(ev),
-                    None => run_events.push(ev),
-                }
-            } else if let Some(parent) = ev.parent_step_id {
-                // Events of a subgraph run belong to the step that ran it.
-                by_step.entry(parent).or_default().push(ev);
+        // Subgraphs run inside their parent's run (same run id), so events
+        // of other run ids belong to other runs and are left out.
+        for ev in run.events.iter().filter(|e| e.run_id == summary.run_id) {
+            match ev.step_id {
+                Some(step) => by_step.entry(step).or_default().push(ev),
+                None => run_events.push(ev),
             }
         }
-        let start = summary.started_at.unix_micros();
-        let mut end = start.saturating_add(micros(summary.elapsed));
+        // A resumed run's summary covers the whole thread: its first steps
+        // may have started before this invocation.
+        let run_start = summary.started_at.unix_micros();
+        let start = summary
+            .steps
+            .iter()
+            .map(|s| s.started_at.unix_micros())
+            .fold(run_start, i64::min);
+        let mut end = run_start.saturating_add(micros(summary.elapsed));
         for s in &summary.steps {
             end = end.max(s.started_at.unix_micros().saturating_add(micros(s.latency)));
+        }
+        let mut last_success = HashMap::new();
+        for s in &summary.steps {
+            if s.status == StepStatus::Succeeded {
+                last_success.insert(s.node.as_ref(), s.step_id);
+            }
         }
         Self {
             index,
@@ -271,6 +292,7 @@ impl<'a> RunView<'a> {
             run_events,
             start,
             span: (end - start).max(1),
+            last_success,
         }
     }
 
@@ -333,7 +355,7 @@ impl<'a> RunView<'a> {
                 out,
                 "<p class=\"run-error\"><strong>{}</strong>: {}</p>",
                 esc(&error.kind),
-                esc(&error.message)
+                esc(&clip(&error.message))
             );
         }
         out.push_str("</div>\n<div class=\"run-body\">");
@@ -344,7 +366,7 @@ impl<'a> RunView<'a> {
 
     fn render_waterfall(&self, out: &mut String) {
         let i = self.index;
-        out.push_str("<div class=\"waterfall\" role=\"list\">");
+        out.push_str("<div class=\"waterfall\">");
         let _ = write!(
             out,
             "<div class=\"axis\"><span></span><span class=\"axis-labels\"><span>0</span><span>{}</span><span>{}</span></span><span></span></div>",
@@ -364,7 +386,10 @@ impl<'a> RunView<'a> {
             let status = step_status(step.status);
             let cached = if step.cache_hits > 0 { " cache" } else { "" };
             let mut marks = String::new();
-            let retries = step.attempts.saturating_sub(1) + step.call_retries;
+            let retries = step
+                .attempts
+                .saturating_sub(1)
+                .saturating_add(step.call_retries);
             if retries > 0 {
                 let _ = write!(
                     marks,
@@ -401,7 +426,7 @@ impl<'a> RunView<'a> {
             let label = self.run.node_labels.get(node);
             let _ = write!(
                 out,
-                "<button type=\"button\" class=\"step {status}{cached}\" role=\"listitem\" data-run=\"{i}\" \
+                "<button type=\"button\" class=\"step {status}{cached}\" data-run=\"{i}\" \
                  data-step=\"{id}\" data-node=\"{node_attr}\" data-status=\"{status}\" \
                  aria-controls=\"detail-{i}-{id}\" aria-expanded=\"false\">\
                  <span class=\"step-name\"><span class=\"node\">{node_text}</span>{label}{marks}</span>\
@@ -462,9 +487,15 @@ impl<'a> RunView<'a> {
             fact(out, "status", step_status(step.status));
             // Calls tried: node executions plus retried and fallen-back
             // model calls (the JSON summary's `attempts`).
-            let tried = step.attempts + step.call_retries + step.fallbacks;
+            let tried = step
+                .attempts
+                .saturating_add(step.call_retries)
+                .saturating_add(step.fallbacks);
             fact(out, "attempts", &tried.to_string());
-            let retries = step.attempts.saturating_sub(1) + step.call_retries;
+            let retries = step
+                .attempts
+                .saturating_sub(1)
+                .saturating_add(step.call_retries);
             fact(out, "retries", &retries.to_string());
             fact(out, "fallbacks", &step.fallbacks.to_string());
             if let Some(p) = &step.provider {
@@ -473,7 +504,12 @@ impl<'a> RunView<'a> {
             if let Some(m) = &step.model {
                 fact(out, "model", m);
             }
-            if let Some(b) = &step.branch {
+            let rule_branch = self
+                .run
+                .branches
+                .get(node)
+                .filter(|_| self.last_success_of(node) == Some(step.step_id));
+            if let Some(b) = rule_branch.or(step.branch.as_ref()) {
                 fact(out, "branch", b);
             }
             fact(
@@ -628,7 +664,7 @@ impl<'a> RunView<'a> {
                     kind_class(&ev.kind),
                     duration(ev.ts.unix_micros() - self.start),
                     esc(ev.kind.name()),
-                    esc(&describe(ev)),
+                    esc(&clip(&describe(ev))),
                 );
             }
             let deltas = events
@@ -651,21 +687,29 @@ impl<'a> RunView<'a> {
     /// The last succeeded step of `node` (the one whose output the state
     /// holds).
     fn last_success_of(&self, node: &str) -> Option<StepId> {
-        self.run
-            .summary
-            .steps
-            .iter()
-            .rev()
-            .find(|s| s.node == node && s.status == StepStatus::Succeeded)
-            .map(|s| s.step_id)
+        self.last_success.get(node).copied()
     }
 }
 
 fn raw_events(out: &mut String, events: &[&TraceEvent]) {
     let mut text = String::new();
+    let mut deltas = 0usize;
     for ev in events {
+        if matches!(ev.kind, EventKind::LlmDelta { .. }) {
+            deltas += 1;
+            continue;
+        }
+        if text.len() > MAX_TEXT {
+            break;
+        }
         text.push_str(&serde_json::to_string_pretty(ev).unwrap_or_default());
         text.push('\n');
+    }
+    if deltas > 0 {
+        let _ = writeln!(
+            text,
+            "({deltas} llm.delta events folded: the reply is in llm.response)"
+        );
     }
     let _ = write!(out, "<pre class=\"json\">{}</pre>", esc(&clip(&text)));
 }
@@ -759,7 +803,7 @@ fn fact(out: &mut String, name: &str, value: &str) {
         "<div><dt>{}</dt><dd data-fact=\"{}\">{}</dd></div>",
         esc(name),
         esc(name),
-        esc(value)
+        esc(&clip(value))
     );
 }
 

@@ -320,12 +320,19 @@ async fn a_failing_run_exits_1_with_the_error_in_the_summary() {
         &path,
         json!({
             "version": "1",
-            "entry": "ask",
-            "nodes": [{"id": "ask", "type": "llm", "config": {
-                "provider": "simulated", "model": "gpt-4o-mini", "response": "never",
-                "fail_first": 5, "fail_kind": "invalid_request"
-            }}],
-            "edges": []
+            "entry": "draft",
+            "nodes": [
+                {"id": "draft", "type": "llm", "config": {
+                    "provider": "simulated", "model": "gpt-4o-mini", "response": "a draft"}},
+                {"id": "gate", "type": "router", "config": {"rule": "'go'"}},
+                {"id": "ask", "type": "llm", "config": {
+                    "provider": "simulated", "model": "gpt-4o-mini", "response": "never",
+                    "fail_first": 5, "fail_kind": "invalid_request"}}
+            ],
+            "edges": [
+                {"from": "draft", "to": "gate"},
+                {"from": "gate", "to": "ask", "when": "branch == 'go'"}
+            ]
         })
         .to_string(),
     )
@@ -342,6 +349,11 @@ async fn a_failing_run_exits_1_with_the_error_in_the_summary() {
         "{}",
         s["error"]
     );
+    // What finished before the failure is kept: outputs and the router's
+    // branch in the rule's terms.
+    assert_eq!(s["outputs"]["draft"], "a draft");
+    assert_eq!(step(&s, "gate")["branch"], "go");
+    assert_eq!(step(&s, "draft")["status"], "succeeded");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

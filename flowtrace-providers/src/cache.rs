@@ -216,6 +216,7 @@ pub struct Cached<M> {
     store: Arc<dyn ResponseCache>,
     enabled: bool,
     deterministic_only: bool,
+    namespace: String,
 }
 
 impl<M: ChatModel> fmt::Debug for Cached<M> {
@@ -236,6 +237,7 @@ impl<M: ChatModel> Cached<M> {
             store,
             enabled: true,
             deterministic_only: false,
+            namespace: String::new(),
         }
     }
 
@@ -255,6 +257,15 @@ impl<M: ChatModel> Cached<M> {
     /// others go to the model and are not stored. Default `false`.
     pub fn deterministic_only(mut self, only: bool) -> Self {
         self.deterministic_only = only;
+        self
+    }
+
+    /// Keys this wrapper's entries under `namespace` (see
+    /// [`CacheKey::for_request_in`]): wrappers sharing a store but not a
+    /// namespace never answer each other's requests. Default: none, so
+    /// identical requests to the same provider share entries.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
         self
     }
 
@@ -337,7 +348,7 @@ impl<M: ChatModel> ChatModel for Cached<M> {
         if !self.caches(&request) {
             return self.inner.chat_observed(request, observer).await;
         }
-        let key = CacheKey::for_request(self.inner.provider(), &request);
+        let key = CacheKey::for_request_in(&self.namespace, self.inner.provider(), &request);
         let requested_model = request.model.clone();
         let fetch = Box::pin(self.inner.chat_observed(request, observer));
         match self.store.get_or_fetch(key, fetch).await? {
@@ -354,7 +365,7 @@ impl<M: ChatModel> ChatModel for Cached<M> {
         if !self.caches(&request) {
             return self.inner.chat_stream_observed(request, observer);
         }
-        let key = CacheKey::for_request(self.inner.provider(), &request);
+        let key = CacheKey::for_request_in(&self.namespace, self.inner.provider(), &request);
         let opened = async move {
             if let Some(stored) = self.store.get(&key).await {
                 let response = self.hit(stored, &request.model, observer);

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use flowtrace_core::trace::MemorySink;
+use flowtrace_core::trace::RunStatus;
 use flowtrace_core::{GraphBuilder, JsonState, NodeOutput, RunConfig, node_fn};
 use serde_json::{Map, json};
 
@@ -65,9 +66,9 @@ async fn each_step_has_a_button_and_a_hidden_detail_panel() {
     let steps = run.summary().steps.len();
     let html = HtmlReport::new("r").run(run).render();
     assert_eq!(steps, 1);
-    assert!(html.contains(
-        "class=\"step succeeded\" role=\"listitem\" data-run=\"0\" data-step=\"1\" data-node=\"evil\""
-    ));
+    assert!(
+        html.contains("class=\"step succeeded\" data-run=\"0\" data-step=\"1\" data-node=\"evil\"")
+    );
     assert!(html.contains("id=\"detail-0-1\" data-step=\"1\" data-node=\"evil\" hidden"));
     assert!(html.contains("aria-controls=\"detail-0-1\""));
     // Details show the output and the raw events.
@@ -152,4 +153,85 @@ mod workflow {
         // The warm run costs nothing.
         assert!(html.contains("<td class=\"cost\">$0.00</td>"));
     }
+}
+
+fn record(id: u64, node: &str, started: i64, latency_ms: u64) -> flowtrace_core::StepRecord {
+    flowtrace_core::StepRecord {
+        step_id: StepId(id),
+        node: flowtrace_core::NodeId::new(node),
+        parent_step_id: None,
+        status: StepStatus::Succeeded,
+        attempts: 1,
+        usage: TokenUsage::default(),
+        cost: Cost::ZERO,
+        latency: std::time::Duration::from_millis(latency_ms),
+        started_at: flowtrace_core::trace::Timestamp::from_unix_micros(started),
+        provider: None,
+        model: None,
+        cache_hits: 0,
+        call_retries: 0,
+        fallbacks: 0,
+        branch: None,
+        input: None,
+        error: None,
+    }
+}
+
+#[test]
+fn a_resumed_run_places_earlier_steps_on_the_axis() {
+    // The thread's first step ran a second before this invocation started.
+    let t0 = 1_800_000_000_000_000;
+    let summary = RunSummary {
+        run_id: flowtrace_core::RunId::new("r"),
+        graph: "g".into(),
+        status: RunStatus::Succeeded,
+        steps: vec![record(1, "a", t0 - 1_000_000, 250), record(2, "b", t0, 250)],
+        usage: TokenUsage::default(),
+        cost: Cost::ZERO,
+        node_executions: 2,
+        started_at: flowtrace_core::trace::Timestamp::from_unix_micros(t0),
+        elapsed: std::time::Duration::from_millis(250),
+        error: None,
+    };
+    let html = HtmlReport::new("r")
+        .run(ReportRun::new(summary, Vec::new()))
+        .render();
+    // The axis spans 1.25 s from the first step: a at 0% (20% wide), b at 80%.
+    assert!(html.contains("left:0.000%;width:20.000%"), "{html}");
+    assert!(html.contains("left:80.000%;width:20.000%"), "{html}");
+    assert!(html.contains("+1.00 s ("));
+}
+
+#[tokio::test]
+async fn huge_errors_and_logs_are_clipped_everywhere() {
+    let big = "x".repeat(400 * 1024);
+    let message = big.clone();
+    let graph = GraphBuilder::<JsonState>::new("big")
+        .add_node(
+            "boom",
+            node_fn(move |_s, ctx| {
+                let message = message.clone();
+                async move {
+                    ctx.log(flowtrace_core::trace::LogLevel::Warn, message.clone());
+                    Err::<NodeOutput<Map<String, serde_json::Value>>, _>(
+                        flowtrace_core::NodeError::permanent(message),
+                    )
+                }
+            }),
+        )
+        .set_entry("boom")
+        .set_finish("boom")
+        .compile()
+        .unwrap();
+    let sink = MemorySink::new();
+    let failure = graph
+        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .await
+        .unwrap_err();
+    let html = HtmlReport::new("big")
+        .run(ReportRun::new(*failure.summary, sink.events()))
+        .render();
+    // Unclipped, the message would appear five or more times (2 MB+).
+    assert!(html.len() < 700 * 1024, "{} bytes", html.len());
+    assert!(html.contains("more bytes not shown"));
 }

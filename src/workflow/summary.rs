@@ -61,7 +61,8 @@ pub struct WorkflowSummary {
     pub steps: Vec<StepSummary>,
     /// Totals over the run.
     pub totals: Totals,
-    /// Each node's output by node id (nodes that produced one).
+    /// Each node's output by node id (nodes that produced one; for a failed
+    /// run, those that finished before it failed).
     pub outputs: Map<String, Value>,
     /// Why it failed, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,9 +142,10 @@ pub struct InterruptSummary {
 impl WorkflowSummary {
     /// The summary of a run of `spec`.
     pub fn new(spec: &WorkflowSpec, outcome: &WorkflowOutcome) -> Self {
+        let failed_state = failure_state(outcome);
         let (summary, state): (&RunSummary, Option<&JsonState>) = match outcome {
             Ok(out) => (&out.summary, Some(&out.state)),
-            Err(failure) => (&failure.summary, None),
+            Err(failure) => (&failure.summary, failed_state.as_ref()),
         };
         let steps = summary
             .steps
@@ -164,8 +166,11 @@ impl WorkflowSummary {
                     node_id: s.node.as_ref().to_string(),
                     node_type,
                     status: s.status,
-                    attempts: s.attempts + s.call_retries + s.fallbacks,
-                    retries: node_retries + s.call_retries,
+                    attempts: s
+                        .attempts
+                        .saturating_add(s.call_retries)
+                        .saturating_add(s.fallbacks),
+                    retries: node_retries.saturating_add(s.call_retries),
                     fallbacks: s.fallbacks,
                     provider: s.provider.clone(),
                     model: s.model.clone(),
@@ -234,15 +239,17 @@ impl WorkflowSummary {
 
 /// An [`HtmlReport`](crate::report::HtmlReport) entry for a run of
 /// `spec` with the events it emitted: each node labelled with its type and
-/// name, and each node's output from the final state.
+/// name, each node's output from the final state, and each router's branch
+/// (the rule's value, rather than the executor's edge label).
 pub fn report_run(
     spec: &WorkflowSpec,
     outcome: &WorkflowOutcome,
     events: Vec<TraceEvent>,
 ) -> ReportRun {
+    let failed_state = failure_state(outcome);
     let (summary, state) = match outcome {
         Ok(out) => (out.summary.clone(), Some(&out.state)),
-        Err(failure) => ((*failure.summary).clone(), None),
+        Err(failure) => ((*failure.summary).clone(), failed_state.as_ref()),
     };
     let mut run = ReportRun::new(summary, events);
     for node in &spec.nodes {
@@ -254,8 +261,28 @@ pub fn report_run(
         if let Some(v) = state.and_then(|st| CompiledWorkflow::output(st, &node.id)) {
             run = run.output(node.id.clone(), v.clone());
         }
+        if let Some(branch) = state
+            .and_then(|st| st.get(&router_key(&node.id)))
+            .and_then(|r| r.get("branch"))
+        {
+            let text = branch
+                .as_str()
+                .map_or_else(|| branch.to_string(), str::to_string);
+            run = run.branch(node.id.clone(), text);
+        }
     }
     run
+}
+
+/// The state a failed run had reached (what its completed steps produced).
+fn failure_state(outcome: &WorkflowOutcome) -> Option<JsonState> {
+    match outcome {
+        Ok(_) => None,
+        Err(failure) => failure
+            .state
+            .as_deref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok()),
+    }
 }
 
 fn millis(d: std::time::Duration) -> u64 {

@@ -23,13 +23,30 @@ pub struct CacheKey(String);
 impl CacheKey {
     /// The key of `request` sent to `provider`.
     pub fn for_request(provider: &str, request: &ChatRequest) -> Self {
+        Self::for_request_in("", provider, request)
+    }
+
+    /// The key of `request` sent to `provider` within `namespace`: the same
+    /// request in two namespaces has two keys. Use it when something other
+    /// than the request decides the reply (a model configuration, a
+    /// simulated response); an empty namespace is [`for_request`](Self::for_request).
+    pub fn for_request_in(namespace: &str, provider: &str, request: &ChatRequest) -> Self {
         #[derive(Serialize)]
         struct Keyed<'a> {
+            #[serde(skip_serializing_if = "str::is_empty")]
+            namespace: &'a str,
             provider: &'a str,
             request: &'a ChatRequest,
         }
         // Serializing plain data into a String cannot fail.
-        CacheKey(serde_json::to_string(&Keyed { provider, request }).unwrap_or_default())
+        CacheKey(
+            serde_json::to_string(&Keyed {
+                namespace,
+                provider,
+                request,
+            })
+            .unwrap_or_default(),
+        )
     }
 
     /// The canonical text the key is made of.
@@ -122,6 +139,12 @@ mod tests {
     fn keys_differ_on_every_field() {
         let base = ChatRequest::new("gpt-4o-mini").system("s").user("hello");
         let k = CacheKey::for_request("openai", &base);
+        assert_eq!(k, CacheKey::for_request_in("", "openai", &base));
+        assert_ne!(k, CacheKey::for_request_in("node-a", "openai", &base));
+        assert_ne!(
+            CacheKey::for_request_in("node-a", "openai", &base),
+            CacheKey::for_request_in("node-b", "openai", &base)
+        );
         assert_eq!(k, CacheKey::for_request("openai", &base.clone()));
         assert_ne!(k, CacheKey::for_request("anthropic", &base));
         assert_ne!(

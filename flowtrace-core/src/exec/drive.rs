@@ -471,10 +471,12 @@ pub(crate) async fn drive<S: State>(
         (Ok(_), None) => Err(RunFailure {
             error: Error::Aborted("run ended without a state".into()),
             summary: Box::new(summary),
+            state: None,
         }),
-        (Err(error), _) => Err(RunFailure {
+        (Err(error), state) => Err(RunFailure {
             error,
             summary: Box::new(summary),
+            state: state.and_then(|s| serde_json::to_value(&*s).ok().map(Box::new)),
         }),
     }
 }

@@ -83,6 +83,7 @@ impl<S> RunHandle<S> {
         match self.join.await {
             Ok(result) => result,
             Err(e) => Err(RunFailure {
+                state: None,
                 error: Error::Aborted(e.to_string()),
                 summary: Box::new(RunSummary {
                     run_id: self.shared.run_id.clone(),

@@ -189,6 +189,10 @@ pub struct RunFailure {
     pub error: Error,
     /// What ran, what it cost.
     pub summary: Box<RunSummary>,
+    /// The state when the run stopped (every update merged until then),
+    /// serialized as JSON — to see what the completed steps produced. `None`
+    /// when the run never got a state or it could not be serialized.
+    pub state: Option<Box<serde_json::Value>>,
 }
 
 mod duration_us {

@@ -387,7 +387,22 @@ impl LlmNode {
             Arc::new(chain)
         };
         let model: Arc<dyn ChatModel> = match &self.cache {
-            Some(store) => Arc::new(Cached::new(base, store.clone())),
+            // Cache entries are keyed by the request and by what else decides
+            // the reply: the candidates and their rendered simulated
+            // responses. Nodes sending the same request to the same real
+            // models share entries; two simulated nodes with different
+            // responses do not.
+            Some(store) => {
+                let namespace = responses
+                    .iter()
+                    .map(|(spec, r)| match r {
+                        Some(r) => format!("{}/{}:{}:{r}", spec.provider, spec.model, r.len()),
+                        None => format!("{}/{}", spec.provider, spec.model),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\u{1}");
+                Arc::new(Cached::new(base, store.clone()).namespace(namespace))
+            }
             None => base,
         };
         if memo.len() >= MAX_MEMO_MODELS {

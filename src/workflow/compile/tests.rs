@@ -338,3 +338,45 @@ async fn rendered_tool_arguments_are_validated_before_the_call() {
     assert!(!sink.kinds().contains(&"tool.request"));
     assert_eq!(failure.summary.steps_of("read").next().unwrap().attempts, 1);
 }
+
+#[tokio::test]
+async fn cache_entries_are_scoped_by_what_decides_the_reply() {
+    let runtime = Runtime::offline(temp_dir("cache-scope"));
+    // a and b send the same request but simulate different replies; c is a
+    // copy of a, so it may be answered from a's entry.
+    let node = |id: &str, response: &str| {
+        json!({"id": id, "type": "llm", "config": {
+            "provider": "simulated", "model": "gpt-4o-mini", "prompt": "same prompt",
+            "response": response, "usage": {"input": 10, "output": 2}}})
+    };
+    let doc = json!({
+        "version": "1", "entry": "a",
+        "nodes": [node("a", "from a"), node("b", "from b"), node("c", "from a")],
+        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}]
+    });
+    let workflow = compile_json(&doc.to_string(), &runtime);
+    let sink = MemorySink::new();
+    let out = workflow
+        .run(json!({}), |c| c.sink(sink.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        CompiledWorkflow::output(&out.state, "a"),
+        Some(&json!("from a"))
+    );
+    assert_eq!(
+        CompiledWorkflow::output(&out.state, "b"),
+        Some(&json!("from b"))
+    );
+    assert_eq!(
+        CompiledWorkflow::output(&out.state, "c"),
+        Some(&json!("from a"))
+    );
+    let hits: Vec<_> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e.kind.name() == "cache.hit")
+        .map(|e| e.node.unwrap().as_str().to_string())
+        .collect();
+    assert_eq!(hits, ["c"]);
+}
