@@ -31,9 +31,11 @@ pub const TRANSFORM_JSON: &str = "transform_json";
 /// With `"format": "csv"` the file is also parsed as CSV (with the
 /// [`csv`] crate; the first record is the header) and the result adds
 /// `"columns"` (the header) and `"rows"`: one object per record, keyed by
-/// column, where fields that read as integers or finite decimals become
-/// JSON numbers, empty fields become `null` and everything else stays a
-/// string. Ragged or malformed CSV is an error naming the record.
+/// column, where fields written as plain numbers (`42`, `-3.5`; integers
+/// that fit in an `i64`) become JSON numbers, empty fields become `null` and
+/// everything else keeps its exact text (`00501`, `+5`, a quoted
+/// `" padded "`). Ragged or malformed CSV, and a header naming a column
+/// twice, are errors.
 ///
 /// The path must be relative and free of `..` components; the file it
 /// names is resolved with every symlink followed and must still lie under
@@ -237,7 +239,7 @@ impl Tool for ReadFile {
 fn parse_csv(text: &str) -> Result<(Vec<String>, Vec<Value>), String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(text.as_bytes());
     let columns: Vec<String> = reader
         .headers()
@@ -245,9 +247,15 @@ fn parse_csv(text: &str) -> Result<(Vec<String>, Vec<Value>), String> {
         .iter()
         .map(str::to_string)
         .collect();
+    let mut seen = std::collections::HashSet::new();
+    for column in &columns {
+        if !seen.insert(column.as_str()) {
+            return Err(format!("the header names column {column:?} twice"));
+        }
+    }
     let mut rows = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("record {}: {e}", index + 1))?;
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
         let mut row = serde_json::Map::with_capacity(columns.len());
         for (column, field) in columns.iter().zip(record.iter()) {
             row.insert(column.clone(), csv_value(field));
@@ -257,25 +265,42 @@ fn parse_csv(text: &str) -> Result<(Vec<String>, Vec<Value>), String> {
     Ok((columns, rows))
 }
 
+/// A field as JSON: `null` when empty, a number when it is written the way
+/// JSON writes numbers (`42`, `-3.5`; an integer only if it fits in an
+/// `i64`), otherwise the text as it is — so ids and codes such as `00501`,
+/// `+5`, `-0`, `1e400` or `12345678901234567890` keep their exact text.
 fn csv_value(field: &str) -> Value {
     if field.is_empty() {
         return Value::Null;
     }
-    if let Ok(n) = field.parse::<i64>() {
-        return Value::from(n);
-    }
-    // Only plain decimals: "1e400", "inf" and "NaN" stay strings.
-    if field
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
-        && let Some(n) = field
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-    {
-        return Value::Number(n);
+    if is_plain_number(field) {
+        if let Ok(n) = field.parse::<i64>() {
+            return Value::from(n);
+        }
+        if field.contains('.')
+            && let Some(n) = field
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+        {
+            return Value::Number(n);
+        }
     }
     Value::String(field.to_string())
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, and not `-0`.
+fn is_plain_number(field: &str) -> bool {
+    let digits = field.strip_prefix('-').unwrap_or(field);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    let int_ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || !int.starts_with('0'));
+    let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    int_ok && frac_ok && field != "-0"
 }
 
 // ----------------------------------------------------------- transform_json
@@ -495,17 +520,35 @@ mod tests {
         assert_eq!(csv_value("EMEA"), json!("EMEA"));
         assert_eq!(csv_value("1e400"), json!("1e400"));
         assert_eq!(csv_value("NaN"), json!("NaN"));
-        let (columns, rows) = parse_csv("region, revenue\nEMEA, 120\nAPAC,\n").unwrap();
-        assert_eq!(columns, ["region", "revenue"]);
+        assert_eq!(csv_value("0"), json!(0));
+        assert_eq!(csv_value("0.25"), json!(0.25));
+        // Text that a number would change stays text.
+        for kept in [
+            "00501",
+            "+5",
+            "-0",
+            "12345678901234567890",
+            "1.",
+            ".5",
+            "1.2.3",
+            " 7",
+        ] {
+            assert_eq!(csv_value(kept), json!(kept), "{kept}");
+        }
+        let (columns, rows) =
+            parse_csv("region, revenue,note\nEMEA,120,\" padded \"\nAPAC,,x\n").unwrap();
+        assert_eq!(columns, ["region", "revenue", "note"]);
         assert_eq!(
             rows,
             [
-                json!({"region": "EMEA", "revenue": 120}),
-                json!({"region": "APAC", "revenue": null})
+                json!({"region": "EMEA", "revenue": 120, "note": " padded "}),
+                json!({"region": "APAC", "revenue": null, "note": "x"})
             ]
         );
         let err = parse_csv("a,b\n1,2\n3\n").unwrap_err();
-        assert!(err.starts_with("record 2"), "{err}");
+        assert!(err.contains("record 2"), "{err}");
+        let err = parse_csv("amount,amount\n1,5\n").unwrap_err();
+        assert!(err.contains("\"amount\" twice"), "{err}");
     }
 
     #[test]

@@ -50,7 +50,9 @@
 //!   [`FallbackChain`] when `fallbacks` are given (the node's `retry`
 //!   applies to each candidate in turn — attempts with exponential back-off,
 //!   each retry a `retry` event — and the chain falls back once the
-//!   primary's retries are exhausted; the node itself then runs once) and in
+//!   primary's retries are exhausted; `timeoutMs` bounds each model call,
+//!   and a call that times out falls back at once instead of being retried;
+//!   the node itself then runs once) and in
 //!   [`Cached`] when `cache` is true (the default) and the runtime has a
 //!   cache, then calls it through [`NodeContext::chat`]. Models are
 //!   memoised per run, node and rendered configuration, so a node-level
@@ -373,10 +375,10 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
     let mut approvals = Vec::new();
     for node in &spec.nodes {
         let inputs = parse_inputs(node)?;
-        // An llm node with fallbacks retries each candidate inside its
-        // fallback chain (then moves on), so the node itself runs once.
-        let chain_retries = matches!(&node.kind, NodeKind::Llm(llm) if !llm.fallbacks.is_empty());
-        let config = node_config(node, !chain_retries);
+        // An llm node with fallbacks retries (and times out) each call inside
+        // its fallback chain, then moves on; the node itself runs once.
+        let in_chain = matches!(&node.kind, NodeKind::Llm(llm) if !llm.fallbacks.is_empty());
+        let config = node_config(node, in_chain);
         builder = match &node.kind {
             NodeKind::Llm(llm) => {
                 let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime)?);
@@ -554,7 +556,6 @@ fn run_config(spec: &WorkflowSpec) -> RunConfig {
     config.budget(budget)
 }
 
-/// The executor settings of a node: retry policy and per-attempt timeout.
 /// A fallback chain's per-candidate retries from a node's `retry` (the
 /// executor's defaults for unset delays; no retry when unset).
 fn chain_retry(retry: Option<RetrySpec>) -> RetrySettings {
@@ -576,9 +577,16 @@ fn chain_retry(retry: Option<RetrySpec>) -> RetrySettings {
     }
 }
 
-fn node_config(node: &NodeSpec, node_retries: bool) -> NodeConfig {
+/// The executor settings of a node: retry policy and per-attempt timeout.
+/// For an llm node with fallbacks (`in_chain`) both belong to its fallback
+/// chain instead (retries per candidate, timeout per model call), and the
+/// node itself runs once without a timeout of its own.
+fn node_config(node: &NodeSpec, in_chain: bool) -> NodeConfig {
     let mut config = NodeConfig::new();
-    if let Some(retry) = node.retry.filter(|_| node_retries) {
+    if in_chain {
+        return config;
+    }
+    if let Some(retry) = node.retry {
         let mut policy = RetryPolicy::new(retry.max_attempts);
         if let Some(ms) = retry.initial_delay_ms {
             policy = policy.initial_delay(Duration::from_millis(ms));

@@ -574,7 +574,7 @@ impl Serialize for NodeSpec {
 /// as `Runtime::known` does) also has its arguments checked at load time:
 /// missing required arguments, unknown ones (when the schema sets
 /// `additionalProperties: false`) and literal values of the wrong shape.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
     providers: BTreeSet<String>,
     tools: BTreeSet<String>,
@@ -1326,54 +1326,67 @@ impl<'a, 'o> Checker<'a, 'o> {
                 }
             }
         }
-        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+        // Closed objects: unknown names are reported (pattern properties
+        // would accept names not listed, so those schemas are not closed).
+        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false))
+            && schema.get("patternProperties").is_none();
+        let mut literals = Map::new();
         for (key, value) in config {
             if key == "tool" {
                 continue;
             }
-            let pointer = format!("{base}/config/{}", escape(key));
-            let Some(property) = properties.and_then(|p| p.get(key)) else {
-                if closed {
-                    let accepted = properties
-                        .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default();
+            let known = properties.is_some_and(|p| p.contains_key(key));
+            if !known && closed {
+                let accepted = properties
+                    .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
+                self.push(
+                    format!("{base}/config/{}", escape(key)),
+                    ProblemKind::ToolArguments,
+                    format!(
+                        "unknown argument `{}` for tool `{}` (accepted: {accepted})",
+                        quote(key),
+                        quote(tool)
+                    ),
+                );
+                continue;
+            }
+            if !has_template(value) {
+                literals.insert(key.clone(), value.clone());
+            }
+        }
+        if literals.is_empty() {
+            return;
+        }
+        // The literal arguments against the whole schema (so `$ref`s
+        // resolve); errors about the object itself (required, unknown
+        // names) are the checks above, made with templated ones in view.
+        match jsonschema::validator_for(schema) {
+            Ok(validator) => {
+                let literals = Value::Object(literals);
+                for error in validator.iter_errors(&literals) {
+                    let at = error.instance_path().to_string();
+                    if at.is_empty() {
+                        continue;
+                    }
                     self.push(
-                        pointer,
+                        format!("{base}/config{at}"),
                         ProblemKind::ToolArguments,
-                        format!(
-                            "unknown argument `{}` for tool `{}` (accepted: {accepted})",
-                            quote(key),
-                            quote(tool)
+                        clip(
+                            &format!("tool `{}`: {}", quote(tool), error.masked_with("value")),
+                            MAX_MESSAGE_CHARS,
                         ),
                     );
                 }
-                continue;
-            };
-            if has_template(value) {
-                continue;
             }
-            match jsonschema::validator_for(property) {
-                Ok(validator) => {
-                    for error in validator.iter_errors(value) {
-                        self.push(
-                            format!("{pointer}{}", error.instance_path()),
-                            ProblemKind::ToolArguments,
-                            clip(
-                                &format!("tool `{}`: {}", quote(tool), error.masked_with("value")),
-                                MAX_MESSAGE_CHARS,
-                            ),
-                        );
-                    }
-                }
-                Err(e) => self.push(
-                    pointer,
-                    ProblemKind::Internal,
-                    clip(
-                        &format!("tool `{}` has an invalid argument schema: {e}", quote(tool)),
-                        MAX_MESSAGE_CHARS,
-                    ),
+            Err(e) => self.push(
+                format!("{base}/config/tool"),
+                ProblemKind::Internal,
+                clip(
+                    &format!("tool `{}` has an invalid argument schema: {e}", quote(tool)),
+                    MAX_MESSAGE_CHARS,
                 ),
-            }
+            ),
         }
     }
 
@@ -1702,7 +1715,6 @@ fn names(inputs: Option<&Map<String, Value>>) -> String {
     }
 }
 
-/// Escapes a key as a JSON pointer segment (RFC 6901).
 /// Whether any string inside `value` contains a template placeholder.
 fn has_template(value: &Value) -> bool {
     match value {
@@ -1713,6 +1725,7 @@ fn has_template(value: &Value) -> bool {
     }
 }
 
+/// Escapes a key as a JSON pointer segment (RFC 6901).
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }

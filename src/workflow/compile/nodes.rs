@@ -275,6 +275,8 @@ pub(super) struct LlmNode {
     pub(super) cache: Option<Arc<dyn ResponseCache>>,
     /// How the fallback chain retries each candidate: the node's `retry`.
     pub(super) chain_retry: RetrySettings,
+    /// The fallback chain's timeout per model call: the node's `timeoutMs`.
+    pub(super) call_timeout: Option<Duration>,
     /// Built models by rendered configuration.
     pub(super) memo: Mutex<HashMap<String, Arc<dyn ChatModel>>>,
 }
@@ -333,6 +335,7 @@ impl LlmNode {
                 None
             },
             chain_retry: chain_retry(node.retry),
+            call_timeout: node.timeout_ms.map(Duration::from_millis),
             memo: Mutex::new(HashMap::new()),
         })
     }
@@ -384,6 +387,10 @@ impl LlmNode {
                 FallbackChain::new(Candidate::new(first).model(first_name)).retry(self.chain_retry),
                 |chain, (model, name)| chain.or(Candidate::new(model).model(name)),
             );
+            let chain = match self.call_timeout {
+                Some(limit) => chain.attempt_timeout(limit),
+                None => chain,
+            };
             Arc::new(chain)
         };
         let model: Arc<dyn ChatModel> = match &self.cache {

@@ -380,3 +380,53 @@ async fn cache_entries_are_scoped_by_what_decides_the_reply() {
         .collect();
     assert_eq!(hits, ["c"]);
 }
+
+#[tokio::test]
+async fn a_slow_primary_times_out_per_call_and_falls_back() {
+    let runtime = Runtime::offline(temp_dir("slow-primary"));
+    let workflow = compile_json(
+        r#"{
+          "version": "1", "entry": "ask",
+          "nodes": [
+            { "id": "ask", "type": "llm",
+              "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "slow",
+                         "latency_ms": 3000,
+                         "fallbacks": [{"provider": "simulated", "model": "claude-3-5-haiku",
+                                        "response": "fast", "latency_ms": 10}]},
+              "retry": {"maxAttempts": 3, "initialDelayMs": 10},
+              "timeoutMs": 300 }
+          ],
+          "edges": []
+        }"#,
+        &runtime,
+    );
+    let sink = MemorySink::new();
+    let started = std::time::Instant::now();
+    let out = workflow
+        .run(json!({}), |c| c.sink(sink.clone()))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        CompiledWorkflow::output(&out.state, "ask"),
+        Some(&json!("fast"))
+    );
+    let record = out.summary.steps_of("ask").next().unwrap();
+    assert_eq!(
+        (record.attempts, record.call_retries, record.fallbacks),
+        (1, 0, 1)
+    );
+    let reasons: Vec<String> = sink
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Fallback { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, ["timeout"]);
+}

@@ -572,6 +572,39 @@ fn tool_arguments_are_checked_against_the_tool_schema() {
 }
 
 #[test]
+fn tool_schemas_with_refs_and_pattern_properties_check_literals() {
+    let known = Known::default().with_tool_schema(
+        "reftool",
+        json!({
+            "type": "object",
+            "properties": {"mode": {"$ref": "#/$defs/Mode"}},
+            "patternProperties": {"^x-": {"type": "integer"}},
+            "additionalProperties": false,
+            "$defs": {"Mode": {"enum": ["a", "b"]}}
+        }),
+    );
+    let doc = |config: Value| {
+        json!({"version": "1", "entry": "t",
+               "nodes": [{"id": "t", "type": "tool", "config": config}], "edges": []})
+        .to_string()
+    };
+    let ok = load(
+        &doc(json!({"tool": "reftool", "mode": "a", "x-level": 3})),
+        &known,
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+    let problems = load(
+        &doc(json!({"tool": "reftool", "mode": "c", "x-level": "high"})),
+        &known,
+    )
+    .unwrap_err()
+    .into_problems();
+    assert_eq!(problems.len(), 2, "{}", dump(&problems));
+    find(&problems, "/nodes/0/config/mode", "tool `reftool`");
+    find(&problems, "/nodes/0/config/x-level", "tool `reftool`");
+}
+
+#[test]
 fn templates_nested_in_tool_arguments_are_checked() {
     let mut v = base();
     v["nodes"][0]["config"]["options"] = json!({"list": ["ok", "{{node.nowhere.output}}"]});
