@@ -157,8 +157,14 @@ impl HtmlReport {
         out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
         out.push_str(
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
-             style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n",
+             script-src 'sha256-",
         );
+        out.push_str(SCRIPT_SHA256);
+        // Style attributes (bar positions) cannot run code; the style
+        // element is pinned by its hash where browsers know style-src-elem.
+        out.push_str("'; style-src 'unsafe-inline'; style-src-elem 'sha256-");
+        out.push_str(STYLE_SHA256);
+        out.push_str("'; style-src-attr 'unsafe-inline'\">\n");
         out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
         let _ = writeln!(out, "<title>{}</title>", esc(&self.title));
         out.push_str("<style>");
@@ -912,6 +918,12 @@ pub fn esc(text: &str) -> String {
     }
     out
 }
+
+/// Base64 SHA-256 of [`SCRIPT`] and [`STYLE`], for the Content-Security-
+/// Policy: only the report's own script may run, even if run data ever
+/// slipped through unescaped. A unit test recomputes them.
+const SCRIPT_SHA256: &str = "a0i3S0Q65UKCYaPc6W4P57aO1RZZQi8+xE/JrFq7XFM=";
+const STYLE_SHA256: &str = "Fd9Ce/iI62H38udKPeZzOmYo3RJidRJcud+mC+Olp1Y=";
 
 const STYLE: &str = r#"
 :root{--bg:#f7f7f9;--fg:#1d1f23;--muted:#6b7280;--line:#e3e5ea;--card:#fff;--ok:#1a7f37;--fail:#c62828;--skip:#9aa0a6;--warn:#b26a00;--int:#6f42c1;--bar:#3b6fd8;--cache:#0f8a8a;--mono:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}

@@ -116,6 +116,21 @@ async fn the_report_renders_every_step_and_clicking_shows_its_details() {
         .unwrap();
     assert_eq!(fetched, 0);
 
+    // The Content-Security-Policy lets the report's own style and bar
+    // positions apply (the script's working is shown by the clicks below).
+    let styled: Value = page
+        .eval(
+            "(() => { const bar = document.querySelector('.step[data-node=\"summarize\"] .bar');
+                      const css = getComputedStyle(bar);
+                      return { position: css.position, width: bar.getBoundingClientRect().width,
+                               color: css.backgroundColor }; })()",
+        )
+        .await
+        .unwrap();
+    assert_eq!(styled["position"], "absolute", "{styled}");
+    assert!(styled["width"].as_f64().unwrap() > 10.0, "{styled}");
+    assert_ne!(styled["color"], "rgba(0, 0, 0, 0)", "{styled}");
+
     // Click every step (real mouse events); its panel shows its details.
     for (run, summary) in summaries.iter().enumerate() {
         let ids: Vec<String> = page

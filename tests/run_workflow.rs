@@ -533,3 +533,22 @@ async fn a_halted_thread_resumes_and_the_summary_covers_the_whole_run() {
     assert_eq!(r["totals"]["cost_usd"], "0.01469");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn json_stays_on_stdout_when_the_report_cannot_be_written() {
+    let dir = temp_dir("bad-html");
+    let html = dir.join("no-such-dir").join("report.html");
+    let ran = run(&[
+        &research(),
+        "--input",
+        RESEARCH_INPUT,
+        "--json",
+        "--html",
+        html.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(ran.code, 1);
+    assert_eq!(ran.json()["status"], "succeeded");
+    assert!(ran.stderr.contains("cannot write"), "{}", ran.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -269,7 +269,7 @@ fn explain(spec: &WorkflowSpec, runs: &[RunResult], out: &mut dyn Write) -> std:
     let hits = warm.summary.steps.iter().filter(|s| s.cache_hit).count();
     writeln!(
         out,
-        "  • run 2: {hits} llm calls answered from the cache; it cost {} (saved {saved})",
+        "  • run 2: {hits} llm steps answered from the cache; it cost {} (saved {saved})",
         warm.summary.totals.cost_usd
     )?;
     Ok(())

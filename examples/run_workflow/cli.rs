@@ -500,6 +500,15 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         }
     }
 
+    // The JSON document first: stdout holds it even if the report fails.
+    if args.json {
+        let doc = if args.repeat == 1 {
+            summaries.pop().unwrap_or(Value::Null)
+        } else {
+            Value::Array(summaries)
+        };
+        outln!(console, "{}", serde_json::to_string_pretty(&doc).unwrap());
+    }
     if let (Some(report), Some(path)) = (&report, &args.html) {
         if let Err(e) = report.write_to(path) {
             errln!(console, "error: cannot write {}: {e}", path.display());
@@ -508,14 +517,6 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         if !args.json {
             outln!(console, "\nHTML report: {}", path.display());
         }
-    }
-    if args.json {
-        let doc = if args.repeat == 1 {
-            summaries.pop().unwrap_or(Value::Null)
-        } else {
-            Value::Array(summaries)
-        };
-        outln!(console, "{}", serde_json::to_string_pretty(&doc).unwrap());
     }
     if ok { 0 } else { 1 }
 }

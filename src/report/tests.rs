@@ -235,3 +235,20 @@ async fn huge_errors_and_logs_are_clipped_everywhere() {
     assert!(html.len() < 700 * 1024, "{} bytes", html.len());
     assert!(html.contains("more bytes not shown"));
 }
+
+#[test]
+fn the_csp_hashes_match_the_script_and_style() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = |text: &str| {
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    assert_eq!(SCRIPT_SHA256, hash(SCRIPT), "update SCRIPT_SHA256");
+    assert_eq!(STYLE_SHA256, hash(STYLE), "update STYLE_SHA256");
+    let html = HtmlReport::new("r").render();
+    assert!(html.contains(&format!("script-src 'sha256-{SCRIPT_SHA256}'")));
+    assert!(!html.contains("script-src 'unsafe-inline'"));
+    // The script and style are embedded byte for byte.
+    assert!(html.contains(&format!("<script>{SCRIPT}</script>")));
+    assert!(html.contains(&format!("<style>{STYLE}</style>")));
+}
