@@ -52,7 +52,8 @@
 //!   each retry a `retry` event — and the chain falls back once the
 //!   primary's retries are exhausted; `timeoutMs` bounds each model call,
 //!   and a call that times out falls back at once instead of being retried;
-//!   the node itself then runs once) and in
+//!   a `Retry-After` longer than `maxDelayMs` also falls back at once
+//!   rather than waiting; the node itself then runs once) and in
 //!   [`Cached`] when `cache` is true (the default) and the runtime has a
 //!   cache, then calls it through [`NodeContext::chat`]. Models are
 //!   memoised per run, node and rendered configuration, so a node-level
