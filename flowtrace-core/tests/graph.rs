@@ -1577,3 +1577,114 @@ proptest! {
         prop_assert_eq!(par.summary.steps_of("join").count(), 1);
     }
 }
+
+// ------------------------------------------------------------ router fan-out
+
+/// triage → (billing | legal | support, any subset) → reply (a join).
+fn fanout_graph(choose: &'static [&'static str]) -> flowtrace_core::CompiledGraph<ListState> {
+    GraphBuilder::<ListState>::new("fanout")
+        .add_node("triage", append_node("triage"))
+        .add_node("billing", append_node("billing"))
+        .add_node("legal", append_node("legal"))
+        .add_node("support", append_node("support"))
+        .add_node("reply", append_node("reply"))
+        .set_entry("triage")
+        .add_conditional_fanout(
+            "triage",
+            move |_s: &ListState, _ctx| choose.iter().copied(),
+            [
+                ("billing", "billing"),
+                ("legal", "legal"),
+                ("support", "support"),
+            ],
+        )
+        .add_edge("billing", "reply")
+        .add_edge("legal", "reply")
+        .add_edge("support", "reply")
+        .set_finish("reply")
+        .compile()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_fanout_router_runs_every_chosen_branch_then_joins_once() {
+    let sink = MemorySink::new();
+    let out = fanout_graph(&["legal", "billing"])
+        .run(
+            ListState::default(),
+            RunConfig::new().parallel(4).sink(sink.clone()),
+        )
+        .await
+        .unwrap();
+    // Both chosen branches ran in one super-step (graph order), the join ran
+    // once after them, and the third branch was skipped.
+    assert_eq!(out.state.items, ["triage", "billing", "legal", "reply"]);
+    assert_eq!(
+        out.summary.steps_of("support").next().unwrap().status,
+        StepStatus::Skipped
+    );
+    let skipped = out.summary.steps_of("support").next().unwrap();
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("branches \"legal,billing\""),
+        "{skipped:?}"
+    );
+    let triage = out.summary.steps_of("triage").next().unwrap();
+    assert_eq!(triage.branch.as_deref(), Some("legal,billing"));
+    let events = sink.events();
+    let routes = events_of(&events, "route");
+    assert_eq!(routes.len(), 1);
+    match &routes[0].kind {
+        EventKind::Route { branch, targets } => {
+            assert_eq!(branch, "legal,billing");
+            assert_eq!(targets, &["legal", "billing"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_fanout_router_choosing_nothing_skips_every_branch() {
+    let out = fanout_graph(&[])
+        .run(ListState::default(), RunConfig::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state.items, ["triage"]);
+    for node in ["billing", "legal", "support", "reply"] {
+        let step = out.summary.steps_of(node).next().unwrap();
+        assert_eq!(step.status, StepStatus::Skipped, "{node}");
+    }
+    assert!(
+        out.summary
+            .steps_of("billing")
+            .next()
+            .unwrap()
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("chose no branch")
+    );
+}
+
+#[tokio::test]
+async fn a_fanout_router_naming_an_unknown_branch_fails_the_run() {
+    let failure = fanout_graph(&["billing", "marketing"])
+        .run(ListState::default(), RunConfig::new())
+        .await
+        .unwrap_err();
+    match &failure.error {
+        flowtrace_core::Error::UnknownBranch {
+            node,
+            branch,
+            known,
+        } => {
+            assert_eq!(node.as_str(), "triage");
+            assert_eq!(branch, "marketing");
+            assert_eq!(known.len(), 3);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -19,8 +19,8 @@ use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
 use crate::exec::StepRecord;
 use crate::exec::durable::{Durable, to_json};
 use crate::exec::shared::{Amount, RunShared, StopReason};
-use crate::graph::Inner;
 use crate::graph::compile::{CompiledNode, Target};
+use crate::graph::{Inner, Routes};
 use crate::ids::StepId;
 use crate::node::{Dispatch, NodeContext, NodeOutput, StepMeter, StepShared};
 use crate::pricing::{Cost, TokenUsage};
@@ -1320,40 +1320,60 @@ impl<'g, S: State> Executor<'g, S> {
         if let Some(router) = &cn.router {
             let state = &*self.state;
             let route_ctx = crate::graph::RouteContext { run: &self.run };
-            let label =
+            let routes =
                 std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state, &route_ctx)))
                     .map_err(|p| Error::NodePanicked {
                         node: cn.id.clone(),
                         message: format!("router panicked: {}", panic_message(p.as_ref())),
                     })?;
-            let Some(branch) = router.branches.iter().find(|b| b.label == label) else {
-                return Err(Error::UnknownBranch {
-                    node: cn.id.clone(),
-                    branch: label.into_owned(),
-                    known: router.branches.iter().map(|b| b.label.clone()).collect(),
-                });
+            let labels: &[std::borrow::Cow<'static, str>] = match &routes {
+                Routes::One(label) => std::slice::from_ref(label),
+                Routes::Many(labels) => labels,
             };
-            let names: Vec<String> = branch
-                .targets
-                .iter()
-                .map(|t| match t {
-                    Target::Node(t) => graph.nodes[*t].id.to_string(),
-                    Target::End => crate::graph::END.to_string(),
-                })
-                .collect();
-            for t in &branch.targets {
-                if let Target::Node(t) = t {
-                    chosen.push(*t);
+            let mut names: Vec<String> = Vec::new();
+            for label in labels {
+                let Some(branch) = router.branches.iter().find(|b| b.label == *label) else {
+                    return Err(Error::UnknownBranch {
+                        node: cn.id.clone(),
+                        branch: label.to_string(),
+                        known: router.branches.iter().map(|b| b.label.clone()).collect(),
+                    });
+                };
+                for t in &branch.targets {
+                    let name = match t {
+                        Target::Node(t) => {
+                            if !chosen.contains(t) {
+                                chosen.push(*t);
+                            }
+                            graph.nodes[*t].id.to_string()
+                        }
+                        Target::End => crate::graph::END.to_string(),
+                    };
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
                 }
             }
-            skip_reason = format!(
-                "branch {:?} of {:?} was chosen",
-                branch.label,
-                cn.id.as_str()
-            );
+            let chosen_label = match &routes {
+                Routes::One(label) => label.to_string(),
+                Routes::Many(labels) => labels.join(","),
+            };
+            skip_reason = match labels.len() {
+                0 => format!("router {:?} chose no branch", cn.id.as_str()),
+                1 => format!(
+                    "branch {:?} of {:?} was chosen",
+                    chosen_label,
+                    cn.id.as_str()
+                ),
+                _ => format!(
+                    "branches {:?} of {:?} were chosen",
+                    chosen_label,
+                    cn.id.as_str()
+                ),
+            };
             let step_id = self.records.get(record).map(|r| r.step_id);
             if let Some(r) = self.records.get_mut(record) {
-                r.branch = Some(branch.label.clone());
+                r.branch = Some(chosen_label.clone());
             }
             self.emit(
                 Instant::now(),
@@ -1361,7 +1381,7 @@ impl<'g, S: State> Executor<'g, S> {
                 Some(node),
                 0,
                 EventKind::Route {
-                    branch: branch.label.clone(),
+                    branch: chosen_label,
                     targets: names,
                 },
             );

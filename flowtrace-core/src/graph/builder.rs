@@ -16,8 +16,15 @@ pub const START: &str = "__start__";
 pub const END: &str = "__end__";
 
 /// A router: reads the merged state after its node's super-step and returns
-/// a branch label.
-pub(crate) type RouterFn<S> = Arc<dyn Fn(&S, &RouteContext<'_>) -> Cow<'static, str> + Send + Sync>;
+/// the branch label(s) to take.
+pub(crate) type RouterFn<S> = Arc<dyn Fn(&S, &RouteContext<'_>) -> Routes + Send + Sync>;
+
+/// The branches a router chose: one label (the common case, no
+/// allocation), or any number of them (fan-out; none ends the branch).
+pub(crate) enum Routes {
+    One(Cow<'static, str>),
+    Many(Vec<Cow<'static, str>>),
+}
 
 /// What a router can know about its run besides the state.
 pub struct RouteContext<'a> {
@@ -194,7 +201,7 @@ impl<S: State> GraphBuilder<S> {
     {
         self.routers.push(RouterDef {
             from: from.into(),
-            route: Arc::new(move |s: &S, _: &RouteContext<'_>| router(s).into()),
+            route: Arc::new(move |s: &S, _: &RouteContext<'_>| Routes::One(router(s).into())),
             branches: branches
                 .into_iter()
                 .map(|(label, to)| (label.into(), to.into()))
@@ -221,7 +228,67 @@ impl<S: State> GraphBuilder<S> {
     {
         self.routers.push(RouterDef {
             from: from.into(),
-            route: Arc::new(move |s: &S, ctx: &RouteContext<'_>| router(s, ctx).into()),
+            route: Arc::new(move |s: &S, ctx: &RouteContext<'_>| {
+                Routes::One(router(s, ctx).into())
+            }),
+            branches: branches
+                .into_iter()
+                .map(|(label, to)| (label.into(), to.into()))
+                .collect(),
+        });
+        self
+    }
+
+    /// Adds conditional edges that may fan out: after `from`'s super-step,
+    /// `router` returns any number of labels and the nodes of **every**
+    /// returned label's branch run (in parallel when the run is parallel);
+    /// the other branch targets are recorded as skipped. No label runs
+    /// none of them. Like LangGraph's conditional edges returning a list.
+    ///
+    /// ```
+    /// use flowtrace_core::{GraphBuilder, JsonState, NodeOutput, RunConfig, node_fn};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let noop = || node_fn(|_s, _ctx| async { Ok(NodeOutput::none()) });
+    /// let graph = GraphBuilder::<JsonState>::new("fanout")
+    ///     .add_node("triage", noop())
+    ///     .add_node("billing", noop())
+    ///     .add_node("legal", noop())
+    ///     .add_node("support", noop())
+    ///     .set_entry("triage")
+    ///     .add_conditional_fanout(
+    ///         "triage",
+    ///         |_state: &JsonState, _ctx| vec!["billing", "legal"],
+    ///         [("billing", "billing"), ("legal", "legal"), ("support", "support")],
+    ///     )
+    ///     .set_finish("billing")
+    ///     .set_finish("legal")
+    ///     .set_finish("support")
+    ///     .compile()
+    ///     .unwrap();
+    /// let out = graph.run(JsonState::new(), RunConfig::new()).await.unwrap();
+    /// assert_eq!(out.summary.node_executions, 3);
+    /// assert_eq!(out.summary.steps_of("triage").next().unwrap().branch.as_deref(), Some("billing,legal"));
+    /// # });
+    /// ```
+    pub fn add_conditional_fanout<F, I, L, B, K, T>(
+        mut self,
+        from: impl Into<NodeId>,
+        router: F,
+        branches: B,
+    ) -> Self
+    where
+        F: Fn(&S, &RouteContext<'_>) -> I + Send + Sync + 'static,
+        I: IntoIterator<Item = L>,
+        L: Into<Cow<'static, str>>,
+        B: IntoIterator<Item = (K, T)>,
+        K: Into<String>,
+        T: Into<NodeId>,
+    {
+        self.routers.push(RouterDef {
+            from: from.into(),
+            route: Arc::new(move |s: &S, ctx: &RouteContext<'_>| {
+                Routes::Many(router(s, ctx).into_iter().map(Into::into).collect())
+            }),
             branches: branches
                 .into_iter()
                 .map(|(label, to)| (label.into(), to.into()))

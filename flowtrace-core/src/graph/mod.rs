@@ -4,6 +4,7 @@ mod builder;
 pub(crate) mod compile;
 mod subgraph;
 
+pub(crate) use builder::Routes;
 pub use builder::{END, GraphBuilder, RouteContext, START};
 pub use subgraph::Subgraph;
 
