@@ -67,7 +67,11 @@
 //!   router then evaluates the `when` conditions of its outgoing edges, in
 //!   document order, with the variables `{branch, …inputs}`: **the first
 //!   edge whose condition holds wins** (an edge without `when` always
-//!   holds). When none holds the run ends after the router.
+//!   holds, so it can serve as the default), or with `"fanout": true`
+//!   **every** edge whose condition holds is taken and those targets run
+//!   together (joins downstream wait for all of them). When none holds the
+//!   branch ends at the router. The branch and the chosen targets are
+//!   stored under `router.<id>` (`{"branch", "next": [targets]}`).
 //! * `approval`: compiled with an interrupt before the node (needs a
 //!   checkpointer in the run config); once approved with
 //!   [`Command::approve`], the node records the approval payload as its
@@ -84,9 +88,9 @@ use std::time::Duration;
 use flowtrace_core::exec::Command;
 use flowtrace_core::trace::LogLevel;
 use flowtrace_core::{
-    Budget, BuildError, ChatModel, ChatRequest, CompiledGraph, END, GraphBuilder, JsonState,
-    NodeConfig, NodeContext, NodeError, NodeOutput, RetryPolicy, RunConfig, RunFailure, RunOutput,
-    Tool, node_fn,
+    Budget, BuildError, ChatModel, ChatRequest, CompiledGraph, GraphBuilder, JsonState, NodeConfig,
+    NodeContext, NodeError, NodeOutput, RetryPolicy, RunConfig, RunFailure, RunOutput, Tool,
+    node_fn,
 };
 use flowtrace_providers::anthropic::Anthropic;
 use flowtrace_providers::cache::{Cached, MemoryResponseCache, ResponseCache};
@@ -448,6 +452,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     inputs,
                     rule,
                     edges,
+                    fanout: router.fanout,
                 });
                 builder.add_node_with(
                     node.id.as_str(),
@@ -490,17 +495,23 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
             let branches: Vec<(String, String)> = outgoing
                 .iter()
                 .map(|e| (edge_label(&e.to), e.to.clone()))
-                .chain(std::iter::once((NONE_LABEL.to_string(), END.to_string())))
                 .collect();
-            builder = builder.add_conditional_edges(
+            // The router node stored the targets it chose under `next`.
+            builder = builder.add_conditional_fanout(
                 node.id.as_str(),
-                move |state: &JsonState| match state
-                    .get(&key)
-                    .and_then(|r| r.get("next"))
-                    .and_then(Value::as_str)
-                {
-                    Some(target) => edge_label(target),
-                    None => NONE_LABEL.to_string(),
+                move |state: &JsonState, _ctx| {
+                    state
+                        .get(&key)
+                        .and_then(|r| r.get("next"))
+                        .and_then(Value::as_array)
+                        .map(|targets| {
+                            targets
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(edge_label)
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
                 },
                 branches,
             );
@@ -519,9 +530,6 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
         config: run_config(spec),
     })
 }
-
-/// The label of the router branch leading to no node.
-const NONE_LABEL: &str = "none";
 
 fn edge_label(target: &str) -> String {
     format!("to:{target}")

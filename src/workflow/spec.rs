@@ -401,6 +401,11 @@ pub struct RouterConfig {
     /// The rule (see [`rules`](super::rules)); its result is the branch,
     /// tested by the `when` conditions of the router's outgoing edges.
     pub rule: String,
+    /// `false` (default): the first outgoing edge whose condition holds is
+    /// taken. `true`: every edge whose condition holds is taken, and those
+    /// targets run together (in parallel when the workflow is parallel).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fanout: bool,
 }
 
 /// Configuration of an `approval` node (optional in JSON).

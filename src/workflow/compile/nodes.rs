@@ -519,6 +519,8 @@ pub(super) struct RouterNode {
     pub(super) rule: Rule,
     /// Outgoing edges in document order: target and condition.
     pub(super) edges: Vec<(String, Option<Rule>)>,
+    /// Take every edge whose condition holds (else the first one).
+    pub(super) fanout: bool,
 }
 
 impl RouterNode {
@@ -537,7 +539,7 @@ impl RouterNode {
         let mut vars = inputs;
         vars.insert("branch".into(), Value::String(branch.clone()));
         let vars = Value::Object(vars);
-        let mut next = None;
+        let mut next: Vec<String> = Vec::new();
         for (target, when) in &self.edges {
             let holds = match when {
                 Some(rule) => rule.eval_bool(&vars).map_err(|e| {
@@ -545,19 +547,31 @@ impl RouterNode {
                 })?,
                 None => true,
             };
-            if holds {
-                next = Some(target.clone());
-                break;
+            if holds && !next.contains(target) {
+                next.push(target.clone());
+                if !self.fanout {
+                    break;
+                }
             }
         }
         ctx.log(
             LogLevel::Info,
-            format!("branch `{branch}` → {}", next.as_deref().unwrap_or("(end)")),
+            format!(
+                "branch `{branch}` → {}",
+                if next.is_empty() {
+                    "(end)".to_string()
+                } else {
+                    next.join(", ")
+                }
+            ),
         );
         let mut update = output_update(&self.id, Value::String(branch.clone()));
         let mut record = Map::new();
         record.insert("branch".into(), Value::String(branch));
-        record.insert("next".into(), next.map_or(Value::Null, Value::String));
+        record.insert(
+            "next".into(),
+            Value::Array(next.into_iter().map(Value::String).collect()),
+        );
         update.insert(router_key(&self.id), Value::Object(record));
         Ok(NodeOutput::update(update))
     }

@@ -286,7 +286,7 @@ async fn router_without_matching_edge_ends_the_run() {
     );
     assert_eq!(
         big.state.get(&router_key("route")),
-        Some(&json!({"branch": "big", "next": "big"}))
+        Some(&json!({"branch": "big", "next": ["big"]}))
     );
     let small = workflow.run(json!({"n": 2}), |c| c).await.unwrap();
     assert_eq!(small.summary.status, RunStatus::Succeeded);
@@ -295,6 +295,83 @@ async fn router_without_matching_edge_ends_the_run() {
         Some(&json!("small"))
     );
     assert!(CompiledWorkflow::output(&small.state, "big").is_none());
+    assert_eq!(
+        small.state.get(&router_key("route")),
+        Some(&json!({"branch": "small", "next": []}))
+    );
+}
+
+#[tokio::test]
+async fn fanout_routers_take_every_edge_whose_condition_holds() {
+    let runtime = Runtime::offline(temp_dir("fanout"));
+    let doc = |fanout: bool| {
+        json!({
+          "version": "1", "entry": "triage", "parallel": true,
+          "nodes": [
+            { "id": "triage", "type": "router",
+              "config": {"rule": "amount > 1000 ? 'large' : 'small'", "fanout": fanout},
+              "inputs": {"amount": "{{input.amount}}", "country": "{{input.country}}"} },
+            { "id": "finance", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{input}}", "expression": "amount"} },
+            { "id": "legal", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{input}}", "expression": "country"} },
+            { "id": "standard", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{input}}", "expression": "'ok'"} },
+            { "id": "merge", "type": "tool",
+              "config": {"tool": "transform_json", "input": "{{input}}", "expression": "'merged'"} }
+          ],
+          "edges": [
+            { "from": "triage", "to": "finance", "when": "branch == 'large'" },
+            { "from": "triage", "to": "legal", "when": "country != 'US'" },
+            { "from": "triage", "to": "standard", "when": "branch == 'small'" },
+            { "from": "finance", "to": "merge" },
+            { "from": "legal", "to": "merge" },
+            { "from": "standard", "to": "merge" }
+          ]
+        })
+        .to_string()
+    };
+    let ran = |out: &RunOutput<JsonState>| -> Vec<String> {
+        out.summary
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .map(|s| s.node.as_str().to_string())
+            .collect()
+    };
+
+    let fanout = compile_json(&doc(true), &runtime);
+    let out = fanout
+        .run(json!({"amount": 5000, "country": "FR"}), |c| c)
+        .await
+        .unwrap();
+    assert_eq!(ran(&out), ["triage", "finance", "legal", "merge"]);
+    assert_eq!(
+        out.state.get(&router_key("triage")),
+        Some(&json!({"branch": "large", "next": ["finance", "legal"]}))
+    );
+    let triage = out.summary.steps_of("triage").next().unwrap();
+    assert_eq!(triage.branch.as_deref(), Some("to:finance,to:legal"));
+    assert_eq!(
+        out.summary.steps_of("standard").next().unwrap().status,
+        StepStatus::Skipped
+    );
+    // The join ran once, after both branches.
+    assert_eq!(out.summary.steps_of("merge").count(), 1);
+
+    let out = fanout
+        .run(json!({"amount": 10, "country": "US"}), |c| c)
+        .await
+        .unwrap();
+    assert_eq!(ran(&out), ["triage", "standard", "merge"]);
+
+    // Without fanout the first edge that holds wins.
+    let first = compile_json(&doc(false), &runtime);
+    let out = first
+        .run(json!({"amount": 5000, "country": "FR"}), |c| c)
+        .await
+        .unwrap();
+    assert_eq!(ran(&out), ["triage", "finance", "merge"]);
 }
 
 #[test]
