@@ -27,6 +27,13 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes `value` as `dir/name`; returns the path.
+fn write_json(dir: &Path, name: &str, value: Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, value.to_string()).unwrap();
+    path
+}
+
 struct Ran {
     code: u8,
     stdout: String,
@@ -272,9 +279,9 @@ async fn a_quarter_without_a_large_decline_gets_the_standard_write_up() {
 #[tokio::test]
 async fn an_invalid_workflow_exits_2_with_every_problem_on_stderr() {
     let dir = temp_dir("invalid");
-    let path = dir.join("bad.json");
-    std::fs::write(
-        &path,
+    let path = write_json(
+        &dir,
+        "bad.json",
         json!({
             "version": "1",
             "entry": "a",
@@ -284,10 +291,8 @@ async fn an_invalid_workflow_exits_2_with_every_problem_on_stderr() {
                 {"id": "c", "type": "tool", "config": {"tool": "no_such_tool"}}
             ],
             "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "zzz"}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let ran = run(&[path.to_str().unwrap(), "--json"]).await;
     assert_eq!(ran.code, 2);
     assert!(ran.stdout.is_empty(), "{}", ran.stdout);
@@ -315,9 +320,9 @@ async fn an_invalid_workflow_exits_2_with_every_problem_on_stderr() {
 #[tokio::test]
 async fn a_failing_run_exits_1_with_the_error_in_the_summary() {
     let dir = temp_dir("failing");
-    let path = dir.join("failing.json");
-    std::fs::write(
-        &path,
+    let path = write_json(
+        &dir,
+        "failing.json",
         json!({
             "version": "1",
             "entry": "draft",
@@ -333,10 +338,8 @@ async fn a_failing_run_exits_1_with_the_error_in_the_summary() {
                 {"from": "draft", "to": "gate"},
                 {"from": "gate", "to": "ask", "when": "branch == 'go'"}
             ]
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let ran = run(&[path.to_str().unwrap(), "--json"]).await;
     assert_eq!(ran.code, 1);
     let s = ran.json();
@@ -360,9 +363,9 @@ async fn a_failing_run_exits_1_with_the_error_in_the_summary() {
 #[tokio::test]
 async fn approval_threads_pause_and_resume_across_invocations() {
     let dir = temp_dir("approval");
-    let path = dir.join("refund.json");
-    std::fs::write(
-        &path,
+    let path = write_json(
+        &dir,
+        "refund.json",
         json!({
             "version": "1",
             "entry": "draft",
@@ -374,10 +377,8 @@ async fn approval_threads_pause_and_resume_across_invocations() {
                     "input": "{{node.approve.output}}", "expression": "amount"}}
             ],
             "edges": [{"from": "draft", "to": "approve"}, {"from": "approve", "to": "send"}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let store = dir.join("checkpoints");
     let (wf, store) = (path.to_str().unwrap(), store.to_str().unwrap());
     let base = [
@@ -425,16 +426,14 @@ async fn approval_threads_pause_and_resume_across_invocations() {
 #[tokio::test]
 async fn pricing_file_replaces_the_table_and_html_report_is_written() {
     let dir = temp_dir("pricing");
-    let prices = dir.join("prices.json");
-    std::fs::write(
-        &prices,
+    let prices = write_json(
+        &dir,
+        "prices.json",
         json!({
             "simulated/gpt-4o": {"input_per_million": 1, "output_per_million": 2},
             "simulated/claude-3-5-sonnet": {"input_per_million": 10, "output_per_million": 20}
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let html = dir.join("report.html");
     let ran = run(&[
         &csv_report(),

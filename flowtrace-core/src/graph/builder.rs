@@ -187,7 +187,7 @@ impl<S: State> GraphBuilder<S> {
     /// (unless another active edge leads to it). A label may appear several
     /// times to fan out to several nodes; a target may be [`END`].
     pub fn add_conditional_edges<F, L, B, K, T>(
-        mut self,
+        self,
         from: impl Into<NodeId>,
         router: F,
         branches: B,
@@ -199,22 +199,18 @@ impl<S: State> GraphBuilder<S> {
         K: Into<String>,
         T: Into<NodeId>,
     {
-        self.routers.push(RouterDef {
-            from: from.into(),
-            route: Arc::new(move |s: &S, _: &RouteContext<'_>| Routes::One(router(s).into())),
-            branches: branches
-                .into_iter()
-                .map(|(label, to)| (label.into(), to.into()))
-                .collect(),
-        });
-        self
+        self.push_router(
+            from.into(),
+            Arc::new(move |s: &S, _: &RouteContext<'_>| Routes::One(router(s).into())),
+            branches,
+        )
     }
 
     /// Like [`add_conditional_edges`](Self::add_conditional_edges), with a
     /// router that also reads the [`RouteContext`] — for example to route to
     /// a clean-up node when a halt is requested.
     pub fn add_conditional_edges_with_context<F, L, B, K, T>(
-        mut self,
+        self,
         from: impl Into<NodeId>,
         router: F,
         branches: B,
@@ -226,17 +222,11 @@ impl<S: State> GraphBuilder<S> {
         K: Into<String>,
         T: Into<NodeId>,
     {
-        self.routers.push(RouterDef {
-            from: from.into(),
-            route: Arc::new(move |s: &S, ctx: &RouteContext<'_>| {
-                Routes::One(router(s, ctx).into())
-            }),
-            branches: branches
-                .into_iter()
-                .map(|(label, to)| (label.into(), to.into()))
-                .collect(),
-        });
-        self
+        self.push_router(
+            from.into(),
+            Arc::new(move |s: &S, ctx: &RouteContext<'_>| Routes::One(router(s, ctx).into())),
+            branches,
+        )
     }
 
     /// Adds conditional edges that may fan out: after `from`'s super-step,
@@ -271,7 +261,7 @@ impl<S: State> GraphBuilder<S> {
     /// # });
     /// ```
     pub fn add_conditional_fanout<F, I, L, B, K, T>(
-        mut self,
+        self,
         from: impl Into<NodeId>,
         router: F,
         branches: B,
@@ -284,11 +274,24 @@ impl<S: State> GraphBuilder<S> {
         K: Into<String>,
         T: Into<NodeId>,
     {
-        self.routers.push(RouterDef {
-            from: from.into(),
-            route: Arc::new(move |s: &S, ctx: &RouteContext<'_>| {
+        self.push_router(
+            from.into(),
+            Arc::new(move |s: &S, ctx: &RouteContext<'_>| {
                 Routes::Many(router(s, ctx).into_iter().map(Into::into).collect())
             }),
+            branches,
+        )
+    }
+
+    fn push_router<B, K, T>(mut self, from: NodeId, route: RouterFn<S>, branches: B) -> Self
+    where
+        B: IntoIterator<Item = (K, T)>,
+        K: Into<String>,
+        T: Into<NodeId>,
+    {
+        self.routers.push(RouterDef {
+            from,
+            route,
             branches: branches
                 .into_iter()
                 .map(|(label, to)| (label.into(), to.into()))
