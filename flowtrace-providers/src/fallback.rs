@@ -398,7 +398,8 @@ impl FallbackChain {
             observer.event(EventKind::Retry {
                 failed_attempt: retry + 1,
                 delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error: format!("{provider}/{model}: {error}"),
+                // The error names its provider and model.
+                error: error.to_string(),
             });
             tokio::time::sleep(delay).await;
             retry += 1;

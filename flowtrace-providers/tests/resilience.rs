@@ -366,7 +366,10 @@ async fn falls_back_on_rate_limit_after_honouring_retry_after() {
             error,
         } => {
             assert_eq!((*failed_attempt, *delay_ms), (1, 2000));
-            assert!(error.starts_with("openai/gpt-4o: "), "{error}");
+            assert!(
+                error.starts_with("openai model \"gpt-4o\" failed (rate_limited)"),
+                "{error}"
+            );
         }
         other => panic!("expected a retry, got {other:?}"),
     }

@@ -85,7 +85,9 @@ async fn research_runs_offline_with_fallback_routing_and_cache() {
     assert_eq!((retries[0].1, retries[0].2), (1, 200));
     assert_eq!((retries[1].1, retries[1].2), (2, 400));
     assert!(
-        retries[0].3.contains("simulated/gpt-4o-mini"),
+        retries[0]
+            .3
+            .contains("simulated model \"gpt-4o-mini\" failed (rate_limited)"),
         "{}",
         retries[0].3
     );
