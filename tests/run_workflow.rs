@@ -414,6 +414,42 @@ async fn approval_threads_pause_and_resume_across_invocations() {
     // The draft ran once, in the first invocation.
     assert_eq!(d["outputs"]["draft"], "Refund 42 dollars");
 
+    // Without --json a decision's run is shown live like a fresh one.
+    let again = run(&[
+        wf,
+        "--checkpoint-dir",
+        store,
+        "--thread",
+        "refund-2",
+        "--input",
+        r#"{"amount": 7}"#,
+    ])
+    .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let decided = run(&[
+        wf,
+        "--checkpoint-dir",
+        store,
+        "--thread",
+        "refund-2",
+        "--approve",
+        r#"{"amount": 7}"#,
+    ])
+    .await;
+    assert_eq!(decided.code, 0, "{}", decided.stderr);
+    for needle in [
+        "▶ run",
+        "┌ approve started",
+        "┌ send started",
+        "■ run succeeded",
+    ] {
+        assert!(
+            decided.stdout.contains(needle),
+            "{needle:?} not in:\n{}",
+            decided.stdout
+        );
+    }
+
     // Deciding again: the thread no longer waits.
     let mut args = base.to_vec();
     args.push("--reject");

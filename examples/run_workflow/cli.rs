@@ -15,17 +15,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use flowtrace::checkpoint::FileCheckpointer;
 use flowtrace::exec::{Command, HaltSwitch};
 use flowtrace::report::HtmlReport;
-use flowtrace::trace::{JsonLinesSink, MemorySink, SinkError, Timeline};
+use flowtrace::trace::{JsonLinesSink, MemorySink, Timeline};
 use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
 use flowtrace::workflow::spec::{WorkflowSpec, load};
 use flowtrace::workflow::summary::{WorkflowSummary, report_run};
 use flowtrace::{
-    Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, ThreadId, TraceEvent,
-    TraceSink,
+    Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, ThreadId, TraceSink,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -174,29 +172,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     }))
 }
 
-/// Prints the timeline of runs we have no handle for (resumes).
-struct TimelineSink {
-    timeline: Mutex<Timeline>,
-    console: Console,
-}
-
-#[async_trait]
-impl TraceSink for TimelineSink {
-    fn name(&self) -> &str {
-        "timeline"
-    }
-    fn record(&self, event: &TraceEvent) {
-        let mut timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(line) = timeline.line(event) {
-            let console = &self.console;
-            outln!(console, "{line}");
-        }
-    }
-    async fn flush(&self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
 type Outcome = Result<RunOutput<JsonState>, flowtrace::RunFailure>;
 
 /// Everything one run needs besides the workflow.
@@ -247,40 +222,23 @@ async fn run_once(
     if let Some(recorder) = recorder {
         config = config.sink(recorder.clone());
     }
-    if let Mode::Fresh = mode {
-        let mut handle = compiled
-            .graph()
-            .start(CompiledWorkflow::initial_state(input.clone()), config);
-        if setup.live {
-            let mut lines = Timeline::new().follow(handle.events());
-            while let Some(line) = lines.next().await {
-                outln!(console, "{line}");
-            }
-        }
-        return handle.wait().await;
-    }
-    if setup.live {
-        config = config.sink(TimelineSink {
-            timeline: Mutex::new(Timeline::new()),
-            console: console.clone(),
-        });
-    }
+    let graph = compiled.graph();
     let id = pending.unwrap_or_default().to_string();
-    match mode {
+    let mut handle = match mode {
+        Mode::Fresh => graph.start(CompiledWorkflow::initial_state(input.clone()), config),
+        Mode::Resume => graph.start_resume(config),
         Mode::Approve(payload) => {
-            compiled
-                .graph()
-                .resume_with(Command::approve(id, payload.clone()), config)
-                .await
+            graph.start_resume_with(Command::approve(id, payload.clone()), config)
         }
-        Mode::Reject => {
-            compiled
-                .graph()
-                .resume_with(Command::reject(id), config)
-                .await
+        Mode::Reject => graph.start_resume_with(Command::reject(id), config),
+    };
+    if setup.live {
+        let mut lines = Timeline::new().follow(handle.events());
+        while let Some(line) = lines.next().await {
+            outln!(console, "{line}");
         }
-        _ => compiled.graph().resume(config).await,
     }
+    handle.wait().await
 }
 
 /// Prints the end of one run for a human.

@@ -823,3 +823,58 @@ async fn a_node_released_from_interrupt_before_sees_the_approval_payload() {
         .unwrap();
     assert_eq!(out.state.approved, Some(json!({"limit": 500})));
 }
+
+#[tokio::test]
+async fn resumes_can_be_watched_live() {
+    use futures::StreamExt;
+
+    let c = counters();
+    let graph = chain(&c)
+        .interrupt_before(["billing_approval"])
+        .compile()
+        .unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let paused = graph
+        .run(Ledger::default(), durable(&store, "live"))
+        .await
+        .unwrap();
+    let id = paused.interrupt.unwrap().id;
+
+    // The decision's run, watched through its handle as it goes.
+    let mut handle = graph.start_resume_with(
+        Command::approve(id, json!({"ok": true})).by("bob"),
+        durable(&store, "live"),
+    );
+    let kinds: Vec<&'static str> = handle
+        .events()
+        .filter_map(|item| async move {
+            match item {
+                flowtrace_core::trace::StreamItem::Event(e) => Some(e.kind.name()),
+                flowtrace_core::trace::StreamItem::Lagged { .. } => None,
+            }
+        })
+        .collect()
+        .await;
+    let out = handle.wait().await.unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
+    assert_eq!(c.a.load(Ordering::SeqCst), 1, "intake is not run again");
+    assert_eq!(kinds.first(), Some(&"run.started"));
+    assert!(kinds.contains(&"resume"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "step.finished").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"run.finished"));
+
+    // A plain resume of a halted-or-failed thread works the same way; here
+    // the thread is finished, so it returns its final state at once.
+    let again = graph
+        .start_resume(durable(&store, "live"))
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(again.state.log, ["intake", "billing_approval", "charge"]);
+    assert_eq!(c.c.load(Ordering::SeqCst), 1);
+}

@@ -511,14 +511,37 @@ impl<S: State> CompiledGraph<S> {
     ///
     /// Must be called from within a Tokio runtime.
     pub fn start(&self, input: S, config: RunConfig) -> RunHandle<S> {
+        self.spawn(drive::Start::Fresh(input), config)
+    }
+
+    /// Like [`resume`](Self::resume), started on the Tokio runtime with a
+    /// handle to watch its events live, cancel it, or wait for it.
+    ///
+    /// Must be called from within a Tokio runtime.
+    pub fn start_resume(&self, config: RunConfig) -> RunHandle<S> {
+        self.spawn(drive::Start::Resume(None), config)
+    }
+
+    /// Like [`resume_with`](Self::resume_with), started on the Tokio
+    /// runtime with a handle to watch its events live, cancel it, or wait
+    /// for it.
+    ///
+    /// Must be called from within a Tokio runtime.
+    pub fn start_resume_with(
+        &self,
+        command: Command<S::Update>,
+        config: RunConfig,
+    ) -> RunHandle<S> {
+        self.spawn(drive::Start::Resume(Some(command)), config)
+    }
+
+    fn spawn(&self, start: drive::Start<S>, config: RunConfig) -> RunHandle<S> {
         let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
         let shared = Arc::new(RunShared::new(&config, run_id));
         let events = shared.bus.subscribe();
         let graph = self.inner.clone();
         let task_shared = shared.clone();
-        let join = tokio::spawn(async move {
-            drive::drive(&graph, task_shared, drive::Start::Fresh(input)).await
-        });
+        let join = tokio::spawn(async move { drive::drive(&graph, task_shared, start).await });
         RunHandle::new(shared, events, join)
     }
 }
