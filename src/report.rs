@@ -241,7 +241,7 @@ impl Tally {
         let mut t = Tally::default();
         for s in &summary.steps {
             t.cache_hits += u64::from(s.cache_hits);
-            t.retries += u64::from(s.attempts.saturating_sub(1)) + u64::from(s.call_retries);
+            t.retries += u64::from(s.retries());
             t.fallbacks += u64::from(s.fallbacks);
         }
         t
@@ -392,10 +392,7 @@ impl<'a> RunView<'a> {
             let status = step_status(step.status);
             let cached = if step.cache_hits > 0 { " cache" } else { "" };
             let mut marks = String::new();
-            let retries = step
-                .attempts
-                .saturating_sub(1)
-                .saturating_add(step.call_retries);
+            let retries = step.retries();
             if retries > 0 {
                 let _ = write!(
                     marks,
@@ -493,15 +490,9 @@ impl<'a> RunView<'a> {
             fact(out, "status", step_status(step.status));
             // Calls tried: node executions plus retried and fallen-back
             // model calls (the JSON summary's `attempts`).
-            let tried = step
-                .attempts
-                .saturating_add(step.call_retries)
-                .saturating_add(step.fallbacks);
+            let tried = step.calls_tried();
             fact(out, "attempts", &tried.to_string());
-            let retries = step
-                .attempts
-                .saturating_sub(1)
-                .saturating_add(step.call_retries);
+            let retries = step.retries();
             fact(out, "retries", &retries.to_string());
             fact(out, "fallbacks", &step.fallbacks.to_string());
             if let Some(p) = &step.provider {
@@ -904,7 +895,7 @@ fn status_badge(status: &str) -> String {
 }
 
 /// Escapes text for HTML content and quoted attribute values.
-pub fn esc(text: &str) -> String {
+fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 8);
     for c in text.chars() {
         match c {

@@ -158,19 +158,14 @@ impl WorkflowSummary {
                 // record; otherwise the executor's edge label.
                 let branch = state
                     .filter(|_| node_type.as_deref() == Some("router"))
-                    .and_then(|st| st.get(&router_key(s.node.as_ref())))
-                    .and_then(|r| r.get("branch").cloned())
+                    .and_then(|st| rule_branch(st, s.node.as_ref()).cloned())
                     .or_else(|| s.branch.clone().map(Value::String));
-                let node_retries = s.attempts.saturating_sub(1);
                 StepSummary {
                     node_id: s.node.as_ref().to_string(),
                     node_type,
                     status: s.status,
-                    attempts: s
-                        .attempts
-                        .saturating_add(s.call_retries)
-                        .saturating_add(s.fallbacks),
-                    retries: node_retries.saturating_add(s.call_retries),
+                    attempts: s.calls_tried(),
+                    retries: s.retries(),
                     fallbacks: s.fallbacks,
                     provider: s.provider.clone(),
                     model: s.model.clone(),
@@ -261,10 +256,7 @@ pub fn report_run(
         if let Some(v) = state.and_then(|st| CompiledWorkflow::output(st, &node.id)) {
             run = run.output(node.id.clone(), v.clone());
         }
-        if let Some(branch) = state
-            .and_then(|st| st.get(&router_key(&node.id)))
-            .and_then(|r| r.get("branch"))
-        {
+        if let Some(branch) = state.and_then(|st| rule_branch(st, &node.id)) {
             let text = branch
                 .as_str()
                 .map_or_else(|| branch.to_string(), str::to_string);
@@ -272,6 +264,11 @@ pub fn report_run(
         }
     }
     run
+}
+
+/// The branch router `id`'s rule chose, from its record in `state`.
+fn rule_branch<'s>(state: &'s JsonState, id: &str) -> Option<&'s Value> {
+    state.get(&router_key(id)).and_then(|r| r.get("branch"))
 }
 
 /// The state a failed run had reached (what its completed steps produced).

@@ -108,6 +108,24 @@ pub struct RunSummary {
     pub error: Option<ErrorSummary>,
 }
 
+impl StepRecord {
+    /// Retries within the step: the node's own retries plus retried model
+    /// calls inside it.
+    pub fn retries(&self) -> u32 {
+        self.attempts
+            .saturating_sub(1)
+            .saturating_add(self.call_retries)
+    }
+
+    /// Calls tried: the node's executions plus every retried or
+    /// fallen-back model call inside it (0 when skipped).
+    pub fn calls_tried(&self) -> u32 {
+        self.attempts
+            .saturating_add(self.call_retries)
+            .saturating_add(self.fallbacks)
+    }
+}
+
 impl RunSummary {
     /// The records of one node, in order.
     pub fn steps_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a StepRecord> + 'a {
