@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowtrace::checkpoint::{
-    Checkpointer, FileCheckpointer, Interrupt, InterruptWhen, StateRecord, ThreadStatus,
+    Checkpointer, DecisionKind, FileCheckpointer, Interrupt, InterruptWhen, StateRecord,
+    ThreadStatus,
 };
 use flowtrace::exec::{Command, HaltSwitch};
 use flowtrace::testing::ScriptedModel;
@@ -454,7 +455,7 @@ async fn main() {
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].interrupt_id, interrupt.id);
     assert_eq!(approvals[0].decided_by, "alice@finance");
-    assert_eq!(approvals[0].decision, "approve");
+    assert_eq!(approvals[0].decision, DecisionKind::Approve);
     assert_eq!(approvals[0].payload["limit"], 500);
 
     // ── 2. A discount, a sign-off, a kill switch, a resume ──────────────

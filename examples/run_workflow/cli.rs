@@ -381,7 +381,7 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
     let pending = match (&args.mode, &store, &thread) {
         (Mode::Approve(_) | Mode::Reject, Some(store), Some(thread)) => {
             match store.get(thread, None).await {
-                Ok(Some(cp)) => match cp.interrupt {
+                Ok(Some(cp)) => match cp.interrupts.into_iter().next() {
                     Some(interrupt) => Some(interrupt.id),
                     None => {
                         return invalid(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flowtrace_core::checkpoint::{
-    Checkpointer, InterruptWhen, MemoryCheckpointer, StateRecord, ThreadStatus,
+    Checkpointer, DecisionKind, InterruptWhen, MemoryCheckpointer, StateRecord, ThreadStatus,
 };
 use flowtrace_core::exec::{Command, Durability, HaltSwitch};
 use flowtrace_core::trace::MemorySink;
@@ -252,7 +252,7 @@ async fn static_interrupt_before_then_approve() {
     assert!(sink.kinds().contains(&"interrupt"));
     let latest = store.get(&"t".into(), None).await.unwrap().unwrap();
     assert_eq!(latest.status, ThreadStatus::Interrupted);
-    assert_eq!(latest.interrupt.as_ref().unwrap().id, interrupt.id);
+    assert_eq!(latest.interrupts[0].id, interrupt.id);
 
     // No decision, a stale decision, then the right one.
     let err = graph.resume(durable(&store, "t")).await.unwrap_err();
@@ -288,7 +288,7 @@ async fn static_interrupt_before_then_approve() {
     let approvals: Vec<_> = history.iter().flat_map(|c| c.approvals.clone()).collect();
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].decided_by, "alice");
-    assert_eq!(approvals[0].decision, "approve");
+    assert_eq!(approvals[0].decision, DecisionKind::Approve);
     assert_eq!(approvals[0].interrupt_id, interrupt.id);
 
     // A finished thread takes no more decisions.
@@ -747,7 +747,7 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .collect();
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].decided_by, "deadline");
-    assert_eq!(approvals[0].decision, "approve");
+    assert_eq!(approvals[0].decision, DecisionKind::Approve);
 
     // Escalate to a named node.
     let sup = Arc::new(AtomicUsize::new(0));

@@ -260,16 +260,16 @@ pub fn sample_checkpoint(thread: &ThreadId, seq: u64, state: StateRecord) -> Che
         created_at: Timestamp::now(),
         format_version: CHECKPOINT_FORMAT_VERSION,
         state,
-        frontier: vec![TaskSpec {
-            node: NodeId::new("work"),
-            input: None,
-        }],
+        frontier: vec![TaskSpec::new("work", None)],
         joins: Vec::new(),
         node_executions: seq + 1,
         steps: vec![sample_step(seq + 1, "work")],
         status: ThreadStatus::Running,
-        interrupt: None,
+        step_ids: seq + 1,
+        interrupts: Vec::new(),
         approvals: Vec::new(),
+        error: None,
+        metadata: Default::default(),
     }
 }
 
@@ -329,13 +329,18 @@ fn rich_checkpoint(thread: &ThreadId) -> Checkpoint {
     cp.run_id = RunId::new("run-ünïcode");
     cp.nodes = vec![NodeId::new("draft"), NodeId::new("review")];
     cp.frontier = vec![
+        TaskSpec::new("publish", None),
         TaskSpec {
-            node: NodeId::new("publish"),
-            input: None,
-        },
-        TaskSpec {
-            node: NodeId::new("translate"),
-            input: Some(json!({ "lang": "fr" })),
+            answers: vec![json!("yes"), json!({ "amount": 5 })],
+            approved: Some(json!({ "limit": 10 })),
+            subgraph: Some(Box::new(crate::checkpoint::SubgraphState {
+                state: json!({ "draft": "x" }),
+                step: 2,
+                frontier: vec![TaskSpec::new("inner", Some(json!(1)))],
+                joins: Vec::new(),
+                writes: vec![sample_write(1, json!({ "k": "v" }))],
+            })),
+            ..TaskSpec::new("translate", Some(json!({ "lang": "fr" })))
         },
     ];
     cp.joins = vec![JoinState {
@@ -347,21 +352,33 @@ fn rich_checkpoint(thread: &ThreadId) -> Checkpoint {
     cp.node_executions = 5;
     cp.steps.push(failed);
     cp.status = ThreadStatus::Interrupted;
-    cp.interrupt = Some(Interrupt {
+    cp.interrupts = vec![Interrupt {
         id: "interrupt-1".into(),
         node: NodeId::new("review"),
+        path: vec![NodeId::new("outer")],
+        tasks: vec![1, 0],
+        call: 2,
         when: InterruptWhen::During,
         payload: json!({ "question": "refund 120?" }),
         created_at: Timestamp::now(),
         deadline: Some(Timestamp::now().plus_micros(60_000_000)),
         on_timeout: Some(DefaultDecision::Escalate(NodeId::new("supervisor"))),
+    }];
+    cp.error = Some(crate::checkpoint::TaskError {
+        node: Some(NodeId::new("review")),
+        task: Some(1),
+        kind: "node".into(),
+        message: "boom".into(),
     });
+    cp.metadata.insert("tenant".into(), json!("acme"));
+    cp.step_ids = 9;
     cp.approvals = vec![ApprovalRecord {
         interrupt_id: "interrupt-0".into(),
         node: NodeId::new("draft"),
         decided_by: "ana@example.com".into(),
         decided_at: Timestamp::now(),
-        decision: "update".into(),
+        decision: crate::checkpoint::DecisionKind::Update,
+        path: Vec::new(),
         payload: json!({ "amount": 100 }),
         checkpoint_seq: 0,
     }];
@@ -559,16 +576,29 @@ fn differing_fields(a: &Checkpoint, b: &Checkpoint) -> Vec<String> {
     cmp("steps", a.steps == b.steps, &a.steps, &b.steps);
     cmp("status", a.status == b.status, &a.status, &b.status);
     cmp(
-        "interrupt",
-        a.interrupt == b.interrupt,
-        &a.interrupt,
-        &b.interrupt,
+        "interrupts",
+        a.interrupts == b.interrupts,
+        &a.interrupts,
+        &b.interrupts,
     );
     cmp(
         "approvals",
         a.approvals == b.approvals,
         &a.approvals,
         &b.approvals,
+    );
+    cmp("error", a.error == b.error, &a.error, &b.error);
+    cmp(
+        "metadata",
+        a.metadata == b.metadata,
+        &a.metadata,
+        &b.metadata,
+    );
+    cmp(
+        "step_ids",
+        a.step_ids == b.step_ids,
+        &a.step_ids,
+        &b.step_ids,
     );
     out
 }

@@ -861,16 +861,16 @@ mod tests {
             } else {
                 StateRecord::Delta(vec![json!({ "seq": seq })])
             },
-            frontier: vec![TaskSpec {
-                node: NodeId::new("n"),
-                input: None,
-            }],
+            frontier: vec![TaskSpec::new("n", None)],
             joins: Vec::new(),
             node_executions: seq + 1,
             steps: vec![step("n")],
             status: ThreadStatus::Running,
-            interrupt: None,
+            step_ids: seq + 1,
+            interrupts: Vec::new(),
             approvals: Vec::new(),
+            error: None,
+            metadata: Default::default(),
         }
     }
 

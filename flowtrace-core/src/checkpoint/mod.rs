@@ -25,6 +25,8 @@ mod memory;
 pub use file::FileCheckpointer;
 pub use memory::MemoryCheckpointer;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +35,44 @@ use crate::ids::{NodeId, RunId, ThreadId};
 use crate::trace::Timestamp;
 
 /// The stored-format version written by this release.
-pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 holds every pending interrupt (`interrupts`), per-task answers
+/// and paused subgraphs in the frontier, the failing task's error, thread
+/// metadata and the thread's step-id counter.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
+
+/// The deepest nesting of arrays and objects a stored checkpoint may have,
+/// counted over the whole record (the checkpoint's own fields take about
+/// eight levels, a subgraph paused inside another takes about six more).
+///
+/// `serde_json` refuses to read anything deeper than 128 levels, so a store
+/// that accepted deeper values would hold a thread that can be written but
+/// never read back. Runs check their states, updates, inputs and payloads
+/// against this limit before anything is saved
+/// ([`CheckpointError::TooDeep`]), and stores refuse such checkpoints.
+pub const MAX_RECORD_DEPTH: usize = 120;
+
+/// The nesting depth of `value`: 0 for a scalar, 1 for a flat array or
+/// object, and so on. Iterative, so any depth is measured without
+/// recursion.
+pub fn value_depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&serde_json::Value, usize)> = vec![(value, 0)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            serde_json::Value::Object(map) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// The state part of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,7 +84,7 @@ pub enum StateRecord {
     Delta(Vec<serde_json::Value>),
 }
 
-/// A node to run, with its dispatch input.
+/// A node to run, with its dispatch input and what humans already told it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// The node.
@@ -53,6 +92,52 @@ pub struct TaskSpec {
     /// For dispatched instances: the input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<serde_json::Value>,
+    /// The answers to this task's `NodeContext::interrupt` calls so far, in
+    /// call order: when the task runs again, its first calls return these
+    /// and the next one asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<serde_json::Value>,
+    /// For a task released from a static `interrupt_before` gate: the
+    /// approval's payload (the gate does not stop it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<serde_json::Value>,
+    /// For a subgraph task that paused inside its subgraph: where the
+    /// subgraph stands, so resuming continues inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subgraph: Option<Box<SubgraphState>>,
+}
+
+impl TaskSpec {
+    /// A task of `node` with an optional dispatch input.
+    pub fn new(node: impl Into<NodeId>, input: Option<serde_json::Value>) -> Self {
+        Self {
+            node: node.into(),
+            input,
+            answers: Vec::new(),
+            approved: None,
+            subgraph: None,
+        }
+    }
+}
+
+/// A subgraph paused inside a parent task (an interrupt inside it, or a
+/// static gate declared on it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubgraphState {
+    /// The subgraph's whole state.
+    pub state: serde_json::Value,
+    /// Super-steps the subgraph completed.
+    pub step: u64,
+    /// Its tasks to run next (with their answers, approvals and nested
+    /// subgraphs).
+    pub frontier: Vec<TaskSpec>,
+    /// Its joins waiting for more predecessors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<JoinState>,
+    /// Results of its tasks that finished in the paused super-step, replayed
+    /// instead of run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<PendingWrite>,
 }
 
 /// A join that some, but not all, of its predecessors have reached.
@@ -81,13 +166,32 @@ pub enum InterruptWhen {
     During,
 }
 
-/// A run waiting for a human.
+/// A question waiting for a human.
+///
+/// Ids are unique within a thread: `{thread}:{super-step}:{node}` for a
+/// static gate; `{thread}:{super-step}:{node}.{task}.{call}` for the
+/// `call`-th `NodeContext::interrupt` of task position `task`; inside a
+/// subgraph the parent's part comes first, then `/` and the subgraph's part
+/// (`t:3:review.0/1:approve.0.0`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interrupt {
-    /// Identifies this interrupt; a resume must name it.
+    /// Identifies this interrupt; a decision must name it.
     pub id: String,
-    /// The node.
+    /// The node (inside its subgraph when `path` is not empty).
     pub node: NodeId,
+    /// The subgraph nodes leading to `node`, outermost first (empty at the
+    /// top level): a decision's records name the whole path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<NodeId>,
+    /// The task positions along `path` (one per path entry), then the
+    /// node's own task position (for `during`; for static gates the first
+    /// task of the node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<u32>,
+    /// For `during`: which `interrupt` call of the task this is (0 for the
+    /// first).
+    #[serde(default)]
+    pub call: u32,
     /// Before, after or during the node.
     pub when: InterruptWhen,
     /// What the human is asked (the node's payload, or null).
@@ -116,19 +220,69 @@ pub enum DefaultDecision {
     Escalate(NodeId),
 }
 
-/// A human decision applied to an interrupt.
+impl Interrupt {
+    /// The node with its subgraph path, `parent → child → node`.
+    pub fn qualified_node(&self) -> String {
+        let mut out = String::new();
+        for p in &self.path {
+            out.push_str(p.as_str());
+            out.push_str(" → ");
+        }
+        out.push_str(self.node.as_str());
+        out
+    }
+}
+
+/// The kind of a human decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DecisionKind {
+    /// Continue (a node's `interrupt` call returns the payload).
+    Approve,
+    /// Edit the state, then continue.
+    Update,
+    /// Do not run the interrupted node.
+    Reject,
+    /// Skip the interrupted node and continue elsewhere.
+    Escalate,
+}
+
+impl DecisionKind {
+    /// `approve`, `update`, `reject` or `escalate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Approve => "approve",
+            DecisionKind::Update => "update",
+            DecisionKind::Reject => "reject",
+            DecisionKind::Escalate => "escalate",
+        }
+    }
+}
+
+impl std::fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A human decision applied to an interrupt (or a state edit made with
+/// `update_state`, whose `interrupt_id` is empty).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
     /// The interrupt decided.
     pub interrupt_id: String,
     /// The node.
     pub node: NodeId,
+    /// The subgraph nodes leading to `node`, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<NodeId>,
     /// Who decided (`deadline` when a default decision was applied).
     pub decided_by: String,
     /// When.
     pub decided_at: Timestamp,
-    /// The decision: `approve`, `update`, `reject` or `escalate`.
-    pub decision: String,
+    /// The decision.
+    pub decision: DecisionKind,
     /// The decision's payload.
     pub payload: serde_json::Value,
     /// The checkpoint it applied to.
@@ -187,14 +341,45 @@ pub struct Checkpoint {
     /// The steps of this super-step (for run summaries).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
+    /// Step ids issued in the thread so far (the next step is numbered
+    /// after this), so a resumed run numbers its steps without reading the
+    /// thread's history.
+    #[serde(default)]
+    pub step_ids: u64,
     /// Where the thread stands.
     pub status: ThreadStatus,
-    /// The pending interrupt, when interrupted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interrupt: Option<Interrupt>,
+    /// Every question waiting for a human, when interrupted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupts: Vec<Interrupt>,
     /// Human decisions applied when this checkpoint was written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalRecord>,
+    /// For a `failed` checkpoint: the task that failed and why. Resuming
+    /// runs only that task again (its finished siblings are replayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// The thread's user metadata (tenant, user, conversation, ...), for
+    /// [`Checkpointer::list_threads`] filters. Written with the thread's
+    /// first checkpoint and whenever a run changes it; a thread's metadata
+    /// is that of its latest checkpoint that has any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// The failure stored with a `failed` checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// The node whose task failed (empty path and no task when the run
+    /// failed between steps, for example on a deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
+    /// The task's position in the super-step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u32>,
+    /// The error's kind (`Error::kind`).
+    pub kind: String,
+    /// The error's message.
+    pub message: String,
 }
 
 impl Checkpoint {
@@ -268,9 +453,65 @@ pub enum CheckpointError {
         /// What is wrong.
         message: String,
     },
+    /// A checkpoint nests deeper than [`MAX_RECORD_DEPTH`]: it could be
+    /// written but never read back, so it is refused before anything is
+    /// saved.
+    #[error(
+        "thread {thread:?}: checkpoint {seq} nests {depth} levels deep, over the limit of {limit} (MAX_RECORD_DEPTH){}",
+        .node.as_ref().map(|n| format!("; the value came from node {n:?}")).unwrap_or_default()
+    )]
+    TooDeep {
+        /// The thread.
+        thread: ThreadId,
+        /// The checkpoint.
+        seq: u64,
+        /// The node whose update, input or payload is too deep, when known.
+        node: Option<NodeId>,
+        /// The depth found.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The backing store failed.
     #[error("checkpoint store failed: {0}")]
     Store(String),
+}
+
+impl Checkpoint {
+    /// Fails with [`CheckpointError::TooDeep`] when the checkpoint, as
+    /// stored, would nest deeper than [`MAX_RECORD_DEPTH`].
+    pub fn check_depth(&self) -> Result<(), CheckpointError> {
+        let value = serde_json::to_value(self).map_err(|e| CheckpointError::Corrupt {
+            thread: self.thread_id.clone(),
+            seq: self.seq,
+            message: format!("cannot be serialized: {e}"),
+        })?;
+        let depth = value_depth(&value);
+        if depth > MAX_RECORD_DEPTH {
+            return Err(CheckpointError::TooDeep {
+                thread: self.thread_id.clone(),
+                seq: self.seq,
+                node: None,
+                depth,
+                limit: MAX_RECORD_DEPTH,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Several checkpoints and pending writes of one thread written as one
+/// record: what `Durability::Exit` writes when a run stops, and what group
+/// commit uses. All or nothing: if the first checkpoint's `seq` is not the
+/// thread's next, nothing is stored ([`CheckpointError::Conflict`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointBatch {
+    /// Checkpoints to append, consecutive `seq`s, oldest first.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Task results to save: `(seq, write)` for the super-step after
+    /// checkpoint `seq` (one of the batch's checkpoints or the thread's
+    /// latest).
+    pub writes: Vec<(u64, PendingWrite)>,
 }
 
 /// Stores the checkpoints and pending writes of threads.
@@ -317,6 +558,23 @@ pub trait Checkpointer: Send + Sync {
         thread: &ThreadId,
         seq: u64,
     ) -> Result<Vec<PendingWrite>, CheckpointError>;
+
+    /// Writes a whole batch for `thread` (see [`CheckpointBatch`]). The
+    /// default appends the checkpoints one by one, then saves the writes;
+    /// stores should write the batch as one record with one flush.
+    async fn append_batch(
+        &self,
+        thread: &ThreadId,
+        batch: CheckpointBatch,
+    ) -> Result<(), CheckpointError> {
+        for cp in batch.checkpoints {
+            self.append(cp).await?;
+        }
+        for (seq, w) in batch.writes {
+            self.put_write(thread, seq, w).await?;
+        }
+        Ok(())
+    }
 
     /// The checkpoints needed to rebuild the state at `seq`: from the last
     /// one holding a full state up to `seq`, oldest first. The default walks
@@ -387,5 +645,12 @@ impl<C: Checkpointer + ?Sized> Checkpointer for std::sync::Arc<C> {
     }
     async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
         (**self).chain(thread, seq).await
+    }
+    async fn append_batch(
+        &self,
+        thread: &ThreadId,
+        batch: CheckpointBatch,
+    ) -> Result<(), CheckpointError> {
+        (**self).append_batch(thread, batch).await
     }
 }

@@ -190,14 +190,16 @@ async fn prepare<'g, S: State>(
             let mut payload = serde_json::json!({ "from_checkpoint": resumed_from });
             // A decision from the caller, or the interrupt's default once its
             // deadline has passed.
-            let decided = match (command, &latest.interrupt) {
+            let decided = match (command, latest.interrupts.first()) {
                 (Some(c), _) => Some((c.decision, c.by)),
                 (None, Some(i)) if latest.status == ThreadStatus::Interrupted => {
                     default_decision(i).map(|d| (d, "deadline".to_string()))
                 }
                 _ => None,
             };
-            if let (Some((decision, by)), Some(interrupt)) = (decided, latest.interrupt.clone()) {
+            if let (Some((decision, by)), Some(interrupt)) =
+                (decided, latest.interrupts.first().cloned())
+            {
                 let node = node_index(graph, &thread, &interrupt.node)?;
                 let mut deltas = Vec::new();
                 let (decision, decision_payload) = match decision {
@@ -260,7 +262,13 @@ async fn prepare<'g, S: State>(
                     node: interrupt.node.clone(),
                     decided_by: by.clone(),
                     decided_at: run.ts(Instant::now()),
-                    decision: decision.to_string(),
+                    decision: match decision {
+                        "approve" => crate::checkpoint::DecisionKind::Approve,
+                        "update" => crate::checkpoint::DecisionKind::Update,
+                        "reject" => crate::checkpoint::DecisionKind::Reject,
+                        _ => crate::checkpoint::DecisionKind::Escalate,
+                    },
+                    path: Vec::new(),
                     payload: decision_payload.clone(),
                     checkpoint_seq: latest.seq,
                 };
@@ -326,7 +334,7 @@ fn check_decision<U>(
     command: Option<&Command<U>>,
 ) -> Result<(), Error> {
     let status = latest.status;
-    match (status, command, &latest.interrupt) {
+    match (status, command, latest.interrupts.first()) {
         (ThreadStatus::Interrupted, None, Some(i)) if default_decision::<U>(i).is_some() => Ok(()),
         (ThreadStatus::Interrupted, None, Some(i)) => Err(Error::DecisionRequired {
             thread: thread.clone(),

@@ -525,6 +525,9 @@ impl<'g, S: State> Executor<'g, S> {
         Interrupt {
             id,
             node: self.graph.nodes[node].id.clone(),
+            path: Vec::new(),
+            tasks: Vec::new(),
+            call: 0,
             when,
             payload,
             deadline,
@@ -537,10 +540,7 @@ impl<'g, S: State> Executor<'g, S> {
     fn frontier(&self, tasks: &[Task]) -> Vec<TaskSpec> {
         tasks
             .iter()
-            .map(|t| TaskSpec {
-                node: self.graph.nodes[t.node].id.clone(),
-                input: t.input.clone(),
-            })
+            .map(|t| TaskSpec::new(self.graph.nodes[t.node].id.clone(), t.input.clone()))
             .collect()
     }
 
@@ -591,8 +591,11 @@ impl<'g, S: State> Executor<'g, S> {
                 .load(std::sync::atomic::Ordering::Acquire),
             steps,
             status,
-            interrupt,
+            step_ids: 0,
+            interrupts: interrupt.into_iter().collect(),
             approvals: Vec::new(),
+            error: None,
+            metadata: Default::default(),
         }
     }
 

@@ -484,8 +484,11 @@ impl<S: State> CompiledGraph<S> {
             node_executions: source.node_executions,
             steps: Vec::new(),
             status: crate::checkpoint::ThreadStatus::Running,
-            interrupt: None,
+            step_ids: source.step_ids,
+            interrupts: Vec::new(),
             approvals: Vec::new(),
+            error: None,
+            metadata: source.metadata,
         };
         store.append(checkpoint.clone()).await?;
         Ok(checkpoint)
