@@ -322,7 +322,7 @@ async fn interrupt_then_resume(
         )
         .await
         .unwrap();
-    let id = paused.interrupt.as_ref().map(|i| i.id.clone()).unwrap();
+    let id = paused.interrupt().map(|i| i.id.clone()).unwrap();
     let done = graph
         .resume_with(
             Command::approve(id, json!({"by": "alice"})).by("alice"),

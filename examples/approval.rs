@@ -358,8 +358,8 @@ fn ok(result: Result<RunOutput<Order>, flowtrace::RunFailure>) -> RunOutput<Orde
 fn pending(out: &RunOutput<Order>) -> Interrupt {
     assert_eq!(out.summary.status, RunStatus::Interrupted);
     let interrupt = out
-        .interrupt
-        .clone()
+        .interrupt()
+        .cloned()
         .expect("an interrupted run names its interrupt");
     println!(
         "\npending interrupt: node {} ({:?}), id {:?}\n  asks: {}",

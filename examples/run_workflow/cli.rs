@@ -265,7 +265,7 @@ fn print_report(spec: &WorkflowSpec, outcome: &Outcome, args: &Args, console: &C
                     }
                 }
             }
-            if let Some(interrupt) = &out.interrupt {
+            if let Some(interrupt) = out.interrupt() {
                 outln!(
                     console,
                     "\nwaiting for a decision at `{}` (interrupt {}): {}",

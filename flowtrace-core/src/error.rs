@@ -153,39 +153,95 @@ pub enum Error {
         thread: ThreadId,
     },
 
+    /// The operation needs a durable run: set `RunConfig::checkpointer` (and
+    /// `RunConfig::thread`).
+    #[error("{operation} needs RunConfig::checkpointer (and RunConfig::thread)")]
+    NotDurable {
+        /// What was asked (`resume`, `resume_with`, ...).
+        operation: &'static str,
+    },
+
+    /// The thread has no checkpoint with this number (never written, or
+    /// pruned).
+    #[error("thread {thread:?} has no checkpoint {seq}")]
+    CheckpointNotFound {
+        /// The thread.
+        thread: ThreadId,
+        /// The checkpoint asked for.
+        seq: u64,
+    },
+
+    /// A new run was asked to start on a thread that is not finished: it
+    /// waits for a human, was halted, failed or is still running. Resume it
+    /// instead.
+    #[error(
+        "thread {thread:?} is {status:?}, not finished: resume it (or fork it) instead of starting a new run on it"
+    )]
+    ThreadBusy {
+        /// The thread.
+        thread: ThreadId,
+        /// Its status.
+        status: crate::checkpoint::ThreadStatus,
+    },
+
     /// A decision was given for a thread that is not waiting for one.
-    #[error("thread {thread:?} is not interrupted (it is {status}); nothing to approve or reject")]
+    #[error(
+        "thread {thread:?} is not interrupted (it is {status:?}); nothing to approve or reject"
+    )]
     NotInterrupted {
         /// The thread.
         thread: ThreadId,
         /// Its status.
-        status: String,
+        status: crate::checkpoint::ThreadStatus,
     },
 
-    /// The decision names an interrupt that is not the thread's pending one.
+    /// A decision names an interrupt that is not pending on the thread
+    /// (already decided, from an earlier pause, or unknown).
     #[error(
-        "thread {thread:?}: the decision is for interrupt {given:?}, but the pending interrupt is {pending:?}"
+        "thread {thread:?}: the decision is for interrupt {given:?}, which is not pending (pending: {pending:?})"
     )]
     StaleInterrupt {
         /// The thread.
         thread: ThreadId,
         /// The interrupt named by the decision.
         given: String,
-        /// The pending interrupt.
-        pending: String,
+        /// The interrupts that are pending.
+        pending: Vec<String>,
+    },
+
+    /// Two decisions of one resume name the same interrupt.
+    #[error("thread {thread:?}: interrupt {interrupt_id:?} is decided twice in one resume")]
+    DuplicateDecision {
+        /// The thread.
+        thread: ThreadId,
+        /// The interrupt.
+        interrupt_id: String,
     },
 
     /// The thread waits for a human decision; resume it with a command.
     #[error(
-        "thread {thread:?} is interrupted at node {node:?} (interrupt {interrupt_id:?}); resume it with a decision"
+        "thread {thread:?} is interrupted at node {node:?} (interrupt {interrupt_id:?}{}); resume it with a decision",
+        if *.pending > 1 { format!(", and {} more", .pending - 1) } else { String::new() }
     )]
     DecisionRequired {
         /// The thread.
         thread: ThreadId,
-        /// The node.
+        /// The node of the first pending interrupt.
         node: NodeId,
-        /// The pending interrupt.
+        /// The first pending interrupt.
         interrupt_id: String,
+        /// How many interrupts are pending.
+        pending: usize,
+    },
+
+    /// A state edit names a node the graph does not have, or one that
+    /// cannot produce updates (`START`, `END`).
+    #[error("cannot apply a state edit as node {node:?}: {reason}")]
+    InvalidStateEdit {
+        /// The node named.
+        node: String,
+        /// Why.
+        reason: String,
     },
 
     /// A checkpoint names a node this graph does not have.
@@ -205,6 +261,24 @@ pub enum Error {
         /// The serde error.
         message: String,
     },
+
+    /// A value to be saved in a checkpoint (a state, an update, a dispatch
+    /// input, an interrupt payload or answer) nests deeper than
+    /// [`MAX_VALUE_DEPTH`](crate::checkpoint::MAX_VALUE_DEPTH): it could be
+    /// written but never read back, so it is refused before anything is
+    /// saved.
+    #[error(
+        "a value to checkpoint nests {depth} levels deep, over the limit of {limit} (MAX_VALUE_DEPTH){}",
+        node_suffix(.node)
+    )]
+    ValueTooDeep {
+        /// The node whose value it is, if any.
+        node: Option<NodeId>,
+        /// The depth found.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 fn node_suffix(node: &Option<NodeId>) -> String {
@@ -215,6 +289,25 @@ fn node_suffix(node: &Option<NodeId>) -> String {
 }
 
 impl Error {
+    /// The node the failure belongs to, when there is one.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            Error::Node { node, .. }
+            | Error::Timeout { node, .. }
+            | Error::RecursionLimit { node, .. }
+            | Error::UnknownBranch { node, .. }
+            | Error::UnknownDispatchTarget { node, .. }
+            | Error::MissingPrice { node, .. }
+            | Error::NodePanicked { node, .. } => Some(node),
+            Error::DeadlineExceeded { node, .. }
+            | Error::Canceled { node }
+            | Error::StateSerialization { node, .. }
+            | Error::ValueTooDeep { node, .. } => node.as_ref(),
+            Error::BudgetExceeded(b) => b.node.as_ref(),
+            _ => None,
+        }
+    }
+
     /// A short, stable name for the kind of failure (`node`, `timeout`,
     /// `budget_exceeded`, …), for summaries and metrics.
     pub fn kind(&self) -> &'static str {
@@ -236,10 +329,16 @@ impl Error {
             Error::ThreadNotFound { .. } => "thread_not_found",
             Error::ThreadExists { .. } => "thread_exists",
             Error::NotInterrupted { .. } => "not_interrupted",
+            Error::ThreadBusy { .. } => "thread_busy",
+            Error::NotDurable { .. } => "not_durable",
+            Error::CheckpointNotFound { .. } => "checkpoint_not_found",
+            Error::DuplicateDecision { .. } => "duplicate_decision",
+            Error::InvalidStateEdit { .. } => "invalid_state_edit",
             Error::StaleInterrupt { .. } => "stale_interrupt",
             Error::DecisionRequired { .. } => "decision_required",
             Error::GraphMismatch { .. } => "graph_mismatch",
             Error::StateSerialization { .. } => "state_serialization",
+            Error::ValueTooDeep { .. } => "value_too_deep",
         }
     }
 }
@@ -276,6 +375,16 @@ enum NodeErrorRepr {
     Run(Box<Error>),
     /// The node asked for a human decision (`NodeContext::interrupt`).
     Interrupt(serde_json::Value),
+    /// A subgraph run by the node paused for human decisions.
+    Paused(Arc<SubgraphPause>),
+}
+
+/// A subgraph that stopped for human decisions: where it stands and what
+/// it asks.
+#[derive(Debug)]
+pub(crate) struct SubgraphPause {
+    pub(crate) state: crate::checkpoint::SubgraphState,
+    pub(crate) interrupts: Vec<crate::checkpoint::Interrupt>,
 }
 
 impl NodeError {
@@ -338,6 +447,21 @@ impl NodeError {
         }
     }
 
+    pub(crate) fn subgraph_paused(pause: SubgraphPause) -> Self {
+        Self {
+            repr: NodeErrorRepr::Paused(Arc::new(pause)),
+        }
+    }
+
+    /// The subgraph's pause, when a subgraph run by the node stopped for
+    /// human decisions.
+    pub(crate) fn subgraph_pause(&self) -> Option<&Arc<SubgraphPause>> {
+        match &self.repr {
+            NodeErrorRepr::Paused(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The payload, when this is a request for a human decision.
     pub fn interrupt_payload(&self) -> Option<&serde_json::Value> {
         match &self.repr {
@@ -350,7 +474,9 @@ impl NodeError {
     pub fn class(&self) -> ErrorClass {
         match &self.repr {
             NodeErrorRepr::Failure { class, .. } => *class,
-            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) => ErrorClass::Permanent,
+            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) | NodeErrorRepr::Paused(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 
@@ -363,7 +489,7 @@ impl NodeError {
     pub fn retry_after(&self) -> Option<Duration> {
         match &self.repr {
             NodeErrorRepr::Failure { retry_after, .. } => *retry_after,
-            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) => None,
+            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) | NodeErrorRepr::Paused(_) => None,
         }
     }
 
@@ -371,7 +497,9 @@ impl NodeError {
     pub fn as_run_error(&self) -> Option<&Error> {
         match &self.repr {
             NodeErrorRepr::Run(e) => Some(e),
-            NodeErrorRepr::Failure { .. } | NodeErrorRepr::Interrupt(_) => None,
+            NodeErrorRepr::Failure { .. }
+            | NodeErrorRepr::Interrupt(_)
+            | NodeErrorRepr::Paused(_) => None,
         }
     }
 
@@ -395,6 +523,11 @@ impl fmt::Display for NodeError {
             }
             NodeErrorRepr::Run(e) => e.fmt(f),
             NodeErrorRepr::Interrupt(p) => write!(f, "interrupted for a human decision: {p}"),
+            NodeErrorRepr::Paused(p) => write!(
+                f,
+                "subgraph paused for {} human decision(s)",
+                p.interrupts.len()
+            ),
         }
     }
 }
@@ -406,7 +539,7 @@ impl std::error::Error for NodeError {
                 .as_deref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
             NodeErrorRepr::Run(e) => Some(e.as_ref()),
-            NodeErrorRepr::Interrupt(_) => None,
+            NodeErrorRepr::Interrupt(_) | NodeErrorRepr::Paused(_) => None,
         }
     }
 }

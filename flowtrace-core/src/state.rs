@@ -59,6 +59,15 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
 
     /// Merges one update into the state.
     fn apply(&mut self, update: Self::Update);
+
+    /// How a new run's input joins a thread that already has state (the
+    /// next message of a conversation thread; see
+    /// [`FinishedThread`](crate::exec::FinishedThread)). The default
+    /// replaces the state with the input; override it to keep history, for
+    /// example by appending the input's messages.
+    fn merge_input(&mut self, input: Self) {
+        *self = input;
+    }
 }
 
 /// Per-field merge rules, for writing [`State::apply`].
@@ -160,6 +169,17 @@ impl State for JsonState {
                 self.values.insert(k, v);
             }
         }
+    }
+
+    /// The input's keys are merged as an update (append keys append), so a
+    /// new run on a finished thread keeps what earlier runs wrote.
+    fn merge_input(&mut self, input: Self) {
+        for k in input.append_keys.iter() {
+            if !self.append_keys.contains(k) {
+                self.append_keys.push(k.clone());
+            }
+        }
+        self.apply(input.values);
     }
 }
 

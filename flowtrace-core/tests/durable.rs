@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use flowtrace_core::checkpoint::{
     Checkpointer, DecisionKind, InterruptWhen, MemoryCheckpointer, StateRecord, ThreadStatus,
 };
-use flowtrace_core::exec::{Command, Durability, HaltSwitch};
+use flowtrace_core::exec::{Command, Durability, FinishedThread, HaltSwitch};
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
     CompiledGraph, END, Error, GraphBuilder, NodeContext, NodeError, NodeOutput, RunConfig,
@@ -175,7 +175,8 @@ async fn delta_size_does_not_grow_with_the_state() {
         .unwrap();
     assert_eq!(resumed.state.messages.len(), 1005);
     assert_eq!(resumed.state.messages[1004], "message 4");
-    assert_eq!(resumed.summary.node_executions, 5);
+    // Nothing ran: the summary covers this run only.
+    assert_eq!(resumed.summary.node_executions, 0);
 }
 
 #[tokio::test]
@@ -211,8 +212,13 @@ async fn a_failed_run_resumes_without_rerunning_committed_steps() {
         .unwrap_err();
     assert!(matches!(failed.error, Error::Node { .. }));
     let latest = store.get(&"crash".into(), None).await.unwrap().unwrap();
-    assert_eq!(latest.status, ThreadStatus::Running);
+    // The thread is marked failed, with the failing task's error.
+    assert_eq!(latest.status, ThreadStatus::Failed);
     assert_eq!(latest.frontier[0].node, "charge");
+    let error = latest.error.as_ref().unwrap();
+    assert_eq!(error.node.as_ref().unwrap(), "charge");
+    assert_eq!(error.kind, "node");
+    assert!(error.message.contains("card processor down"), "{error:?}");
 
     let sink = MemorySink::new();
     let out = graph
@@ -223,11 +229,11 @@ async fn a_failed_run_resumes_without_rerunning_committed_steps() {
     assert_eq!(c.a.load(Ordering::SeqCst), 1, "intake ran once");
     assert_eq!(c.b.load(Ordering::SeqCst), 1, "billing_approval ran once");
     assert_eq!(out.summary.status, RunStatus::Succeeded);
-    // The summary covers the whole thread: the committed steps and the new one.
+    // The summary covers this run: only the failed task ran again.
     let nodes: Vec<&str> = out.summary.steps.iter().map(|s| s.node.as_str()).collect();
-    assert_eq!(nodes, ["intake", "billing_approval", "charge"]);
+    assert_eq!(nodes, ["charge"]);
     let ids: Vec<u64> = out.summary.steps.iter().map(|s| s.step_id.0).collect();
-    assert_eq!(ids, [1, 2, 3], "step numbering continues after the history");
+    assert_eq!(ids, [4], "step numbering continues after the history");
     assert!(sink.kinds().contains(&"resume"));
 }
 
@@ -245,7 +251,7 @@ async fn static_interrupt_before_then_approve() {
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Interrupted);
-    let interrupt = out.interrupt.clone().unwrap();
+    let interrupt = out.interrupt().cloned().unwrap();
     assert_eq!(interrupt.node, "billing_approval");
     assert_eq!(interrupt.when, InterruptWhen::Before);
     assert_eq!(c.b.load(Ordering::SeqCst), 0);
@@ -318,7 +324,7 @@ async fn interrupt_after_set_per_run_and_reject_ends_the_run() {
         )
         .await
         .unwrap();
-    let interrupt = out.interrupt.unwrap();
+    let interrupt = out.interrupt().cloned().unwrap();
     assert_eq!(interrupt.when, InterruptWhen::After);
     assert_eq!(c.b.load(Ordering::SeqCst), 1);
     assert_eq!(c.c.load(Ordering::SeqCst), 0);
@@ -347,7 +353,7 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
         .run(Ledger::default(), durable(&store, "r"))
         .await
         .unwrap();
-    let id = out.interrupt.unwrap().id;
+    let id = out.interrupt().cloned().unwrap().id;
     let out = graph
         .resume_with(
             Command::reject_to(id, "notify").by("bob"),
@@ -362,7 +368,7 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
         .run(Ledger::default(), durable(&store, "u"))
         .await
         .unwrap();
-    let id = out.interrupt.unwrap().id;
+    let id = out.interrupt().cloned().unwrap().id;
     let out = graph
         .resume_with(
             Command::update(
@@ -432,7 +438,7 @@ async fn dynamic_interrupt_returns_the_human_answer_and_keeps_sibling_results() 
     let store = Arc::new(MemoryCheckpointer::new());
     let cfg = || durable(&store, "d").parallel(4);
     let out = graph.run(Ledger::default(), cfg()).await.unwrap();
-    let interrupt = out.interrupt.unwrap();
+    let interrupt = out.interrupt().cloned().unwrap();
     assert_eq!(interrupt.when, InterruptWhen::During);
     assert_eq!(interrupt.payload, json!({"question": "discount 20%?"}));
     assert_eq!(sibling_runs.load(Ordering::SeqCst), 1);
@@ -578,7 +584,10 @@ async fn starting_an_existing_thread_is_refused() {
         .await
         .unwrap();
     let err = graph
-        .run(Ledger::default(), durable(&store, "x"))
+        .run(
+            Ledger::default(),
+            durable(&store, "x").finished_thread(FinishedThread::Refuse),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -669,6 +678,7 @@ async fn time_travel_reads_past_states_and_forks_without_touching_the_original()
             1,
             "fork",
             Some(log("corrected by ops")),
+            None,
         )
         .await
         .unwrap();
@@ -690,7 +700,7 @@ async fn time_travel_reads_past_states_and_forks_without_touching_the_original()
     assert_eq!(before, after);
     // A fork onto an existing thread is refused by fencing.
     let err = graph
-        .fork(store.as_ref(), &orig, 1, "fork", None)
+        .fork(store.as_ref(), &orig, 1, "fork", None, None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Checkpoint(_)), "{err}");
@@ -718,7 +728,7 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         )
         .await
         .unwrap();
-    let i = out.interrupt.unwrap();
+    let i = out.interrupt().cloned().unwrap();
     assert!(i.deadline.is_some());
     let err = graph.resume(durable(&store, "later")).await.unwrap_err();
     assert!(matches!(err.error, Error::DecisionRequired { .. }));
@@ -813,7 +823,7 @@ async fn a_node_released_from_interrupt_before_sees_the_approval_payload() {
         .run(Ledger::default(), durable(&store, "a"))
         .await
         .unwrap();
-    let id = out.interrupt.unwrap().id;
+    let id = out.interrupt().cloned().unwrap().id;
     let out = graph
         .resume_with(
             Command::approve(id, json!({"limit": 500})),
@@ -838,7 +848,7 @@ async fn resumes_can_be_watched_live() {
         .run(Ledger::default(), durable(&store, "live"))
         .await
         .unwrap();
-    let id = paused.interrupt.unwrap().id;
+    let id = paused.interrupt().cloned().unwrap().id;
 
     // The decision's run, watched through its handle as it goes.
     let mut handle = graph.start_resume_with(

@@ -226,6 +226,8 @@ fn config(store: Arc<FileCheckpointer>, thread: &str) -> RunConfig {
         .checkpointer(store)
         .thread(thread)
         .parallel(4)
+        // The final report is compared with an uninterrupted run's.
+        .summary_scope(flowtrace_core::exec::SummaryScope::Thread)
 }
 
 // ---------------------------------------------------------------------------

@@ -191,7 +191,7 @@ impl WorkflowSummary {
             Err(failure) => (Some(ErrorSummary::from(&failure.error)), None, None),
             Ok(out) => (
                 out.summary.error.clone(),
-                out.interrupt.as_ref().map(|i| InterruptSummary {
+                out.interrupt().map(|i| InterruptSummary {
                     id: i.id.clone(),
                     node: i.node.as_ref().to_string(),
                     payload: i.payload.clone(),

@@ -52,6 +52,12 @@ pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
 /// ([`CheckpointError::TooDeep`]), and stores refuse such checkpoints.
 pub const MAX_RECORD_DEPTH: usize = 120;
 
+/// The deepest nesting a single value saved in a checkpoint may have (a
+/// state, an update, a dispatch input, an interrupt payload or answer):
+/// [`MAX_RECORD_DEPTH`] minus room for the checkpoint's own fields and a few
+/// levels of paused subgraphs.
+pub const MAX_VALUE_DEPTH: usize = 96;
+
 /// The nesting depth of `value`: 0 for a scalar, 1 for a flat array or
 /// object, and so on. Iterative, so any depth is measured without
 /// recursion.

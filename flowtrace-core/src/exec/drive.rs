@@ -7,11 +7,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::checkpoint::{
-    ApprovalRecord, Checkpoint, DefaultDecision, InterruptWhen, StateRecord, ThreadStatus,
+    ApprovalRecord, Checkpoint, DecisionKind, DefaultDecision, Interrupt, InterruptWhen,
+    PendingWrite, StateRecord, TaskSpec, ThreadStatus,
 };
 use crate::error::{BuildError, Error, GraphProblem};
+use crate::exec::FinishedThread;
 use crate::exec::durable::{Command, Decision, Durable, rebuild, to_json};
-use crate::exec::executor::{Executor, Stop, Task, status_of};
+use crate::exec::executor::{Executor, Scope, Stop, Task, status_of};
 use crate::exec::shared::RunShared;
 use crate::exec::{RunFailure, RunOutput, RunSummary, StepRecord};
 use crate::graph::Inner;
@@ -22,26 +24,12 @@ use crate::trace::{EventKind, RunStatus, StepStatus};
 
 /// How a top-level run begins.
 pub(crate) enum Start<S: State> {
-    /// A new run (a new thread, when durable).
+    /// A new run (a new thread, or the next run of a finished one, when
+    /// durable).
     Fresh(S),
-    /// Continue a thread from its latest checkpoint, with a decision when it
-    /// waits for one.
-    Resume(Option<Command<S::Update>>),
-}
-
-fn node_index<S: State>(
-    graph: &Inner<S>,
-    thread: &ThreadId,
-    node: &NodeId,
-) -> Result<usize, Error> {
-    graph
-        .index
-        .get(node.as_str())
-        .copied()
-        .ok_or_else(|| Error::GraphMismatch {
-            thread: thread.clone(),
-            node: node.to_string(),
-        })
+    /// Continue a thread from its latest checkpoint, with decisions for
+    /// the interrupts it waits on.
+    Resume(Vec<Command<S::Update>>),
 }
 
 fn resolve_interrupts<S: State>(
@@ -79,8 +67,11 @@ fn resolve_interrupts<S: State>(
     }
 }
 
-/// The history's step records and the executor positioned to run.
-type Prepared<'g, S> = (Executor<'g, S>, Vec<Task>, Vec<StepRecord>);
+/// The executor positioned to run, its first tasks, and a stop when the
+/// run ends before running anything (decisions still pending).
+/// The last also names the thread's latest checkpoint before this run (for
+/// a summary covering the thread).
+type Prepared<'g, S> = (Executor<'g, S>, Vec<Task>, Option<Stop>, Option<u64>);
 
 async fn prepare<'g, S: State>(
     graph: &'g Inner<S>,
@@ -93,48 +84,76 @@ async fn prepare<'g, S: State>(
             .thread
             .clone()
             .unwrap_or_else(|| ThreadId::new(run.run_id.as_str()));
-        Durable::new(store, thread, run.durability)
+        Durable::new(store, thread, run.durability, run.snapshots)
     });
+    let new_exec = |state: S| {
+        let mut exec = Executor::new(
+            graph,
+            run.clone(),
+            None,
+            run.cancel.clone(),
+            Arc::new(state),
+        );
+        exec.interrupt_before = before.clone();
+        exec.interrupt_after = after.clone();
+        exec
+    };
     match start {
         Start::Fresh(input) => {
-            let mut exec = Executor::new(
-                graph,
-                run.clone(),
-                None,
-                run.cancel.clone(),
-                Arc::new(input),
-            );
-            exec.interrupt_before = before;
-            exec.interrupt_after = after;
-            let ready = exec.entry_tasks();
-            if let Some(mut d) = durable {
-                if d.store.get(&d.thread, None).await?.is_some() {
-                    return Err(Error::ThreadExists { thread: d.thread });
-                }
-                let full = to_json(&*exec.state, None)?;
-                let mut cp = exec.checkpoint(
-                    StateRecord::Full(full),
-                    &ready,
-                    Vec::new(),
-                    Vec::new(),
-                    ThreadStatus::Running,
-                    None,
-                );
-                cp.thread_id = d.thread.clone();
-                cp.seq = 0;
-                cp.parent_seq = None;
-                d.append(cp).await?;
-                exec.durable = Some(d);
-            }
-            Ok((exec, ready, Vec::new()))
-        }
-        Start::Resume(command) => {
             let Some(mut d) = durable else {
-                return Err(Error::Checkpoint(
-                    crate::checkpoint::CheckpointError::Store(
-                        "resuming needs RunConfig::checkpointer (and RunConfig::thread)".into(),
-                    ),
-                ));
+                let mut exec = new_exec(input);
+                let ready = exec.entry_tasks();
+                return Ok((exec, ready, None, None));
+            };
+            let thread = d.thread.clone();
+            let previous = d.store.get(&thread, None).await?;
+            let state = match &previous {
+                None => input,
+                Some(latest) => {
+                    match (latest.status, run.finished_thread) {
+                        (ThreadStatus::Completed, FinishedThread::Continue) => {}
+                        (ThreadStatus::Completed, _) => {
+                            return Err(Error::ThreadExists { thread });
+                        }
+                        (status, _) => return Err(Error::ThreadBusy { thread, status }),
+                    }
+                    let chain = d.store.chain(&thread, latest.seq).await?;
+                    let mut state: S = rebuild(&thread, &chain)?;
+                    state.merge_input(input);
+                    state
+                }
+            };
+            let mut exec = new_exec(state);
+            exec.scope = Arc::new(Scope::top(thread.as_str()));
+            if let Some(latest) = &previous {
+                // The thread goes on: steps and super-steps are numbered
+                // after its history.
+                exec.superstep = latest.step;
+                run.set_step_base(latest.step_ids);
+                d.resume_at(latest.seq, 0);
+            }
+            let ready = exec.entry_tasks();
+            let full = to_json(&*exec.state, None)?;
+            exec.durable = Some(d);
+            let mut cp = exec.checkpoint(
+                StateRecord::Full(full),
+                &ready,
+                Vec::new(),
+                Vec::new(),
+                ThreadStatus::Running,
+                Vec::new(),
+            )?;
+            cp.metadata = run.metadata.clone();
+            if let Some(d) = exec.durable.as_mut() {
+                d.append(cp).await?;
+            }
+            Ok((exec, ready, None, previous.map(|p| p.seq)))
+        }
+        Start::Resume(commands) => {
+            let Some(mut d) = durable else {
+                return Err(Error::NotDurable {
+                    operation: "resuming a thread",
+                });
             };
             let thread = d.thread.clone();
             let latest =
@@ -144,163 +163,104 @@ async fn prepare<'g, S: State>(
                     .ok_or_else(|| Error::ThreadNotFound {
                         thread: thread.clone(),
                     })?;
-            check_decision(&thread, &latest, command.as_ref())?;
-
+            let decided = check_decisions(&thread, &latest, commands)?;
             let chain = d.store.chain(&thread, latest.seq).await?;
             let state: S = rebuild(&thread, &chain)?;
-            let mut history_cps = d.store.list(&thread, None, usize::MAX).await?;
-            history_cps.reverse();
-            let history: Vec<StepRecord> = history_cps.into_iter().flat_map(|c| c.steps).collect();
-
-            let mut exec = Executor::new(
-                graph,
-                run.clone(),
-                None,
-                run.cancel.clone(),
-                Arc::new(state),
-            );
-            exec.interrupt_before = before;
-            exec.interrupt_after = after;
+            let mut exec = new_exec(state);
+            exec.scope = Arc::new(Scope::top(thread.as_str()));
             exec.superstep = latest.step;
             run.executions
                 .store(latest.node_executions, std::sync::atomic::Ordering::Release);
-            let base = history.iter().map(|r| r.step_id.0).max().unwrap_or(0);
-            run.set_step_base(base);
-            let mut ready = Vec::with_capacity(latest.frontier.len());
-            for spec in &latest.frontier {
-                ready.push(Task::new(
-                    node_index(graph, &thread, &spec.node)?,
-                    spec.input.clone(),
-                ));
-            }
-            for j in &latest.joins {
-                let i = node_index(graph, &thread, &j.node)?;
-                let p = &mut exec.pending[i];
-                p.resolved = j.resolved;
-                p.fired = j.fired;
-                p.inputs = j.inputs.clone();
-            }
+            run.set_step_base(latest.step_ids);
+            exec.restore_joins(&latest.joins)?;
+            let mut frontier = latest.frontier.clone();
             let mut writes = d.store.writes(&thread, latest.seq).await?;
-            // Replayed results keep their step ids: number new steps after them.
-            let replay_base = writes.iter().map(|w| w.step.step_id.0).max().unwrap_or(0);
-            run.set_step_base(base.max(replay_base));
-            d.seq = Some(latest.seq);
+            d.resume_at(
+                latest.seq,
+                u32::try_from(chain.len().saturating_sub(1)).unwrap_or(u32::MAX),
+            );
+            exec.durable = Some(d);
 
-            let resumed_from = latest.seq;
-            let mut payload = serde_json::json!({ "from_checkpoint": resumed_from });
-            // A decision from the caller, or the interrupt's default once its
-            // deadline has passed.
-            let decided = match (command, latest.interrupts.first()) {
-                (Some(c), _) => Some((c.decision, c.by)),
-                (None, Some(i)) if latest.status == ThreadStatus::Interrupted => {
-                    default_decision(i).map(|d| (d, "deadline".to_string()))
-                }
-                _ => None,
-            };
-            if let (Some((decision, by)), Some(interrupt)) =
-                (decided, latest.interrupts.first().cloned())
-            {
-                let node = node_index(graph, &thread, &interrupt.node)?;
+            let mut payload = serde_json::json!({ "from_checkpoint": latest.seq });
+            let mut stop = None;
+            if !decided.is_empty() {
                 let mut deltas = Vec::new();
-                let (decision, decision_payload) = match decision {
-                    Decision::Approve(p) => ("approve", p),
-                    Decision::Update(u) => {
-                        let v = to_json(&u, None)?;
-                        Arc::make_mut(&mut exec.state).apply(u);
-                        deltas.push(v.clone());
-                        ("update", v)
-                    }
-                    Decision::Reject { goto } => {
-                        if interrupt.when == InterruptWhen::After {
-                            ready.clear();
-                        } else {
-                            ready.retain(|t| t.node != node);
-                        }
-                        writes.clear();
-                        if let Some(goto) = &goto {
-                            ready.push(Task::new(node_index(graph, &thread, goto)?, None));
-                        }
-                        (
-                            "reject",
-                            serde_json::json!({ "goto": goto.as_ref().map(|g| g.to_string()) }),
-                        )
-                    }
-                    Decision::Escalate { to } => {
-                        if interrupt.when == InterruptWhen::After {
-                            ready.clear();
-                        } else {
-                            ready.retain(|t| t.node != node);
-                        }
-                        writes.clear();
-                        ready.push(Task::new(node_index(graph, &thread, &to)?, None));
-                        ("escalate", serde_json::json!({ "to": to.to_string() }))
-                    }
-                };
-                if decision == "approve" || decision == "update" {
-                    match interrupt.when {
-                        InterruptWhen::Before => {
-                            exec.released.push(node);
-                            for t in ready.iter_mut().filter(|t| t.node == node) {
-                                t.approval = Some(decision_payload.clone());
-                            }
-                        }
-                        InterruptWhen::During => {
-                            let answer = if decision == "approve" {
-                                decision_payload.clone()
-                            } else {
-                                serde_json::Value::Null
-                            };
-                            for t in ready.iter_mut().filter(|t| t.node == node) {
-                                t.resume = Some(answer.clone());
-                            }
-                        }
-                        InterruptWhen::After => {}
-                    }
+                let mut records = Vec::new();
+                let mut summary = Vec::new();
+                for (interrupt, decision, by) in decided {
+                    let record = apply_decision(
+                        &mut exec,
+                        &mut frontier,
+                        &mut writes,
+                        &interrupt,
+                        decision,
+                        &by,
+                        &mut deltas,
+                        latest.seq,
+                    )?;
+                    summary.push(serde_json::json!({
+                        "interrupt_id": record.interrupt_id,
+                        "decision": record.decision,
+                        "decided_by": record.decided_by,
+                        "payload": record.payload,
+                        "node_path": interrupt.qualified_node(),
+                    }));
+                    records.push(record);
                 }
-                let record = ApprovalRecord {
-                    interrupt_id: interrupt.id.clone(),
-                    node: interrupt.node.clone(),
-                    decided_by: by.clone(),
-                    decided_at: run.ts(Instant::now()),
-                    decision: match decision {
-                        "approve" => crate::checkpoint::DecisionKind::Approve,
-                        "update" => crate::checkpoint::DecisionKind::Update,
-                        "reject" => crate::checkpoint::DecisionKind::Reject,
-                        _ => crate::checkpoint::DecisionKind::Escalate,
-                    },
-                    path: Vec::new(),
-                    payload: decision_payload.clone(),
-                    checkpoint_seq: latest.seq,
-                };
+                let remaining: Vec<Interrupt> = latest
+                    .interrupts
+                    .iter()
+                    .filter(|i| !records.iter().any(|r| r.interrupt_id == i.id))
+                    .cloned()
+                    .collect();
                 payload = serde_json::json!({
-                    "from_checkpoint": resumed_from,
-                    "interrupt_id": interrupt.id,
-                    "decision": decision,
-                    "decided_by": by,
-                    "payload": decision_payload,
+                    "from_checkpoint": latest.seq,
+                    "decisions": summary,
+                    "pending": remaining.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
                 });
-                // The decision is durable before anything runs.
-                exec.durable = Some(d);
-                let mut cp: Checkpoint = exec.checkpoint(
-                    StateRecord::Delta(deltas),
-                    &ready,
-                    Vec::new(),
-                    Vec::new(),
-                    ThreadStatus::Running,
-                    None,
-                );
-                cp.approvals.push(record);
-                if let Some(d) = exec.durable.as_mut() {
-                    let seq = cp.seq;
-                    for w in &writes {
-                        d.put_write(seq, w.clone()).await?;
+                if let [one] = summary.as_slice()
+                    && let Some(obj) = one.as_object()
+                {
+                    // One decision: its fields at the top level, as before.
+                    for (k, v) in obj {
+                        payload[k.as_str()] = v.clone();
                     }
-                    d.append(cp).await?;
                 }
-            } else {
-                exec.durable = Some(d);
+                let tasks = exec.tasks_from(frontier.clone(), writes.clone())?;
+                let status = if remaining.is_empty() {
+                    ThreadStatus::Running
+                } else {
+                    ThreadStatus::Interrupted
+                };
+                // The decisions are durable before anything runs.
+                let mut cp = exec.checkpoint(
+                    StateRecord::Delta(deltas),
+                    &tasks,
+                    Vec::new(),
+                    Vec::new(),
+                    status,
+                    remaining.clone(),
+                )?;
+                cp.approvals = records;
+                let saved = tasks
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| {
+                        t.saved.as_ref().map(|w| {
+                            let mut w = (**w).clone();
+                            w.task = i as u32;
+                            w
+                        })
+                    })
+                    .collect();
+                if let Some(d) = exec.durable.as_mut() {
+                    d.commit(cp, saved).await?;
+                }
+                if !remaining.is_empty() {
+                    stop = Some(Stop::Interrupted(remaining));
+                }
             }
-            exec.replay = writes;
+            let ready = exec.tasks_from(frontier, writes)?;
             run.event(
                 Instant::now(),
                 None,
@@ -309,13 +269,271 @@ async fn prepare<'g, S: State>(
                 0,
                 EventKind::Resume { payload },
             );
-            Ok((exec, ready, history))
+            Ok((exec, ready, stop, Some(latest.seq)))
         }
     }
 }
 
+/// The interrupts decided by a resume, each with its decision and who
+/// made it: the caller's commands, plus the defaults of interrupts whose
+/// deadline passed.
+type Decided<U> = Vec<(Interrupt, Decision<U>, String)>;
+
+/// Checks the commands against the thread's status and pending interrupts.
+fn check_decisions<U>(
+    thread: &ThreadId,
+    latest: &Checkpoint,
+    commands: Vec<Command<U>>,
+) -> Result<Decided<U>, Error> {
+    if latest.status != ThreadStatus::Interrupted {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err(Error::NotInterrupted {
+            thread: thread.clone(),
+            status: latest.status,
+        });
+    }
+    let pending = &latest.interrupts;
+    let mut decided: Decided<U> = Vec::new();
+    for c in commands {
+        let Some(i) = pending.iter().find(|i| i.id == c.interrupt_id) else {
+            return Err(Error::StaleInterrupt {
+                thread: thread.clone(),
+                given: c.interrupt_id,
+                pending: pending.iter().map(|i| i.id.clone()).collect(),
+            });
+        };
+        if decided.iter().any(|(d, _, _)| d.id == i.id) {
+            return Err(Error::DuplicateDecision {
+                thread: thread.clone(),
+                interrupt_id: i.id.clone(),
+            });
+        }
+        decided.push((i.clone(), c.decision, c.by));
+    }
+    // Interrupts nobody decided whose deadline passed get their default.
+    for i in pending {
+        if !decided.iter().any(|(d, _, _)| d.id == i.id)
+            && let Some(d) = default_decision(i)
+        {
+            decided.push((i.clone(), d, "deadline".to_string()));
+        }
+    }
+    if decided.is_empty() {
+        let first = pending.first();
+        return Err(Error::DecisionRequired {
+            thread: thread.clone(),
+            node: first
+                .map(|i| i.node.clone())
+                .unwrap_or_else(|| NodeId::new("")),
+            interrupt_id: first.map(|i| i.id.clone()).unwrap_or_default(),
+            pending: pending.len(),
+        });
+    }
+    Ok(decided)
+}
+
+/// The frontier and saved results of the graph level an interrupt belongs
+/// to (the top level, or a paused subgraph inside frontier tasks).
+fn level_of<'a>(
+    mut frontier: &'a mut Vec<TaskSpec>,
+    mut writes: &'a mut Vec<PendingWrite>,
+    tasks: &[u32],
+) -> Option<(&'a mut Vec<TaskSpec>, &'a mut Vec<PendingWrite>)> {
+    for &t in tasks {
+        let sub = frontier
+            .get_mut(t as usize)
+            .and_then(|spec| spec.subgraph.as_deref_mut())?;
+        frontier = &mut sub.frontier;
+        writes = &mut sub.writes;
+    }
+    Some((frontier, writes))
+}
+
+/// Applies one decision to the stored position of the thread: answers,
+/// approvals, rejections (a rejected task is saved as skipped, so its
+/// finished siblings keep their results), state edits and escalations.
+#[allow(clippy::too_many_arguments)]
+fn apply_decision<S: State>(
+    exec: &mut Executor<'_, S>,
+    frontier: &mut Vec<TaskSpec>,
+    writes: &mut Vec<PendingWrite>,
+    interrupt: &Interrupt,
+    decision: Decision<S::Update>,
+    by: &str,
+    deltas: &mut Vec<serde_json::Value>,
+    checkpoint_seq: u64,
+) -> Result<ApprovalRecord, Error> {
+    let depth = interrupt.path.len();
+    let own = interrupt.tasks.get(depth).copied().unwrap_or(0) as usize;
+    let lost = || {
+        Error::Checkpoint(crate::checkpoint::CheckpointError::Corrupt {
+            thread: exec
+                .durable
+                .as_ref()
+                .map(|d| d.thread.clone())
+                .unwrap_or_else(|| ThreadId::new("")),
+            seq: checkpoint_seq,
+            message: format!(
+                "interrupt {:?} names a task the checkpoint does not hold",
+                interrupt.id
+            ),
+        })
+    };
+    let prefix = interrupt.tasks.get(..depth).ok_or_else(lost)?;
+    let (kind, payload, goto) = match decision {
+        Decision::Approve(p) => (DecisionKind::Approve, p, None),
+        Decision::Update(u) => {
+            let v = to_json(&u, Some(&interrupt.node))?;
+            Arc::make_mut(&mut exec.state).apply(u);
+            deltas.push(v.clone());
+            (DecisionKind::Update, v, None)
+        }
+        Decision::Reject { goto } => (
+            DecisionKind::Reject,
+            serde_json::json!({ "goto": goto.as_ref().map(|g| g.to_string()) }),
+            goto,
+        ),
+        Decision::Escalate { to } => (
+            DecisionKind::Escalate,
+            serde_json::json!({ "to": to.to_string() }),
+            Some(to),
+        ),
+    };
+    crate::exec::durable::check_value_depth(&payload, Some(&interrupt.node))?;
+    let (level, level_writes) = level_of(frontier, writes, prefix).ok_or_else(lost)?;
+    match kind {
+        DecisionKind::Approve | DecisionKind::Update => {
+            let answer = if kind == DecisionKind::Approve {
+                payload.clone()
+            } else {
+                serde_json::Value::Null
+            };
+            match interrupt.when {
+                InterruptWhen::During => {
+                    let t = level
+                        .get_mut(own)
+                        .filter(|t| t.node == interrupt.node)
+                        .ok_or_else(lost)?;
+                    t.answers.push(answer);
+                }
+                InterruptWhen::Before => {
+                    for t in level.iter_mut().filter(|t| t.node == interrupt.node) {
+                        t.approved = Some(payload.clone());
+                    }
+                }
+                InterruptWhen::After => {}
+            }
+        }
+        _ => {
+            let reason = format!(
+                "{} by {by} (interrupt {})",
+                if kind == DecisionKind::Reject {
+                    "rejected"
+                } else {
+                    "escalated"
+                },
+                interrupt.id
+            );
+            match interrupt.when {
+                InterruptWhen::After => {
+                    level.clear();
+                    level_writes.clear();
+                }
+                InterruptWhen::During | InterruptWhen::Before => {
+                    let hit: Vec<usize> = level
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, t)| {
+                            t.node == interrupt.node
+                                && (interrupt.when == InterruptWhen::Before || *i == own)
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    if hit.is_empty() {
+                        return Err(lost());
+                    }
+                    for i in hit {
+                        level_writes.retain(|w| w.task as usize != i);
+                        level_writes.push(rejected_write(exec, i as u32, &interrupt.node, &reason));
+                    }
+                }
+            }
+            if let Some(goto) = goto {
+                level.push(TaskSpec::new(goto, None));
+            }
+        }
+    }
+    Ok(ApprovalRecord {
+        interrupt_id: interrupt.id.clone(),
+        node: interrupt.node.clone(),
+        path: interrupt.path.clone(),
+        decided_by: by.to_string(),
+        decided_at: exec_ts(exec),
+        decision: kind,
+        payload,
+        checkpoint_seq,
+    })
+}
+
+fn exec_ts<S: State>(exec: &Executor<'_, S>) -> crate::trace::Timestamp {
+    exec.run_shared().ts(Instant::now())
+}
+
+/// The saved "result" of a task a human rejected: no update, a skipped
+/// step, so it is not run and its successors skip.
+fn rejected_write<S: State>(
+    exec: &Executor<'_, S>,
+    task: u32,
+    node: &NodeId,
+    reason: &str,
+) -> PendingWrite {
+    let run = exec.run_shared();
+    let now = Instant::now();
+    PendingWrite {
+        task,
+        node: node.clone(),
+        update: None,
+        dispatches: Vec::new(),
+        step: StepRecord {
+            step_id: run.next_step_id(),
+            node: node.clone(),
+            parent_step_id: None,
+            status: StepStatus::Skipped,
+            attempts: 0,
+            usage: TokenUsage::default(),
+            cost: Cost::ZERO,
+            latency: std::time::Duration::ZERO,
+            started_at: run.ts(now),
+            provider: None,
+            model: None,
+            cache_hits: 0,
+            call_retries: 0,
+            fallbacks: 0,
+            branch: None,
+            input: None,
+            error: Some(reason.to_string()),
+        },
+    }
+}
+
+/// The committed steps of a thread up to checkpoint `upto` (for
+/// [`SummaryScope::Thread`](crate::exec::SummaryScope::Thread)), oldest first.
+async fn thread_history(d: &Durable, upto: Option<u64>) -> Result<Vec<StepRecord>, Error> {
+    let Some(upto) = upto else {
+        return Ok(Vec::new());
+    };
+    let mut cps = d
+        .store
+        .list(&d.thread, Some(upto.saturating_add(1)), usize::MAX)
+        .await?;
+    cps.reverse();
+    Ok(cps.into_iter().flat_map(|c| c.steps).collect())
+}
+
 /// The default decision of an interrupt whose deadline has passed.
-fn default_decision<U>(interrupt: &crate::checkpoint::Interrupt) -> Option<Decision<U>> {
+fn default_decision<U>(interrupt: &Interrupt) -> Option<Decision<U>> {
     let deadline = interrupt.deadline?;
     if crate::trace::Timestamp::now() < deadline {
         return None;
@@ -325,36 +543,6 @@ fn default_decision<U>(interrupt: &crate::checkpoint::Interrupt) -> Option<Decis
         DefaultDecision::Reject => Decision::Reject { goto: None },
         DefaultDecision::Escalate(to) => Decision::Escalate { to },
     })
-}
-
-/// Checks that a decision fits the thread's status and pending interrupt.
-fn check_decision<U>(
-    thread: &ThreadId,
-    latest: &Checkpoint,
-    command: Option<&Command<U>>,
-) -> Result<(), Error> {
-    let status = latest.status;
-    match (status, command, latest.interrupts.first()) {
-        (ThreadStatus::Interrupted, None, Some(i)) if default_decision::<U>(i).is_some() => Ok(()),
-        (ThreadStatus::Interrupted, None, Some(i)) => Err(Error::DecisionRequired {
-            thread: thread.clone(),
-            node: i.node.clone(),
-            interrupt_id: i.id.clone(),
-        }),
-        (ThreadStatus::Interrupted, Some(c), Some(i)) if c.interrupt_id != i.id => {
-            Err(Error::StaleInterrupt {
-                thread: thread.clone(),
-                given: c.interrupt_id.clone(),
-                pending: i.id.clone(),
-            })
-        }
-        (ThreadStatus::Interrupted, Some(_), Some(_)) => Ok(()),
-        (_, Some(_), _) => Err(Error::NotInterrupted {
-            thread: thread.clone(),
-            status: format!("{status:?}").to_lowercase(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Runs a top-level graph and reports it.
@@ -377,8 +565,15 @@ pub(crate) async fn drive<S: State>(
     let span = tracing::info_span!("flowtrace.run", run_id = %run.run_id, graph = %graph.name);
     let (result, state, records, thread) = match prepare(graph, &run, start).await {
         Err(e) => (Err(e), None, Vec::new(), None),
-        Ok((mut exec, ready, history)) => {
-            let mut result = exec.execute(ready).instrument(span).await;
+        Ok((mut exec, ready, stop, before)) => {
+            let history = match (&run.summary_scope, exec.durable.as_ref()) {
+                (crate::exec::SummaryScope::Thread, Some(d)) => thread_history(d, before).await,
+                _ => Ok(Vec::new()),
+            };
+            let mut result = match stop {
+                Some(stop) => Ok(stop),
+                None => exec.execute(ready).instrument(span).await,
+            };
             if let Some(d) = exec.durable.as_mut()
                 && let Err(e) = d.finish().await
                 && result.is_ok()
@@ -387,12 +582,17 @@ pub(crate) async fn drive<S: State>(
             }
             let thread = exec.durable.as_ref().map(|d| d.thread.clone());
             let Executor { state, records, .. } = exec;
-            let mut all = if history.is_empty() {
-                records
-            } else {
-                let mut all = history;
-                all.extend(records);
-                all
+            let mut all = match history {
+                Ok(mut h) => {
+                    h.extend(records);
+                    h
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                    records
+                }
             };
             {
                 let mut nested = run.nested_steps.lock().unwrap_or_else(|p| p.into_inner());
@@ -470,9 +670,9 @@ pub(crate) async fn drive<S: State>(
         (Ok(stop), Some(state)) => Ok(RunOutput {
             state: Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone()),
             summary,
-            interrupt: match stop {
-                Stop::Interrupted(i) => Some(i),
-                _ => None,
+            interrupts: match stop {
+                Stop::Interrupted(i) => i,
+                _ => Vec::new(),
             },
             thread,
         }),

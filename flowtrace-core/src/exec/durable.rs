@@ -9,7 +9,9 @@ use serde::{Deserialize as _, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::{Checkpoint, CheckpointError, Checkpointer, PendingWrite, StateRecord};
+use crate::checkpoint::{
+    Checkpoint, CheckpointBatch, CheckpointError, Checkpointer, PendingWrite, StateRecord,
+};
 use crate::error::Error;
 use crate::ids::{NodeId, ThreadId};
 use crate::state::State;
@@ -155,14 +157,72 @@ impl<U> Command<U> {
     }
 }
 
+/// When a checkpoint holds the whole state instead of the super-step's
+/// updates, so resuming reads the latest snapshot plus a short tail of
+/// deltas however long the thread is.
+///
+/// A snapshot is written once `every` checkpoints followed the last full
+/// state, or once the deltas written since then pass `max_delta_bytes`
+/// (estimated from their JSON), whichever comes first.
+///
+/// ```
+/// use flowtrace_core::exec::SnapshotPolicy;
+/// let policy = SnapshotPolicy::default().every(32).max_delta_bytes(256 * 1024);
+/// assert_eq!(policy.get_every(), 32);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    every: u32,
+    max_delta_bytes: usize,
+}
+
+impl Default for SnapshotPolicy {
+    /// Every 64 checkpoints or 1 MiB of deltas.
+    fn default() -> Self {
+        Self {
+            every: 64,
+            max_delta_bytes: 1 << 20,
+        }
+    }
+}
+
+impl SnapshotPolicy {
+    /// A snapshot after at most `n` delta checkpoints (0 is treated as 1:
+    /// every checkpoint holds the full state).
+    pub fn every(mut self, n: u32) -> Self {
+        self.every = n.max(1);
+        self
+    }
+
+    /// A snapshot once the deltas since the last one pass `bytes`.
+    pub fn max_delta_bytes(mut self, bytes: usize) -> Self {
+        self.max_delta_bytes = bytes;
+        self
+    }
+
+    /// The count limit.
+    pub fn get_every(&self) -> u32 {
+        self.every
+    }
+
+    /// The size limit.
+    pub fn get_max_delta_bytes(&self) -> usize {
+        self.max_delta_bytes
+    }
+}
+
+/// How many writes the `Async` durability mode queues before the run waits
+/// for the store (back-pressure instead of unbounded growth).
+pub const ASYNC_WRITE_QUEUE: usize = 64;
+
 enum WriteOp {
     Append(Box<Checkpoint>),
-    Write(u64, Box<PendingWrite>),
+    Batch(CheckpointBatch),
 }
 
 /// The queue and task of the async-mode writer.
 type BackgroundWriter = (
-    mpsc::UnboundedSender<WriteOp>,
+    mpsc::Sender<WriteOp>,
     JoinHandle<Result<(), CheckpointError>>,
 );
 
@@ -173,8 +233,13 @@ pub(crate) struct Durable {
     /// The latest checkpoint written (or queued), if any.
     pub(crate) seq: Option<u64>,
     mode: Durability,
-    buffered: Vec<WriteOp>,
+    /// Exit mode: everything written when the run stops, as one batch.
+    buffered: CheckpointBatch,
     background: Option<BackgroundWriter>,
+    snapshots: SnapshotPolicy,
+    /// Delta checkpoints since the last full state, and their estimated size.
+    since_full: u32,
+    bytes_since_full: usize,
 }
 
 impl fmt::Debug for Durable {
@@ -188,14 +253,22 @@ impl fmt::Debug for Durable {
 }
 
 impl Durable {
-    pub(crate) fn new(store: Arc<dyn Checkpointer>, thread: ThreadId, mode: Durability) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Checkpointer>,
+        thread: ThreadId,
+        mode: Durability,
+        snapshots: SnapshotPolicy,
+    ) -> Self {
         Self {
             store,
             thread,
             seq: None,
             mode,
-            buffered: Vec::new(),
+            buffered: CheckpointBatch::default(),
             background: None,
+            snapshots,
+            since_full: 0,
+            bytes_since_full: 0,
         }
     }
 
@@ -209,18 +282,40 @@ impl Durable {
         self.seq.map_or(0, |s| s + 1)
     }
 
+    /// Positions the writer after a thread's latest checkpoint, `deltas`
+    /// checkpoints after its last full state.
+    pub(crate) fn resume_at(&mut self, seq: u64, deltas: u32) {
+        self.seq = Some(seq);
+        self.since_full = deltas;
+        self.bytes_since_full = 0;
+    }
+
+    /// Whether the next checkpoint should hold the full state, given the
+    /// deltas it would hold.
+    pub(crate) fn snapshot_due(&self, deltas: &[serde_json::Value]) -> bool {
+        self.since_full + 1 >= self.snapshots.every
+            || self.bytes_since_full + deltas.iter().map(json_size).sum::<usize>()
+                > self.snapshots.max_delta_bytes
+    }
+
     async fn submit(&mut self, op: WriteOp) -> Result<(), Error> {
         match self.mode {
             Durability::Sync => apply(self.store.as_ref(), &self.thread, op)
                 .await
                 .map_err(Error::from),
             Durability::Exit => {
-                self.buffered.push(op);
+                match op {
+                    WriteOp::Append(cp) => self.buffered.checkpoints.push(*cp),
+                    WriteOp::Batch(b) => {
+                        self.buffered.checkpoints.extend(b.checkpoints);
+                        self.buffered.writes.extend(b.writes);
+                    }
+                }
                 Ok(())
             }
             Durability::Async => {
                 if self.background.is_none() {
-                    let (tx, mut rx) = mpsc::unbounded_channel::<WriteOp>();
+                    let (tx, mut rx) = mpsc::channel::<WriteOp>(ASYNC_WRITE_QUEUE);
                     let store = self.store.clone();
                     let thread = self.thread.clone();
                     let task = tokio::spawn(async move {
@@ -232,7 +327,7 @@ impl Durable {
                     self.background = Some((tx, task));
                 }
                 if let Some((tx, _)) = &self.background
-                    && tx.send(op).is_err()
+                    && tx.send(op).await.is_err()
                 {
                     // The writer stopped on an error; `finish` reports it.
                     return self.finish().await;
@@ -245,31 +340,78 @@ impl Durable {
     /// Appends the next checkpoint.
     pub(crate) async fn append(&mut self, checkpoint: Checkpoint) -> Result<(), Error> {
         self.seq = Some(checkpoint.seq);
+        match &checkpoint.state {
+            StateRecord::Full(_) => {
+                self.since_full = 0;
+                self.bytes_since_full = 0;
+            }
+            StateRecord::Delta(d) => {
+                self.since_full += 1;
+                self.bytes_since_full += d.iter().map(json_size).sum::<usize>();
+            }
+        }
         self.submit(WriteOp::Append(Box::new(checkpoint))).await
     }
 
-    /// Saves a task result of the super-step following checkpoint `seq`.
-    pub(crate) async fn put_write(&mut self, seq: u64, write: PendingWrite) -> Result<(), Error> {
-        if self.mode == Durability::Exit {
-            // Exit mode promises nothing until the run stops.
-            return Ok(());
+    /// Appends the next checkpoint together with the saved task results of
+    /// the super-step that follows it, as one batch.
+    pub(crate) async fn commit(
+        &mut self,
+        checkpoint: Checkpoint,
+        writes: Vec<PendingWrite>,
+    ) -> Result<(), Error> {
+        if writes.is_empty() {
+            return self.append(checkpoint).await;
         }
-        self.submit(WriteOp::Write(seq, Box::new(write))).await
+        let seq = checkpoint.seq;
+        self.seq = Some(seq);
+        if let StateRecord::Delta(d) = &checkpoint.state {
+            self.since_full += 1;
+            self.bytes_since_full += d.iter().map(json_size).sum::<usize>();
+        }
+        let batch = CheckpointBatch {
+            checkpoints: vec![checkpoint],
+            writes: writes.into_iter().map(|w| (seq, w)).collect(),
+        };
+        self.submit(WriteOp::Batch(batch)).await
     }
 
     /// Writes everything still buffered or queued. Called when the run stops.
     pub(crate) async fn finish(&mut self) -> Result<(), Error> {
-        for op in std::mem::take(&mut self.buffered) {
-            apply(self.store.as_ref(), &self.thread, op).await?;
+        let buffered = std::mem::take(&mut self.buffered);
+        if !buffered.checkpoints.is_empty() || !buffered.writes.is_empty() {
+            // One record, one flush, however many super-steps ran.
+            self.store.append_batch(&self.thread, buffered).await?;
         }
         if let Some((tx, task)) = self.background.take() {
             drop(tx);
             match task.await {
                 Ok(r) => r?,
-                Err(e) => return Err(Error::Checkpoint(CheckpointError::Store(e.to_string()))),
+                Err(e) => {
+                    return Err(Error::Aborted(format!(
+                        "the background checkpoint writer of thread {:?} stopped: {e}",
+                        self.thread
+                    )));
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// The approximate JSON size of `value`, for the snapshot policy.
+fn json_size(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Null | serde_json::Value::Bool(_) => 5,
+        serde_json::Value::Number(_) => 12,
+        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::Array(a) => 2 + a.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        serde_json::Value::Object(m) => {
+            2 + m
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_size(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -280,19 +422,48 @@ async fn apply(
 ) -> Result<(), CheckpointError> {
     match op {
         WriteOp::Append(cp) => store.append(*cp).await,
-        WriteOp::Write(seq, w) => store.put_write(thread, seq, *w).await,
+        WriteOp::Batch(b) => store.append_batch(thread, b).await,
     }
 }
 
-/// Serializes a state or update for a checkpoint.
+/// Serializes a state or update for a checkpoint, refusing values nested
+/// deeper than [`MAX_VALUE_DEPTH`](crate::checkpoint::MAX_VALUE_DEPTH).
 pub(crate) fn to_json<T: Serialize>(
     value: &T,
     node: Option<&NodeId>,
 ) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(value).map_err(|e| Error::StateSerialization {
+    let v = serde_json::to_value(value).map_err(|e| Error::StateSerialization {
         node: node.cloned(),
         message: e.to_string(),
-    })
+    })?;
+    check_value_depth(&v, node)?;
+    Ok(v)
+}
+
+/// Refuses a value nested deeper than
+/// [`MAX_VALUE_DEPTH`](crate::checkpoint::MAX_VALUE_DEPTH).
+pub(crate) fn check_value_depth(
+    value: &serde_json::Value,
+    node: Option<&NodeId>,
+) -> Result<(), Error> {
+    // Scalars and flat values (the common case) need no walk.
+    let nested = match value {
+        serde_json::Value::Array(a) => a.iter().any(|v| v.is_array() || v.is_object()),
+        serde_json::Value::Object(m) => m.values().any(|v| v.is_array() || v.is_object()),
+        _ => false,
+    };
+    if !nested {
+        return Ok(());
+    }
+    let depth = crate::checkpoint::value_depth(value);
+    if depth > crate::checkpoint::MAX_VALUE_DEPTH {
+        return Err(Error::ValueTooDeep {
+            node: node.cloned(),
+            depth,
+            limit: crate::checkpoint::MAX_VALUE_DEPTH,
+        });
+    }
+    Ok(())
 }
 
 /// Rebuilds the state from a chain of checkpoints (a full state, then deltas).

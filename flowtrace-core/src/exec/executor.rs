@@ -13,10 +13,12 @@ use tracing::Instrument;
 
 use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, Checkpoint, Interrupt, InterruptWhen, JoinState, PendingWrite,
-    StateRecord, TaskSpec, ThreadStatus,
+    StateRecord, SubgraphState, TaskError, TaskSpec, ThreadStatus,
 };
+use crate::error::SubgraphPause;
 use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
 use crate::exec::StepRecord;
+use crate::exec::durable::check_value_depth;
 use crate::exec::durable::{Durable, to_json};
 use crate::exec::shared::{Amount, RunShared, StopReason};
 use crate::graph::compile::{CompiledNode, Target};
@@ -27,16 +29,22 @@ use crate::pricing::{Cost, TokenUsage};
 use crate::state::State;
 use crate::trace::{EventKind, RunStatus, StepStatus};
 
-/// A node to run in the next super-step, with its dispatch input.
+/// A node to run in the next super-step, with its dispatch input and what
+/// humans already told it.
 pub(crate) struct Task {
     pub(crate) node: usize,
     pub(crate) input: Option<serde_json::Value>,
     /// Position in the super-step (set when the super-step starts).
     pub(crate) index: u32,
-    /// The human's answer, for a node resumed after its own interrupt.
-    pub(crate) resume: Option<serde_json::Value>,
-    /// The approval's payload, for a node released from `interrupt_before`.
-    pub(crate) approval: Option<serde_json::Value>,
+    /// Answers to the task's `interrupt` calls so far, in call order.
+    pub(crate) answers: Vec<serde_json::Value>,
+    /// The approval's payload, for a task released from `interrupt_before`.
+    pub(crate) approved: Option<serde_json::Value>,
+    /// For a subgraph task paused inside its subgraph: where it stands.
+    pub(crate) subgraph: Option<Box<SubgraphState>>,
+    /// The task's result saved before a crash, pause or failure (replayed
+    /// instead of running the task again), or the skip of a rejected task.
+    pub(crate) saved: Option<Box<PendingWrite>>,
 }
 
 impl Task {
@@ -45,21 +53,64 @@ impl Task {
             node,
             input,
             index: 0,
-            resume: None,
-            approval: None,
+            answers: Vec::new(),
+            approved: None,
+            subgraph: None,
+            saved: None,
         }
     }
 }
 
-/// The id of an interrupt: thread, super-step and node.
-pub(crate) fn node_interrupt_id(thread: &str, superstep: u64, node: &crate::ids::NodeId) -> String {
-    format!("{thread}:{superstep}:{node}")
+/// The id prefix, subgraph path and task positions of an executor: empty
+/// path at the top level; one entry per subgraph task it runs inside.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scope {
+    /// `{thread}:` at the top level, then `{super-step}:{node}.{task}/` per
+    /// subgraph level.
+    pub(crate) id_prefix: String,
+    pub(crate) path: Vec<crate::ids::NodeId>,
+    pub(crate) tasks: Vec<u32>,
+}
+
+impl Scope {
+    /// The top-level scope of `thread` (the run id stands in without one).
+    pub(crate) fn top(thread: &str) -> Self {
+        Self {
+            id_prefix: format!("{thread}:"),
+            path: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// The scope of a subgraph run by task `task` of `node` in super-step
+    /// `superstep` of this scope.
+    pub(crate) fn child(&self, superstep: u64, node: &crate::ids::NodeId, task: u32) -> Self {
+        let mut path = self.path.clone();
+        path.push(node.clone());
+        let mut tasks = self.tasks.clone();
+        tasks.push(task);
+        Self {
+            id_prefix: format!("{}{superstep}:{node}.{task}/", self.id_prefix),
+            path,
+            tasks,
+        }
+    }
+
+    pub(crate) fn is_nested(&self) -> bool {
+        !self.path.is_empty()
+    }
+}
+
+/// What a subgraph run by a node did: finished with its state, or paused.
+pub(crate) enum Nested<S> {
+    Finished(S),
+    Paused(SubgraphPause),
 }
 
 /// Why the super-step loop stopped without an error.
 pub(crate) enum Stop {
     Completed,
-    Interrupted(Interrupt),
+    Interrupted(Vec<Interrupt>),
     Halted,
 }
 
@@ -101,13 +152,26 @@ impl Failure {
     }
 }
 
+/// Why a task stopped for a human.
+enum TaskPause {
+    /// The node's `interrupt` call number `call` asked this.
+    Asked {
+        call: u32,
+        payload: serde_json::Value,
+    },
+    /// A subgraph run by the node paused.
+    Subgraph(Arc<SubgraphPause>),
+}
+
 struct TaskOutcome<U> {
     node: usize,
     index: u32,
     output: Option<NodeOutput<U>>,
     error: Option<Error>,
-    /// The payload of the node's `interrupt` call.
-    interrupt: Option<serde_json::Value>,
+    /// Why the task stopped for a human, if it did.
+    pause: Option<TaskPause>,
+    /// A task a human rejected: recorded as skipped, its successors skip.
+    rejected: bool,
     sibling_canceled: bool,
     record: StepRecord,
     /// The update, already serialized (saved as a pending write).
@@ -137,11 +201,10 @@ pub(crate) struct Executor<'g, S: State> {
     pub(crate) superstep: u64,
     pub(crate) interrupt_before: Vec<usize>,
     pub(crate) interrupt_after: Vec<usize>,
-    /// Nodes let through their static interrupt once (after an approval).
-    pub(crate) released: Vec<usize>,
-    /// Task results saved before a crash or interrupt, by task position,
-    /// replayed instead of re-running those tasks.
-    pub(crate) replay: Vec<PendingWrite>,
+    /// Where this executor sits (top level or inside subgraph tasks).
+    pub(crate) scope: Arc<Scope>,
+    /// Where a subgraph stands when it paused (nested executors only).
+    paused: Option<SubgraphState>,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -170,6 +233,7 @@ impl<'g, S: State> Executor<'g, S> {
         state: Arc<S>,
     ) -> Self {
         let n = graph.nodes.len();
+        let scope = Arc::new(Scope::top(run.run_id.as_str()));
         Self {
             graph,
             run,
@@ -186,10 +250,10 @@ impl<'g, S: State> Executor<'g, S> {
             completed: Vec::new(),
             durable: None,
             superstep: 0,
-            interrupt_before: Vec::new(),
-            interrupt_after: Vec::new(),
-            released: Vec::new(),
-            replay: Vec::new(),
+            interrupt_before: graph.interrupt_before.clone(),
+            interrupt_after: graph.interrupt_after.clone(),
+            scope,
+            paused: None,
         }
     }
 
@@ -211,9 +275,13 @@ impl<'g, S: State> Executor<'g, S> {
         );
     }
 
-    /// Runs the graph as a subgraph of the current run, returning its final
-    /// state. Its step records join the run's.
-    pub(crate) async fn execute_nested(mut self) -> Result<S, Error> {
+    /// Runs the graph as a subgraph of the current run (from its entries, or
+    /// from `resume`, where it paused before), returning its final state or
+    /// where it paused. Its step records join the run's.
+    pub(crate) async fn execute_nested(
+        mut self,
+        resume: Option<Box<SubgraphState>>,
+    ) -> Result<Nested<S>, Error> {
         let started = Instant::now();
         self.emit(
             started,
@@ -224,17 +292,21 @@ impl<'g, S: State> Executor<'g, S> {
                 graph: self.graph.name.clone(),
             },
         );
-        let ready = self.entry_tasks();
-        let result = match self.execute(ready).await {
-            Ok(Stop::Interrupted(i)) => Err(Error::Node {
-                node: i.node.clone(),
-                attempts: 1,
-                error: NodeError::permanent(format!(
-                    "interrupts inside subgraphs are not supported (node {:?} asked for a decision)",
-                    i.node
-                )),
-            }),
-            Ok(_) => Ok(()),
+        let ready = match resume {
+            None => Ok(self.entry_tasks()),
+            Some(saved) => self.restore(*saved),
+        };
+        let result = match ready {
+            Ok(ready) => match self.execute(ready).await {
+                Ok(Stop::Interrupted(interrupts)) => match self.paused.take() {
+                    Some(state) => Ok(Some(SubgraphPause { state, interrupts })),
+                    None => Err(Error::Aborted(
+                        "a subgraph paused without saving where it stood".into(),
+                    )),
+                },
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let finished = Instant::now();
@@ -245,13 +317,17 @@ impl<'g, S: State> Executor<'g, S> {
             .iter()
             .filter(|r| r.status != StepStatus::Skipped)
             .count() as u64;
+        let status = match &result {
+            Ok(Some(_)) => RunStatus::Interrupted,
+            other => status_of(other),
+        };
         self.emit(
             finished,
             None,
             None,
             0,
             EventKind::RunFinished {
-                status: status_of(&result),
+                status,
                 usage,
                 cost,
                 node_executions: executions,
@@ -265,8 +341,103 @@ impl<'g, S: State> Executor<'g, S> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(records);
-        result?;
-        Ok(Arc::try_unwrap(self.state).unwrap_or_else(|shared| (*shared).clone()))
+        match result? {
+            Some(pause) => Ok(Nested::Paused(pause)),
+            None => Ok(Nested::Finished(
+                Arc::try_unwrap(self.state).unwrap_or_else(|shared| (*shared).clone()),
+            )),
+        }
+    }
+
+    /// Positions a nested executor (whose state is already the saved one)
+    /// where its subgraph paused and returns the tasks to run.
+    fn restore(&mut self, saved: SubgraphState) -> Result<Vec<Task>, Error> {
+        self.superstep = saved.step;
+        self.restore_joins(&saved.joins)?;
+        self.tasks_from(saved.frontier, saved.writes)
+    }
+
+    /// Restores partially resolved joins.
+    pub(crate) fn restore_joins(&mut self, joins: &[JoinState]) -> Result<(), Error> {
+        for j in joins {
+            let i = self.node_index(&j.node)?;
+            let p = &mut self.pending[i];
+            p.resolved = j.resolved;
+            p.fired = j.fired;
+            p.inputs = j.inputs.clone();
+        }
+        Ok(())
+    }
+
+    /// The tasks of a stored frontier, with their saved results attached
+    /// (`writes` are by position in `frontier`).
+    pub(crate) fn tasks_from(
+        &self,
+        frontier: Vec<TaskSpec>,
+        writes: Vec<PendingWrite>,
+    ) -> Result<Vec<Task>, Error> {
+        let mut tasks = Vec::with_capacity(frontier.len());
+        for spec in frontier {
+            let mut t = Task::new(self.node_index(&spec.node)?, spec.input);
+            t.answers = spec.answers;
+            t.approved = spec.approved;
+            t.subgraph = spec.subgraph;
+            tasks.push(t);
+        }
+        for w in writes {
+            if let Some(t) = tasks.get_mut(w.task as usize)
+                && self.graph.nodes[t.node].id == w.node
+            {
+                t.saved = Some(Box::new(w));
+            }
+        }
+        Ok(tasks)
+    }
+
+    pub(crate) fn node_index(&self, node: &crate::ids::NodeId) -> Result<usize, Error> {
+        self.graph
+            .index
+            .get(node.as_str())
+            .copied()
+            .ok_or_else(|| Error::GraphMismatch {
+                thread: self
+                    .durable
+                    .as_ref()
+                    .map(|d| d.thread.clone())
+                    .unwrap_or_else(|| crate::ids::ThreadId::new(self.run.run_id.as_str())),
+                node: node.to_string(),
+            })
+    }
+
+    pub(crate) fn run_shared(&self) -> &Arc<RunShared> {
+        &self.run
+    }
+
+    /// Re-evaluates the edges out of `node` (after a human edited the state
+    /// as if the node had produced it), adding what they schedule to `next`.
+    pub(crate) fn reroute(&mut self, node: usize, next: &mut Vec<Task>) -> Result<(), Error> {
+        self.propagate(node, usize::MAX, Vec::new(), next)?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// The forward, back-edge and dispatch targets of `node`.
+    pub(crate) fn successors(&self, node: usize) -> Vec<usize> {
+        let cn = &self.graph.nodes[node];
+        let mut out: Vec<usize> = cn.forward.iter().chain(cn.back.iter()).copied().collect();
+        out.extend(cn.dispatch.iter().copied());
+        if let Some(r) = &cn.router {
+            for b in &r.branches {
+                for t in &b.targets {
+                    if let Target::Node(t) = t {
+                        out.push(*t);
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The first super-step's tasks of a fresh run: the entries.
@@ -285,6 +456,7 @@ impl<'g, S: State> Executor<'g, S> {
         let cancel = self.cancel.clone();
         let cancel = &cancel;
         let mut next: Vec<Task> = Vec::new();
+        let nested = self.scope.is_nested();
         while !ready.is_empty() {
             if ready.len() > 1 {
                 // Deterministic order: graph order, then dispatch order.
@@ -293,34 +465,20 @@ impl<'g, S: State> Executor<'g, S> {
             for (i, t) in ready.iter_mut().enumerate() {
                 t.index = i as u32;
             }
-            if self.run.halt_requested() && !self.run.halt_observed() {
+            if !nested && self.run.halt_requested() && !self.run.halt_observed() {
                 self.emit_log(
                     crate::trace::LogLevel::Warn,
                     "halt requested: stopping at a safe point",
                 );
-                Box::pin(self.commit_pause(&ready, ThreadStatus::Halted, None)).await?;
+                Box::pin(self.commit_stop(&ready, ThreadStatus::Halted, Vec::new(), None)).await?;
                 return Ok(Stop::Halted);
             }
             if !self.interrupt_before.is_empty() {
-                let hit = ready
-                    .iter()
-                    .find(|t| {
-                        self.interrupt_before.contains(&t.node) && !self.released.contains(&t.node)
-                    })
-                    .map(|t| t.node);
-                if let Some(node) = hit {
-                    let interrupt =
-                        self.new_interrupt(node, InterruptWhen::Before, serde_json::Value::Null);
-                    Box::pin(self.commit_pause(
-                        &ready,
-                        ThreadStatus::Interrupted,
-                        Some(interrupt.clone()),
-                    ))
-                    .await?;
-                    return Ok(Stop::Interrupted(interrupt));
+                let gates = self.gates_before(&ready);
+                if !gates.is_empty() {
+                    return Box::pin(self.pause(&ready, gates)).await;
                 }
             }
-            self.released.clear();
             if let Err(e) = self.safe_point(&ready, cancel) {
                 self.emit(
                     Instant::now(),
@@ -332,40 +490,56 @@ impl<'g, S: State> Executor<'g, S> {
                         message: e.to_string(),
                     },
                 );
-                return Err(e);
+                return Err(Box::pin(self.fail(&ready, None, e)).await);
             }
             let first_record = self.records.len();
             let mut outcomes = std::mem::take(&mut self.outcomes);
-            if ready.len() == 1 && self.replay.is_empty() {
+            if ready.len() == 1 && ready[0].saved.is_none() {
                 // The common case (chains): one task, nothing to reserve
                 // across siblings or to replay.
-                let task = ready
-                    .pop()
-                    .ok_or_else(|| Error::Aborted("empty super-step".into()))?;
+                let task = &ready[0];
                 let cfg = &self.graph.nodes[task.node].config;
                 let amount = Amount {
                     tokens: cfg.estimated_tokens,
                     cost: cfg.estimated_cost,
                 };
-                self.run
+                if let Err(b) = self
+                    .run
                     .ledger
-                    .reserve(amount, &self.graph.nodes[task.node].id)?;
+                    .reserve(amount, &self.graph.nodes[task.node].id)
+                {
+                    return Err(Box::pin(self.fail(&ready, None, Error::BudgetExceeded(b))).await);
+                }
                 outcomes.push(self.execute_task(task, amount, None).await);
             } else {
                 let mut reservations = std::mem::take(&mut self.reservations);
                 let ran =
-                    Box::pin(self.superstep(&mut ready, &mut reservations, &mut outcomes, cancel))
+                    Box::pin(self.superstep(&ready, &mut reservations, &mut outcomes, cancel))
                         .await;
                 self.reservations = reservations;
-                ran?;
+                if let Err(e) = ran {
+                    outcomes.clear();
+                    self.outcomes = outcomes;
+                    return Err(Box::pin(self.fail(&ready, None, e)).await);
+                }
             }
-            // Saved results belong to the first super-step after a resume only.
-            self.replay.clear();
 
-            // A node asked for a human: keep the finished siblings' results as
-            // pending writes, re-run the super-step on resume.
-            if let Some(pos) = outcomes.iter().position(|o| o.interrupt.is_some()) {
-                return Box::pin(self.pause_for_node(&mut outcomes, pos)).await;
+            // A failure ends the run; the finished siblings' results are
+            // kept, so resuming runs only what did not finish.
+            if let Some(pos) = outcomes
+                .iter()
+                .position(|o| o.error.is_some() && !o.sibling_canceled)
+            {
+                let e = Box::pin(self.fail_superstep(&mut ready, &mut outcomes, pos)).await;
+                self.outcomes = outcomes;
+                return Err(e);
+            }
+            // Nodes asked for humans: keep the finished siblings' results,
+            // surface every question at once.
+            if outcomes.iter().any(|o| o.pause.is_some()) {
+                let stop = Box::pin(self.pause_superstep(&mut ready, &mut outcomes)).await;
+                self.outcomes = outcomes;
+                return stop;
             }
 
             // Merge every successful update, in task order.
@@ -373,101 +547,135 @@ impl<'g, S: State> Executor<'g, S> {
             let mut deltas: Vec<serde_json::Value> = Vec::new();
             let mut failure: Option<Error> = None;
             let mut completed = std::mem::take(&mut self.completed);
+            let mut rejected: Vec<usize> = Vec::new();
             for o in outcomes.drain(..) {
                 let idx = self.records.len();
                 self.records.push(o.record);
-                match (o.output, o.error) {
-                    (Some(out), None) => {
-                        if let Some(update) = out.update {
-                            if durable {
-                                match o.update_json {
-                                    Some(v) => deltas.push(v),
-                                    None => {
-                                        match to_json(&update, Some(&self.graph.nodes[o.node].id)) {
-                                            Ok(v) => deltas.push(v),
-                                            Err(e) => {
-                                                failure.get_or_insert(e);
-                                            }
+                if o.rejected {
+                    rejected.push(o.node);
+                    continue;
+                }
+                if let Some(out) = o.output {
+                    if let Some(update) = out.update {
+                        if durable {
+                            match o.update_json {
+                                Some(v) => deltas.push(v),
+                                None => {
+                                    match to_json(&update, Some(&self.graph.nodes[o.node].id)) {
+                                        Ok(v) => deltas.push(v),
+                                        Err(e) => {
+                                            failure.get_or_insert(e);
                                         }
                                     }
                                 }
                             }
-                            Arc::make_mut(&mut self.state).apply(update);
                         }
-                        match completed.last_mut() {
-                            Some(last) if last.0 == o.node => {
-                                last.1 = idx;
-                                last.2.extend(out.dispatches);
-                            }
-                            _ => completed.push((o.node, idx, out.dispatches)),
-                        }
+                        Arc::make_mut(&mut self.state).apply(update);
                     }
-                    (_, Some(e)) => {
-                        if failure.is_none() && !o.sibling_canceled {
-                            failure = Some(e);
+                    match completed.last_mut() {
+                        Some(last) if last.0 == o.node => {
+                            last.1 = idx;
+                            last.2.extend(out.dispatches);
                         }
+                        _ => completed.push((o.node, idx, out.dispatches)),
                     }
-                    (None, None) => {}
                 }
             }
             self.outcomes = outcomes;
             if let Some(e) = failure {
+                completed.clear();
                 self.completed = completed;
-                return Err(e);
+                return Err(Box::pin(self.fail(&ready, None, e)).await);
             }
 
             // Evaluate edges against the merged state.
             let mut ran_nodes: Vec<usize> = Vec::new();
+            let mut routed = Ok(());
             for (node, record, dispatches) in completed.drain(..) {
-                if durable || !self.interrupt_after.is_empty() {
+                if durable || nested || !self.interrupt_after.is_empty() || !rejected.is_empty() {
                     ran_nodes.push(node);
                 }
-                self.propagate(node, record, dispatches, &mut next)?;
+                routed = self.propagate(node, record, dispatches, &mut next);
+                if routed.is_err() {
+                    break;
+                }
             }
+            completed.clear();
             self.completed = completed;
+            if let Err(e) = routed {
+                return Err(Box::pin(self.fail(&ready, None, e)).await);
+            }
+            if !rejected.is_empty() {
+                self.skip_rejected(&rejected, &ran_nodes, &mut next);
+            }
             self.generation += 1;
             self.superstep += 1;
 
-            let after = ran_nodes
-                .iter()
-                .copied()
-                .find(|n| self.interrupt_after.contains(n));
-            let interrupt =
-                after.map(|n| self.new_interrupt(n, InterruptWhen::After, serde_json::Value::Null));
-            if self.durable.is_some() {
-                let status = match (&interrupt, next.is_empty()) {
-                    (Some(_), _) => ThreadStatus::Interrupted,
-                    (None, true) => ThreadStatus::Completed,
-                    (None, false) => ThreadStatus::Running,
+            let mut gates = Vec::new();
+            if !self.interrupt_after.is_empty() {
+                for &n in &ran_nodes {
+                    if self.interrupt_after.contains(&n)
+                        && !gates
+                            .iter()
+                            .any(|i: &Interrupt| i.node == self.graph.nodes[n].id)
+                    {
+                        gates.push(self.new_interrupt(
+                            n,
+                            InterruptWhen::After,
+                            serde_json::Value::Null,
+                            0,
+                            0,
+                        ));
+                    }
+                }
+            }
+            if self.durable.is_some() && !nested {
+                let status = match (gates.is_empty(), next.is_empty()) {
+                    (false, _) => ThreadStatus::Interrupted,
+                    (true, true) => ThreadStatus::Completed,
+                    (true, false) => ThreadStatus::Running,
                 };
                 let steps = self.records[first_record..].to_vec();
                 let nodes = ran_nodes
                     .iter()
                     .map(|&n| self.graph.nodes[n].id.clone())
                     .collect();
-                let cp = self.checkpoint(
-                    StateRecord::Delta(deltas),
-                    &next,
-                    nodes,
-                    steps,
-                    status,
-                    interrupt.clone(),
-                );
-                if let Some(d) = self.durable.as_mut() {
-                    Box::pin(d.append(cp)).await?;
+                if let Err(e) =
+                    Box::pin(self.commit_step(deltas, &next, nodes, steps, status, gates.clone()))
+                        .await
+                {
+                    std::mem::swap(&mut ready, &mut next);
+                    return Err(e);
                 }
             }
-            if let Some(interrupt) = interrupt {
-                self.emit_interrupt(&interrupt);
-                std::mem::swap(&mut ready, &mut next);
-                return Ok(Stop::Interrupted(interrupt));
-            }
             std::mem::swap(&mut ready, &mut next);
+            next.clear();
+            if !gates.is_empty() {
+                return Box::pin(self.pause_after(&ready, gates)).await;
+            }
         }
-        if self.run.halt_requested() {
+        if !nested && self.run.halt_requested() {
             return Ok(Stop::Halted);
         }
         Ok(Stop::Completed)
+    }
+
+    /// Tasks a human rejected: recorded as skipped (done when replayed);
+    /// when every instance of a node was rejected, its forward successors
+    /// get a skip instead of firing.
+    fn skip_rejected(&mut self, rejected: &[usize], ran: &[usize], next: &mut Vec<Task>) {
+        let graph = self.graph;
+        let mut seen: Vec<usize> = Vec::new();
+        for &n in rejected {
+            if ran.contains(&n) || seen.contains(&n) {
+                continue;
+            }
+            seen.push(n);
+            let reason = format!("{:?} was rejected by a human", graph.nodes[n].id.as_str());
+            for &u in &graph.nodes[n].forward {
+                self.skip_token(u, &reason, next);
+            }
+        }
     }
 
     fn emit_log(&self, level: crate::trace::LogLevel, message: &str) {
@@ -495,6 +703,8 @@ impl<'g, S: State> Executor<'g, S> {
                     "interrupt_id": interrupt.id,
                     "when": interrupt.when,
                     "payload": interrupt.payload,
+                    "path": interrupt.path,
+                    "node_path": interrupt.qualified_node(),
                 }),
             },
         );
@@ -505,15 +715,17 @@ impl<'g, S: State> Executor<'g, S> {
         node: usize,
         when: InterruptWhen,
         payload: serde_json::Value,
+        task: u32,
+        call: u32,
     ) -> Interrupt {
-        let id = node_interrupt_id(
-            self.durable
-                .as_ref()
-                .map(|d| d.thread.as_str())
-                .unwrap_or(self.run.run_id.as_str()),
-            self.superstep,
-            &self.graph.nodes[node].id,
-        );
+        let id = &self.graph.nodes[node].id;
+        let id_text = match when {
+            InterruptWhen::During => format!(
+                "{}{}:{id}.{task}.{call}",
+                self.scope.id_prefix, self.superstep
+            ),
+            _ => format!("{}{}:{id}", self.scope.id_prefix, self.superstep),
+        };
         let created_at = self.run.ts(Instant::now());
         let (deadline, on_timeout) = match &self.run.interrupt_deadline {
             Some((after, default)) => (
@@ -522,12 +734,14 @@ impl<'g, S: State> Executor<'g, S> {
             ),
             None => (None, None),
         };
+        let mut tasks = self.scope.tasks.clone();
+        tasks.push(task);
         Interrupt {
-            id,
-            node: self.graph.nodes[node].id.clone(),
-            path: Vec::new(),
-            tasks: Vec::new(),
-            call: 0,
+            id: id_text,
+            node: id.clone(),
+            path: self.scope.path.clone(),
+            tasks,
+            call,
             when,
             payload,
             deadline,
@@ -536,12 +750,241 @@ impl<'g, S: State> Executor<'g, S> {
         }
     }
 
+    /// The static `interrupt_before` gates the tasks of `ready` meet (one
+    /// per node; tasks a human already approved pass).
+    fn gates_before(&self, ready: &[Task]) -> Vec<Interrupt> {
+        let mut out: Vec<Interrupt> = Vec::new();
+        for t in ready {
+            if self.interrupt_before.contains(&t.node)
+                && t.approved.is_none()
+                && t.saved.is_none()
+                && !out.iter().any(|i| i.node == self.graph.nodes[t.node].id)
+            {
+                out.push(self.new_interrupt(
+                    t.node,
+                    InterruptWhen::Before,
+                    serde_json::Value::Null,
+                    t.index,
+                    0,
+                ));
+            }
+        }
+        out
+    }
+
     /// The scheduler's frontier as stored in a checkpoint.
     fn frontier(&self, tasks: &[Task]) -> Vec<TaskSpec> {
         tasks
             .iter()
-            .map(|t| TaskSpec::new(self.graph.nodes[t.node].id.clone(), t.input.clone()))
+            .map(|t| TaskSpec {
+                node: self.graph.nodes[t.node].id.clone(),
+                input: t.input.clone(),
+                answers: t.answers.clone(),
+                approved: t.approved.clone(),
+                subgraph: t.subgraph.clone(),
+            })
             .collect()
+    }
+
+    /// The saved results of `tasks`, numbered by their positions.
+    fn saved_writes(tasks: &[Task]) -> Vec<PendingWrite> {
+        tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                t.saved.as_ref().map(|w| {
+                    let mut w = (**w).clone();
+                    w.task = i as u32;
+                    w
+                })
+            })
+            .collect()
+    }
+
+    /// A finished task's result as a pending write.
+    fn pending_write(&self, o: &TaskOutcome<S::Update>) -> Result<PendingWrite, Error> {
+        let id = &self.graph.nodes[o.node].id;
+        let (update, dispatches) = match &o.output {
+            Some(out) => (
+                match (&o.update_json, &out.update) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(u)) => Some(to_json(u, Some(id))?),
+                    (None, None) => None,
+                },
+                out.dispatches
+                    .iter()
+                    .map(|d| (d.target.clone(), d.input.clone()))
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        Ok(PendingWrite {
+            task: o.index,
+            node: id.clone(),
+            update,
+            dispatches,
+            step: o.record.clone(),
+        })
+    }
+
+    /// Stops for humans before running `ready`: records where the graph
+    /// stands (a checkpoint at the top level; the subgraph's position for a
+    /// nested graph, carried up by its parent task) and surfaces every
+    /// question.
+    async fn pause(&mut self, ready: &[Task], interrupts: Vec<Interrupt>) -> Result<Stop, Error> {
+        if self.scope.is_nested() {
+            self.save_position(ready)?;
+        } else {
+            self.commit_stop(ready, ThreadStatus::Interrupted, interrupts.clone(), None)
+                .await?;
+        }
+        for i in interrupts.iter().filter(|i| i.path == self.scope.path) {
+            self.emit_interrupt(i);
+        }
+        Ok(Stop::Interrupted(interrupts))
+    }
+
+    /// Stops after a super-step whose nodes have `interrupt_after` gates
+    /// (the top level's checkpoint is already written).
+    async fn pause_after(&mut self, next: &[Task], gates: Vec<Interrupt>) -> Result<Stop, Error> {
+        if self.scope.is_nested() {
+            self.save_position(next)?;
+        }
+        for i in &gates {
+            self.emit_interrupt(i);
+        }
+        Ok(Stop::Interrupted(gates))
+    }
+
+    /// A nested graph's position, for its parent task to carry.
+    fn save_position(&mut self, ready: &[Task]) -> Result<(), Error> {
+        self.paused = Some(SubgraphState {
+            state: to_json(&*self.state, self.scope.path.last())?,
+            step: self.superstep,
+            frontier: self.frontier(ready),
+            joins: self.joins(),
+            writes: Self::saved_writes(ready),
+        });
+        Ok(())
+    }
+
+    /// Tasks of the super-step asked for humans: keeps the finished
+    /// siblings' results and every task's pause, then stops.
+    async fn pause_superstep(
+        &mut self,
+        ready: &mut [Task],
+        outcomes: &mut Vec<TaskOutcome<S::Update>>,
+    ) -> Result<Stop, Error> {
+        let mut interrupts = Vec::new();
+        let mut result = Ok(());
+        for o in outcomes.drain(..) {
+            match &o.pause {
+                Some(TaskPause::Asked { call, payload }) => {
+                    interrupts.push(self.new_interrupt(
+                        o.node,
+                        InterruptWhen::During,
+                        payload.clone(),
+                        o.index,
+                        *call,
+                    ));
+                }
+                Some(TaskPause::Subgraph(p)) => {
+                    if let Some(t) = ready.get_mut(o.index as usize) {
+                        t.subgraph = Some(Box::new(p.state.clone()));
+                    }
+                    interrupts.extend(p.interrupts.iter().cloned());
+                }
+                None => {
+                    if o.output.is_some()
+                        && o.error.is_none()
+                        && ready
+                            .get(o.index as usize)
+                            .is_some_and(|t| t.saved.is_none())
+                    {
+                        match self.pending_write(&o) {
+                            Ok(w) => {
+                                if let Some(t) = ready.get_mut(o.index as usize) {
+                                    t.saved = Some(Box::new(w));
+                                }
+                            }
+                            Err(e) => result = Err(e),
+                        }
+                    }
+                }
+            }
+            self.records.push(o.record);
+        }
+        result?;
+        self.pause(ready, interrupts).await
+    }
+
+    /// A task of the super-step failed: keeps the finished siblings'
+    /// results (merged into the in-memory state, so the failure report shows
+    /// them, and saved with the failed checkpoint, so resuming replays
+    /// them) and records the failure.
+    async fn fail_superstep(
+        &mut self,
+        ready: &mut [Task],
+        outcomes: &mut Vec<TaskOutcome<S::Update>>,
+        pos: usize,
+    ) -> Error {
+        let failed_task = outcomes[pos].index;
+        let mut error = None;
+        for mut o in outcomes.drain(..) {
+            if o.index == failed_task {
+                error = o.error.take();
+            } else if o.output.is_some()
+                && o.error.is_none()
+                && o.pause.is_none()
+                && !o.rejected
+                && ready
+                    .get(o.index as usize)
+                    .is_some_and(|t| t.saved.is_none())
+                && let Ok(w) = self.pending_write(&o)
+                && let Some(t) = ready.get_mut(o.index as usize)
+            {
+                t.saved = Some(Box::new(w));
+            }
+            if !o.rejected
+                && let Some(update) = o.output.and_then(|out| out.update)
+            {
+                Arc::make_mut(&mut self.state).apply(update);
+            }
+            self.records.push(o.record);
+        }
+        let error =
+            error.unwrap_or_else(|| Error::Aborted("a task failed without an error".into()));
+        self.fail(ready, Some(failed_task), error).await
+    }
+
+    /// Records a failed run in its thread (top level, durable runs): a
+    /// `failed` checkpoint with the super-step's tasks (finished ones with
+    /// their saved results) and the error. Returns the error.
+    async fn fail(&mut self, ready: &[Task], task: Option<u32>, error: Error) -> Error {
+        if self.scope.is_nested() || self.durable.is_none() || matches!(error, Error::Checkpoint(_))
+        {
+            return error;
+        }
+        let node = task
+            .and_then(|t| ready.get(t as usize))
+            .map(|t| self.graph.nodes[t.node].id.clone())
+            .or_else(|| error.node().cloned());
+        let record = TaskError {
+            node,
+            task,
+            kind: error.kind().to_string(),
+            message: error.to_string(),
+        };
+        if let Err(e) = self
+            .commit_stop(ready, ThreadStatus::Failed, Vec::new(), Some(record))
+            .await
+        {
+            self.emit_log(
+                crate::trace::LogLevel::Error,
+                &format!("the failure could not be recorded in the thread: {e}"),
+            );
+        }
+        error
     }
 
     /// Joins some of whose predecessors have resolved.
@@ -566,13 +1009,21 @@ impl<'g, S: State> Executor<'g, S> {
         nodes: Vec<crate::ids::NodeId>,
         steps: Vec<StepRecord>,
         status: ThreadStatus,
-        interrupt: Option<Interrupt>,
-    ) -> Checkpoint {
+        interrupts: Vec<Interrupt>,
+    ) -> Result<Checkpoint, Error> {
         let (thread, seq) = match &self.durable {
             Some(d) => (d.thread.clone(), d.next_seq()),
             None => (crate::ids::ThreadId::new(self.run.run_id.as_str()), 0),
         };
-        Checkpoint {
+        for t in frontier {
+            if let Some(input) = &t.input {
+                check_value_depth(input, Some(&self.graph.nodes[t.node].id))?;
+            }
+        }
+        for i in &interrupts {
+            check_value_depth(&i.payload, Some(&i.node))?;
+        }
+        Ok(Checkpoint {
             thread_id: thread,
             seq,
             parent_seq: seq.checked_sub(1),
@@ -590,101 +1041,69 @@ impl<'g, S: State> Executor<'g, S> {
                 .executions
                 .load(std::sync::atomic::Ordering::Acquire),
             steps,
+            step_ids: self.run.step_ids_issued(),
             status,
-            step_ids: 0,
-            interrupts: interrupt.into_iter().collect(),
+            interrupts,
             approvals: Vec::new(),
             error: None,
             metadata: Default::default(),
-        }
+        })
     }
 
-    /// Stops before running `ready`: a checkpoint with the same frontier and
-    /// no state change records the interrupt or halt.
-    async fn commit_pause(
+    /// Writes a checkpoint that stops the thread before running `ready`
+    /// (same frontier, no state change), with the saved results of the
+    /// tasks that finished, as one batch.
+    async fn commit_stop(
         &mut self,
         ready: &[Task],
         status: ThreadStatus,
-        interrupt: Option<Interrupt>,
+        interrupts: Vec<Interrupt>,
+        error: Option<TaskError>,
     ) -> Result<(), Error> {
-        if self.durable.is_some() {
-            let cp = self.checkpoint(
-                StateRecord::Delta(Vec::new()),
-                ready,
-                Vec::new(),
-                Vec::new(),
-                status,
-                interrupt.clone(),
-            );
-            if let Some(d) = self.durable.as_mut() {
-                d.append(cp).await?;
-            }
+        if self.durable.is_none() {
+            return Ok(());
         }
-        if let Some(i) = &interrupt {
-            self.emit_interrupt(i);
+        let mut cp = self.checkpoint(
+            StateRecord::Delta(Vec::new()),
+            ready,
+            Vec::new(),
+            Vec::new(),
+            status,
+            interrupts,
+        )?;
+        cp.error = error;
+        let writes = Self::saved_writes(ready);
+        if let Some(d) = self.durable.as_mut() {
+            d.commit(cp, writes).await?;
         }
         Ok(())
     }
 
-    /// A node called `interrupt`: saves the finished siblings' results as
-    /// pending writes of the pause checkpoint, writes it, and stops.
-    async fn pause_for_node(
+    /// Writes the checkpoint of a merged super-step (a full snapshot of the
+    /// state when the durability settings say one is due).
+    async fn commit_step(
         &mut self,
-        outcomes: &mut Vec<TaskOutcome<S::Update>>,
-        pos: usize,
-    ) -> Result<Stop, Error> {
-        let node = outcomes[pos].node;
-        let payload = outcomes[pos].interrupt.clone().unwrap_or_default();
-        let interrupt = self.new_interrupt(node, InterruptWhen::During, payload);
-        // Rebuild the frontier of this super-step from the outcomes (in task order).
-        let mut writes = Vec::new();
-        let mut frontier = Vec::new();
-        for o in outcomes.drain(..) {
-            frontier.push(Task {
-                node: o.node,
-                input: o.record.input.clone(),
-                index: o.index,
-                resume: None,
-                approval: None,
-            });
-            if let (Some(out), None, None) = (&o.output, &o.error, &o.interrupt) {
-                let update = match &out.update {
-                    Some(u) => Some(to_json(u, Some(&self.graph.nodes[o.node].id))?),
-                    None => None,
-                };
-                writes.push(PendingWrite {
-                    task: o.index,
-                    node: self.graph.nodes[o.node].id.clone(),
-                    update,
-                    dispatches: out
-                        .dispatches
-                        .iter()
-                        .map(|d| (d.target.clone(), d.input.clone()))
-                        .collect(),
-                    step: o.record.clone(),
-                });
-            }
-            self.records.push(o.record);
+        deltas: Vec<serde_json::Value>,
+        next: &[Task],
+        nodes: Vec<crate::ids::NodeId>,
+        steps: Vec<StepRecord>,
+        status: ThreadStatus,
+        interrupts: Vec<Interrupt>,
+    ) -> Result<(), Error> {
+        let snapshot = self
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.snapshot_due(&deltas));
+        let state = if snapshot {
+            StateRecord::Full(to_json(&*self.state, None)?)
+        } else {
+            StateRecord::Delta(deltas)
+        };
+        let cp = self.checkpoint(state, next, nodes, steps, status, interrupts)?;
+        if let Some(d) = self.durable.as_mut() {
+            d.append(cp).await?;
         }
-        if self.durable.is_some() {
-            let cp = self.checkpoint(
-                StateRecord::Delta(Vec::new()),
-                &frontier,
-                Vec::new(),
-                Vec::new(),
-                ThreadStatus::Interrupted,
-                Some(interrupt.clone()),
-            );
-            if let Some(d) = self.durable.as_mut() {
-                let seq = cp.seq;
-                for w in writes {
-                    d.put_write(seq, w).await?;
-                }
-                d.append(cp).await?;
-            }
-        }
-        self.emit_interrupt(&interrupt);
-        Ok(Stop::Interrupted(interrupt))
+        Ok(())
     }
 
     /// Checks cancellation, the deadline, the recursion limit and the
@@ -757,7 +1176,7 @@ impl<'g, S: State> Executor<'g, S> {
     /// concurrently up to the cap). Outcomes come back in task order.
     async fn superstep(
         &self,
-        ready: &mut Vec<Task>,
+        ready: &[Task],
         reservations: &mut Vec<Amount>,
         outcomes: &mut Vec<TaskOutcome<S::Update>>,
         cancel: &CancellationToken,
@@ -766,13 +1185,16 @@ impl<'g, S: State> Executor<'g, S> {
         reservations.clear();
         for t in ready.iter() {
             let cfg = &self.graph.nodes[t.node].config;
-            let amount = Amount {
-                tokens: cfg.estimated_tokens,
-                cost: cfg.estimated_cost,
+            let amount = if t.saved.is_some() {
+                Amount::ZERO
+            } else {
+                Amount {
+                    tokens: cfg.estimated_tokens,
+                    cost: cfg.estimated_cost,
+                }
             };
             if let Err(breach) = ledger.reserve(amount, &self.graph.nodes[t.node].id) {
                 reservations.drain(..).for_each(|r| ledger.release(r));
-                ready.clear();
                 return Err(Error::BudgetExceeded(breach));
             }
             reservations.push(amount);
@@ -781,9 +1203,9 @@ impl<'g, S: State> Executor<'g, S> {
         let n = ready.len();
         let parallel = self.run.parallel.filter(|_| n > 1);
         let Some(cap) = parallel else {
-            let mut tasks = ready.drain(..).zip(reservations.drain(..));
+            let mut tasks = ready.iter().zip(reservations.drain(..));
             for (task, reserved) in tasks.by_ref() {
-                let mut o = match self.saved_result(&task) {
+                let mut o = match &task.saved {
                     Some(w) => self.replayed(task, reserved, w),
                     None => self.execute_task(task, reserved, None).await,
                 };
@@ -811,7 +1233,7 @@ impl<'g, S: State> Executor<'g, S> {
     /// Siblings share a child token, canceled when one of them fails.
     async fn run_concurrently(
         &self,
-        ready: &mut Vec<Task>,
+        ready: &[Task],
         reservations: &mut Vec<Amount>,
         outcomes: &mut Vec<TaskOutcome<S::Update>>,
         cancel: &CancellationToken,
@@ -822,10 +1244,13 @@ impl<'g, S: State> Executor<'g, S> {
         let mut slots: Vec<Option<TaskOutcome<S::Update>>> = (0..n).map(|_| None).collect();
         {
             let token = &token;
-            let mut running =
-                futures::stream::iter(ready.drain(..).zip(reservations.drain(..)).enumerate())
-                    .map(|(i, (task, reserved))| async move {
-                        let mut o = match self.saved_result(&task) {
+            let amounts: Vec<Amount> = std::mem::take(reservations);
+            let mut running = futures::stream::iter(0..n)
+                .map(|i| {
+                    let task = &ready[i];
+                    let reserved = amounts.get(i).copied().unwrap_or(Amount::ZERO);
+                    async move {
+                        let mut o = match &task.saved {
                             Some(w) => self.replayed(task, reserved, w),
                             None => self.execute_task(task, reserved, Some(token)).await,
                         };
@@ -833,8 +1258,9 @@ impl<'g, S: State> Executor<'g, S> {
                             Box::pin(self.save_pending(&mut o)).await;
                         }
                         (i, o)
-                    })
-                    .buffer_unordered(cap);
+                    }
+                })
+                .buffer_unordered(cap);
             while let Some((i, o)) = running.next().await {
                 if o.error.is_some() && !o.sibling_canceled {
                     token.cancel();
@@ -847,17 +1273,6 @@ impl<'g, S: State> Executor<'g, S> {
         outcomes.extend(slots.into_iter().flatten());
     }
 
-    /// The result of `task` saved before a crash or interrupt, if any.
-    fn saved_result(&self, task: &Task) -> Option<&PendingWrite> {
-        if self.replay.is_empty() {
-            return None;
-        }
-        let id = &self.graph.nodes[task.node].id;
-        self.replay
-            .iter()
-            .find(|w| w.task == task.index && &w.node == id)
-    }
-
     /// In a durable run, saves a finished task's result as a pending write
     /// right away, so a crash before the super-step commits replays it
     /// instead of running the task again.
@@ -865,34 +1280,20 @@ impl<'g, S: State> Executor<'g, S> {
         let Some(d) = &self.durable else {
             return;
         };
-        if !d.writes_now() || o.update_json.is_some() {
+        if !d.writes_now() || o.update_json.is_some() || o.rejected || o.pause.is_some() {
             return;
         }
-        let Some(out) = &o.output else {
+        if o.output.is_none() || o.error.is_some() {
             return;
+        }
+        let write = match self.pending_write(o) {
+            Ok(w) => w,
+            Err(e) => {
+                o.error = Some(e);
+                return;
+            }
         };
-        let id = &self.graph.nodes[o.node].id;
-        let update = match &out.update {
-            Some(u) => match to_json(u, Some(id)) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    o.error = Some(e);
-                    return;
-                }
-            },
-            None => None,
-        };
-        let write = PendingWrite {
-            task: o.index,
-            node: id.clone(),
-            update: update.clone(),
-            dispatches: out
-                .dispatches
-                .iter()
-                .map(|d| (d.target.clone(), d.input.clone()))
-                .collect(),
-            step: o.record.clone(),
-        };
+        let update = write.update.clone();
         if let Err(e) = d
             .store
             .put_write(&d.thread, d.next_seq().saturating_sub(1), write)
@@ -903,10 +1304,12 @@ impl<'g, S: State> Executor<'g, S> {
         o.update_json = update;
     }
 
-    /// The outcome of a task whose result was saved before: no execution.
-    fn replayed(&self, task: Task, reserved: Amount, w: &PendingWrite) -> TaskOutcome<S::Update> {
+    /// The outcome of a task whose result was saved before (or that a human
+    /// rejected): no execution.
+    fn replayed(&self, task: &Task, reserved: Amount, w: &PendingWrite) -> TaskOutcome<S::Update> {
         self.run.ledger.release(reserved);
         let id = &self.graph.nodes[task.node].id;
+        let rejected = w.step.status == StepStatus::Skipped;
         let update = match &w.update {
             None => Ok(None),
             Some(v) => <S::Update as serde::Deserialize>::deserialize(v).map(Some),
@@ -931,16 +1334,33 @@ impl<'g, S: State> Executor<'g, S> {
                 }),
             ),
         };
-        self.emit_log(
-            crate::trace::LogLevel::Info,
-            &format!("replayed the saved result of node {id:?} (not run again)"),
-        );
+        if rejected {
+            self.emit(
+                Instant::now(),
+                Some(w.step.step_id),
+                Some(task.node),
+                0,
+                EventKind::StepSkipped {
+                    reason: w
+                        .step
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "rejected by a human".into()),
+                },
+            );
+        } else {
+            self.emit_log(
+                crate::trace::LogLevel::Info,
+                &format!("replayed the saved result of node {id:?} (not run again)"),
+            );
+        }
         TaskOutcome {
             node: task.node,
             index: task.index,
             output,
             error,
-            interrupt: None,
+            pause: None,
+            rejected,
             sibling_canceled: false,
             record: w.step.clone(),
             update_json: w.update.clone(),
@@ -952,7 +1372,7 @@ impl<'g, S: State> Executor<'g, S> {
     /// concurrently; `None` means the run's own token.
     async fn execute_task(
         &self,
-        task: Task,
+        task: &Task,
         reserved: Amount,
         group: Option<&CancellationToken>,
     ) -> TaskOutcome<S::Update> {
@@ -969,21 +1389,24 @@ impl<'g, S: State> Executor<'g, S> {
                 input: task.input.clone(),
             },
         );
-        let record_input = task.input.clone();
         let cancel = group.unwrap_or(&self.cancel);
         let step = Arc::new(StepShared {
             run: run.clone(),
             step_id,
             parent_step: self.parent_step,
             node: cn.id.clone(),
-            input: task.input,
-            cancel: group.cloned(),
+            input: task.input.clone(),
+            cancel: Some(cancel.clone()),
             meter: Mutex::new(StepMeter {
                 reserved,
                 ..StepMeter::default()
             }),
-            resume: Mutex::new(task.resume),
-            approval: task.approval,
+            answers: task.answers.clone(),
+            calls: std::sync::atomic::AtomicU32::new(0),
+            approval: task.approved.clone(),
+            subgraph: Mutex::new(task.subgraph.clone()),
+            attempt_cancel: Mutex::new(None),
+            scope: self.scope.clone(),
             thread: self.durable.as_ref().map(|d| d.thread.clone()),
             superstep: self.superstep,
             task_index: task.index,
@@ -996,12 +1419,28 @@ impl<'g, S: State> Executor<'g, S> {
             let attempt_start = if attempt == 1 {
                 started
             } else {
+                step.calls.store(0, std::sync::atomic::Ordering::Release);
+                *step
+                    .attempt_cancel
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
                 Instant::now()
             };
             let failure = match self.attempt(cn, ctx, attempt_start, timeout, cancel).await {
                 Ok(out) => break Ok(out),
                 Err(f) => f,
             };
+            if let Failure::Timeout(_) = failure {
+                // Tell whatever the attempt spawned that it is over.
+                if let Some(t) = step
+                    .attempt_cancel
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                {
+                    t.cancel();
+                }
+            }
             let Some(policy) = retry else {
                 break Err(failure);
             };
@@ -1033,7 +1472,7 @@ impl<'g, S: State> Executor<'g, S> {
                     error: failure.describe(),
                 },
             );
-            if let Err(stop) = Box::pin(self.pause(delay, cancel)).await {
+            if let Err(stop) = Box::pin(self.pause_before_retry(delay, cancel)).await {
                 break Err(stop);
             }
             attempt += 1;
@@ -1054,11 +1493,18 @@ impl<'g, S: State> Executor<'g, S> {
                 m.fallbacks,
             )
         };
-        let mut interrupt = None;
+        let mut pause = None;
         let (output, error, status, sibling_canceled) = match result {
             Ok(out) => (Some(out), None, StepStatus::Succeeded, false),
             Err(Failure::Node(e)) if e.interrupt_payload().is_some() => {
-                interrupt = e.interrupt_payload().cloned();
+                pause = e.interrupt_payload().map(|p| TaskPause::Asked {
+                    call: task.answers.len() as u32,
+                    payload: p.clone(),
+                });
+                (None, None, StepStatus::Interrupted, false)
+            }
+            Err(Failure::Node(e)) if e.subgraph_pause().is_some() => {
+                pause = e.subgraph_pause().cloned().map(TaskPause::Subgraph);
                 (None, None, StepStatus::Interrupted, false)
             }
             Err(f) => {
@@ -1099,7 +1545,8 @@ impl<'g, S: State> Executor<'g, S> {
             index: task.index,
             output,
             error,
-            interrupt,
+            pause,
+            rejected: false,
             sibling_canceled,
             update_json: None,
             record: StepRecord {
@@ -1118,7 +1565,7 @@ impl<'g, S: State> Executor<'g, S> {
                 call_retries,
                 fallbacks,
                 branch: None,
-                input: record_input,
+                input: task.input.clone(),
                 error: error_text,
             },
         }
@@ -1192,7 +1639,11 @@ impl<'g, S: State> Executor<'g, S> {
     }
 
     /// Waits `delay` before a retry, unless the run stops first.
-    async fn pause(&self, delay: Duration, cancel: &CancellationToken) -> Result<(), Failure> {
+    async fn pause_before_retry(
+        &self,
+        delay: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
         let stop = self.run.stop_at();
         let until = Instant::now() + delay;
         if let Some((at, reason)) = stop
@@ -1566,8 +2017,12 @@ mod future_sizes {
             input: None,
             cancel: None,
             meter: Default::default(),
-            resume: Default::default(),
+            answers: Vec::new(),
+            calls: Default::default(),
             approval: None,
+            subgraph: Default::default(),
+            attempt_cancel: Default::default(),
+            scope: Default::default(),
             thread: None,
             superstep: 0,
             task_index: 0,
@@ -1579,8 +2034,8 @@ mod future_sizes {
             None,
             &c,
         ));
-        let task =
-            std::mem::size_of_val(&exec.execute_task(Task::new(0, None), Amount::ZERO, None));
+        let t = Task::new(0, None);
+        let task = std::mem::size_of_val(&exec.execute_task(&t, Amount::ZERO, None));
         let execute = std::mem::size_of_val(&exec.execute(Vec::new()));
         assert!(attempt <= 400, "attempt future is {attempt} bytes");
         assert!(task <= 800, "execute_task future is {task} bytes");

@@ -17,8 +17,10 @@ mod retry;
 pub(crate) mod shared;
 mod summary;
 
-pub use durable::{Command, Decision, Durability, HaltSignal, HaltSwitch};
-pub(crate) use executor::Executor;
+pub use durable::{
+    ASYNC_WRITE_QUEUE, Command, Decision, Durability, HaltSignal, HaltSwitch, SnapshotPolicy,
+};
+pub(crate) use executor::{Executor, Nested, Scope};
 pub use handle::RunHandle;
 pub use retry::RetryPolicy;
 pub use summary::{ErrorSummary, RunFailure, RunOutput, RunSummary, StepRecord};
@@ -90,6 +92,14 @@ impl Budget {
     }
 }
 
+/// A state edit applied to a stored position (see `CompiledGraph::edit`).
+struct Edited {
+    checkpoint: crate::checkpoint::Checkpoint,
+    full_state: serde_json::Value,
+    deltas: Vec<serde_json::Value>,
+    writes: Vec<crate::checkpoint::PendingWrite>,
+}
+
 static DEFAULT_PRICING: LazyLock<Arc<PriceTable>> =
     LazyLock::new(|| Arc::new(PriceTable::builtin()));
 
@@ -132,6 +142,39 @@ pub struct RunConfig {
     pub(crate) interrupt_after: Vec<NodeId>,
     pub(crate) halt: Option<Arc<dyn HaltSignal>>,
     pub(crate) interrupt_deadline: Option<(Duration, DefaultDecision)>,
+    pub(crate) snapshots: SnapshotPolicy,
+    pub(crate) finished_thread: FinishedThread,
+    pub(crate) metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    pub(crate) summary_scope: SummaryScope,
+}
+
+/// Which steps a run's [`RunSummary`] covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SummaryScope {
+    /// The steps this run executed or replayed (the default): resuming
+    /// costs the same however long the thread's history is.
+    #[default]
+    Run,
+    /// Every step of the thread: the committed steps of earlier runs (read
+    /// from the checkpointer, so linear in the thread's length) followed by
+    /// this run's.
+    Thread,
+}
+
+/// What a new run does on a thread whose last run finished.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FinishedThread {
+    /// Continue the thread (the default): the new run starts from the
+    /// thread's latest state with the input merged in
+    /// ([`State::merge_input`]), its steps are numbered after the thread's,
+    /// and the thread's history stays readable. A conversation thread works
+    /// this way: each user message is a run.
+    #[default]
+    Continue,
+    /// Refuse with [`Error::ThreadExists`](crate::Error::ThreadExists).
+    Refuse,
 }
 
 impl fmt::Debug for RunConfig {
@@ -176,6 +219,10 @@ impl Default for RunConfig {
             interrupt_after: Vec::new(),
             halt: None,
             interrupt_deadline: None,
+            snapshots: SnapshotPolicy::default(),
+            finished_thread: FinishedThread::default(),
+            metadata: Default::default(),
+            summary_scope: SummaryScope::default(),
         }
     }
 }
@@ -360,6 +407,36 @@ impl RunConfig {
         self
     }
 
+    /// When checkpoints hold the full state instead of deltas (default:
+    /// every 64 checkpoints or 1 MiB of deltas), so resuming reads the
+    /// latest snapshot and a short tail.
+    pub fn snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = policy;
+        self
+    }
+
+    /// Which steps the run's summary covers (default: this run's; with
+    /// [`SummaryScope::Thread`], the whole thread's history too).
+    pub fn summary_scope(mut self, scope: SummaryScope) -> Self {
+        self.summary_scope = scope;
+        self
+    }
+
+    /// What a new run does on a thread whose last run finished (default:
+    /// continue it).
+    pub fn finished_thread(mut self, policy: FinishedThread) -> Self {
+        self.finished_thread = policy;
+        self
+    }
+
+    /// Sets one entry of the thread's metadata (tenant, user, conversation,
+    /// ...), written with the run's first checkpoint and used by
+    /// [`Checkpointer::list_threads`](crate::checkpoint::Checkpointer) filters.
+    pub fn thread_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+
     /// The budget.
     pub fn get_budget(&self) -> &Budget {
         &self.budget
@@ -388,18 +465,47 @@ impl<S: State> CompiledGraph<S> {
 
     /// Continues a durable thread (`config` must name the checkpointer and
     /// the thread) from its latest checkpoint: after a crash, after a halt,
-    /// or after a failure. Steps whose results were committed are not run
-    /// again; results saved as pending writes are replayed. The summary
-    /// covers the whole thread. A thread waiting for a human fails with
-    /// [`Error::DecisionRequired`](crate::Error::DecisionRequired): use
-    /// [`resume_with`](Self::resume_with).
+    /// or after a failure (only the failed task runs again; its finished
+    /// siblings are replayed). Steps whose results were committed are not
+    /// run again. The summary covers this run's steps. A thread waiting for
+    /// a human fails with [`Error::DecisionRequired`](crate::Error::DecisionRequired)
+    /// unless an interrupt's deadline passed (its default decision is then
+    /// applied): use [`resume_with`](Self::resume_with).
     ///
     /// # Cancel safety
     /// As for [`run`](Self::run); committed checkpoints stay committed.
     pub async fn resume(&self, config: RunConfig) -> Result<RunOutput<S>, RunFailure> {
+        self.resume_with_all(Vec::new(), config).await
+    }
+
+    /// Resumes an interrupted thread with a human decision: approve (a node
+    /// that called `interrupt` receives the payload), edit the state first,
+    /// or reject (skip the node, optionally going to another). The decision
+    /// is checkpointed as an [`ApprovalRecord`](crate::checkpoint::ApprovalRecord)
+    /// and emitted as a `resume` event before anything runs. When other
+    /// interrupts of the thread are still waiting, the decision is recorded
+    /// and the run stops again at once, reporting them in
+    /// [`RunOutput::interrupts`].
+    pub async fn resume_with(
+        &self,
+        command: Command<S::Update>,
+        config: RunConfig,
+    ) -> Result<RunOutput<S>, RunFailure> {
+        self.resume_with_all(vec![command], config).await
+    }
+
+    /// Resumes an interrupted thread with several decisions at once (one per
+    /// pending interrupt, for example one per dispatched worker that asked);
+    /// each reaches only the interrupt it names. All are checkpointed
+    /// together before anything runs.
+    pub async fn resume_with_all(
+        &self,
+        commands: Vec<Command<S::Update>>,
+        config: RunConfig,
+    ) -> Result<RunOutput<S>, RunFailure> {
         let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
         let shared = Arc::new(RunShared::new(&config, run_id));
-        drive::drive(&self.inner, shared, drive::Start::Resume(None)).await
+        drive::drive(&self.inner, shared, drive::Start::Resume(commands)).await
     }
 
     /// Time travel: the state of `thread` at checkpoint `seq` (its latest
@@ -424,17 +530,18 @@ impl<S: State> CompiledGraph<S> {
         };
         let chain = store.chain(thread, seq).await?;
         if chain.last().map(|c| c.seq) != Some(seq) {
-            return Err(crate::Error::Checkpoint(
-                crate::checkpoint::CheckpointError::Store(format!(
-                    "thread {thread:?} has no checkpoint {seq}"
-                )),
-            ));
+            return Err(crate::Error::CheckpointNotFound {
+                thread: thread.clone(),
+                seq,
+            });
         }
         durable::rebuild(thread, &chain)
     }
 
     /// Time travel: starts thread `to` from checkpoint `seq` of thread
-    /// `from`, optionally editing the state first (through the reducers).
+    /// `from`, optionally editing the state first (through the reducers;
+    /// with `as_node`, as if that node had produced the edit: its edges are
+    /// evaluated again, see [`update_state`](Self::update_state)).
     /// Run it forward with [`resume`](Self::resume) on thread `to`; thread
     /// `from` is not touched. Returns the new thread's first checkpoint.
     pub async fn fork(
@@ -444,69 +551,221 @@ impl<S: State> CompiledGraph<S> {
         seq: u64,
         to: impl Into<ThreadId>,
         update: Option<S::Update>,
+        as_node: Option<&str>,
     ) -> Result<crate::checkpoint::Checkpoint, crate::Error> {
         let to = to.into();
-        let source = store.get(from, Some(seq)).await?.ok_or_else(|| {
-            crate::Error::Checkpoint(crate::checkpoint::CheckpointError::Store(format!(
-                "thread {from:?} has no checkpoint {seq}"
-            )))
-        })?;
-        for spec in source
-            .frontier
-            .iter()
-            .map(|t| &t.node)
-            .chain(source.joins.iter().map(|j| &j.node))
-        {
-            if !self.inner.index.contains_key(spec.as_str()) {
-                return Err(crate::Error::GraphMismatch {
+        let source =
+            store
+                .get(from, Some(seq))
+                .await?
+                .ok_or_else(|| crate::Error::CheckpointNotFound {
                     thread: from.clone(),
-                    node: spec.to_string(),
-                });
-            }
-        }
-        let mut state = self.state_at(store, from, Some(seq)).await?;
-        if let Some(u) = update {
-            state.apply(u);
-        }
-        let checkpoint = crate::checkpoint::Checkpoint {
-            thread_id: to.clone(),
-            seq: 0,
-            parent_seq: None,
-            forked_from: Some((from.clone(), seq)),
-            run_id: RunId::generate(),
-            step: source.step,
-            nodes: Vec::new(),
-            created_at: crate::trace::Timestamp::now(),
-            format_version: crate::checkpoint::CHECKPOINT_FORMAT_VERSION,
-            state: crate::checkpoint::StateRecord::Full(durable::to_json(&state, None)?),
-            frontier: source.frontier,
-            joins: source.joins,
-            node_executions: source.node_executions,
-            steps: Vec::new(),
-            status: crate::checkpoint::ThreadStatus::Running,
-            step_ids: source.step_ids,
-            interrupts: Vec::new(),
-            approvals: Vec::new(),
-            error: None,
-            metadata: source.metadata,
-        };
-        store.append(checkpoint.clone()).await?;
+                    seq,
+                })?;
+        let state = self.state_at(store, from, Some(seq)).await?;
+        let writes = store.writes(from, seq).await?;
+        let edited = self.edit(&source, state, writes, update, as_node)?;
+        let mut checkpoint = edited.checkpoint;
+        checkpoint.thread_id = to.clone();
+        checkpoint.seq = 0;
+        checkpoint.parent_seq = None;
+        checkpoint.forked_from = Some((from.clone(), seq));
+        checkpoint.state = crate::checkpoint::StateRecord::Full(edited.full_state);
+        checkpoint.metadata = source.metadata.clone();
+        store
+            .append_batch(
+                &to,
+                crate::checkpoint::CheckpointBatch {
+                    checkpoints: vec![checkpoint.clone()],
+                    writes: edited.writes.into_iter().map(|w| (0, w)).collect(),
+                },
+            )
+            .await?;
         Ok(checkpoint)
     }
 
-    /// Resumes an interrupted thread with a human decision: approve (a node
-    /// that called `interrupt` receives the payload), edit the state first,
-    /// or reject (skip the node, optionally going to another). The decision
-    /// is checkpointed as an [`ApprovalRecord`](crate::checkpoint::ApprovalRecord)
-    /// and emitted as a `resume` event before anything runs.
-    pub async fn resume_with(
+    /// A human edits a thread's state between runs (LangGraph's
+    /// `update_state`): `update` is applied through the reducers as if
+    /// `as_node` had produced it, the edges out of `as_node` are evaluated
+    /// again on the edited state, and tasks that `as_node`'s earlier
+    /// routing scheduled (its successors and dispatched instances) are
+    /// replaced by what the new routing chooses. Without `as_node` only the
+    /// state changes. The edit is appended as a checkpoint (with an
+    /// [`ApprovalRecord`](crate::checkpoint::ApprovalRecord) of decision
+    /// `update`); continue the thread with [`resume`](Self::resume).
+    /// Pending interrupts whose tasks are no longer scheduled are dropped.
+    pub async fn update_state(
         &self,
-        command: Command<S::Update>,
-        config: RunConfig,
-    ) -> Result<RunOutput<S>, RunFailure> {
-        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
-        let shared = Arc::new(RunShared::new(&config, run_id));
-        drive::drive(&self.inner, shared, drive::Start::Resume(Some(command))).await
+        store: &dyn Checkpointer,
+        thread: &ThreadId,
+        update: S::Update,
+        as_node: Option<&str>,
+    ) -> Result<crate::checkpoint::Checkpoint, crate::Error> {
+        let latest =
+            store
+                .get(thread, None)
+                .await?
+                .ok_or_else(|| crate::Error::ThreadNotFound {
+                    thread: thread.clone(),
+                })?;
+        let state = self.state_at(store, thread, Some(latest.seq)).await?;
+        let writes = store.writes(thread, latest.seq).await?;
+        let edited = self.edit(&latest, state, writes, Some(update), as_node)?;
+        let mut checkpoint = edited.checkpoint;
+        checkpoint.thread_id = thread.clone();
+        checkpoint.seq = latest.seq + 1;
+        checkpoint.parent_seq = Some(latest.seq);
+        checkpoint.state = crate::checkpoint::StateRecord::Delta(edited.deltas);
+        store
+            .append_batch(
+                thread,
+                crate::checkpoint::CheckpointBatch {
+                    checkpoints: vec![checkpoint.clone()],
+                    writes: edited
+                        .writes
+                        .into_iter()
+                        .map(|w| (latest.seq + 1, w))
+                        .collect(),
+                },
+            )
+            .await?;
+        Ok(checkpoint)
+    }
+
+    /// Applies a human's state edit to a stored position: the checkpoint
+    /// that records it (thread, seq and state to be filled in by the
+    /// caller), the edited full state, the deltas, and the saved results of
+    /// the tasks that stay scheduled.
+    fn edit(
+        &self,
+        source: &crate::checkpoint::Checkpoint,
+        state: S,
+        writes: Vec<crate::checkpoint::PendingWrite>,
+        update: Option<S::Update>,
+        as_node: Option<&str>,
+    ) -> Result<Edited, crate::Error> {
+        use crate::checkpoint::ThreadStatus;
+        let node = match as_node {
+            None => None,
+            Some(name) => match self.inner.index.get(name) {
+                Some(&i) => Some(i),
+                None => {
+                    return Err(crate::Error::InvalidStateEdit {
+                        node: name.to_string(),
+                        reason: if name == crate::graph::START || name == crate::graph::END {
+                            "START and END produce no updates".into()
+                        } else {
+                            format!("graph {:?} has no such node", self.inner.name)
+                        },
+                    });
+                }
+            },
+        };
+        let run = Arc::new(RunShared::new(&RunConfig::new(), RunId::generate()));
+        run.set_step_base(source.step_ids);
+        run.executions
+            .store(source.node_executions, std::sync::atomic::Ordering::Release);
+        let mut exec = Executor::new(
+            &self.inner,
+            run.clone(),
+            None,
+            run.cancel.clone(),
+            Arc::new(state),
+        );
+        exec.superstep = source.step;
+        exec.restore_joins(&source.joins)?;
+        let mut tasks = exec.tasks_from(source.frontier.clone(), writes)?;
+        let mut deltas = Vec::new();
+        let mut payload = serde_json::Value::Null;
+        if let Some(u) = update {
+            let v = durable::to_json(&u, None)?;
+            Arc::make_mut(&mut exec.state).apply(u);
+            payload = v.clone();
+            deltas.push(v);
+        }
+        let mut interrupts = source.interrupts.clone();
+        if let Some(node) = node {
+            // Tasks the node's earlier routing scheduled no longer apply.
+            let successors = exec.successors(node);
+            let mut kept = Vec::with_capacity(tasks.len());
+            let mut moved: Vec<Option<u32>> = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                if successors.contains(&t.node) {
+                    moved.push(None);
+                } else {
+                    moved.push(Some(kept.len() as u32));
+                    kept.push(t);
+                }
+            }
+            let node_id = &self.inner.nodes[node].id;
+            interrupts.retain_mut(|i| {
+                if i.when == crate::checkpoint::InterruptWhen::After {
+                    // The edit decides what follows this node.
+                    return i.path.is_empty() && &i.node != node_id || !i.path.is_empty();
+                }
+                match i.tasks.first().copied() {
+                    Some(t) => match moved.get(t as usize).copied().flatten() {
+                        Some(new) => {
+                            i.tasks[0] = new;
+                            true
+                        }
+                        None => false,
+                    },
+                    None => true,
+                }
+            });
+            exec.reroute(node, &mut kept)?;
+            tasks = kept;
+        }
+        let status = match (interrupts.is_empty(), tasks.is_empty()) {
+            (false, _) if source.status == ThreadStatus::Interrupted => ThreadStatus::Interrupted,
+            (_, true) => ThreadStatus::Completed,
+            _ => ThreadStatus::Running,
+        };
+        if status != ThreadStatus::Interrupted {
+            interrupts.clear();
+        }
+        let full_state = durable::to_json(&*exec.state, None)?;
+        let mut checkpoint = exec.checkpoint(
+            crate::checkpoint::StateRecord::Delta(Vec::new()),
+            &tasks,
+            node.map(|n| vec![self.inner.nodes[n].id.clone()])
+                .unwrap_or_default(),
+            Vec::new(),
+            status,
+            interrupts,
+        )?;
+        checkpoint
+            .approvals
+            .push(crate::checkpoint::ApprovalRecord {
+                interrupt_id: String::new(),
+                node: node
+                    .map(|n| self.inner.nodes[n].id.clone())
+                    .unwrap_or_else(|| NodeId::new("")),
+                path: Vec::new(),
+                decided_by: "update_state".into(),
+                decided_at: crate::trace::Timestamp::now(),
+                decision: crate::checkpoint::DecisionKind::Update,
+                payload,
+                checkpoint_seq: source.seq,
+            });
+        let writes = tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                t.saved.as_ref().map(|w| {
+                    let mut w = (**w).clone();
+                    w.task = i as u32;
+                    w
+                })
+            })
+            .collect();
+        Ok(Edited {
+            checkpoint,
+            full_state,
+            deltas,
+            writes,
+        })
     }
 
     /// Starts the run on the Tokio runtime and returns a handle to watch its
@@ -522,7 +781,7 @@ impl<S: State> CompiledGraph<S> {
     ///
     /// Must be called from within a Tokio runtime.
     pub fn start_resume(&self, config: RunConfig) -> RunHandle<S> {
-        self.spawn(drive::Start::Resume(None), config)
+        self.spawn(drive::Start::Resume(Vec::new()), config)
     }
 
     /// Like [`resume_with`](Self::resume_with), started on the Tokio
@@ -535,7 +794,19 @@ impl<S: State> CompiledGraph<S> {
         command: Command<S::Update>,
         config: RunConfig,
     ) -> RunHandle<S> {
-        self.spawn(drive::Start::Resume(Some(command)), config)
+        self.spawn(drive::Start::Resume(vec![command]), config)
+    }
+
+    /// Like [`resume_with_all`](Self::resume_with_all), started on the
+    /// Tokio runtime with a handle.
+    ///
+    /// Must be called from within a Tokio runtime.
+    pub fn start_resume_with_all(
+        &self,
+        commands: Vec<Command<S::Update>>,
+        config: RunConfig,
+    ) -> RunHandle<S> {
+        self.spawn(drive::Start::Resume(commands), config)
     }
 
     fn spawn(&self, start: drive::Start<S>, config: RunConfig) -> RunHandle<S> {

@@ -208,6 +208,10 @@ pub(crate) struct RunShared {
     pub(crate) interrupt_after: Vec<NodeId>,
     pub(crate) interrupt_deadline:
         Option<(std::time::Duration, crate::checkpoint::DefaultDecision)>,
+    pub(crate) snapshots: crate::exec::SnapshotPolicy,
+    pub(crate) finished_thread: crate::exec::FinishedThread,
+    pub(crate) metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    pub(crate) summary_scope: crate::exec::SummaryScope,
     /// Set when a router saw the halt request (the graph handles it).
     halt_observed: std::sync::atomic::AtomicBool,
 }
@@ -239,7 +243,13 @@ impl RunShared {
             parallel: config.parallel,
             default_retry: config.retry.clone(),
             default_timeout: config.node_timeout,
-            cancel: config.cancel.clone().unwrap_or_default(),
+            // A child of the caller's token: canceling this run never
+            // cancels another run sharing the caller's token.
+            cancel: config
+                .cancel
+                .as_ref()
+                .map(CancellationToken::child_token)
+                .unwrap_or_default(),
             step_seq: AtomicU64::new(0),
             executions: AtomicU64::new(0),
             nested_steps: Mutex::new(Vec::new()),
@@ -250,6 +260,10 @@ impl RunShared {
             interrupt_before: config.interrupt_before.clone(),
             interrupt_after: config.interrupt_after.clone(),
             interrupt_deadline: config.interrupt_deadline.clone(),
+            snapshots: config.snapshots,
+            finished_thread: config.finished_thread,
+            metadata: config.metadata.clone(),
+            summary_scope: config.summary_scope,
             halt_observed: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -271,6 +285,11 @@ impl RunShared {
     /// Continues step numbering after a resumed thread's history.
     pub(crate) fn set_step_base(&self, base: u64) {
         self.step_seq.store(base, Ordering::Relaxed);
+    }
+
+    /// Step ids issued so far (the latest one).
+    pub(crate) fn step_ids_issued(&self) -> u64 {
+        self.step_seq.load(Ordering::Relaxed)
     }
 
     pub(crate) fn next_step_id(&self) -> StepId {

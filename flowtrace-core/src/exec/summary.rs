@@ -193,10 +193,19 @@ pub struct RunOutput<S> {
     pub state: S,
     /// The report.
     pub summary: RunSummary,
-    /// The pending interrupt, when the run stopped for a human decision.
-    pub interrupt: Option<crate::checkpoint::Interrupt>,
+    /// Every question waiting for a human, when the run stopped for
+    /// decisions (several when parallel tasks or dispatched instances each
+    /// asked; answer them one at a time or all at once).
+    pub interrupts: Vec<crate::checkpoint::Interrupt>,
     /// The durable thread, when the run had a checkpointer.
     pub thread: Option<crate::ids::ThreadId>,
+}
+
+impl<S> RunOutput<S> {
+    /// The first pending interrupt, if the run stopped for decisions.
+    pub fn interrupt(&self) -> Option<&crate::checkpoint::Interrupt> {
+        self.interrupts.first()
+    }
 }
 
 /// A failed run: why, and the report of what happened until then.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::NodeError;
-use crate::exec::Executor;
+use crate::exec::{Executor, Nested};
 use crate::graph::CompiledGraph;
 use crate::node::{Node, NodeContext, NodeOutput, NodeResult};
 use crate::state::State;
@@ -47,19 +47,30 @@ impl<P: State, C: State> Subgraph<P, C> {
 #[async_trait]
 impl<P: State, C: State> Node<P> for Subgraph<P, C> {
     async fn run(&self, state: Arc<P>, ctx: NodeContext) -> NodeResult<P::Update> {
-        let child = (self.input)(&state);
+        // Continue where the subgraph paused for a human, or start afresh.
+        let resume = ctx.take_subgraph_state();
+        let child = match &resume {
+            Some(saved) => <C as serde::Deserialize>::deserialize(&saved.state).map_err(|e| {
+                NodeError::permanent(format!(
+                    "the saved state of subgraph {:?} does not match its state type: {e}",
+                    ctx.node_id()
+                ))
+            })?,
+            None => (self.input)(&state),
+        };
         drop(state);
         let run = ctx.run_shared().clone();
-        let exec = Executor::new(
+        let mut exec = Executor::new(
             &self.graph.inner,
             run,
             Some(ctx.step_id()),
-            ctx.cancellation_token().clone(),
+            ctx.cancellation_token(),
             Arc::new(child),
         );
-        let outcome = exec.execute_nested().await;
-        match outcome {
-            Ok(final_state) => Ok(NodeOutput::update((self.output)(final_state))),
+        exec.scope = Arc::new(ctx.child_scope());
+        match exec.execute_nested(resume).await {
+            Ok(Nested::Finished(final_state)) => Ok(NodeOutput::update((self.output)(final_state))),
+            Ok(Nested::Paused(pause)) => Err(NodeError::subgraph_paused(pause)),
             Err(e) => Err(NodeError::run_error(e)),
         }
     }

@@ -49,11 +49,22 @@ pub(crate) struct StepShared {
     /// run's token applies.
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) meter: Mutex<StepMeter>,
-    /// The human's answer to this node's interrupt, when resuming one.
-    pub(crate) resume: Mutex<Option<serde_json::Value>>,
+    /// The answers to this task's `interrupt` calls so far, in call order.
+    pub(crate) answers: Vec<serde_json::Value>,
+    /// `interrupt` calls made in the current attempt (reset per attempt).
+    pub(crate) calls: std::sync::atomic::AtomicU32,
     /// The approval's payload when this node was released from a static
     /// `interrupt_before`.
     pub(crate) approval: Option<serde_json::Value>,
+    /// For a subgraph task that paused inside its subgraph: where it stands
+    /// (taken by the subgraph node when it runs again).
+    pub(crate) subgraph: Mutex<Option<Box<crate::checkpoint::SubgraphState>>>,
+    /// The current attempt's token, a child of `cancel` (or the run's
+    /// token), created when the node first asks for it.
+    pub(crate) attempt_cancel: Mutex<Option<CancellationToken>>,
+    /// Where the executor running this task sits (for interrupt ids and
+    /// subgraph paths).
+    pub(crate) scope: Arc<crate::exec::Scope>,
     /// The durable thread, super-step and task position (for idempotency keys).
     pub(crate) thread: Option<ThreadId>,
     pub(crate) superstep: u64,
@@ -229,6 +240,12 @@ impl NodeContext {
     /// thread is resumed with an approval, the node runs again from the
     /// start and this call returns the approval's payload instead.
     ///
+    /// A node may ask several questions: each call is its own interrupt
+    /// (numbered by its position among the task's calls). When the node runs
+    /// again, calls already answered return their recorded answers in
+    /// order, and the first unanswered one pauses the run again. The node's
+    /// state update applies only once it returns.
+    ///
     /// ```
     /// # use flowtrace_core::{NodeContext, NodeError};
     /// # fn demo(ctx: &NodeContext) -> Result<(), NodeError> {
@@ -240,14 +257,12 @@ impl NodeContext {
         &self,
         payload: impl serde::Serialize,
     ) -> Result<serde_json::Value, NodeError> {
-        if let Some(answer) = self
+        let call = self
             .step
-            .resume
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            return Ok(answer);
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(answer) = self.step.answers.get(call as usize) {
+            return Ok(answer.clone());
         }
         let payload = serde_json::to_value(payload)?;
         Err(NodeError::interrupt(payload))
@@ -260,9 +275,41 @@ impl NodeContext {
         self.step.approval.as_ref()
     }
 
-    /// A token canceled when the run is canceled or this attempt is stopped.
-    pub fn cancellation_token(&self) -> &CancellationToken {
-        self.step.cancel.as_ref().unwrap_or(&self.step.run.cancel)
+    /// This attempt's cancellation token: a child of the run's token (of
+    /// the super-step's, when siblings run concurrently). It is canceled
+    /// when the run is canceled, when a sibling fails, or when this attempt
+    /// times out, so work the node spawned can clean up. Canceling it
+    /// cancels only this attempt, never the run or the caller's token.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        let mut slot = self
+            .step
+            .attempt_cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| {
+            self.step
+                .cancel
+                .as_ref()
+                .unwrap_or(&self.step.run.cancel)
+                .child_token()
+        })
+        .clone()
+    }
+
+    /// The saved position of this subgraph task's paused subgraph, if any.
+    pub(crate) fn take_subgraph_state(&self) -> Option<Box<crate::checkpoint::SubgraphState>> {
+        self.step
+            .subgraph
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The scope of a subgraph run by this task.
+    pub(crate) fn child_scope(&self) -> crate::exec::Scope {
+        self.step
+            .scope
+            .child(self.step.superstep, &self.step.node, self.step.task_index)
     }
 
     pub(crate) fn run_shared(&self) -> &Arc<RunShared> {

@@ -244,7 +244,7 @@ async fn approval_interrupts_and_resumes() {
         Some(&json!("Refund 42 dollars"))
     );
     assert!(CompiledWorkflow::output(&paused.state, "send").is_none());
-    let interrupt = paused.interrupt.unwrap();
+    let interrupt = paused.interrupt().cloned().unwrap();
     assert_eq!(interrupt.node.as_str(), "approve");
 
     let done = workflow
