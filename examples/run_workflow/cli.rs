@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowtrace::checkpoint::FileCheckpointer;
-use flowtrace::exec::{Command, HaltSwitch};
+use flowtrace::exec::{Command, HaltSwitch, SummaryScope};
 use flowtrace::report::HtmlReport;
 use flowtrace::trace::{JsonLinesSink, MemorySink, Timeline};
 use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
@@ -194,7 +194,11 @@ impl Setup {
             config = config.shared_sink(s.clone());
         }
         if let (Some(store), Some(thread)) = (&self.store, &self.thread) {
-            config = config.checkpointer(store.clone()).thread(thread.clone());
+            // The JSON summary covers the whole thread (earlier runs too).
+            config = config
+                .checkpointer(store.clone())
+                .thread(thread.clone())
+                .summary_scope(SummaryScope::Thread);
         }
         if let Some(after) = self.halt_after {
             let switch = HaltSwitch::new();
