@@ -255,10 +255,11 @@ impl fmt::Debug for RunShared {
 
 impl RunShared {
     pub(crate) fn new(config: &RunConfig, run_id: RunId) -> Self {
+        let start = Instant::now();
         Self {
             run_id,
             bus: EventBus::new(config.sinks.clone(), config.event_capacity),
-            start: Instant::now(),
+            start,
             start_ts: Timestamp::now(),
             pricing: config.pricing.clone(),
             missing_price: config.missing_price,
@@ -267,7 +268,7 @@ impl RunShared {
             max_node_executions: config.budget.max_node_executions,
             recursion_limit: config.recursion_limit,
             max_duration: config.budget.max_duration,
-            deadline: config.deadline,
+            deadline: deadline(config, start),
             default_max_output_tokens: config.assumed_max_output_tokens,
             parallel: config.parallel,
             default_retry: config.retry.clone(),
@@ -347,6 +348,17 @@ impl RunShared {
             (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
             (a, b) => a.or(b),
         }
+    }
+}
+
+/// The run's deadline: the config's absolute deadline or its timeout counted
+/// from `start`, whichever comes first. A timeout too long to represent as
+/// an instant sets no deadline.
+fn deadline(config: &RunConfig, start: Instant) -> Option<Instant> {
+    let relative = config.timeout.and_then(|t| start.checked_add(t));
+    match (config.deadline, relative) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
