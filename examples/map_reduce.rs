@@ -340,7 +340,8 @@ async fn main() {
     let expected: Cost = (0..5)
         .map(|_| research_price.cost(&RESEARCH_USAGE))
         .chain([draft_price.cost(&DRAFT_USAGE)])
-        .sum();
+        .sum::<Result<Cost, _>>()
+        .expect("these costs are far below Cost::MAX");
     assert_eq!(summary.cost, expected, "costs are priced exactly");
     println!(
         "\nchecks passed: findings in dispatch order, subgraph nested, total {} = sum of steps",

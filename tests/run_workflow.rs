@@ -244,10 +244,12 @@ async fn csv_report_computes_the_figures_and_takes_the_risk_branch() {
         .price("simulated", "gpt-4o")
         .unwrap()
         .cost(&flowtrace::TokenUsage::new(1200, 160))
+        .unwrap()
         + table
             .price("simulated", "claude-3-5-sonnet")
             .unwrap()
-            .cost(&flowtrace::TokenUsage::new(700, 240));
+            .cost(&flowtrace::TokenUsage::new(700, 240))
+            .unwrap();
     assert_eq!(cost(&s["totals"]["cost_usd"]), expected);
 }
 

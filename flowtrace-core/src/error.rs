@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::checkpoint::CheckpointError;
 use crate::ids::{NodeId, ThreadId};
 use crate::model::ModelError;
-use crate::pricing::Cost;
+use crate::pricing::{Cost, CostOverflow};
 use crate::tool::ToolError;
 use crate::trace::SinkError;
 
@@ -577,6 +577,13 @@ impl From<Error> for NodeError {
     }
 }
 
+/// A model call whose cost cannot be represented fails its step permanently.
+impl From<CostOverflow> for NodeError {
+    fn from(e: CostOverflow) -> Self {
+        NodeError::from_error(ErrorClass::Permanent, e)
+    }
+}
+
 impl From<serde_json::Error> for NodeError {
     fn from(e: serde_json::Error) -> Self {
         NodeError::from_error(ErrorClass::Permanent, e)
@@ -605,7 +612,8 @@ pub enum BudgetBreach {
     Cost {
         /// The limit.
         limit: Cost,
-        /// Cost spent and reserved, plus the estimate of a refused call.
+        /// Cost spent and reserved, plus the estimate of a refused call
+        /// ([`Cost::MAX`] if that total cannot be represented).
         observed: Cost,
     },
     /// `max_duration`.

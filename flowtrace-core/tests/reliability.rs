@@ -644,6 +644,93 @@ async fn run_deadline_interrupts_a_retry_backoff() {
     assert_eq!(f.summary.steps[0].attempts, 1);
 }
 
+/// One node sleeping `nap`.
+fn napper(nap: Duration) -> CompiledGraph<Trail> {
+    GraphBuilder::<Trail>::new("nap")
+        .add_node(
+            "nap",
+            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| async move {
+                tokio::time::sleep(nap).await;
+                Ok(NodeOutput::update(vec!["nap".to_string()]))
+            }),
+        )
+        .set_entry("nap")
+        .set_finish("nap")
+        .compile()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_timeout_counts_from_each_run_start_not_from_the_config() {
+    let config = RunConfig::new().timeout(secs(1));
+    // The config sits unused for longer than its timeout.
+    tokio::time::advance(secs(5)).await;
+
+    let out = napper(ms(500))
+        .run(Trail::default(), config.clone())
+        .await
+        .expect("a 500ms run fits a 1s timeout that starts with the run");
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+
+    let t0 = Instant::now();
+    let f = failure(napper(secs(2)).run(Trail::default(), config).await);
+    match &f.error {
+        Error::DeadlineExceeded { elapsed, node } => {
+            assert_eq!(*elapsed, secs(1));
+            assert_eq!(node.as_ref().map(|n| n.as_str()), Some("nap"));
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert_eq!(Instant::now() - t0, secs(1), "stopped one second in");
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_deadline_and_timeout_the_earlier_wins() {
+    // An absolute deadline earlier than the timeout.
+    let t0 = Instant::now();
+    let config = RunConfig::new().timeout(secs(10)).deadline(t0 + secs(1));
+    let f = failure(napper(secs(5)).run(Trail::default(), config).await);
+    assert_eq!(f.error.kind(), "deadline_exceeded");
+    assert_eq!(Instant::now() - t0, secs(1));
+
+    // A timeout earlier than the absolute deadline.
+    let t1 = Instant::now();
+    let config = RunConfig::new().deadline(t1 + secs(10)).timeout(secs(2));
+    let f = failure(napper(secs(5)).run(Trail::default(), config).await);
+    assert_eq!(f.error.kind(), "deadline_exceeded");
+    assert_eq!(Instant::now() - t1, secs(2));
+
+    // An absolute deadline keeps its instant: once passed, runs fail at once.
+    let config = RunConfig::new().deadline(Instant::now() + secs(1));
+    tokio::time::advance(secs(5)).await;
+    let f = failure(napper(ms(1)).run(Trail::default(), config).await);
+    assert_eq!(f.error.kind(), "deadline_exceeded");
+
+    // A timeout too long for an instant means no deadline.
+    let out = napper(secs(5))
+        .run(Trail::default(), RunConfig::new().timeout(Duration::MAX))
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_started_run_counts_its_timeout_from_start() {
+    let config = RunConfig::new().timeout(secs(1));
+    tokio::time::advance(secs(5)).await;
+    let handle = napper(ms(500)).start(Trail::default(), config.clone());
+    let out = handle
+        .wait()
+        .await
+        .expect("the timeout starts with the run");
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    let handle = napper(secs(2)).start(Trail::default(), config);
+    assert_eq!(
+        failure(handle.wait().await).error.kind(),
+        "deadline_exceeded"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 6. Cancellation
 // ---------------------------------------------------------------------------

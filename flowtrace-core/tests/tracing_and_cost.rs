@@ -425,6 +425,28 @@ async fn a_lagging_subscriber_never_blocks_the_run() {
         "run.started, step.started, 100 logs, step.finished, run.finished"
     );
 
+    let items = drain(&mut stream).await;
+    let (started, missed, received) = split_lagged(&items);
+    assert_eq!(
+        started,
+        sink.events()[0],
+        "the stream begins with run.started"
+    );
+    assert!(missed > 0);
+    assert!(
+        !received.is_empty() && received.len() <= 4,
+        "received {}",
+        received.len()
+    );
+    assert_eq!(1 + missed + received.len() as u64, total as u64);
+    assert_eq!(received.last().map(|e| e.kind.name()), Some("run.finished"));
+    // What was received is the tail of what the sink saw.
+    let tail: Vec<TraceEvent> = sink.events().split_off(total - received.len());
+    assert_eq!(received, tail);
+}
+
+/// Every item of `stream`, which must end.
+async fn drain(stream: &mut flowtrace_core::EventStream) -> Vec<StreamItem> {
     let mut items = Vec::new();
     while let Some(item) = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
@@ -432,23 +454,158 @@ async fn a_lagging_subscriber_never_blocks_the_run() {
     {
         items.push(item);
     }
-    let missed = match items.first() {
-        Some(StreamItem::Lagged { missed }) => *missed,
-        other => panic!("expected the stream to start with a lag, got {other:?}"),
+    items
+}
+
+/// Splits `[run.started, Lagged { missed }, rest..]`, checking that shape.
+fn split_lagged(items: &[StreamItem]) -> (TraceEvent, u64, Vec<TraceEvent>) {
+    let started = match items.first() {
+        Some(StreamItem::Event(e)) if e.kind.name() == "run.started" => (**e).clone(),
+        other => panic!("expected the stream to begin with run.started, got {other:?}"),
     };
-    assert!(missed > 0);
-    let received: Vec<&TraceEvent> = items.iter().filter_map(|i| i.event()).collect();
-    assert_eq!(items.len(), received.len() + 1, "a single lag notice");
+    let missed = match items.get(1) {
+        Some(StreamItem::Lagged { missed }) => *missed,
+        other => panic!("expected a lag notice after run.started, got {other:?}"),
+    };
+    let rest: Vec<TraceEvent> = items
+        .iter()
+        .skip(2)
+        .map(|i| match i {
+            StreamItem::Event(e) => (**e).clone(),
+            StreamItem::Lagged { missed } => panic!("a second lag notice ({missed})"),
+        })
+        .collect();
     assert!(
-        !received.is_empty() && received.len() <= 4,
-        "received {}",
-        received.len()
+        rest.iter().all(|e| e.kind.name() != "run.started"),
+        "run.started appears once"
     );
-    assert_eq!(received.len() as u64 + missed, total as u64);
+    (started, missed, rest)
+}
+
+/// A chain of `n` nodes that finish at once.
+fn quick_chain(n: usize) -> CompiledGraph<Notes> {
+    let mut b = GraphBuilder::<Notes>::new("quick");
+    for i in 0..n {
+        let name = format!("q{i}");
+        b = b.add_node(
+            name.as_str(),
+            node_fn(|_s: Arc<Notes>, _ctx: NodeContext| async move { Ok(NodeOutput::none()) }),
+        );
+        if i > 0 {
+            b = b.add_edge(format!("q{}", i - 1).as_str(), name.as_str());
+        }
+    }
+    b.set_entry("q0")
+        .set_finish(format!("q{}", n - 1).as_str())
+        .compile()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_subscriber_still_begins_with_run_started() {
+    let sink = MemorySink::new();
+    let mut handle = quick_chain(50).start(
+        Notes::default(),
+        RunConfig::new().event_capacity(4).sink(sink.clone()),
+    );
+    let mut stream = handle.events();
+    // The subscriber dawdles; the run goes on without it and finishes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.kinds().last(), Some(&"run.finished"));
+
+    let items = drain(&mut stream).await;
+    let (started, missed, received) = split_lagged(&items);
+    let all = sink.events();
+    assert_eq!(
+        all.len(),
+        2 + 50 * 2,
+        "run and 50 steps, started and finished"
+    );
+    assert_eq!(started, all[0]);
+    assert_eq!(received.len(), 4, "the channel kept the last four events");
+    assert_eq!(missed, (all.len() - 1 - received.len()) as u64, "exact");
+    assert_eq!(received[..], all[all.len() - 4..]);
     assert_eq!(received.last().map(|e| e.kind.name()), Some("run.finished"));
-    // What was received is the tail of what the sink saw.
-    let tail: Vec<TraceEvent> = sink.events().split_off(total - received.len());
-    assert_eq!(received.into_iter().cloned().collect::<Vec<_>>(), tail);
+    assert_eq!(
+        handle.wait().await.unwrap().summary.status,
+        RunStatus::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_keeps_up_sees_run_started_once() {
+    let sink = MemorySink::new();
+    let mut handle = quick_chain(50).start(Notes::default(), RunConfig::new().sink(sink.clone()));
+    let mut stream = handle.events();
+    let items = drain(&mut stream).await;
+    handle.wait().await.unwrap();
+    let events: Vec<TraceEvent> = items
+        .iter()
+        .map(|i| match i {
+            StreamItem::Event(e) => (**e).clone(),
+            StreamItem::Lagged { missed } => panic!("unexpected lag of {missed}"),
+        })
+        .collect();
+    let starts = events
+        .iter()
+        .filter(|e| e.kind.name() == "run.started")
+        .count();
+    assert_eq!(starts, 1);
+    assert_eq!(events, sink.events());
+}
+
+#[tokio::test]
+async fn a_late_subscriber_begins_with_run_started_then_reports_what_it_missed() {
+    let began = Arc::new(tokio::sync::Notify::new());
+    let go = Arc::new(tokio::sync::Notify::new());
+    let (b, g) = (began.clone(), go.clone());
+    let graph = GraphBuilder::<Notes>::new("late")
+        .add_node(
+            "wait",
+            node_fn(move |_s: Arc<Notes>, ctx: NodeContext| {
+                let (began, go) = (b.clone(), g.clone());
+                async move {
+                    ctx.log(LogLevel::Info, "before the subscriber");
+                    began.notify_one();
+                    go.notified().await;
+                    ctx.log(LogLevel::Info, "after the subscriber");
+                    Ok(NodeOutput::none())
+                }
+            }),
+        )
+        .set_entry("wait")
+        .set_finish("wait")
+        .compile()
+        .unwrap();
+    let sink = MemorySink::new();
+    let mut handle = graph.start(Notes::default(), RunConfig::new().sink(sink.clone()));
+    drop(handle.events());
+    began.notified().await;
+    let mut late = handle.events();
+    go.notify_one();
+    let items = drain(&mut late).await;
+    let (started, missed, received) = split_lagged(&items);
+    let all = sink.events();
+    assert_eq!(started, all[0]);
+    // step.started and the first log came before the subscription.
+    assert_eq!(missed, 2);
+    assert_eq!(received[..], all[3..]);
+    assert_eq!(received.last().map(|e| e.kind.name()), Some("run.finished"));
+
+    // Subscribing after the run ended still gives its first and last events.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sink.kinds().last() != Some(&"run.finished") {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let items = drain(&mut handle.events()).await;
+    let (started, missed, received) = split_lagged(&items);
+    assert_eq!(started, all[0]);
+    assert_eq!(missed, (all.len() - 2) as u64);
+    assert_eq!(received, [all[all.len() - 1].clone()]);
+    handle.wait().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------

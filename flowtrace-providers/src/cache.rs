@@ -36,8 +36,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowtrace_core::model::NoopObserver;
+use flowtrace_core::trace::LogLevel;
 use flowtrace_core::{
-    CacheKey, CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, EventKind,
+    CacheKey, CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, Cost, EventKind,
     ModelError, StreamEvent,
 };
 use futures::StreamExt;
@@ -305,11 +306,25 @@ impl<M: ChatModel> Cached<M> {
         } else {
             response.model.clone()
         };
-        let saved_cost = observer
+        let saved_cost = match observer
             .price(&provider, &model)
             .or_else(|| observer.price(&provider, requested_model))
             .map(|price| price.cost(&response.usage))
-            .unwrap_or_default();
+        {
+            Some(Ok(cost)) => cost,
+            None => Cost::ZERO,
+            Some(Err(overflow)) => {
+                // The reply is still good; only the figure is unknown.
+                tracing::warn!(provider = %provider, model = %model, "{overflow}");
+                observer.event(EventKind::Log {
+                    level: LogLevel::Warn,
+                    message: format!(
+                        "cache hit for {provider}/{model}: the saved cost is not reported: {overflow}"
+                    ),
+                });
+                Cost::ZERO
+            }
+        };
         observer.event(EventKind::CacheHit {
             provider,
             model,

@@ -26,7 +26,9 @@
 //!    (a model without a price counts as free, as
 //!    [`MissingPrice::ZeroWithWarning`](flowtrace_core::MissingPrice) does,
 //!    unless the profile [requires prices](Profile::require_price));
-//! 3. it is **skipped** when its breaker is open; when it lacks a capability
+//! 3. it is **skipped** when its breaker is open; when its estimated cost
+//!    cannot be represented ([`CostOverflow`](flowtrace_core::pricing::CostOverflow));
+//!    when it lacks a capability
 //!    the call needs (tools if the request offers tools or its history holds
 //!    tool calls; JSON output if `response_format` asks for JSON; streaming if
 //!    the call streams); when `prompt + output` exceeds
@@ -254,9 +256,10 @@ impl ModelRouter {
                     tokens
                 }
             };
-            let cost = observer
+            let priced = observer
                 .price(provider, &candidate.model_name)
                 .map(|p| p.cost(&TokenUsage::new(input_tokens, output_tokens)));
+            let cost = priced.and_then(Result::ok);
             let needed = input_tokens.saturating_add(output_tokens);
             let usable = usable_window(candidate.context_window, profile.context_headroom);
             let charged = cost.unwrap_or(Cost::ZERO);
@@ -266,6 +269,8 @@ impl ModelRouter {
                 .is_some_and(|b| matches!(b.state(), BreakerState::Open { .. }))
             {
                 Some(SkipReason::CircuitOpen)
+            } else if let Some(Err(overflow)) = priced {
+                Some(SkipReason::CostOverflow(overflow))
             } else if let Some(&missing) = needs.iter().find(|c| !candidate.capabilities.has(**c)) {
                 Some(SkipReason::MissingCapability(missing))
             } else if needed > usable {
@@ -423,7 +428,7 @@ fn score(qualified: &mut [Qualified<'_>], weights: Weights) {
         .collect();
     let costs: Vec<f64> = qualified
         .iter()
-        .map(|q| q.cost.unwrap_or(Cost::ZERO).picodollars() as f64)
+        .map(|q| q.cost.unwrap_or(Cost::ZERO).as_usd_f64())
         .collect();
     let qualities: Vec<f64> = qualified
         .iter()

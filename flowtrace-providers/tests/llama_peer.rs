@@ -120,7 +120,9 @@ async fn run_call(
 
 fn expected_cost(usage: &TokenUsage) -> Cost {
     // $1 per million input tokens, $3 per million output tokens.
-    Cost::from_picodollars(usage.input_tokens * 1_000_000 + usage.output_tokens * 3_000_000)
+    Cost::from_picodollars(
+        u128::from(usage.input_tokens) * 1_000_000 + u128::from(usage.output_tokens) * 3_000_000,
+    )
 }
 
 /// What the server answered to a bare HTTP call: text, prompt tokens (cached

@@ -644,7 +644,7 @@ async fn a_cache_hit_is_free_and_reports_the_saved_cost() {
             saved_usage: usage(),
         }]
     );
-    assert_eq!(p.cost(&usage()), "0.00021".parse::<Cost>().unwrap());
+    assert_eq!(p.cost(&usage()), Ok("0.00021".parse::<Cost>().unwrap()));
 
     // A different request misses (and the script is used up).
     assert!(

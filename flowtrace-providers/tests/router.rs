@@ -240,7 +240,9 @@ async fn balanced_weighs_latency_cost_and_quality() {
     let price = prices().price("openai", "gpt-4.1").unwrap();
     assert_eq!(
         cost,
-        price.cost(&TokenUsage::new(decision.estimated_input_tokens, 100))
+        price
+            .cost(&TokenUsage::new(decision.estimated_input_tokens, 100))
+            .unwrap()
     );
     assert!(obs.routes().is_empty(), "route() is a dry run");
     assert_eq!(fx.calls(), [0, 0, 0]);
@@ -626,7 +628,8 @@ async fn a_run_routes_within_its_remaining_cost_budget() {
     let mid_cost = prices()
         .price("openai", "gpt-4.1")
         .unwrap()
-        .cost(&TokenUsage::new(10, 20));
+        .cost(&TokenUsage::new(10, 20))
+        .unwrap();
     assert_eq!(out.summary.cost, big_cost + mid_cost);
     assert_eq!(out.summary.steps[0].model.as_deref(), Some("gpt-4.1"));
     assert_eq!(out.summary.steps[0].provider.as_deref(), Some("openai"));

@@ -46,9 +46,13 @@ impl<S> RunHandle<S> {
         &self.shared.run_id
     }
 
-    /// The run's live events. The first call returns a stream subscribed
-    /// before the run started (it sees `run.started`); later calls subscribe
-    /// from the current event on.
+    /// The run's live events. Every stream begins with the run's
+    /// `run.started` and ends after its `run.finished`. The first call
+    /// returns a stream subscribed before the run started, so it sees every
+    /// event unless it falls behind; later calls subscribe from the current
+    /// event on, and report the events they came in too late for as a
+    /// [`StreamItem::Lagged`](crate::StreamItem::Lagged) right after
+    /// `run.started`.
     pub fn events(&mut self) -> EventStream {
         match self.first_stream.take() {
             Some(s) => s,

@@ -126,6 +126,7 @@ pub struct RunConfig {
     pub(crate) recursion_limit: u64,
     pub(crate) budget: Budget,
     pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) node_timeout: Option<Duration>,
     pub(crate) sinks: Vec<Arc<dyn TraceSink>>,
@@ -185,6 +186,7 @@ impl fmt::Debug for RunConfig {
             .field("recursion_limit", &self.recursion_limit)
             .field("budget", &self.budget)
             .field("deadline", &self.deadline)
+            .field("timeout", &self.timeout)
             .field("retry", &self.retry)
             .field("node_timeout", &self.node_timeout)
             .field("sinks", &self.sinks.len())
@@ -203,6 +205,7 @@ impl Default for RunConfig {
             recursion_limit: DEFAULT_RECURSION_LIMIT,
             budget: Budget::default(),
             deadline: None,
+            timeout: None,
             retry: None,
             node_timeout: None,
             sinks: Vec::new(),
@@ -269,14 +272,23 @@ impl RunConfig {
     /// Fails the run with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)
     /// when `deadline` passes (checked between super-steps and raced against
     /// every running node and retry delay).
+    ///
+    /// The deadline is absolute: a config reused after it passed fails its
+    /// runs at once. For a limit on each run's own duration, use
+    /// [`timeout`](Self::timeout). With both, the earlier instant wins.
     pub fn deadline(mut self, deadline: tokio::time::Instant) -> Self {
         self.deadline = Some(deadline);
         self
     }
 
-    /// Fails the run when it has run for `timeout` (a deadline relative to now).
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.deadline(tokio::time::Instant::now() + timeout)
+    /// Fails the run with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)
+    /// once it has run for `timeout`, counted from the moment each run (or
+    /// resume) starts, not from when the config was built, so one config
+    /// can serve many runs. With a [`deadline`](Self::deadline) too, the
+    /// earlier instant wins.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// The retry policy of nodes that set none.

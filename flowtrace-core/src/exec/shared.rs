@@ -41,6 +41,11 @@ struct LedgerState {
 /// Enforces the token and cost limits with reservations: work reserves its
 /// worst-case estimate before it starts and settles with the actual amount
 /// when it ends, so concurrent work can never overshoot a hard cap.
+///
+/// Money is tracked only under a cost limit, and exactly: a total that would
+/// pass [`Cost::MAX`] is reported as a breach (observed `Cost::MAX`), never
+/// clamped silently. Giving back a reservation subtracts with
+/// `saturating_sub`, which stops at zero: what is given back was reserved.
 #[derive(Debug)]
 pub(crate) struct Ledger {
     max_tokens: Option<u64>,
@@ -88,17 +93,26 @@ impl Ledger {
             }
         }
         if let Some(limit) = self.max_cost {
-            let observed = st.spent.cost + st.reserved.cost + amount.cost;
-            if observed > limit {
+            let observed = st
+                .spent
+                .cost
+                .checked_add(st.reserved.cost)
+                .and_then(|c| c.checked_add(amount.cost));
+            // A total past Cost::MAX is over any limit.
+            if observed.is_none_or(|o| o > limit) {
                 return Err(BudgetExceeded::new(
-                    BudgetBreach::Cost { limit, observed },
+                    BudgetBreach::Cost {
+                        limit,
+                        observed: observed.unwrap_or(Cost::MAX),
+                    },
                     Some(node.clone()),
                     true,
                 ));
             }
+            // Exact: spent + reserved + amount ≤ limit was just checked.
+            st.reserved.cost += amount.cost;
         }
         st.reserved.tokens += amount.tokens;
-        st.reserved.cost += amount.cost;
         Ok(())
     }
 
@@ -117,7 +131,21 @@ impl Ledger {
         st.reserved.tokens = st.reserved.tokens.saturating_sub(reserved.tokens);
         st.reserved.cost = st.reserved.cost.saturating_sub(reserved.cost);
         st.spent.tokens = st.spent.tokens.saturating_add(actual.tokens);
-        st.spent.cost += actual.cost;
+        if let Some(limit) = self.max_cost {
+            let Some(spent) = st.spent.cost.checked_add(actual.cost) else {
+                // Past Cost::MAX, so past any limit.
+                st.spent.cost = Cost::MAX;
+                return Err(BudgetExceeded::new(
+                    BudgetBreach::Cost {
+                        limit,
+                        observed: Cost::MAX,
+                    },
+                    Some(node.clone()),
+                    false,
+                ));
+            };
+            st.spent.cost = spent;
+        }
         if let Some(limit) = self.max_tokens
             && st.spent.tokens > limit
         {
@@ -165,9 +193,14 @@ impl Ledger {
             tokens: self
                 .max_tokens
                 .map(|l| l.saturating_sub(st.spent.tokens.saturating_add(st.reserved.tokens))),
-            cost: self
-                .max_cost
-                .map(|l| l.saturating_sub(st.spent.cost + st.reserved.cost)),
+            // Nothing is left when spent and reserved pass the limit (or
+            // Cost::MAX).
+            cost: self.max_cost.map(|l| {
+                st.spent
+                    .cost
+                    .checked_add(st.reserved.cost)
+                    .map_or(Cost::ZERO, |used| l.saturating_sub(used))
+            }),
         }
     }
 
@@ -226,10 +259,11 @@ impl fmt::Debug for RunShared {
 
 impl RunShared {
     pub(crate) fn new(config: &RunConfig, run_id: RunId) -> Self {
+        let start = Instant::now();
         Self {
             run_id,
             bus: EventBus::new(config.sinks.clone(), config.event_capacity),
-            start: Instant::now(),
+            start,
             start_ts: Timestamp::now(),
             pricing: config.pricing.clone(),
             missing_price: config.missing_price,
@@ -238,7 +272,7 @@ impl RunShared {
             max_node_executions: config.budget.max_node_executions,
             recursion_limit: config.recursion_limit,
             max_duration: config.budget.max_duration,
-            deadline: config.deadline,
+            deadline: deadline(config, start),
             default_max_output_tokens: config.assumed_max_output_tokens,
             parallel: config.parallel,
             default_retry: config.retry.clone(),
@@ -336,6 +370,17 @@ impl RunShared {
     }
 }
 
+/// The run's deadline: the config's absolute deadline or its timeout counted
+/// from `start`, whichever comes first. A timeout too long to represent as
+/// an instant sets no deadline.
+fn deadline(config: &RunConfig, start: Instant) -> Option<Instant> {
+    let relative = config.timeout.and_then(|t| start.checked_add(t));
+    match (config.deadline, relative) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Which run-level limit a stop instant belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StopReason {
@@ -387,6 +432,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.reserved().cost, "0.8".parse().unwrap());
+    }
+
+    #[test]
+    fn a_cost_total_past_cost_max_is_a_breach_not_a_clamp() {
+        let l = Ledger::new(&Budget {
+            max_cost: Some(Cost::MAX),
+            ..Budget::default()
+        });
+        let n = NodeId::new("n");
+        let cost = |picos| Amount {
+            tokens: 0,
+            cost: Cost::from_picodollars(picos),
+        };
+        l.reserve(cost(u128::MAX - 1), &n).unwrap();
+        let err = l.reserve(cost(2), &n).unwrap_err();
+        assert_eq!(
+            err.breach,
+            BudgetBreach::Cost {
+                limit: Cost::MAX,
+                observed: Cost::MAX
+            }
+        );
+        assert!(err.refused_before_run);
+        assert_eq!(l.remaining().cost, Some(Cost::from_picodollars(1)));
+        // Spending more than Cost::MAX in total is reported too.
+        l.settle(cost(u128::MAX - 1), cost(u128::MAX - 1), &n)
+            .unwrap();
+        let err = l.settle(Amount::ZERO, cost(2), &n).unwrap_err();
+        assert_eq!(err.breach.observed_value(), Cost::MAX.to_decimal_string());
+        assert!(!err.refused_before_run);
+        assert_eq!(l.remaining().cost, Some(Cost::ZERO));
+    }
+
+    #[test]
+    fn reservations_past_the_old_u64_ceiling_are_exact() {
+        // $30M cap: more than u64 picodollars could hold.
+        let l = ledger(None, Some("30000000"));
+        let n = NodeId::new("n");
+        let twenty_m = Amount {
+            tokens: 0,
+            cost: "20000000".parse().unwrap(),
+        };
+        l.reserve(twenty_m, &n).unwrap();
+        assert_eq!(l.remaining().cost, Some("10000000".parse().unwrap()));
+        let err = l.reserve(twenty_m, &n).unwrap_err();
+        assert_eq!(err.breach.observed_value(), "40000000");
     }
 
     #[test]

@@ -470,6 +470,7 @@ impl NodeContext {
             u64::from(request.max_tokens.unwrap_or(run.default_max_output_tokens));
         let estimated_cost = price
             .map(|p| p.cost(&TokenUsage::new(estimated_input, estimated_output)))
+            .transpose()?
             .unwrap_or_default();
 
         let cache_key = run
@@ -479,7 +480,10 @@ impl NodeContext {
         if let (Some(cache), Some(key)) = (&run.cache, &cache_key)
             && let Some(mut hit) = cache.get(key).await
         {
-            let saved_cost = price.map(|p| p.cost(&hit.usage)).unwrap_or_default();
+            let saved_cost = price
+                .map(|p| p.cost(&hit.usage))
+                .transpose()?
+                .unwrap_or_default();
             {
                 let mut m = self.step.meter();
                 m.cache_hits += 1;
@@ -559,7 +563,7 @@ impl NodeContext {
                 .price(&provider, priced_model)
                 .or_else(|| run.pricing.price(&provider, &call.model));
             match price {
-                Some(p) => (response.usage, p.cost(&response.usage)),
+                Some(p) => (response.usage, p.cost(&response.usage)?),
                 None if run.missing_price == MissingPrice::Error => {
                     return Err(NodeError::run_error(Error::MissingPrice {
                         node: self.step.node.clone(),

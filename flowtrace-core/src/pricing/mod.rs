@@ -8,7 +8,7 @@
 mod cost;
 mod table;
 
-pub use cost::{Cost, ParseAmountError, TokenUsage};
+pub use cost::{Cost, CostOverflow, ParseAmountError, TokenUsage};
 pub use table::{BUILTIN_PRICES_AS_OF, PriceTable, PriceTableError};
 
 use std::fmt;
@@ -43,16 +43,24 @@ impl PerMillion {
     /// The exact cost of `tokens` tokens at this price.
     ///
     /// One microdollar per million tokens is one picodollar per token, so this
-    /// is a single integer multiplication.
+    /// is a single integer multiplication. It cannot overflow: the product of
+    /// two `u64`s is below `u128::MAX`, so it is exact for every input.
     pub const fn cost_of(self, tokens: u64) -> Cost {
-        Cost::from_picodollars(tokens.saturating_mul(self.0))
+        // Lossless widenings; (2⁶⁴ − 1)² < 2¹²⁸.
+        Cost::from_picodollars(tokens as u128 * self.0 as u128)
     }
 }
 
 impl std::str::FromStr for PerMillion {
     type Err = ParseAmountError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        cost::parse_decimal(s, 6).map(PerMillion)
+        let micros = cost::parse_decimal(s, 6)?;
+        u64::try_from(micros)
+            .map(PerMillion)
+            .map_err(|_| ParseAmountError {
+                input: s.to_string(),
+                reason: cost::TOO_LARGE,
+            })
     }
 }
 
@@ -90,7 +98,10 @@ impl Serialize for PerMillion {
 
 impl<'de> Deserialize<'de> for PerMillion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        cost::deserialize_decimal(d, 6).map(PerMillion)
+        let micros = cost::deserialize_decimal(d, 6)?;
+        u64::try_from(micros)
+            .map(PerMillion)
+            .map_err(|_| serde::de::Error::custom(format!("price {}", cost::TOO_LARGE)))
     }
 }
 
@@ -143,24 +154,33 @@ impl ModelPrice {
     ///     .with_cached_input(PerMillion::from_microdollars(75_000));
     /// let usage = TokenUsage { input_tokens: 1_000, cached_input_tokens: 400, output_tokens: 200, ..Default::default() };
     /// // (600 × 0.15 + 400 × 0.075 + 200 × 0.60) / 1,000,000 = $0.00024
-    /// assert_eq!(price.cost(&usage), "0.00024".parse::<Cost>().unwrap());
+    /// assert_eq!(price.cost(&usage)?, "0.00024".parse::<Cost>()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn cost(&self, usage: &TokenUsage) -> Cost {
+    ///
+    /// # Errors
+    /// [`CostOverflow`] when the total would pass [`Cost::MAX`] (about
+    /// 3.4 × 10²⁶ dollars), which takes token counts and prices near
+    /// `u64::MAX`; each kind of token alone always fits.
+    pub fn cost(&self, usage: &TokenUsage) -> Result<Cost, CostOverflow> {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
         let written = usage
             .cache_write_tokens
             .min(usage.input_tokens.saturating_sub(cached));
         let uncached = usage.input_tokens - cached - written;
-        self.input_per_million.cost_of(uncached)
-            + self
-                .cached_input_per_million
+        [
+            self.input_per_million.cost_of(uncached),
+            self.cached_input_per_million
                 .unwrap_or(self.input_per_million)
-                .cost_of(cached)
-            + self
-                .cache_write_per_million
+                .cost_of(cached),
+            self.cache_write_per_million
                 .unwrap_or(self.input_per_million)
-                .cost_of(written)
-            + self.output_per_million.cost_of(usage.output_tokens)
+                .cost_of(written),
+            self.output_per_million.cost_of(usage.output_tokens),
+        ]
+        .into_iter()
+        .try_fold(Cost::ZERO, Cost::checked_add)
+        .ok_or(CostOverflow)
     }
 }
 
@@ -189,4 +209,55 @@ pub enum MissingPrice {
     ZeroWithWarning,
     /// Fail the call (and its step, permanently) with [`crate::Error::MissingPrice`].
     Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cost_of_any_token_count_at_any_price_is_exact() {
+        let max = PerMillion::from_microdollars(u64::MAX);
+        assert_eq!(
+            max.cost_of(u64::MAX).picodollars(),
+            u128::from(u64::MAX) * u128::from(u64::MAX)
+        );
+        // Past the old u64 picodollar ceiling ($18.4M): 10¹² tokens at $100/M.
+        let price = ModelPrice::new("100".parse().unwrap(), PerMillion::ZERO);
+        assert_eq!(
+            price.cost(&TokenUsage::new(1_000_000_000_000, 0)),
+            Ok("100000000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_usage_whose_cost_passes_cost_max_is_an_error() {
+        let max = PerMillion::from_microdollars(u64::MAX);
+        let price = ModelPrice::new(max, max);
+        let usage = TokenUsage::new(u64::MAX, u64::MAX);
+        assert_eq!(price.cost(&usage), Err(CostOverflow));
+        // Input alone fits, whatever its split between cache kinds.
+        let split = TokenUsage {
+            input_tokens: u64::MAX,
+            cached_input_tokens: u64::MAX / 3,
+            cache_write_tokens: u64::MAX / 3,
+            output_tokens: 0,
+        };
+        assert_eq!(
+            price.cost(&split).map(Cost::picodollars),
+            Ok(u128::from(u64::MAX) * u128::from(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn prices_beyond_u64_microdollars_are_rejected() {
+        let err = "18446744073709.551616".parse::<PerMillion>().unwrap_err();
+        assert_eq!(err.reason, cost::TOO_LARGE);
+        assert_eq!(
+            "18446744073709.551615".parse::<PerMillion>(),
+            Ok(PerMillion::from_microdollars(u64::MAX))
+        );
+        let err = serde_json::from_str::<PerMillion>("\"18446744073709.551616\"").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
 }

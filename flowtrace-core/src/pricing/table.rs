@@ -355,7 +355,7 @@ mod tests {
             output_tokens: 100,
         };
         // 1000×3 + 1000×0.30 + 1000×3.75 + 100×15 = 8550 µ$ / 1e6 tokens
-        assert_eq!(p.cost(&usage), "0.00855".parse::<Cost>().unwrap());
+        assert_eq!(p.cost(&usage), Ok("0.00855".parse::<Cost>().unwrap()));
     }
 
     #[test]

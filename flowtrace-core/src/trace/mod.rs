@@ -16,16 +16,24 @@ pub use timeline::Timeline;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::broadcast;
+
+use stream::{Bookends, Sequenced, SubscriberGuard};
 
 /// Fans events out to sinks and live subscribers.
 pub(crate) struct EventBus {
     sinks: Vec<Arc<dyn TraceSink>>,
-    live: OnceLock<broadcast::Sender<Arc<TraceEvent>>>,
+    live: OnceLock<broadcast::Sender<Sequenced>>,
     subscribers: Arc<AtomicUsize>,
     capacity: usize,
+    /// The next event's sequence number. Held while an event is numbered
+    /// and sent, and while a subscriber joins, so numbers follow the order
+    /// of the channel and a subscriber knows exactly where it came in.
+    next_seq: Mutex<u64>,
+    /// The top-level run's `run.started` and `run.finished`.
+    bookends: Arc<Bookends>,
 }
 
 impl fmt::Debug for EventBus {
@@ -44,15 +52,30 @@ impl EventBus {
             live: OnceLock::new(),
             subscribers: Arc::new(AtomicUsize::new(0)),
             capacity: capacity.max(1),
+            next_seq: Mutex::new(0),
+            bookends: Arc::default(),
         }
     }
 
-    /// A new live subscription, seeing every event emitted from now on.
+    fn lock_seq(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A plain counter: a poisoned lock still holds a valid number.
+        self.next_seq.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new live subscription. It begins with the run's `run.started`
+    /// (replayed if it was emitted before), then every event emitted from
+    /// now on, with a `Lagged` for the ones in between.
     pub(crate) fn subscribe(&self) -> EventStream {
         let tx = self
             .live
             .get_or_init(|| broadcast::channel(self.capacity).0);
-        EventStream::new(tx.subscribe(), self.subscribers.clone())
+        let seq = self.lock_seq();
+        let rx = tx.subscribe();
+        self.subscribers.fetch_add(1, Ordering::AcqRel);
+        let guard = SubscriberGuard(self.subscribers.clone());
+        let first_seq = *seq;
+        drop(seq);
+        EventStream::new(rx, self.bookends.clone(), first_seq, guard)
     }
 
     /// Delivers one event to every sink and, if anyone listens, to the
@@ -61,11 +84,21 @@ impl EventBus {
         for sink in &self.sinks {
             sink.record(&event);
         }
-        if self.subscribers.load(Ordering::Acquire) > 0
-            && let Some(tx) = self.live.get()
-        {
+        let mut next = self.lock_seq();
+        let seq = *next;
+        *next += 1;
+        let live = self.subscribers.load(Ordering::Acquire) > 0;
+        if !live && !Bookends::wants(&event) {
+            return;
+        }
+        let event = Sequenced {
+            seq,
+            event: Arc::new(event),
+        };
+        self.bookends.keep(&event);
+        if live && let Some(tx) = self.live.get() {
             // An error only means every receiver is gone.
-            let _ = tx.send(Arc::new(event));
+            let _ = tx.send(event);
         }
     }
 

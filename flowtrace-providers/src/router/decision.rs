@@ -3,6 +3,7 @@
 use std::fmt;
 
 use flowtrace_core::Cost;
+use flowtrace_core::pricing::CostOverflow;
 
 use super::Capability;
 
@@ -25,6 +26,9 @@ pub enum SkipReason {
     },
     /// It has no price and the profile requires one.
     NoPrice,
+    /// Its estimated cost passes [`Cost::MAX`] (token counts or prices near
+    /// `u64::MAX`).
+    CostOverflow(CostOverflow),
     /// Its estimated cost exceeds the profile's cap per call.
     OverMaxCostPerCall {
         /// The estimated cost.
@@ -62,6 +66,7 @@ impl fmt::Display for SkipReason {
                 "context too small: needs ~{needed} tokens, {usable} usable of {window}"
             ),
             Self::NoPrice => f.write_str("no price known"),
+            Self::CostOverflow(e) => write!(f, "estimated {e}"),
             Self::OverMaxCostPerCall { estimated, max } => write!(
                 f,
                 "estimated cost {estimated} exceeds the profile's max {max} per call"

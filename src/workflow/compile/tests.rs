@@ -27,6 +27,7 @@ fn price(provider: &str, model: &str, input: u64, output: u64) -> Cost {
         .price(provider, model)
         .unwrap()
         .cost(&TokenUsage::new(input, output))
+        .unwrap()
 }
 
 fn compile_json(json: &str, runtime: &Runtime) -> CompiledWorkflow {

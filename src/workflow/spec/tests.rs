@@ -155,7 +155,7 @@ fn typed_spec_serializes_back_to_an_equivalent_document() {
 #[test]
 fn max_cost_is_exact() {
     for (written, picos) in [
-        (json!(0.1), 100_000_000_000u64),
+        (json!(0.1), 100_000_000_000u128),
         (json!(0.3), 300_000_000_000),
         (json!("0.000001"), 1_000_000),
         (json!("$2.50"), 2_500_000_000_000),
