@@ -888,3 +888,61 @@ async fn resumes_can_be_watched_live() {
     assert_eq!(again.state.log, ["intake", "billing_approval", "charge"]);
     assert_eq!(c.c.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn periodic_snapshots_keep_the_resume_chain_short() {
+    let mut b = GraphBuilder::<Ledger>::new("long");
+    for i in 0..40 {
+        b = b.add_node(
+            format!("n{i}"),
+            node_fn(move |_s, _ctx| async move { Ok(log(&format!("n{i}")).into()) }),
+        );
+        if i > 0 {
+            b = b.add_edge(format!("n{}", i - 1), format!("n{i}"));
+        }
+    }
+    let graph = b.set_entry("n0").set_finish("n39").compile().unwrap();
+    let store = Arc::new(MemoryCheckpointer::new());
+    let cfg = || {
+        durable(&store, "snap").snapshots(flowtrace_core::exec::SnapshotPolicy::default().every(8))
+    };
+    let out = graph.run(Ledger::default(), cfg()).await.unwrap();
+    assert_eq!(out.state.log.len(), 40);
+    let history = store.list(&"snap".into(), None, 100).await.unwrap();
+    let full: Vec<u64> = history
+        .iter()
+        .filter(|c| matches!(c.state, StateRecord::Full(_)))
+        .map(|c| c.seq)
+        .collect();
+    // Checkpoint 0 holds the input; then every 8th checkpoint is a snapshot.
+    assert_eq!(full, [40, 32, 24, 16, 8, 0]);
+    let latest = history[0].seq;
+    let chain = store.chain(&"snap".into(), latest).await.unwrap();
+    assert_eq!(chain.len(), 1, "the latest checkpoint is a snapshot");
+    let chain = store.chain(&"snap".into(), 37).await.unwrap();
+    assert_eq!(chain.first().unwrap().seq, 32);
+    // Every checkpoint still rebuilds to the same state as replaying deltas.
+    for seq in [5, 8, 13, 39] {
+        let s = graph
+            .state_at(store.as_ref(), &"snap".into(), Some(seq))
+            .await
+            .unwrap();
+        assert_eq!(s.log.len() as u64, seq, "state at {seq}");
+    }
+    // Size-based snapshots: a tiny byte budget makes every checkpoint full.
+    let store2 = Arc::new(MemoryCheckpointer::new());
+    graph
+        .run(
+            Ledger::default(),
+            durable(&store2, "bytes")
+                .snapshots(flowtrace_core::exec::SnapshotPolicy::default().max_delta_bytes(1)),
+        )
+        .await
+        .unwrap();
+    let history = store2.list(&"bytes".into(), None, 100).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .all(|c| matches!(c.state, StateRecord::Full(_)))
+    );
+}

@@ -1406,3 +1406,119 @@ async fn missing_price_default_policy_counts_zero_and_warns() {
     let response = events_of(&sink, "llm.response").next().unwrap();
     assert!(matches!(response.kind, EventKind::LlmResponse { cost, .. } if cost.is_zero()));
 }
+
+// ---------------------------------------------------------------------------
+// 6b. Cancellation is a tree
+// ---------------------------------------------------------------------------
+
+/// Canceling one run (through its handle) never cancels another run that
+/// shares the caller's token, nor the caller's token itself.
+#[tokio::test(start_paused = true)]
+async fn canceling_one_run_leaves_its_siblings_and_the_caller_alone() {
+    let caller = CancellationToken::new();
+    let (began_1, began_2) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (b1, b2) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let g1 = cancelable_graph(began_1.clone(), b1.clone());
+    let g2 = GraphBuilder::<Trail>::new("other")
+        .add_node(
+            "wait",
+            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
+                let began = began_2.clone();
+                async move {
+                    began.notify_one();
+                    tokio::time::sleep(secs(5)).await;
+                    Ok(NodeOutput::update(vec!["done".to_string()]))
+                }
+            }),
+        )
+        .set_entry("wait")
+        .set_finish("wait")
+        .compile()
+        .unwrap();
+    let h1 = g1.start(
+        Trail::default(),
+        RunConfig::new().cancellation_token(caller.clone()),
+    );
+    let h2 = g2.start(
+        Trail::default(),
+        RunConfig::new().cancellation_token(caller.clone()),
+    );
+    began_1.notified().await;
+    h1.cancel();
+    let f = h1.wait().await.unwrap_err();
+    assert_eq!(f.error.kind(), "canceled");
+    assert!(!caller.is_cancelled(), "the caller's token is untouched");
+    let out = h2.wait().await.unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.state.visited, ["done"]);
+    assert!(!b1.load(Ordering::SeqCst));
+}
+
+/// A node's token is its attempt's: canceling it does not cancel the run or
+/// the caller; an attempt timeout cancels it so spawned work can clean up.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_token_is_a_child_canceled_on_timeout() {
+    let caller = CancellationToken::new();
+    let cleaned = Arc::new(AtomicBool::new(false));
+    let c = cleaned.clone();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = attempts.clone();
+    let graph = GraphBuilder::<Trail>::new("attempts")
+        .add_node(
+            "self_cancel",
+            node_fn(|_s: Arc<Trail>, ctx: NodeContext| async move {
+                // A node may cancel its own attempt's token...
+                let t = ctx.cancellation_token();
+                t.cancel();
+                assert!(t.is_cancelled());
+                Ok(NodeOutput::update(vec!["self_cancel".to_string()]))
+            }),
+        )
+        .add_node_with(
+            "slow",
+            node_fn(move |_s: Arc<Trail>, ctx: NodeContext| {
+                let c = c.clone();
+                let a = a.clone();
+                async move {
+                    let n = a.fetch_add(1, Ordering::SeqCst);
+                    let token = ctx.cancellation_token();
+                    if n == 0 {
+                        // Work the node spawned watches the attempt's token.
+                        tokio::spawn(async move {
+                            token.cancelled().await;
+                            c.store(true, Ordering::SeqCst);
+                        });
+                        tokio::time::sleep(secs(60)).await;
+                    }
+                    Ok(NodeOutput::update(vec!["slow".to_string()]))
+                }
+            }),
+            NodeConfig::default()
+                .timeout(secs(1))
+                .retry(RetryPolicy::new(2).retry_timeouts(true)),
+        )
+        .set_entry("self_cancel")
+        .add_edge("self_cancel", "slow")
+        .set_finish("slow")
+        .compile()
+        .unwrap();
+    let out = graph
+        .run(
+            Trail::default(),
+            RunConfig::new().cancellation_token(caller.clone()),
+        )
+        .await
+        .unwrap();
+    // ...and the run goes on.
+    assert_eq!(out.state.visited, ["self_cancel", "slow"]);
+    assert!(!caller.is_cancelled());
+    tokio::task::yield_now().await;
+    assert!(
+        cleaned.load(Ordering::SeqCst),
+        "the timed-out attempt's token was canceled"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
