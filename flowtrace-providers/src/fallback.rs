@@ -19,9 +19,11 @@
 //!    event through the [`CallObserver`] naming both sides and the reason
 //!    (the failure's kind, e.g. `rate_limited`, `timeout`, `circuit_open`).
 //!
-//! Invalid-request, auth, not-found, context-length and content-filter
-//! errors never fall back: they are returned as they are. When every
-//! candidate fails, the last failure is returned.
+//! Invalid-request, auth, not-found, context-length, content-filter and
+//! redirect errors never fall back: they are returned as they are (a
+//! provider that redirects is misconfigured, and is not asked again; the
+//! request never follows the redirect). When every candidate fails, the last
+//! failure is returned.
 //!
 //! The reply's [`provider`](ChatResponse::provider) is set to the answering
 //! candidate's provider (unless a nested wrapper already set it), so the run

@@ -1,5 +1,6 @@
-//! What every HTTP client here shares: API keys that never leak, error
-//! classification, `Retry-After`, and transport error mapping.
+//! What every HTTP client here shares: API keys that never leak, HTTP
+//! clients that never follow redirects, error classification, `Retry-After`,
+//! and transport error mapping.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,8 +8,12 @@ use std::time::Duration;
 
 use flowtrace_core::{ModelError, ModelErrorKind};
 
-/// An API key. It is sent only in request headers; `Debug` and `Display`
-/// print `ApiKey(***)`, and error messages are scrubbed of it.
+use crate::redact::Redactor;
+
+/// An API key. It is sent only in request headers, and only to the client's
+/// configured base URL (redirects are refused); `Debug` and `Display` print
+/// `ApiKey(***)`, and text built from responses has it replaced by
+/// `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(Arc<str>);
 
@@ -32,14 +37,6 @@ impl ApiKey {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
-
-    /// `text` with every occurrence of the key replaced by `***`.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        if self.0.len() < 4 {
-            return text.to_string();
-        }
-        text.replace(&*self.0, "***")
-    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -61,6 +58,75 @@ impl fmt::Display for ApiKey {
 pub struct MissingApiKey {
     /// The variable that was read.
     pub var: String,
+}
+
+/// The HTTP client the providers build: it never follows a redirect, so a
+/// credential header only ever goes to the configured base URL (reqwest
+/// keeps custom headers such as `x-api-key` across origins when it follows
+/// one).
+pub(crate) fn client() -> Result<reqwest::Client, Arc<str>> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Arc::from(format!("could not build the HTTP client: {e}")))
+}
+
+/// `scheme://host:port` of `url` (the port even when it is the scheme's
+/// default): no user info, path, query or fragment.
+fn origin(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
+}
+
+/// The refusal of a redirect: a 3xx answer, or — from a user-supplied HTTP
+/// client that follows redirects — an answer from another URL than
+/// `requested`. Its kind is [`ModelErrorKind::Redirect`] naming the target's
+/// origin only; it is not retryable.
+pub(crate) fn refused_redirect(
+    requested: &str,
+    response: &reqwest::Response,
+    redactor: &Redactor,
+    provider: &str,
+    model: &str,
+) -> Option<ModelError> {
+    let status = response.status().as_u16();
+    let advice = "credentials are only sent to the configured base URL";
+    let (target, message) = if response.status().is_redirection() {
+        let target = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| response.url().join(location.trim()).ok())
+            .and_then(|url| origin(&url));
+        let message = match &target {
+            Some(to) => format!("HTTP {status}: redirect to {to} refused: {advice}"),
+            None => format!("HTTP {status}: redirect refused: {advice}"),
+        };
+        (target, message)
+    } else {
+        let same = reqwest::Url::parse(requested).is_ok_and(|url| &url == response.url());
+        if same {
+            return None;
+        }
+        let target = origin(response.url());
+        let to = target.as_deref().unwrap_or("another URL");
+        let message = format!(
+            "HTTP {status} from {to}: the HTTP client followed a redirect; the reply is refused \
+             ({advice}: build the client with reqwest::redirect::Policy::none())"
+        );
+        (target, message)
+    };
+    let origin = target.map(|t| redactor.redact(&t).into_owned());
+    let kind = ModelErrorKind::Redirect { origin };
+    Some(ModelError::new(
+        kind,
+        provider,
+        model,
+        redactor.redact(&message),
+    ))
 }
 
 /// The delay a server asks for: `retry-after-ms`, or `retry-after` in
@@ -108,6 +174,7 @@ pub(crate) fn classify(status: u16, body: &str, retry_after: Option<Duration>) -
     match status {
         429 => ModelErrorKind::RateLimited { retry_after },
         408 | 504 => ModelErrorKind::Timeout,
+        300..=399 => ModelErrorKind::Redirect { origin: None },
         401 | 403 => ModelErrorKind::Auth,
         404 => ModelErrorKind::NotFound,
         400 | 413 | 422 if context => ModelErrorKind::ContextLengthExceeded,
@@ -142,7 +209,7 @@ pub(crate) fn error_message(body: &str) -> String {
 /// Maps a reqwest failure (no HTTP answer, or a body that could not be read).
 pub(crate) fn transport_error(
     e: &reqwest::Error,
-    key: &ApiKey,
+    redactor: &Redactor,
     provider: &str,
     model: &str,
 ) -> ModelError {
@@ -153,7 +220,7 @@ pub(crate) fn transport_error(
     } else {
         ModelErrorKind::Transport
     };
-    ModelError::new(kind, provider, model, key.scrub(&e.to_string()))
+    ModelError::new(kind, provider, model, redactor.redact(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -165,10 +232,24 @@ mod tests {
         let k = ApiKey::new("sk-secret-123456");
         assert_eq!(format!("{k:?}"), "ApiKey(***)");
         assert_eq!(k.to_string(), "***");
+    }
+
+    #[test]
+    fn redirect_origins_have_no_path_query_or_user_info() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
         assert_eq!(
-            k.scrub("bad key sk-secret-123456 given"),
-            "bad key *** given"
+            origin(&url("http://user:pw@localhost:8080/a/b?key=1#f")).as_deref(),
+            Some("http://localhost:8080")
         );
+        assert_eq!(
+            origin(&url("https://api.example.com/v1")).as_deref(),
+            Some("https://api.example.com:443")
+        );
+        assert_eq!(
+            origin(&url("http://[::1]:9/x")).as_deref(),
+            Some("http://[::1]:9")
+        );
+        assert_eq!(origin(&url("data:text/plain,hi")), None);
     }
 
     #[test]
@@ -195,6 +276,11 @@ mod tests {
             ModelErrorKind::ContentFiltered
         );
         assert_eq!(classify(400, "{}", None), ModelErrorKind::InvalidRequest);
+        assert_eq!(
+            classify(307, "", None),
+            ModelErrorKind::Redirect { origin: None }
+        );
+        assert!(!classify(301, "", None).is_retryable());
         assert!(classify(500, "", None).is_retryable());
         assert!(!classify(400, "", None).is_retryable());
     }

@@ -15,11 +15,19 @@
 //! `eventsource-stream` crate) with usage, and classify failures into
 //! [`flowtrace_core::ModelErrorKind`]s: rate limits (with `Retry-After`),
 //! overload, timeouts and transport errors are retryable; invalid requests,
-//! auth, not-found, context-length and content-filter errors are not. API
-//! keys come from the environment or per client ([`ApiKey`]) and never
-//! appear in traces, logs or errors.
+//! auth, not-found, context-length, content-filter and redirect errors are
+//! not. API keys come from the environment or per client ([`ApiKey`]) and
+//! never appear in traces, logs or errors.
+//!
+//! Credentials never leave their origin: the clients never follow an HTTP
+//! redirect (a 3xx answer is a non-retryable
+//! [`ModelErrorKind::Redirect`](flowtrace_core::ModelErrorKind::Redirect)
+//! naming only the target's origin), and any text built from a response —
+//! error messages, reply text, tool call arguments, streamed deltas — has the
+//! client's credentials replaced by `[redacted]`, should a server echo them.
 
 mod http;
+mod redact;
 
 pub mod anthropic;
 pub mod breaker;

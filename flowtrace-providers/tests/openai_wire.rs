@@ -713,7 +713,7 @@ async fn the_key_never_leaks_into_errors_or_debug_output() {
         assert!(!text.contains(SECRET), "{text}");
     }
     assert!(
-        e.message.contains("Incorrect API key provided: ***"),
+        e.message.contains("Incorrect API key provided: [redacted]"),
         "{}",
         e.message
     );
@@ -769,7 +769,7 @@ async fn the_key_never_leaks_into_a_runs_trace_or_error() {
         assert!(!text.contains(SECRET), "{text}");
     }
     assert!(
-        failure.error.to_string().contains("***"),
+        failure.error.to_string().contains("[redacted]"),
         "{}",
         failure.error
     );
@@ -781,9 +781,9 @@ async fn the_key_never_leaks_into_a_runs_trace_or_error() {
         assert!(!line.contains(SECRET), "{line}");
     }
     assert!(
-        events
-            .iter()
-            .any(|e| e.to_json_line().contains("Incorrect API key provided: ***")),
+        events.iter().any(|e| e
+            .to_json_line()
+            .contains("Incorrect API key provided: [redacted]")),
         "the scrubbed provider message is in the trace"
     );
 

@@ -323,6 +323,15 @@ pub enum ModelErrorKind {
     ContextLengthExceeded,
     /// The provider's content filter refused.
     ContentFiltered,
+    /// The provider answered with a redirect (3xx). Redirects are refused,
+    /// so credentials only ever go to the configured base URL; not
+    /// retryable.
+    Redirect {
+        /// Where the redirect pointed, as an origin only
+        /// (`scheme://host:port`: no path, query or user info), when the
+        /// answer named one.
+        origin: Option<String>,
+    },
 }
 
 impl ModelErrorKind {
@@ -351,6 +360,7 @@ impl ModelErrorKind {
             Self::NotFound => "not_found",
             Self::ContextLengthExceeded => "context_length_exceeded",
             Self::ContentFiltered => "content_filtered",
+            Self::Redirect { .. } => "redirect",
         }
     }
 }
@@ -564,6 +574,7 @@ mod tests {
         assert!(ModelErrorKind::Overloaded.is_retryable());
         assert!(!ModelErrorKind::Auth.is_retryable());
         assert!(!ModelErrorKind::ContextLengthExceeded.is_retryable());
+        assert!(!ModelErrorKind::Redirect { origin: None }.is_retryable());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::http::{self, ApiKey, MissingApiKey};
+use crate::redact::{Redactor, StreamRedactor};
 
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const DEFAULT_VERSION: &str = "2023-06-01";
@@ -52,6 +53,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 ///
 /// The timeout bounds a whole non-streamed call, and for a streamed call the
 /// wait for the response headers and for each following chunk.
+///
+/// The key is sent only as `x-api-key`, and only to the base URL: redirects
+/// are never followed, and a 3xx answer is a non-retryable
+/// [`ModelErrorKind::Redirect`] naming only the target's origin. Should a
+/// server echo the key back, it is replaced by `[redacted]` in every error
+/// message and reply built from the response.
 #[derive(Clone)]
 pub struct Anthropic {
     /// The HTTP client, or why it could not be built (reported on each call).
@@ -81,9 +88,7 @@ impl Anthropic {
     /// A client with `key`, talking to `https://api.anthropic.com`.
     pub fn new(key: ApiKey) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .build()
-                .map_err(|e| Arc::from(format!("could not build the HTTP client: {e}"))),
+            http: http::client(),
             key,
             base_url: DEFAULT_BASE_URL.to_string(),
             provider: "anthropic".to_string(),
@@ -142,8 +147,17 @@ impl Anthropic {
         self
     }
 
+    fn redactor(&self) -> Redactor {
+        Redactor::new([self.key.expose()])
+    }
+
     fn error(&self, kind: ModelErrorKind, model: &str, message: &str) -> ModelError {
-        ModelError::new(kind, &self.provider, model, self.key.scrub(message))
+        let message = self.redactor().redact(message).into_owned();
+        ModelError::new(kind, &self.provider, model, message)
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, model: &str) -> ModelError {
+        http::transport_error(e, &self.redactor(), &self.provider, model)
     }
 
     fn timeout_error(&self, model: &str) -> ModelError {
@@ -151,7 +165,8 @@ impl Anthropic {
         self.error(ModelErrorKind::Timeout, model, &message)
     }
 
-    /// Sends the request; returns the response if its status is 2xx.
+    /// Sends the request; returns the response if its status is 2xx (a
+    /// redirect is refused).
     async fn send(
         &self,
         body: &WireRequest<'_>,
@@ -161,15 +176,22 @@ impl Anthropic {
             .http
             .as_ref()
             .map_err(|e| self.error(ModelErrorKind::Transport, model, e))?;
+        let endpoint = format!("{}/v1/messages", self.base_url);
         let response = client
-            .post(format!("{}/v1/messages", self.base_url))
+            .post(&endpoint)
             .header("x-api-key", self.key.expose())
             .header("anthropic-version", &self.version)
             .header("content-type", "application/json")
             .json(body)
             .send()
             .await
-            .map_err(|e| http::transport_error(&e, &self.key, &self.provider, model))?;
+            .map_err(|e| self.transport_error(&e, model))?;
+        let redactor = self.redactor();
+        if let Some(refused) =
+            http::refused_redirect(&endpoint, &response, &redactor, &self.provider, model)
+        {
+            return Err(refused);
+        }
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -177,7 +199,7 @@ impl Anthropic {
         let retry_after = http::retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
         let kind = http::classify(status.as_u16(), &text, retry_after);
-        let message = http::error_message(&self.key.scrub(&text));
+        let message = http::error_message(&redactor.redact(&text));
         Err(self.error(kind, model, &format!("HTTP {}: {message}", status.as_u16())))
     }
 
@@ -188,12 +210,14 @@ impl Anthropic {
         let text = response
             .text()
             .await
-            .map_err(|e| http::transport_error(&e, &self.key, &self.provider, model))?;
+            .map_err(|e| self.transport_error(&e, model))?;
         let wire: WireResponse = serde_json::from_str(&text).map_err(|e| {
             let message = format!("unexpected response body: {e}");
             self.error(ModelErrorKind::MalformedResponse, model, &message)
         })?;
-        Ok(wire.into_response(model, structured.as_deref()))
+        let mut reply = wire.into_response(model, structured.as_deref());
+        self.redactor().redact_response(&mut reply);
+        Ok(reply)
     }
 
     async fn open_stream(&self, request: ChatRequest) -> Result<Box<OpenStream>, ModelError> {
@@ -205,6 +229,8 @@ impl Anthropic {
             events: response.bytes_stream().eventsource().boxed(),
             acc: StreamAccumulator::new(&request.model, structured),
             model: request.model,
+            redact: self.redactor().stream(),
+            done: None,
         }))
     }
 
@@ -231,6 +257,9 @@ impl Anthropic {
     /// Reads events until one gives a delta, the end, or an error.
     async fn next_event(&self, open: &mut OpenStream) -> Result<StreamEvent, ModelError> {
         let malformed = ModelErrorKind::MalformedResponse;
+        if let Some(reply) = open.done.take() {
+            return Ok(StreamEvent::Done(reply));
+        }
         loop {
             let event = match tokio::time::timeout(self.timeout, open.events.next()).await {
                 Err(_) => return Err(self.timeout_error(&open.model)),
@@ -239,12 +268,7 @@ impl Anthropic {
                     return Err(self.error(malformed, &open.model, message));
                 }
                 Ok(Some(Err(EventStreamError::Transport(e)))) => {
-                    return Err(http::transport_error(
-                        &e,
-                        &self.key,
-                        &self.provider,
-                        &open.model,
-                    ));
+                    return Err(self.transport_error(&e, &open.model));
                 }
                 Ok(Some(Err(e))) => {
                     let message = format!("invalid event stream: {e}");
@@ -254,7 +278,20 @@ impl Anthropic {
             };
             match open.acc.handle(&event) {
                 Ok(None) => {}
-                Ok(Some(event)) => return Ok(event),
+                Ok(Some(StreamEvent::Delta(delta))) => {
+                    if let Some(safe) = open.redact.push(&delta) {
+                        return Ok(StreamEvent::Delta(safe));
+                    }
+                }
+                Ok(Some(StreamEvent::Done(mut reply))) => {
+                    self.redactor().redact_response(&mut reply);
+                    let Some(rest) = open.redact.finish() else {
+                        return Ok(StreamEvent::Done(reply));
+                    };
+                    open.done = Some(reply);
+                    return Ok(StreamEvent::Delta(rest));
+                }
+                Ok(Some(other)) => return Ok(other),
                 Err((kind, message)) => return Err(self.error(kind, &open.model, &message)),
             }
         }
@@ -303,6 +340,10 @@ struct OpenStream {
     events: BoxStream<'static, Result<Event, EventStreamError<reqwest::Error>>>,
     acc: StreamAccumulator,
     model: String,
+    /// Holds back text that may be the start of an echoed credential.
+    redact: StreamRedactor,
+    /// The end, once the text held back has been let out.
+    done: Option<ChatResponse>,
 }
 
 // ---------------------------------------------------------------- request

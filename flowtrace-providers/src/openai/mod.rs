@@ -43,6 +43,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, ApiKey, MissingApiKey};
+use crate::redact::{Redactor, StreamRedactor};
 
 /// OpenAI's API root, used unless `OPENAI_BASE_URL` or
 /// [`OpenAi::base_url`] says otherwise.
@@ -67,6 +68,12 @@ pub struct InvalidHeader {
 /// The API key is sent only as `Authorization: Bearer …` (not at all when
 /// empty, for local servers), and never appears in `Debug` output, errors,
 /// traces or logs.
+///
+/// Credentials (the key and the [extra headers](OpenAi::header)) go only to
+/// the base URL: redirects are never followed, and a 3xx answer is a
+/// non-retryable [`ModelErrorKind::Redirect`] naming only the target's
+/// origin. Should a server echo a credential back, it is replaced by
+/// `[redacted]` in every error message and reply built from the response.
 #[derive(Clone)]
 pub struct OpenAi {
     http: Result<reqwest::Client, Arc<str>>,
@@ -108,11 +115,8 @@ impl OpenAi {
 
     /// A client of OpenAI with `key`.
     pub fn new(key: ApiKey) -> Self {
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| Arc::from(format!("could not build the HTTP client: {e}")));
         Self {
-            http,
+            http: http::client(),
             key,
             base_url: Arc::from(DEFAULT_BASE_URL),
             provider: Arc::from("openai"),
@@ -153,14 +157,34 @@ impl OpenAi {
     }
 
     /// Uses this `reqwest` client (proxies, TLS settings, pool sizes).
+    ///
+    /// Build it with `.redirect(reqwest::redirect::Policy::none())`: the
+    /// redirect policy of a built client cannot be changed, and a client
+    /// that follows redirects sends the request — with the `Authorization`
+    /// header to the same host, and the [extra headers](Self::header) to any
+    /// host — to wherever the server points it. Redirects are refused either
+    /// way by checking each answer: a 3xx, or an answer from another URL than
+    /// the one requested, is a [`ModelErrorKind::Redirect`] error and its
+    /// body is never read as a reply.
+    ///
+    /// ```
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()?;
+    /// let openai = flowtrace_providers::openai::OpenAi::new(flowtrace_providers::ApiKey::new("sk-…"))
+    ///     .http_client(http);
+    /// # let _ = openai;
+    /// # Ok::<(), reqwest::Error>(())
+    /// ```
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Ok(client);
         self
     }
 
     /// Sends an extra header with every request (e.g. `OpenAI-Organization`,
-    /// or a gateway's own key). Its value is treated as sensitive and never
-    /// shown in `Debug` output.
+    /// or a gateway's own key such as Azure's `api-key`). Its value is treated
+    /// as a credential: never shown in `Debug` output, and replaced by
+    /// `[redacted]` in any error or reply that echoes it.
     pub fn header(mut self, name: &str, value: &str) -> Result<Self, InvalidHeader> {
         let invalid = || InvalidHeader {
             name: name.to_string(),
@@ -178,8 +202,20 @@ impl OpenAi {
         format!("{}/chat/completions", self.base_url)
     }
 
+    /// The credentials this client sends: the key and the extra headers'
+    /// values.
+    fn redactor(&self) -> Redactor {
+        let headers = self.headers.iter().filter_map(|(_, v)| v.to_str().ok());
+        Redactor::new(std::iter::once(self.key.expose()).chain(headers))
+    }
+
     fn error(&self, kind: ModelErrorKind, model: &str, message: &str) -> ModelError {
-        ModelError::new(kind, &*self.provider, model, self.key.scrub(message))
+        let message = self.redactor().redact(message).into_owned();
+        ModelError::new(kind, &*self.provider, model, message)
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, model: &str) -> ModelError {
+        http::transport_error(e, &self.redactor(), &self.provider, model)
     }
 
     fn malformed(&self, model: &str, message: &str) -> ModelError {
@@ -194,7 +230,9 @@ impl OpenAi {
         model: &str,
     ) -> ModelError {
         let kind = http::classify(status, body, retry_after);
-        let message = format!("HTTP {status}: {}", http::error_message(body));
+        // Redacted before `error_message` may cut a credential in two.
+        let body = self.redactor().redact(body).into_owned();
+        let message = format!("HTTP {status}: {}", http::error_message(&body));
         self.error(kind, model, &message)
     }
 
@@ -205,7 +243,8 @@ impl OpenAi {
         }
     }
 
-    /// Posts `request`; a non-2xx answer becomes a classified error.
+    /// Posts `request`; a redirect or a non-2xx answer becomes a classified
+    /// error.
     async fn send(
         &self,
         request: &ChatRequest,
@@ -216,8 +255,9 @@ impl OpenAi {
             .http
             .as_ref()
             .map_err(|e| self.error(ModelErrorKind::Transport, model, e))?;
+        let endpoint = self.endpoint();
         let mut builder = client
-            .post(self.endpoint())
+            .post(&endpoint)
             .timeout(self.timeout)
             .json(&request_body(request, stream));
         if !self.key.expose().is_empty() {
@@ -232,7 +272,13 @@ impl OpenAi {
         let response = builder
             .send()
             .await
-            .map_err(|e| http::transport_error(&e, &self.key, &self.provider, model))?;
+            .map_err(|e| self.transport_error(&e, model))?;
+        let redactor = self.redactor();
+        if let Some(refused) =
+            http::refused_redirect(&endpoint, &response, &redactor, &self.provider, model)
+        {
+            return Err(refused);
+        }
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -250,7 +296,7 @@ impl OpenAi {
         response
             .text()
             .await
-            .map_err(|e| http::transport_error(&e, &self.key, &self.provider, model))
+            .map_err(|e| self.transport_error(&e, model))
     }
 
     /// Sends a streamed request and returns the reader of its events (with
@@ -266,6 +312,7 @@ impl OpenAi {
             deadline,
             pending: VecDeque::new(),
             finished: false,
+            redact: self.redactor().stream(),
         });
         let is_json = response
             .headers()
@@ -278,7 +325,8 @@ impl OpenAi {
         }
         let model = &reader.model;
         let body = self.read_body(response, model).await?;
-        let reply = parse_completion(&body, model).map_err(|p| self.problem(p, model))?;
+        let mut reply = parse_completion(&body, model).map_err(|p| self.problem(p, model))?;
+        self.redactor().redact_response(&mut reply);
         if !reply.text.is_empty() {
             reader
                 .pending
@@ -309,9 +357,7 @@ impl OpenAi {
                     self.error(ModelErrorKind::Timeout, model, &message)
                 }
                 Ok(None) => self.malformed(model, "stream ended before [DONE]"),
-                Ok(Some(Err(EventStreamError::Transport(e)))) => {
-                    http::transport_error(&e, &self.key, &self.provider, model)
-                }
+                Ok(Some(Err(EventStreamError::Transport(e)))) => self.transport_error(&e, model),
                 Ok(Some(Err(_))) => self.malformed(model, "invalid server-sent event stream"),
             };
             reader.end(Err(failure));
@@ -322,11 +368,19 @@ impl OpenAi {
     fn on_event(&self, reader: &mut Reader, event: &eventsource_stream::Event) {
         let data = event.data.trim();
         if data == "[DONE]" {
-            let reply = std::mem::take(&mut reader.acc).finish(&reader.model);
+            let mut reply = std::mem::take(&mut reader.acc).finish(&reader.model);
+            self.redactor().redact_response(&mut reply);
+            if let Some(rest) = reader.redact.finish() {
+                reader.pending.push_back(Ok(StreamEvent::Delta(rest)));
+            }
             reader.end(Ok(StreamEvent::Done(reply)));
         } else if !data.is_empty() {
             match reader.acc.apply(data, event.event == "error") {
-                Ok(Some(delta)) => reader.pending.push_back(Ok(StreamEvent::Delta(delta))),
+                Ok(Some(delta)) => {
+                    if let Some(safe) = reader.redact.push(&delta) {
+                        reader.pending.push_back(Ok(StreamEvent::Delta(safe)));
+                    }
+                }
                 Ok(None) => {}
                 Err(problem) => {
                     let e = self.problem(problem, &reader.model);
@@ -350,7 +404,10 @@ impl ChatModel for OpenAi {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
         let response = self.send(&request, false).await?;
         let body = self.read_body(response, &request.model).await?;
-        parse_completion(&body, &request.model).map_err(|p| self.problem(p, &request.model))
+        let mut reply =
+            parse_completion(&body, &request.model).map_err(|p| self.problem(p, &request.model))?;
+        self.redactor().redact_response(&mut reply);
+        Ok(reply)
     }
 
     /// Posts the request with `stream: true` and yields text deltas as they
@@ -384,6 +441,8 @@ struct Reader {
     deadline: tokio::time::Instant,
     pending: VecDeque<StreamItem>,
     finished: bool,
+    /// Holds back text that may be the start of an echoed credential.
+    redact: StreamRedactor,
 }
 
 impl Reader {
