@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Human decisions land exactly where they belong: several questions per
 //! node, several paused instances at once, gates and questions inside
 //! subgraphs, rejections that keep finished siblings, failed threads, new

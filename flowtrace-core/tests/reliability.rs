@@ -1417,10 +1417,7 @@ async fn missing_price_default_policy_counts_zero_and_warns() {
 async fn canceling_one_run_leaves_its_siblings_and_the_caller_alone() {
     let caller = CancellationToken::new();
     let (began_1, began_2) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let (b1, b2) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let b1 = Arc::new(AtomicBool::new(false));
     let g1 = cancelable_graph(began_1.clone(), b1.clone());
     let g2 = GraphBuilder::<Trail>::new("other")
         .add_node(
