@@ -1786,7 +1786,7 @@ impl<'g, S: State> Executor<'g, S> {
             };
             let mut names: Vec<String> = Vec::new();
             for label in labels {
-                let Some(branch) = router.branches.iter().find(|b| b.label == *label) else {
+                let Some(branch) = router.branch(label) else {
                     return Err(Error::UnknownBranch {
                         node: cn.id.clone(),
                         branch: label.to_string(),
@@ -1847,7 +1847,7 @@ impl<'g, S: State> Executor<'g, S> {
                 .index
                 .get(d.target.as_str())
                 .copied()
-                .filter(|t| cn.dispatch.contains(t))
+                .filter(|&t| cn.may_dispatch(t))
                 .ok_or_else(|| Error::UnknownDispatchTarget {
                     node: cn.id.clone(),
                     target: d.target.to_string(),

@@ -3,9 +3,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, DfsEvent, Reversed, depth_first_search};
-
 use crate::error::{BuildError, GraphProblem};
 use crate::graph::builder::{END, GraphBuilder, RouterFn, START};
 use crate::graph::{CompiledGraph, Inner};
@@ -14,7 +11,7 @@ use crate::node::{Node, NodeConfig};
 use crate::state::State;
 
 /// Where an edge leads: a node index or the finish.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
     Node(usize),
     End,
@@ -28,6 +25,23 @@ pub(crate) struct Branch {
 pub(crate) struct Router<S> {
     pub(crate) route: RouterFn<S>,
     pub(crate) branches: Vec<Branch>,
+    /// Label → position in `branches`; empty for a router with a few
+    /// branches, where a scan is faster.
+    by_label: HashMap<String, usize>,
+}
+
+/// Up to this many branches, a router's labels are scanned, not hashed.
+const SCAN_BRANCHES: usize = 8;
+
+impl<S> Router<S> {
+    /// The branch with this label.
+    pub(crate) fn branch(&self, label: &str) -> Option<&Branch> {
+        if self.by_label.is_empty() {
+            self.branches.iter().find(|b| b.label == label)
+        } else {
+            self.by_label.get(label).and_then(|&i| self.branches.get(i))
+        }
+    }
 }
 
 pub(crate) struct CompiledNode<S: State> {
@@ -37,12 +51,14 @@ pub(crate) struct CompiledNode<S: State> {
     /// Plain successors.
     pub(crate) statics: Vec<Target>,
     pub(crate) router: Option<Router<S>>,
-    /// Nodes this node may dispatch instances of.
+    /// Nodes this node may dispatch instances of, sorted.
     pub(crate) dispatch: Vec<usize>,
     /// Distinct successors reached by forward (non-loop) edges of any kind.
     pub(crate) forward: Vec<usize>,
     /// Distinct successors reached by loop-closing edges.
     pub(crate) back: Vec<usize>,
+    /// `back`, sorted.
+    back_sorted: Vec<usize>,
     /// How many distinct forward predecessors (including the start) a join
     /// waits for.
     pub(crate) forward_in: u32,
@@ -50,13 +66,20 @@ pub(crate) struct CompiledNode<S: State> {
 
 impl<S: State> CompiledNode<S> {
     pub(crate) fn is_back(&self, target: usize) -> bool {
-        self.back.contains(&target)
+        self.back_sorted.binary_search(&target).is_ok()
+    }
+
+    /// Whether this node may dispatch instances of `target`.
+    pub(crate) fn may_dispatch(&self, target: usize) -> bool {
+        self.dispatch.binary_search(&target).is_ok()
     }
 }
 
 pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, BuildError> {
     let mut problems = Vec::new();
-    let mut index: HashMap<NodeId, usize> = HashMap::new();
+    let mut index: HashMap<NodeId, usize> = HashMap::with_capacity(b.nodes.len());
+    // Whether node i is the one its id names (not a reserved id or a duplicate).
+    let mut named = vec![false; b.nodes.len()];
     for (i, def) in b.nodes.iter().enumerate() {
         let id = def.id.as_str();
         if id.is_empty() || id == START || id == END {
@@ -72,6 +95,7 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
             continue;
         }
         index.insert(def.id.clone(), i);
+        named[i] = true;
         for (setting, reason) in def.config.retry.iter().flat_map(|r| r.problems()) {
             problems.push(GraphProblem::InvalidSetting {
                 node: Some(def.id.clone()),
@@ -90,9 +114,10 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
 
     let n = b.nodes.len();
     let mut statics: Vec<Vec<Target>> = vec![Vec::new(); n];
+    let mut static_seen: HashSet<(usize, Target)> = HashSet::new();
     let mut entries: Vec<usize> = Vec::new();
-    // (from, to) pairs for the analysis graph; usize::MAX = start, n = end.
-    let mut pairs: Vec<(Ref, Ref)> = Vec::new();
+    // (from, to) pairs for the analysis graph.
+    let mut pairs: Vec<(Ref, Ref)> = Vec::with_capacity(b.edges.len());
 
     for (from, to) in &b.edges {
         let by = || format!("edge {from:?} -> {to:?}");
@@ -101,11 +126,10 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         if let (Some(f), Some(t)) = (f, t) {
             match (f, t) {
                 (Ref::Start, Ref::Node(t)) => entries.push(t),
-                (Ref::Start, Ref::End) => {}
-                (Ref::Node(f), Ref::Node(t)) if !statics[f].contains(&Target::Node(t)) => {
+                (Ref::Node(f), Ref::Node(t)) if static_seen.insert((f, Target::Node(t))) => {
                     statics[f].push(Target::Node(t))
                 }
-                (Ref::Node(f), Ref::End) if !statics[f].contains(&Target::End) => {
+                (Ref::Node(f), Ref::End) if static_seen.insert((f, Target::End)) => {
                     statics[f].push(Target::End)
                 }
                 _ => {}
@@ -127,6 +151,7 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
             });
         }
         let mut branches: Vec<Branch> = Vec::new();
+        let mut by_label: HashMap<String, usize> = HashMap::new();
         for (label, to) in &r.branches {
             let by = || format!("branch {label:?} of conditional edge from {:?}", r.from);
             let Some(t) = resolve(&index, &mut problems, to, false, true, &by) else {
@@ -137,13 +162,19 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
                 _ => Target::End,
             };
             pairs.push((Ref::Node(f), t));
-            match branches.iter_mut().find(|br| &br.label == label) {
+            match by_label.get(label).and_then(|&i| branches.get_mut(i)) {
                 Some(br) => br.targets.push(target),
-                None => branches.push(Branch {
-                    label: label.clone(),
-                    targets: vec![target],
-                }),
+                None => {
+                    by_label.insert(label.clone(), branches.len());
+                    branches.push(Branch {
+                        label: label.clone(),
+                        targets: vec![target],
+                    });
+                }
             }
+        }
+        if branches.len() <= SCAN_BRANCHES {
+            by_label = HashMap::new();
         }
         if routers[f].is_some() {
             problems.push(GraphProblem::DuplicateRouter {
@@ -154,6 +185,7 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         routers[f] = Some(Router {
             route: r.route,
             branches,
+            by_label,
         });
     }
 
@@ -163,11 +195,13 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         let f = resolve(&index, &mut problems, from, false, false, &by);
         let t = resolve(&index, &mut problems, to, false, false, &by);
         if let (Some(Ref::Node(f)), Some(Ref::Node(t))) = (f, t) {
-            if !dispatch[f].contains(&t) {
-                dispatch[f].push(t);
-            }
+            dispatch[f].push(t);
             pairs.push((Ref::Node(f), Ref::Node(t)));
         }
+    }
+    for targets in &mut dispatch {
+        targets.sort_unstable();
+        targets.dedup();
     }
 
     if entries.is_empty() {
@@ -189,51 +223,41 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
     let interrupt_before = interrupts(&b.interrupt_before, "interrupt_before");
     let interrupt_after = interrupts(&b.interrupt_after, "interrupt_after");
 
-    // Analysis graph: node i is index i, then START and END.
-    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n + 2, pairs.len());
-    for _ in 0..n + 2 {
-        g.add_node(());
-    }
-    let start = NodeIndex::new(n);
-    let end = NodeIndex::new(n + 1);
+    // Analysis graph: node i is index i, then START and END; each distinct
+    // pair once, in the order first seen.
+    let start = n;
+    let end = n + 1;
     let ix = |r: Ref| match r {
-        Ref::Node(i) => NodeIndex::new(i),
+        Ref::Node(i) => i,
         Ref::Start => start,
         Ref::End => end,
     };
-    let mut seen_pairs = HashSet::new();
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n + 2];
+    let mut distinct: Vec<(usize, usize)> = Vec::with_capacity(pairs.len());
+    let mut seen_pairs: HashSet<(usize, usize)> = HashSet::with_capacity(pairs.len());
     for &(f, t) in &pairs {
-        if seen_pairs.insert((ix(f), ix(t))) {
-            g.add_edge(ix(f), ix(t), ());
+        let (f, t) = (ix(f), ix(t));
+        if seen_pairs.insert((f, t)) {
+            succ[f].push(t);
+            distinct.push((f, t));
         }
     }
+    drop(seen_pairs);
 
     let mut back: HashSet<(usize, usize)> = HashSet::new();
-    let mut reachable = vec![false; n + 2];
     if !entries.is_empty() {
-        depth_first_search(&g, Some(start), |ev| match ev {
-            DfsEvent::Discover(v, _) => reachable[v.index()] = true,
-            DfsEvent::BackEdge(u, v) => {
-                back.insert((u.index(), v.index()));
-            }
-            _ => {}
-        });
+        let reachable = back_edges(&succ, start, &mut back);
         for (i, def) in b.nodes.iter().enumerate() {
-            if index.get(def.id.as_str()) == Some(&i) && !reachable[i] {
+            if named[i] && !reachable[i] {
                 problems.push(GraphProblem::Unreachable {
                     node: def.id.clone(),
                 });
             }
         }
     }
-    let mut finishes = vec![false; n + 2];
-    let rev = Reversed(&g);
-    let mut dfs = Dfs::new(rev, end);
-    while let Some(v) = dfs.next(rev) {
-        finishes[v.index()] = true;
-    }
+    let finishes = reaches(&distinct, n + 2, end);
     for (i, def) in b.nodes.iter().enumerate() {
-        if index.get(def.id.as_str()) == Some(&i) && !finishes[i] {
+        if named[i] && !finishes[i] {
             problems.push(GraphProblem::NoPathToFinish {
                 node: def.id.clone(),
             });
@@ -254,18 +278,15 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         }
     }
     forward_in.iter_mut().for_each(|c| *c = (*c).min(1));
-    let mut counted = HashSet::new();
-    for &(f, t) in &pairs {
-        if let (Ref::Node(f), Ref::Node(t)) = (f, t) {
-            if !counted.insert((f, t)) {
-                continue;
-            }
-            if back.contains(&(f, t)) {
-                back_targets[f].push(t);
-            } else {
-                forward[f].push(t);
-                forward_in[t] += 1;
-            }
+    for &(f, t) in &distinct {
+        if f >= n || t >= n {
+            continue;
+        }
+        if !back.is_empty() && back.contains(&(f, t)) {
+            back_targets[f].push(t);
+        } else {
+            forward[f].push(t);
+            forward_in[t] += 1;
         }
     }
     entries.dedup();
@@ -277,16 +298,22 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         .zip(routers)
         .zip(dispatch)
         .enumerate()
-        .map(|(i, (((def, statics), router), dispatch))| CompiledNode {
-            id: def.id,
-            node: def.node,
-            config: def.config,
-            statics,
-            router,
-            dispatch,
-            forward: std::mem::take(&mut forward[i]),
-            back: std::mem::take(&mut back_targets[i]),
-            forward_in: forward_in[i],
+        .map(|(i, (((def, statics), router), dispatch))| {
+            let back = std::mem::take(&mut back_targets[i]);
+            let mut back_sorted = back.clone();
+            back_sorted.sort_unstable();
+            CompiledNode {
+                id: def.id,
+                node: def.node,
+                config: def.config,
+                statics,
+                router,
+                dispatch,
+                forward: std::mem::take(&mut forward[i]),
+                back,
+                back_sorted,
+                forward_in: forward_in[i],
+            }
         })
         .collect();
 
@@ -300,6 +327,65 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
             interrupt_after,
         }),
     })
+}
+
+/// Depth-first search from `start` over `succ` (visiting each node's
+/// successors last-added first), collecting the loop-closing edges into
+/// `back`. Returns which nodes it reached.
+///
+/// Iterative, so a long chain cannot overflow the stack; the visiting order
+/// (and so which edge of a cycle counts as the loop-closing one) is that of
+/// petgraph's `depth_first_search` on a `DiGraph` with the edges added in
+/// `succ` order, which this replaced.
+fn back_edges(succ: &[Vec<usize>], start: usize, back: &mut HashSet<(usize, usize)>) -> Vec<bool> {
+    let mut discovered = vec![false; succ.len()];
+    let mut finished = vec![false; succ.len()];
+    // (node, how many of its successors are still to visit).
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    if let Some(s) = succ.get(start) {
+        discovered[start] = true;
+        stack.push((start, s.len()));
+    }
+    while let Some((u, left)) = stack.last_mut() {
+        let u = *u;
+        let Some(k) = left.checked_sub(1) else {
+            finished[u] = true;
+            stack.pop();
+            continue;
+        };
+        *left = k;
+        let v = succ[u][k];
+        if !discovered[v] {
+            discovered[v] = true;
+            stack.push((v, succ[v].len()));
+        } else if !finished[v] {
+            back.insert((u, v));
+        }
+    }
+    discovered
+}
+
+/// Which of the `len` nodes reach `target` along `edges`.
+fn reaches(edges: &[(usize, usize)], len: usize, target: usize) -> Vec<bool> {
+    let mut pred: Vec<Vec<usize>> = vec![Vec::new(); len];
+    for &(f, t) in edges {
+        pred[t].push(f);
+    }
+    let mut seen = vec![false; len];
+    let mut stack = Vec::new();
+    if target < len {
+        seen[target] = true;
+        stack.push(target);
+    }
+    while let Some(v) = stack.pop() {
+        for &u in &pred[v] {
+            if !seen[u] {
+                seen[u] = true;
+                stack.push(u);
+            }
+        }
+    }
+    seen
 }
 
 /// Resolves a reference, recording a problem when it is unknown.
@@ -334,4 +420,91 @@ enum Ref {
     Start,
     End,
     Node(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petgraph::graph::{DiGraph, NodeIndex};
+    use petgraph::visit::{DfsEvent, depth_first_search};
+    use proptest::prelude::*;
+
+    /// What petgraph's recursive search, which `back_edges` replaced, finds.
+    fn petgraph_back_edges(
+        len: usize,
+        edges: &[(usize, usize)],
+        start: usize,
+    ) -> (HashSet<(usize, usize)>, Vec<bool>) {
+        let mut g: DiGraph<(), ()> = DiGraph::new();
+        for _ in 0..len {
+            g.add_node(());
+        }
+        for &(f, t) in edges {
+            g.add_edge(NodeIndex::new(f), NodeIndex::new(t), ());
+        }
+        let mut back = HashSet::new();
+        let mut reached = vec![false; len];
+        depth_first_search(&g, Some(NodeIndex::new(start)), |ev| match ev {
+            DfsEvent::Discover(v, _) => reached[v.index()] = true,
+            DfsEvent::BackEdge(u, v) => {
+                back.insert((u.index(), v.index()));
+            }
+            _ => {}
+        });
+        (back, reached)
+    }
+
+    fn distinct(edges: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+        let mut seen = HashSet::new();
+        edges.into_iter().filter(|e| seen.insert(*e)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn back_edges_match_petgraph(
+            len in 1usize..12,
+            raw in proptest::collection::vec((0usize..12, 0usize..12), 0..40),
+        ) {
+            let edges = distinct(raw.into_iter().map(|(f, t)| (f % len, t % len)).collect());
+            let mut succ = vec![Vec::new(); len];
+            for &(f, t) in &edges {
+                succ[f].push(t);
+            }
+            let mut back = HashSet::new();
+            let reached = back_edges(&succ, 0, &mut back);
+            let (want_back, want_reached) = petgraph_back_edges(len, &edges, 0);
+            prop_assert_eq!(back, want_back);
+            prop_assert_eq!(reached, want_reached);
+
+            // Reverse reachability, against a plain fixpoint.
+            let target = len - 1;
+            let mut want = vec![false; len];
+            want[target] = true;
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for &(f, t) in &edges {
+                    if want[t] && !want[f] {
+                        want[f] = true;
+                        changed = true;
+                    }
+                }
+            }
+            prop_assert_eq!(reaches(&edges, len, target), want);
+        }
+    }
+
+    #[test]
+    fn a_long_chain_does_not_overflow_the_stack() {
+        let len = 1_000_000;
+        let succ: Vec<Vec<usize>> = (0..len)
+            .map(|i| if i + 1 < len { vec![i + 1] } else { vec![0] })
+            .collect();
+        let mut back = HashSet::new();
+        let reached = back_edges(&succ, 0, &mut back);
+        assert!(reached.iter().all(|&r| r));
+        assert_eq!(back, HashSet::from([(len - 1, 0)]));
+    }
 }
