@@ -187,7 +187,7 @@ pub(crate) struct Executor<'g, S: State> {
     /// parent step's.
     cancel: CancellationToken,
     pub(crate) state: Arc<S>,
-    pub(crate) pending: Vec<Pending>,
+    pub(crate) pending: super::joins::Joins,
     pub(crate) records: Vec<StepRecord>,
     generation: u64,
     scheduled: Vec<u64>,
@@ -240,7 +240,7 @@ impl<'g, S: State> Executor<'g, S> {
             parent_step,
             cancel,
             state,
-            pending: (0..n).map(|_| Pending::default()).collect(),
+            pending: super::joins::Joins::new(n),
             // One record per node is the common case (no loops, no skips).
             records: Vec::with_capacity(n),
             generation: 1,
@@ -990,9 +990,8 @@ impl<'g, S: State> Executor<'g, S> {
     /// Joins some of whose predecessors have resolved.
     fn joins(&self) -> Vec<JoinState> {
         self.pending
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.resolved > 0)
+            .open()
+            .into_iter()
             .map(|(i, p)| JoinState {
                 node: self.graph.nodes[i].id.clone(),
                 resolved: p.resolved,
@@ -1919,6 +1918,7 @@ impl<'g, S: State> Executor<'g, S> {
             let inputs = std::mem::take(&mut p.inputs);
             p.resolved = 0;
             p.fired = 0;
+            self.pending.settle(t);
             if fired > 0 {
                 self.schedule(t, inputs, next);
                 continue;

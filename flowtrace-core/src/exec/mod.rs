@@ -13,6 +13,7 @@ mod drive;
 mod durable;
 mod executor;
 mod handle;
+mod joins;
 mod retry;
 pub(crate) mod shared;
 mod summary;
