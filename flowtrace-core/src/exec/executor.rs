@@ -188,6 +188,10 @@ pub(crate) struct Executor<'g, S: State> {
     cancel: CancellationToken,
     pub(crate) state: Arc<S>,
     pub(crate) pending: super::joins::Joins,
+    /// `propagate`'s chosen successors and the targets named in its route
+    /// event.
+    chosen: super::joins::NodeSet,
+    named: super::joins::NodeSet,
     pub(crate) records: Vec<StepRecord>,
     generation: u64,
     scheduled: Vec<u64>,
@@ -241,6 +245,8 @@ impl<'g, S: State> Executor<'g, S> {
             cancel,
             state,
             pending: super::joins::Joins::new(n),
+            chosen: Default::default(),
+            named: Default::default(),
             // One record per node is the common case (no loops, no skips).
             records: Vec::with_capacity(n),
             generation: 1,
@@ -1761,14 +1767,13 @@ impl<'g, S: State> Executor<'g, S> {
             return Ok(());
         }
 
-        let mut chosen: Vec<usize> = cn
-            .statics
-            .iter()
-            .filter_map(|t| match t {
-                Target::Node(t) => Some(*t),
-                Target::End => None,
-            })
-            .collect();
+        let n = graph.nodes.len();
+        self.chosen.clear(n);
+        for target in &cn.statics {
+            if let Target::Node(t) = *target {
+                self.chosen.insert(t);
+            }
+        }
         let mut skip_reason = String::from("no active predecessor");
         if let Some(router) = &cn.router {
             let state = &*self.state;
@@ -1784,6 +1789,8 @@ impl<'g, S: State> Executor<'g, S> {
                 Routes::Many(labels) => labels,
             };
             let mut names: Vec<String> = Vec::new();
+            self.named.clear(n);
+            let mut end_named = false;
             for label in labels {
                 let Some(branch) = router.branch(label) else {
                     return Err(Error::UnknownBranch {
@@ -1793,17 +1800,18 @@ impl<'g, S: State> Executor<'g, S> {
                     });
                 };
                 for t in &branch.targets {
-                    let name = match t {
+                    match *t {
                         Target::Node(t) => {
-                            if !chosen.contains(t) {
-                                chosen.push(*t);
+                            self.chosen.insert(t);
+                            if self.named.insert(t) {
+                                names.push(graph.nodes[t].id.to_string());
                             }
-                            graph.nodes[*t].id.to_string()
                         }
-                        Target::End => crate::graph::END.to_string(),
-                    };
-                    if !names.contains(&name) {
-                        names.push(name);
+                        Target::End if !end_named => {
+                            end_named = true;
+                            names.push(crate::graph::END.to_string());
+                        }
+                        Target::End => {}
                     }
                 }
             }
@@ -1840,7 +1848,9 @@ impl<'g, S: State> Executor<'g, S> {
             );
         }
 
-        let mut inputs: Vec<(usize, Vec<serde_json::Value>)> = Vec::new();
+        // Dispatch inputs by target (each target is one forward or back successor).
+        let mut inputs: std::collections::HashMap<usize, Vec<serde_json::Value>> =
+            Default::default();
         for d in dispatches {
             let target = graph
                 .index
@@ -1851,31 +1861,24 @@ impl<'g, S: State> Executor<'g, S> {
                     node: cn.id.clone(),
                     target: d.target.to_string(),
                 })?;
-            match inputs.iter_mut().find(|(t, _)| *t == target) {
-                Some((_, v)) => v.push(d.input),
-                None => inputs.push((target, vec![d.input])),
-            }
+            inputs.entry(target).or_default().push(d.input);
         }
 
+        let mut batch = |t: usize| match inputs.is_empty() {
+            true => None,
+            false => inputs.remove(&t),
+        };
         for &t in &cn.forward {
-            let batch = inputs
-                .iter_mut()
-                .find(|(d, _)| *d == t)
-                .map(|(_, v)| std::mem::take(v));
-            match batch {
+            match batch(t) {
                 Some(batch) => self.fire_forward(t, batch, next),
-                None if chosen.contains(&t) => self.fire_forward(t, Vec::new(), next),
+                None if self.chosen.contains(t) => self.fire_forward(t, Vec::new(), next),
                 None => self.skip_token(t, &skip_reason, next),
             }
         }
         for &t in &cn.back {
-            let batch = inputs
-                .iter_mut()
-                .find(|(d, _)| *d == t)
-                .map(|(_, v)| std::mem::take(v));
-            match batch {
+            match batch(t) {
                 Some(batch) => self.schedule(t, batch, next),
-                None if chosen.contains(&t) => self.schedule(t, Vec::new(), next),
+                None if self.chosen.contains(t) => self.schedule(t, Vec::new(), next),
                 None => {}
             }
         }

@@ -1,5 +1,5 @@
-//! Join bookkeeping whose cost follows the open joins, not the size of the
-//! graph.
+//! Propagation bookkeeping whose cost follows the work done, not the size
+//! of the graph: the open joins, and sets of nodes cleared in O(1).
 
 use std::ops::{Index, IndexMut};
 
@@ -78,6 +78,41 @@ impl IndexMut<usize> for Joins {
             self.listed.push(i);
         }
         &mut self.slots[i]
+    }
+}
+
+/// A set of node indices that empties in O(1): a node is in it when its
+/// stamp is the current one.
+#[derive(Default)]
+pub(crate) struct NodeSet {
+    stamps: Vec<u64>,
+    now: u64,
+}
+
+impl NodeSet {
+    /// Empties the set, for a graph of `n` nodes.
+    pub(crate) fn clear(&mut self, n: usize) {
+        if self.stamps.len() != n {
+            self.stamps = vec![0; n];
+            self.now = 0;
+        }
+        self.now += 1;
+    }
+
+    /// Adds node `i`; whether it was not in the set yet.
+    pub(crate) fn insert(&mut self, i: usize) -> bool {
+        match self.stamps.get_mut(i) {
+            Some(stamp) if *stamp != self.now => {
+                *stamp = self.now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether node `i` is in the set.
+    pub(crate) fn contains(&self, i: usize) -> bool {
+        self.stamps.get(i) == Some(&self.now)
     }
 }
 
@@ -193,5 +228,20 @@ mod tests {
                 (nodes(&["join"]), vec![]),
             ]
         );
+    }
+
+    #[test]
+    fn node_set_empties_in_one_step() {
+        let mut set = NodeSet::default();
+        set.clear(4);
+        assert!(set.insert(2));
+        assert!(!set.insert(2));
+        assert!(set.contains(2) && !set.contains(1) && !set.contains(9));
+        assert!(!set.insert(9));
+        set.clear(4);
+        assert!(!set.contains(2));
+        assert!(set.insert(2));
+        set.clear(5);
+        assert!(!set.contains(2));
     }
 }
