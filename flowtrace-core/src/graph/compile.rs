@@ -114,27 +114,25 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
 
     let n = b.nodes.len();
     let mut statics: Vec<Vec<Target>> = vec![Vec::new(); n];
-    let mut static_seen: HashSet<(usize, Target)> = HashSet::new();
     let mut entries: Vec<usize> = Vec::new();
-    // (from, to) pairs for the analysis graph.
-    let mut pairs: Vec<(Ref, Ref)> = Vec::with_capacity(b.edges.len());
+    let edge_count = b.edges.len()
+        + b.routers.iter().map(|r| r.branches.len()).sum::<usize>()
+        + b.dispatches.len();
+    let mut pairs = Pairs::new(n, edge_count);
 
     for (from, to) in &b.edges {
         let by = || format!("edge {from:?} -> {to:?}");
         let f = resolve(&index, &mut problems, from, true, false, &by);
         let t = resolve(&index, &mut problems, to, false, true, &by);
         if let (Some(f), Some(t)) = (f, t) {
+            // Plain edges come first: a pair new here is a new plain successor.
+            let new = pairs.add(f, t);
             match (f, t) {
                 (Ref::Start, Ref::Node(t)) => entries.push(t),
-                (Ref::Node(f), Ref::Node(t)) if static_seen.insert((f, Target::Node(t))) => {
-                    statics[f].push(Target::Node(t))
-                }
-                (Ref::Node(f), Ref::End) if static_seen.insert((f, Target::End)) => {
-                    statics[f].push(Target::End)
-                }
+                (Ref::Node(f), Ref::Node(t)) if new => statics[f].push(Target::Node(t)),
+                (Ref::Node(f), Ref::End) if new => statics[f].push(Target::End),
                 _ => {}
             }
-            pairs.push((f, t));
         }
     }
 
@@ -161,7 +159,7 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
                 Ref::Node(t) => Target::Node(t),
                 _ => Target::End,
             };
-            pairs.push((Ref::Node(f), t));
+            pairs.add(Ref::Node(f), t);
             match by_label.get(label).and_then(|&i| branches.get_mut(i)) {
                 Some(br) => br.targets.push(target),
                 None => {
@@ -196,7 +194,7 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         let t = resolve(&index, &mut problems, to, false, false, &by);
         if let (Some(Ref::Node(f)), Some(Ref::Node(t))) = (f, t) {
             dispatch[f].push(t);
-            pairs.push((Ref::Node(f), Ref::Node(t)));
+            pairs.add(Ref::Node(f), Ref::Node(t));
         }
     }
     for targets in &mut dispatch {
@@ -223,27 +221,8 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
     let interrupt_before = interrupts(&b.interrupt_before, "interrupt_before");
     let interrupt_after = interrupts(&b.interrupt_after, "interrupt_after");
 
-    // Analysis graph: node i is index i, then START and END; each distinct
-    // pair once, in the order first seen.
-    let start = n;
-    let end = n + 1;
-    let ix = |r: Ref| match r {
-        Ref::Node(i) => i,
-        Ref::Start => start,
-        Ref::End => end,
-    };
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n + 2];
-    let mut distinct: Vec<(usize, usize)> = Vec::with_capacity(pairs.len());
-    let mut seen_pairs: HashSet<(usize, usize)> = HashSet::with_capacity(pairs.len());
-    for &(f, t) in &pairs {
-        let (f, t) = (ix(f), ix(t));
-        if seen_pairs.insert((f, t)) {
-            succ[f].push(t);
-            distinct.push((f, t));
-        }
-    }
-    drop(seen_pairs);
-
+    let Pairs { succ, distinct, .. } = pairs;
+    let (start, end) = (n, n + 1);
     let mut back: HashSet<(usize, usize)> = HashSet::new();
     if !entries.is_empty() {
         let reachable = back_edges(&succ, start, &mut back);
@@ -327,6 +306,43 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
             interrupt_after,
         }),
     })
+}
+
+/// The analysis graph: node i is index i, then START (`n`) and END
+/// (`n + 1`); each distinct pair once, in the order first added.
+struct Pairs {
+    n: usize,
+    seen: HashSet<(usize, usize)>,
+    /// Successors of each index, in the order added.
+    succ: Vec<Vec<usize>>,
+    distinct: Vec<(usize, usize)>,
+}
+
+impl Pairs {
+    fn new(n: usize, capacity: usize) -> Self {
+        Self {
+            n,
+            seen: HashSet::with_capacity(capacity),
+            succ: vec![Vec::new(); n + 2],
+            distinct: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds the pair `from -> to`; whether it is new.
+    fn add(&mut self, from: Ref, to: Ref) -> bool {
+        let ix = |r: Ref| match r {
+            Ref::Node(i) => i,
+            Ref::Start => self.n,
+            Ref::End => self.n + 1,
+        };
+        let (f, t) = (ix(from), ix(to));
+        if !self.seen.insert((f, t)) {
+            return false;
+        }
+        self.succ[f].push(t);
+        self.distinct.push((f, t));
+        true
+    }
 }
 
 /// Depth-first search from `start` over `succ` (visiting each node's
