@@ -9,6 +9,10 @@
 //!   (each adds 1 to a counter) run durably on a [`MemoryCheckpointer`]
 //!   (`Durability::Sync`, a fresh store and thread per run): `n` super-steps,
 //!   `n + 1` checkpoints. Per element = per step. Target: flat within 1.5×.
+//! * `chain_checkpoint_discarded/{100,1000,10000,100000}` — the same run on
+//!   a store that drops every checkpoint it is given: the executor's side of
+//!   checkpointing (building and handing over one checkpoint per step)
+//!   without the store keeping `n + 1` checkpoints in memory.
 //! * `router_fanout/many_labels/{10,100,1000,10000}` — `route` returns `W`
 //!   labels (`add_conditional_fanout`), each label's branch one leaf node;
 //!   every leaf runs and finishes. Per element = per branch (`W + 1` steps).
@@ -27,8 +31,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use flowtrace::checkpoint::{Checkpointer, MemoryCheckpointer};
+use flowtrace::checkpoint::{
+    Checkpoint, CheckpointError, Checkpointer, MemoryCheckpointer, PendingWrite,
+};
 use flowtrace::exec::Durability;
 use flowtrace::graph::RouteContext;
 use flowtrace::{
@@ -94,9 +101,60 @@ fn chain(n: usize) -> CompiledGraph<Conversation> {
     })
 }
 
+/// Accepts every checkpoint and keeps none.
+struct DiscardingStore;
+
+#[async_trait]
+impl Checkpointer for DiscardingStore {
+    async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        drop(std::hint::black_box(checkpoint));
+        Ok(())
+    }
+    async fn get(
+        &self,
+        _thread: &ThreadId,
+        _seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        Ok(None)
+    }
+    async fn list(
+        &self,
+        _thread: &ThreadId,
+        _before: Option<u64>,
+        _limit: usize,
+    ) -> Result<Vec<Checkpoint>, CheckpointError> {
+        Ok(Vec::new())
+    }
+    async fn put_write(
+        &self,
+        _thread: &ThreadId,
+        _seq: u64,
+        _write: PendingWrite,
+    ) -> Result<(), CheckpointError> {
+        Ok(())
+    }
+    async fn writes(
+        &self,
+        _thread: &ThreadId,
+        _seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError> {
+        Ok(Vec::new())
+    }
+}
+
 fn bench_chain_checkpointed(c: &mut Criterion) {
+    chain_on(c, "chain_checkpointed", || {
+        Arc::new(MemoryCheckpointer::new())
+    });
+    chain_on(c, "chain_checkpoint_discarded", || {
+        Arc::new(DiscardingStore)
+    });
+}
+
+/// Durable chains of every size on a fresh store from `store`.
+fn chain_on(c: &mut Criterion, group: &str, store: fn() -> Arc<dyn Checkpointer>) {
     let rt = runtime();
-    let mut g = c.benchmark_group("chain_checkpointed");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10);
     for n in [100usize, 1000, 10_000, 100_000] {
         let graph = chain(n);
@@ -106,8 +164,7 @@ fn bench_chain_checkpointed(c: &mut Criterion) {
             b.to_async(&rt).iter_batched(
                 || {
                     next_thread += 1;
-                    let store: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
-                    (store, ThreadId::new(format!("c{n}-{next_thread}")))
+                    (store(), ThreadId::new(format!("c{n}-{next_thread}")))
                 },
                 // The output and the store (with its history) are dropped
                 // outside the timing.
