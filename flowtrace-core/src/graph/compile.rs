@@ -221,11 +221,11 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
     let interrupt_before = interrupts(&b.interrupt_before, "interrupt_before");
     let interrupt_after = interrupts(&b.interrupt_after, "interrupt_after");
 
-    let Pairs { succ, distinct, .. } = pairs;
+    let distinct = pairs.distinct;
     let (start, end) = (n, n + 1);
     let mut back: HashSet<(usize, usize)> = HashSet::new();
     if !entries.is_empty() {
-        let reachable = back_edges(&succ, start, &mut back);
+        let reachable = back_edges(&distinct, n + 2, start, &mut back);
         for (i, def) in b.nodes.iter().enumerate() {
             if named[i] && !reachable[i] {
                 problems.push(GraphProblem::Unreachable {
@@ -313,8 +313,6 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
 struct Pairs {
     n: usize,
     seen: HashSet<(usize, usize)>,
-    /// Successors of each index, in the order added.
-    succ: Vec<Vec<usize>>,
     distinct: Vec<(usize, usize)>,
 }
 
@@ -323,7 +321,6 @@ impl Pairs {
         Self {
             n,
             seen: HashSet::with_capacity(capacity),
-            succ: vec![Vec::new(); n + 2],
             distinct: Vec::with_capacity(capacity),
         }
     }
@@ -339,28 +336,64 @@ impl Pairs {
         if !self.seen.insert((f, t)) {
             return false;
         }
-        self.succ[f].push(t);
         self.distinct.push((f, t));
         true
     }
 }
 
-/// Depth-first search from `start` over `succ` (visiting each node's
-/// successors last-added first), collecting the loop-closing edges into
-/// `back`. Returns which nodes it reached.
+/// Adjacency lists in two allocations: the successors of `i` are
+/// `targets[first[i]..first[i + 1]]`, in the order the pairs came.
+struct Adjacency {
+    first: Vec<usize>,
+    targets: Vec<usize>,
+}
+
+impl Adjacency {
+    /// The lists of `len` nodes from `(from, to)` pairs (all below `len`).
+    fn new(len: usize, pairs: impl Iterator<Item = (usize, usize)> + Clone) -> Self {
+        let mut first = vec![0; len + 1];
+        for (f, _) in pairs.clone() {
+            first[f + 1] += 1;
+        }
+        for i in 0..len {
+            first[i + 1] += first[i];
+        }
+        let mut next = first.clone();
+        let mut targets = vec![0; first[len]];
+        for (f, t) in pairs {
+            targets[next[f]] = t;
+            next[f] += 1;
+        }
+        Self { first, targets }
+    }
+
+    fn of(&self, i: usize) -> &[usize] {
+        &self.targets[self.first[i]..self.first[i + 1]]
+    }
+}
+
+/// Depth-first search from `start` over the `len` nodes joined by `edges`
+/// (visiting each node's successors last-added first), collecting the
+/// loop-closing edges into `back`. Returns which nodes it reached.
 ///
 /// Iterative, so a long chain cannot overflow the stack; the visiting order
 /// (and so which edge of a cycle counts as the loop-closing one) is that of
-/// petgraph's `depth_first_search` on a `DiGraph` with the edges added in
-/// `succ` order, which this replaced.
-fn back_edges(succ: &[Vec<usize>], start: usize, back: &mut HashSet<(usize, usize)>) -> Vec<bool> {
-    let mut discovered = vec![false; succ.len()];
-    let mut finished = vec![false; succ.len()];
+/// petgraph's `depth_first_search` on a `DiGraph` with `edges` added in
+/// order, which this replaced.
+fn back_edges(
+    edges: &[(usize, usize)],
+    len: usize,
+    start: usize,
+    back: &mut HashSet<(usize, usize)>,
+) -> Vec<bool> {
+    let succ = Adjacency::new(len, edges.iter().copied());
+    let mut discovered = vec![false; len];
+    let mut finished = vec![false; len];
     // (node, how many of its successors are still to visit).
     let mut stack: Vec<(usize, usize)> = Vec::new();
-    if let Some(s) = succ.get(start) {
+    if start < len {
         discovered[start] = true;
-        stack.push((start, s.len()));
+        stack.push((start, succ.of(start).len()));
     }
     while let Some((u, left)) = stack.last_mut() {
         let u = *u;
@@ -370,10 +403,10 @@ fn back_edges(succ: &[Vec<usize>], start: usize, back: &mut HashSet<(usize, usiz
             continue;
         };
         *left = k;
-        let v = succ[u][k];
+        let v = succ.of(u)[k];
         if !discovered[v] {
             discovered[v] = true;
-            stack.push((v, succ[v].len()));
+            stack.push((v, succ.of(v).len()));
         } else if !finished[v] {
             back.insert((u, v));
         }
@@ -383,10 +416,7 @@ fn back_edges(succ: &[Vec<usize>], start: usize, back: &mut HashSet<(usize, usiz
 
 /// Which of the `len` nodes reach `target` along `edges`.
 fn reaches(edges: &[(usize, usize)], len: usize, target: usize) -> Vec<bool> {
-    let mut pred: Vec<Vec<usize>> = vec![Vec::new(); len];
-    for &(f, t) in edges {
-        pred[t].push(f);
-    }
+    let pred = Adjacency::new(len, edges.iter().map(|&(f, t)| (t, f)));
     let mut seen = vec![false; len];
     let mut stack = Vec::new();
     if target < len {
@@ -394,7 +424,7 @@ fn reaches(edges: &[(usize, usize)], len: usize, target: usize) -> Vec<bool> {
         stack.push(target);
     }
     while let Some(v) = stack.pop() {
-        for &u in &pred[v] {
+        for &u in pred.of(v) {
             if !seen[u] {
                 seen[u] = true;
                 stack.push(u);
@@ -484,12 +514,8 @@ mod tests {
             raw in proptest::collection::vec((0usize..12, 0usize..12), 0..40),
         ) {
             let edges = distinct(raw.into_iter().map(|(f, t)| (f % len, t % len)).collect());
-            let mut succ = vec![Vec::new(); len];
-            for &(f, t) in &edges {
-                succ[f].push(t);
-            }
             let mut back = HashSet::new();
-            let reached = back_edges(&succ, 0, &mut back);
+            let reached = back_edges(&edges, len, 0, &mut back);
             let (want_back, want_reached) = petgraph_back_edges(len, &edges, 0);
             prop_assert_eq!(back, want_back);
             prop_assert_eq!(reached, want_reached);
@@ -515,11 +541,9 @@ mod tests {
     #[test]
     fn a_long_chain_does_not_overflow_the_stack() {
         let len = 1_000_000;
-        let succ: Vec<Vec<usize>> = (0..len)
-            .map(|i| if i + 1 < len { vec![i + 1] } else { vec![0] })
-            .collect();
+        let edges: Vec<(usize, usize)> = (0..len).map(|i| (i, (i + 1) % len)).collect();
         let mut back = HashSet::new();
-        let reached = back_edges(&succ, 0, &mut back);
+        let reached = back_edges(&edges, len, 0, &mut back);
         assert!(reached.iter().all(|&r| r));
         assert_eq!(back, HashSet::from([(len - 1, 0)]));
     }
