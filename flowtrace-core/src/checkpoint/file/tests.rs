@@ -1,0 +1,410 @@
+//! Unit tests of the file store: framing, names, torn tails, damage,
+//! handles sharing a directory.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::frame::{self, MAX_NAME_LEN, decode_frame, encode_frame, file_name, fnv1a64, scan};
+use super::index::checkpoint_payload;
+use super::*;
+use crate::checkpoint::{CHECKPOINT_FORMAT_VERSION, PendingWrite, StateRecord};
+use crate::checkpoint::{TaskSpec, ThreadStatus};
+use crate::exec::StepRecord;
+use crate::ids::{NodeId, RunId, StepId};
+use crate::pricing::{Cost, TokenUsage};
+use crate::trace::{StepStatus, Timestamp};
+
+/// A fresh directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "flowtrace-file-{label}-{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn step(node: &str) -> StepRecord {
+    StepRecord {
+        step_id: StepId(1),
+        node: NodeId::new(node),
+        parent_step_id: None,
+        status: StepStatus::Succeeded,
+        attempts: 1,
+        usage: TokenUsage::new(10, 5),
+        cost: Cost::ZERO,
+        latency: Duration::from_micros(1500),
+        started_at: Timestamp::from_unix_micros(1_700_000_000_000_000),
+        provider: None,
+        model: None,
+        cache_hits: 0,
+        call_retries: 0,
+        fallbacks: 0,
+        branch: None,
+        input: None,
+        error: None,
+    }
+}
+
+fn cp(thread: &ThreadId, seq: u64) -> Checkpoint {
+    Checkpoint {
+        thread_id: thread.clone(),
+        seq,
+        parent_seq: seq.checked_sub(1),
+        forked_from: None,
+        run_id: RunId::new("r"),
+        step: seq + 1,
+        nodes: vec![NodeId::new("n")],
+        created_at: Timestamp::now(),
+        format_version: CHECKPOINT_FORMAT_VERSION,
+        state: if seq == 0 {
+            StateRecord::Full(json!({ "items": [] }))
+        } else {
+            StateRecord::Delta(vec![json!({ "seq": seq })])
+        },
+        frontier: vec![TaskSpec::new("n", None)],
+        joins: Vec::new(),
+        node_executions: seq + 1,
+        steps: vec![step("n")],
+        status: ThreadStatus::Running,
+        step_ids: seq + 1,
+        interrupts: Vec::new(),
+        approvals: Vec::new(),
+        error: None,
+        metadata: Default::default(),
+    }
+}
+
+fn write(task: u32) -> PendingWrite {
+    PendingWrite {
+        task,
+        node: NodeId::new("n"),
+        update: Some(json!({ "task": task })),
+        dispatches: Vec::new(),
+        step: step("n"),
+    }
+}
+
+fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+    payloads
+        .iter()
+        .filter_map(|p| encode_frame(p))
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn fnv1a64_matches_reference_values() {
+    assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn frames_are_length_checksum_payload() {
+    let frame = encode_frame(br#"{"a":1}"#).unwrap();
+    assert_eq!(&frame[..4], &7u32.to_le_bytes());
+    assert_eq!(&frame[4..12], &fnv1a64(br#"{"a":1}"#).to_le_bytes());
+    assert_eq!(&frame[12..], br#"{"a":1}"#);
+    assert_eq!(decode_frame(&frame), Ok(&br#"{"a":1}"#[..]));
+}
+
+#[test]
+fn scan_reads_every_whole_record() {
+    let buf = frames(&[br#"{"a":1}"#, br#"{"b":22}"#, br#"{"c":333}"#]);
+    let scan = scan(&buf).unwrap();
+    assert!(scan.torn.is_none());
+    let payloads: Vec<&[u8]> = scan.records.iter().map(|(_, p)| *p).collect();
+    assert_eq!(
+        payloads,
+        [&br#"{"a":1}"#[..], br#"{"b":22}"#, br#"{"c":333}"#]
+    );
+    assert_eq!(scan.records.last().map(|r| r.0), Some(buf.len()));
+    assert!(frame::scan(&[]).unwrap().records.is_empty());
+}
+
+#[test]
+fn scan_ignores_any_torn_tail() {
+    let buf = frames(&[br#"{"a":1}"#, br#"{"b":22}"#, br#"{"c":333}"#]);
+    let two = frames(&[br#"{"a":1}"#, br#"{"b":22}"#]).len();
+    // Every cut inside the last record leaves the first two.
+    for cut in two + 1..buf.len() {
+        let scan = scan(&buf[..cut]).unwrap();
+        assert_eq!(scan.records.len(), 2, "cut at {cut}");
+        assert!(scan.torn.is_some(), "cut at {cut}");
+    }
+    // A flipped byte in the last record: a torn write too.
+    let mut flipped = buf.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 0x40;
+    let scan = scan(&flipped).unwrap();
+    assert_eq!(scan.records.len(), 2);
+    assert_eq!(scan.torn, Some("checksum mismatch"));
+    // Zeros after the last record (a file extended but never written).
+    let mut zeros = buf.clone();
+    zeros.extend([0u8; 100]);
+    let scan = frame::scan(&zeros).unwrap();
+    assert_eq!(scan.records.len(), 3);
+    assert!(scan.torn.is_some());
+}
+
+#[test]
+fn scan_rejects_damage_before_valid_records() {
+    let buf = frames(&[br#"{"a":1}"#, br#"{"b":22}"#, br#"{"c":333}"#]);
+    let one = frames(&[br#"{"a":1}"#]).len();
+    let two = frames(&[br#"{"a":1}"#, br#"{"b":22}"#]).len();
+    // Flip each byte of the middle record in turn: header or payload.
+    for i in one..two {
+        let mut bad = buf.clone();
+        bad[i] ^= 0x01;
+        let err = scan(&bad).unwrap_err();
+        assert_eq!(err.at, one, "flipped byte {i}");
+        assert_eq!(err.next_valid, two, "flipped byte {i}");
+    }
+}
+
+#[test]
+fn file_names_are_safe_and_distinct() {
+    let name = |s: &str| file_name(&ThreadId::new(s));
+    assert_eq!(name("run_1-a"), "t-run_1-a.log");
+    assert_eq!(name("A"), "t-%41.log");
+    assert_eq!(name("../x y"), "t-%2E%2E%2Fx%20y.log");
+    assert_eq!(name("%41"), "t-%2541.log");
+    assert_eq!(name(""), "t-.log");
+    assert_ne!(name("a").to_lowercase(), name("A").to_lowercase());
+    let long = "é".repeat(200);
+    let cut = name(&long);
+    assert!(cut.len() <= MAX_NAME_LEN + 4, "{}", cut.len());
+    assert!(cut.contains('~'));
+    assert_ne!(cut, name(&format!("{long}x")));
+    assert!(
+        cut.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%~_-.".contains(&b))
+    );
+}
+
+async fn history(store: &FileCheckpointer, thread: &ThreadId) -> Vec<u64> {
+    let mut seqs: Vec<u64> = store
+        .list(thread, None, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    seqs.reverse();
+    seqs
+}
+
+#[tokio::test]
+async fn round_trips_through_a_reopened_store() {
+    let dir = TempDir::new("reopen");
+    let thread = ThreadId::new("Thread/1");
+    let written: Vec<Checkpoint> = (0..4).map(|s| cp(&thread, s)).collect();
+    {
+        let store = FileCheckpointer::open(&dir.0).unwrap();
+        for c in &written {
+            store.append(c.clone()).await.unwrap();
+        }
+        store.put_write(&thread, 3, write(1)).await.unwrap();
+        store.put_write(&thread, 3, write(0)).await.unwrap();
+    }
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    let mut read = store.list(&thread, None, usize::MAX).await.unwrap();
+    read.reverse();
+    assert_eq!(read, written);
+    assert_eq!(
+        store.writes(&thread, 3).await.unwrap(),
+        [write(0), write(1)]
+    );
+    assert_eq!(
+        store.chain(&thread, 2).await.unwrap(),
+        written[..3].to_vec()
+    );
+    assert!(dir.0.join("t-%54hread%2F1.log").is_file());
+}
+
+#[tokio::test]
+async fn torn_tail_is_ignored_then_cut_off() {
+    let dir = TempDir::new("torn");
+    let thread = ThreadId::new("torn");
+    let path = dir.0.join(file_name(&thread));
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    for s in 0..3 {
+        store.append(cp(&thread, s)).await.unwrap();
+    }
+    let two_len = {
+        let bytes = fs::read(&path).unwrap();
+        let scan = scan(&bytes).unwrap();
+        scan.records[1].0
+    };
+    let full = fs::read(&path).unwrap();
+    for cut in [1, 5, 11, 12, 13, full.len() - two_len - 1] {
+        fs::write(&path, &full[..full.len() - cut]).unwrap();
+        let store = FileCheckpointer::open(&dir.0).unwrap();
+        assert_eq!(history(&store, &thread).await, [0, 1], "cut {cut}");
+        assert_eq!(
+            store.get(&thread, None).await.unwrap().map(|c| c.seq),
+            Some(1)
+        );
+        // Seq 2 is free again: the torn record never counted.
+        store.append(cp(&thread, 2)).await.unwrap();
+        let reopened = FileCheckpointer::open(&dir.0).unwrap();
+        assert_eq!(history(&reopened, &thread).await, [0, 1, 2], "cut {cut}");
+        let bytes = fs::read(&path).unwrap();
+        let scan = scan(&bytes).unwrap();
+        assert_eq!((scan.records.len(), scan.torn), (3, None), "cut {cut}");
+    }
+    // A torn pending write behaves the same.
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    store.put_write(&thread, 2, write(0)).await.unwrap();
+    let with_write = fs::read(&path).unwrap();
+    fs::write(&path, &with_write[..with_write.len() - 3]).unwrap();
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    assert!(store.writes(&thread, 2).await.unwrap().is_empty());
+    assert_eq!(history(&store, &thread).await, [0, 1, 2]);
+    store.put_write(&thread, 2, write(0)).await.unwrap();
+    assert_eq!(fs::read(&path).unwrap(), with_write);
+}
+
+#[tokio::test]
+async fn damage_before_valid_records_is_corrupt() {
+    let dir = TempDir::new("corrupt");
+    let thread = ThreadId::new("corrupt");
+    let path = dir.0.join(file_name(&thread));
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    for s in 0..3 {
+        store.append(cp(&thread, s)).await.unwrap();
+    }
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = {
+        let scan = scan(&bytes).unwrap();
+        (scan.records[0].0 + scan.records[1].0) / 2
+    };
+    bytes[middle] ^= 0x20;
+    fs::write(&path, &bytes).unwrap();
+
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    let is_corrupt =
+        |r: Result<(), CheckpointError>| matches!(r, Err(CheckpointError::Corrupt { .. }));
+    assert!(is_corrupt(store.get(&thread, None).await.map(drop)));
+    assert!(is_corrupt(store.list(&thread, None, 10).await.map(drop)));
+    assert!(is_corrupt(store.writes(&thread, 0).await.map(drop)));
+    assert!(is_corrupt(store.append(cp(&thread, 3)).await));
+    // Nothing was appended or cut.
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+    let Err(CheckpointError::Corrupt { message, .. }) = store.get(&thread, Some(0)).await else {
+        panic!("expected Corrupt");
+    };
+    assert!(message.contains("followed by a valid record"), "{message}");
+}
+
+#[tokio::test]
+async fn a_valid_checksum_over_bad_json_is_corrupt() {
+    let dir = TempDir::new("badjson");
+    let thread = ThreadId::new("t");
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    fs::write(dir.0.join(file_name(&thread)), frames(&[br#"{"nope":1}"#])).unwrap();
+    assert!(matches!(
+        store.get(&thread, None).await,
+        Err(CheckpointError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn handles_see_each_others_appends_and_fence() {
+    let dir = TempDir::new("fence");
+    let thread = ThreadId::new("shared");
+    let a = FileCheckpointer::open(&dir.0).unwrap();
+    let b = FileCheckpointer::open(&dir.0).unwrap();
+    a.append(cp(&thread, 0)).await.unwrap();
+    assert_eq!(b.get(&thread, None).await.unwrap().map(|c| c.seq), Some(0));
+    b.append(cp(&thread, 1)).await.unwrap();
+    // `a` has not read seq 1 yet, but the fence re-reads under the lock.
+    let err = a.append(cp(&thread, 1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Conflict {
+                seq: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    a.put_write(&thread, 1, write(0)).await.unwrap();
+    let mut other = write(0);
+    other.update = None;
+    b.put_write(&thread, 1, other).await.unwrap();
+    assert_eq!(b.writes(&thread, 1).await.unwrap(), [write(0)]);
+    assert_eq!(history(&a, &thread).await, [0, 1]);
+}
+
+#[tokio::test]
+async fn unsupported_versions_are_refused() {
+    let dir = TempDir::new("version");
+    let thread = ThreadId::new("v");
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    let mut c = cp(&thread, 0);
+    c.format_version = 99;
+    assert!(matches!(
+        store.append(c.clone()).await,
+        Err(CheckpointError::UnsupportedVersion { found: 99, .. })
+    ));
+    // One written by some other release is refused when read.
+    let payload = checkpoint_payload(&serde_json::to_vec(&c).unwrap());
+    fs::write(
+        dir.0.join(file_name(&thread)),
+        encode_frame(&payload).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.get(&thread, None).await,
+        Err(CheckpointError::UnsupportedVersion { found: 99, .. })
+    ));
+}
+
+#[tokio::test]
+async fn missing_threads_read_as_empty_without_creating_files() {
+    let dir = TempDir::new("empty");
+    let store = FileCheckpointer::open(dir.0.join("nested/deeper")).unwrap();
+    let thread = ThreadId::new("none");
+    assert_eq!(store.get(&thread, None).await.unwrap(), None);
+    assert!(store.list(&thread, None, 5).await.unwrap().is_empty());
+    assert!(store.writes(&thread, 0).await.unwrap().is_empty());
+    assert!(store.chain(&thread, 0).await.is_err());
+    assert_eq!(fs::read_dir(store.dir()).unwrap().count(), 0);
+}
+
+#[test]
+fn outside_a_runtime_calls_fail_cleanly() {
+    let dir = TempDir::new("nort");
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    let thread = ThreadId::new("x");
+    let mut fut = store.get(&thread, None);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let result = fut.as_mut().poll(&mut cx);
+    assert!(matches!(
+        result,
+        std::task::Poll::Ready(Err(CheckpointError::Store(_)))
+    ));
+}
