@@ -447,3 +447,106 @@ async fn sample_checkpoints_are_appendable() {
     store.append(cp.clone()).await.unwrap();
     assert_eq!(store.get(&thread, None).await.unwrap(), Some(cp));
 }
+
+/// Right about everything but snapshots: `chain` starts at the thread's
+/// first full state instead of the last one before `seq`.
+#[derive(Default)]
+struct ChainFromTheStart {
+    inner: MemoryCheckpointer,
+}
+
+#[async_trait]
+impl Checkpointer for ChainFromTheStart {
+    async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        self.inner.append(checkpoint).await
+    }
+
+    async fn get(
+        &self,
+        thread: &ThreadId,
+        seq: Option<u64>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        self.inner.get(thread, seq).await
+    }
+
+    async fn list(
+        &self,
+        thread: &ThreadId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, CheckpointError> {
+        self.inner.list(thread, before, limit).await
+    }
+
+    async fn put_write(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+        write: PendingWrite,
+    ) -> Result<(), CheckpointError> {
+        self.inner.put_write(thread, seq, write).await
+    }
+
+    async fn writes(
+        &self,
+        thread: &ThreadId,
+        seq: u64,
+    ) -> Result<Vec<PendingWrite>, CheckpointError> {
+        self.inner.writes(thread, seq).await
+    }
+
+    async fn append_batch(
+        &self,
+        thread: &ThreadId,
+        batch: CheckpointBatch,
+    ) -> Result<(), CheckpointError> {
+        self.inner.append_batch(thread, batch).await
+    }
+
+    async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
+        let mut all = self
+            .inner
+            .list(thread, Some(seq.saturating_add(1)), usize::MAX)
+            .await?;
+        all.reverse();
+        let first_full = all
+            .iter()
+            .position(|c| matches!(c.state, StateRecord::Full(_)))
+            .unwrap_or(0);
+        Ok(all.split_off(first_full))
+    }
+
+    async fn delete_thread(&self, thread: &ThreadId) -> Result<bool, CheckpointError> {
+        self.inner.delete_thread(thread).await
+    }
+
+    async fn prune(
+        &self,
+        thread: &ThreadId,
+        keep: Retention,
+    ) -> Result<PruneOutcome, CheckpointError> {
+        self.inner.prune(thread, keep).await
+    }
+
+    async fn list_threads(
+        &self,
+        filter: &ThreadFilter,
+    ) -> Result<Vec<ThreadInfo>, CheckpointError> {
+        self.inner.list_threads(filter).await
+    }
+
+    async fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
+        self.inner.copy_thread(from, to).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_whose_chain_ignores_snapshots_fails_the_snapshot_check() {
+    let store = Arc::new(ChainFromTheStart::default());
+    let open = || -> Arc<dyn Checkpointer> { store.clone() };
+    let failure = conformance::chain_from_snapshot(&open).await.unwrap_err();
+    assert_eq!(failure.check, Check::ChainFromSnapshot);
+    assert!(failure.message.contains("chain(54)"), "{failure}");
+    let err = conformance::run(open).await.unwrap_err();
+    assert!(err.failed(Check::ChainFromSnapshot), "{err}");
+}
