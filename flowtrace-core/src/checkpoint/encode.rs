@@ -1,6 +1,12 @@
 //! What the shipped stores share: checkpoints and pending writes encoded
-//! as JSON bytes with the depth limit enforced on those bytes, and the
+//! as JSON bytes with the depth limit measured while encoding, and the
 //! retention rule of `prune`.
+
+use std::cell::Cell;
+use std::io;
+
+use serde::Serialize;
+use serde_json::ser::Formatter;
 
 use super::{Checkpoint, CheckpointError, MAX_RECORD_DEPTH, PendingWrite, Retention};
 use crate::ids::ThreadId;
@@ -9,15 +15,22 @@ use crate::ids::ThreadId;
 /// nests deeper than [`MAX_RECORD_DEPTH`].
 ///
 /// Same verdict as [`Checkpoint::check_depth`] (the depth of the JSON text
-/// is the depth of the value it encodes), measured on the bytes the store
-/// keeps anyway instead of on a second, tree-shaped serialization.
+/// is the depth of the value it encodes), measured while serializing
+/// instead of on a second, tree-shaped serialization.
 pub(super) fn checkpoint(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
-    let bytes = serde_json::to_vec(checkpoint).map_err(|e| CheckpointError::Corrupt {
+    checkpoint_after(&[], checkpoint)
+}
+
+/// `prefix` followed by `checkpoint` as JSON (see [`checkpoint`]).
+pub(super) fn checkpoint_after(
+    prefix: &[u8],
+    checkpoint: &Checkpoint,
+) -> Result<Vec<u8>, CheckpointError> {
+    let (bytes, depth) = to_json(prefix, checkpoint).map_err(|e| CheckpointError::Corrupt {
         thread: checkpoint.thread_id.clone(),
         seq: checkpoint.seq,
         message: format!("cannot be serialized: {e}"),
     })?;
-    let depth = json_depth(&bytes);
     if depth > MAX_RECORD_DEPTH {
         return Err(CheckpointError::TooDeep {
             thread: checkpoint.thread_id.clone(),
@@ -38,7 +51,7 @@ pub(super) fn write(
     seq: u64,
     write: &PendingWrite,
 ) -> Result<Vec<u8>, CheckpointError> {
-    let bytes = serde_json::to_vec(write).map_err(|e| CheckpointError::Corrupt {
+    let (bytes, depth) = to_json(&[], write).map_err(|e| CheckpointError::Corrupt {
         thread: thread.clone(),
         seq,
         message: format!(
@@ -46,7 +59,6 @@ pub(super) fn write(
             write.task
         ),
     })?;
-    let depth = json_depth(&bytes);
     if depth > MAX_RECORD_DEPTH {
         return Err(CheckpointError::TooDeep {
             thread: thread.clone(),
@@ -57,6 +69,66 @@ pub(super) fn write(
         });
     }
     Ok(bytes)
+}
+
+/// `prefix`, then `value` as compact JSON; and the JSON's nesting depth.
+fn to_json<T: Serialize + ?Sized>(
+    prefix: &[u8],
+    value: &T,
+) -> Result<(Vec<u8>, usize), serde_json::Error> {
+    let mut out = Vec::with_capacity(prefix.len() + 1024);
+    out.extend_from_slice(prefix);
+    let deepest = Cell::new(0);
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        DepthFormatter {
+            depth: 0,
+            deepest: &deepest,
+        },
+    );
+    value.serialize(&mut ser)?;
+    Ok((out, deepest.get()))
+}
+
+/// The compact formatter, counting how deep arrays and objects nest.
+struct DepthFormatter<'a> {
+    depth: usize,
+    deepest: &'a Cell<usize>,
+}
+
+impl DepthFormatter<'_> {
+    fn open(&mut self) {
+        self.depth += 1;
+        if self.depth > self.deepest.get() {
+            self.deepest.set(self.depth);
+        }
+    }
+
+    fn close(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+}
+
+impl Formatter for DepthFormatter<'_> {
+    fn begin_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.open();
+        writer.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.close();
+        writer.write_all(b"]")
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.open();
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.close();
+        writer.write_all(b"}")
+    }
 }
 
 /// Reads back a checkpoint stored as `bytes`, expected to be `seq` of
@@ -98,36 +170,6 @@ pub(super) fn read_write(
     })
 }
 
-/// The nesting depth of the JSON text `bytes` (0 for a scalar, 1 for a
-/// flat array or object, ...), as [`super::value_depth`] counts it for the
-/// value the text encodes. One pass, no allocation.
-pub(super) fn json_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// The `seq` from which `prune` keeps a thread whose checkpoints run from
 /// `oldest` to `latest`: the last full state at or before the oldest
 /// checkpoint `keep` asks for (`last_full(s)` finds the last full state at
@@ -157,7 +199,7 @@ mod tests {
     use crate::checkpoint::value_depth;
 
     #[test]
-    fn json_depth_is_value_depth() {
+    fn encoding_measures_value_depth_and_writes_compact_json() {
         let mut deep = json!("leaf");
         for i in 0..150 {
             deep = if i % 2 == 0 {
@@ -176,8 +218,11 @@ mod tests {
             json!({ "a": { "b": ["[", "{", { "c": "\\\"]" }] } }),
             deep,
         ] {
-            let bytes = serde_json::to_vec(&v).unwrap();
-            assert_eq!(json_depth(&bytes), value_depth(&v), "{v}");
+            let (bytes, depth) = to_json(b"x", &v).unwrap();
+            assert_eq!(depth, value_depth(&v), "{v}");
+            let mut want = b"x".to_vec();
+            want.extend(serde_json::to_vec(&v).unwrap());
+            assert_eq!(bytes, want);
         }
     }
 

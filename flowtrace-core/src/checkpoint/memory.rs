@@ -1,30 +1,33 @@
 //! The in-memory checkpointer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
 use super::{
     Checkpoint, CheckpointBatch, CheckpointError, Checkpointer, PendingWrite, PruneOutcome,
-    Retention, StateRecord, ThreadFilter, ThreadInfo, encode,
+    Retention, StateRecord, ThreadFilter, ThreadInfo, ThreadStatus, encode,
 };
 use crate::ids::ThreadId;
 
-/// One thread: its checkpoints and pending writes as JSON bytes, plus a
-/// small index.
-#[derive(Default)]
+/// One thread: its checkpoints and pending writes as JSON, plus a small
+/// index.
+#[derive(Clone, Default)]
 struct Thread {
-    /// The `seq` of `checkpoints[0]` (the oldest kept).
+    /// The `seq` of the first checkpoint in `bytes` (the oldest kept).
     base: u64,
-    /// Checkpoints, oldest first, each as its JSON encoding.
-    checkpoints: VecDeque<Arc<[u8]>>,
-    /// The `seq`s of the full states among them, ascending.
-    fulls: VecDeque<u64>,
-    /// Pending writes by checkpoint `seq` and task position.
-    writes: BTreeMap<(u64, u32), Arc<[u8]>>,
+    /// The checkpoints' JSON, oldest first, back to back, each without its
+    /// leading `{"thread_id":<id>,` (the thread's key holds it).
+    bytes: Vec<u8>,
+    /// Where each checkpoint ends in `bytes`.
+    ends: Vec<usize>,
+    /// The `seq`s of the full states, ascending.
+    fulls: Vec<u64>,
+    /// Pending writes' JSON by checkpoint `seq` and task position.
+    writes: BTreeMap<(u64, u32), Box<[u8]>>,
     /// The summary `list_threads` reports (`None` before the first
     /// checkpoint).
     info: Option<ThreadInfo>,
@@ -32,7 +35,7 @@ struct Thread {
 
 impl Thread {
     fn latest(&self) -> Option<u64> {
-        let len = self.checkpoints.len() as u64;
+        let len = self.ends.len() as u64;
         len.checked_sub(1).map(|l| self.base + l)
     }
 
@@ -40,9 +43,20 @@ impl Thread {
         self.latest().map_or(0, |l| l + 1)
     }
 
-    fn slot(&self, seq: u64) -> Option<&Arc<[u8]>> {
+    /// The stored bytes of checkpoint `seq`.
+    fn slot(&self, seq: u64) -> Option<&[u8]> {
         let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        self.checkpoints.get(i)
+        let end = *self.ends.get(i)?;
+        let start = i
+            .checked_sub(1)
+            .map_or(Some(0), |p| self.ends.get(p).copied())?;
+        self.bytes.get(start..end)
+    }
+
+    /// Copies out the stored bytes of `seqs`.
+    fn copy_out(&self, seqs: impl Iterator<Item = u64>) -> Vec<(u64, Vec<u8>)> {
+        seqs.filter_map(|s| self.slot(s).map(|b| (s, b.to_vec())))
+            .collect()
     }
 
     /// The last full state at or before `seq`.
@@ -51,9 +65,10 @@ impl Thread {
         self.fulls.get(i.checked_sub(1)?).copied()
     }
 
-    /// Adds the thread's next checkpoint (already fenced).
-    fn push(&mut self, cp: &Checkpoint, bytes: Vec<u8>) {
-        if self.checkpoints.is_empty() {
+    /// Adds the thread's next checkpoint (already fenced), given its JSON.
+    fn push(&mut self, cp: &Checkpoint, json: &[u8]) -> Result<(), CheckpointError> {
+        let stored = strip_thread(&cp.thread_id, cp.seq, json)?;
+        if self.ends.is_empty() {
             self.base = cp.seq;
         }
         match &mut self.info {
@@ -61,36 +76,108 @@ impl Thread {
             None => self.info = Some(ThreadInfo::from_first(cp)),
         }
         if matches!(cp.state, StateRecord::Full(_)) {
-            self.fulls.push_back(cp.seq);
+            grow(&mut self.fulls, 1);
+            self.fulls.push(cp.seq);
         }
-        self.checkpoints.push_back(bytes.into());
+        grow(&mut self.bytes, stored.len());
+        self.bytes.extend_from_slice(stored);
+        grow(&mut self.ends, 1);
+        self.ends.push(self.bytes.len());
+        Ok(())
+    }
+
+    /// Gives back the growth slack once the thread is idle (its latest
+    /// checkpoint is not `running`: finished, failed, halted, or waiting
+    /// for a human), so idle threads hold exactly their bytes.
+    fn settle(&mut self) {
+        if self
+            .info
+            .as_ref()
+            .is_some_and(|i| i.status != ThreadStatus::Running)
+        {
+            self.bytes.shrink_to_fit();
+            self.ends.shrink_to_fit();
+            self.fulls.shrink_to_fit();
+        }
     }
 
     /// Saves a write unless its task is already saved.
-    fn put_write(&mut self, seq: u64, task: u32, bytes: Vec<u8>) {
+    fn put_write(&mut self, seq: u64, task: u32, json: Vec<u8>) {
         self.writes
             .entry((seq, task))
-            .or_insert_with(|| bytes.into());
+            .or_insert_with(|| json.into_boxed_slice());
     }
 
-    fn writes_of(&self, seq: u64) -> Vec<Arc<[u8]>> {
-        self.writes
-            .range((seq, 0)..=(seq, u32::MAX))
-            .map(|(_, w)| Arc::clone(w))
-            .collect()
+    /// Removes the checkpoints before `start` and their writes.
+    fn drop_before(&mut self, start: u64) {
+        let n = usize::try_from(start - self.base).unwrap_or(usize::MAX);
+        let cut = n
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i).copied())
+            .unwrap_or(0);
+        self.bytes.drain(..cut);
+        self.ends.drain(..n.min(self.ends.len()));
+        for end in &mut self.ends {
+            *end -= cut;
+        }
+        let kept_fulls = self.fulls.partition_point(|&f| f < start);
+        self.fulls.drain(..kept_fulls);
+        self.writes = self.writes.split_off(&(start, 0));
+        self.base = start;
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.fulls.shrink_to_fit();
     }
+}
+
+/// Makes room for `more` items, growing by at least an eighth: appends
+/// stay amortized O(1) with at most 12.5% slack (and none once the thread
+/// is idle, see [`Thread::settle`]).
+fn grow<T>(v: &mut Vec<T>, more: usize) {
+    if v.capacity() - v.len() >= more {
+        return;
+    }
+    let floor = (1024 / size_of::<T>().max(1)).max(1);
+    v.reserve_exact(more.max(v.len() / 8).max(floor));
+}
+
+/// The prefix every checkpoint of `thread` starts with as JSON:
+/// `{"thread_id":<id>,` (`thread_id` is `Checkpoint`'s first field).
+fn thread_prefix(thread: &ThreadId) -> Vec<u8> {
+    let mut prefix = b"{\"thread_id\":".to_vec();
+    // Serializing a string can't fail.
+    if serde_json::to_writer(&mut prefix, thread.as_str()).is_err() {
+        prefix.clear();
+    }
+    prefix.push(b',');
+    prefix
+}
+
+/// `json` (checkpoint `seq` of `thread`) without its thread prefix.
+fn strip_thread<'a>(
+    thread: &ThreadId,
+    seq: u64,
+    json: &'a [u8],
+) -> Result<&'a [u8], CheckpointError> {
+    json.strip_prefix(thread_prefix(thread).as_slice())
+        .ok_or_else(|| CheckpointError::Corrupt {
+            thread: thread.clone(),
+            seq,
+            message: "serialized without its thread id first".into(),
+        })
 }
 
 /// Keeps every thread in memory (lost when the process ends). The default
 /// checkpointer.
 ///
-/// Each checkpoint and pending write is held as its JSON encoding (about
-/// what a [`FileCheckpointer`](super::FileCheckpointer) writes to disk for
-/// it, without the framing) plus a few bytes of index, and read back by
-/// deserializing it; [`prune`](Checkpointer::prune) and
+/// Each thread's checkpoints are held as their JSON encoding, back to back
+/// in one buffer (less than a [`FileCheckpointer`](super::FileCheckpointer)
+/// writes to disk for them: no framing, and no thread id repeated in each),
+/// plus a few bytes of index per checkpoint, and read back by deserializing
+/// them; pending writes likewise. [`prune`](Checkpointer::prune) and
 /// [`delete_thread`](Checkpointer::delete_thread) free what they remove.
-/// Reads copy nothing under the store's lock: they take shared handles on
-/// the bytes and deserialize after releasing it.
+/// Reads copy the bytes they need under the store's lock and deserialize
+/// after releasing it.
 #[derive(Default)]
 pub struct MemoryCheckpointer {
     threads: Mutex<BTreeMap<ThreadId, Thread>>,
@@ -119,21 +206,26 @@ impl MemoryCheckpointer {
     fn held_bytes(&self) -> usize {
         self.lock()
             .values()
-            .map(|t| {
-                t.checkpoints.iter().map(|c| c.len()).sum::<usize>()
-                    + t.writes.values().map(|w| w.len()).sum::<usize>()
-            })
+            .map(|t| t.bytes.capacity() + t.writes.values().map(|w| w.len()).sum::<usize>())
             .sum()
     }
 }
 
+/// Reads back checkpoints copied out of `thread`.
 fn read_all(
     thread: &ThreadId,
-    slots: Vec<(u64, Arc<[u8]>)>,
+    stored: Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<Checkpoint>, CheckpointError> {
-    slots
+    let prefix = thread_prefix(thread);
+    let mut json = Vec::new();
+    stored
         .iter()
-        .map(|(seq, bytes)| encode::read_checkpoint(thread, *seq, bytes))
+        .map(|(seq, bytes)| {
+            json.clear();
+            json.extend_from_slice(&prefix);
+            json.extend_from_slice(bytes);
+            encode::read_checkpoint(thread, *seq, &json)
+        })
         .collect()
 }
 
@@ -141,7 +233,7 @@ fn read_all(
 impl Checkpointer for MemoryCheckpointer {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         checkpoint.check_format_version()?;
-        let bytes = encode::checkpoint(&checkpoint)?;
+        let json = encode::checkpoint(&checkpoint)?;
         let mut threads = self.lock();
         let expected = threads
             .get(&checkpoint.thread_id)
@@ -153,10 +245,9 @@ impl Checkpointer for MemoryCheckpointer {
                 expected,
             });
         }
-        threads
-            .entry(checkpoint.thread_id.clone())
-            .or_default()
-            .push(&checkpoint, bytes);
+        let t = threads.entry(checkpoint.thread_id.clone()).or_default();
+        t.push(&checkpoint, &json)?;
+        t.settle();
         Ok(())
     }
 
@@ -165,16 +256,12 @@ impl Checkpointer for MemoryCheckpointer {
         thread: &ThreadId,
         seq: Option<u64>,
     ) -> Result<Option<Checkpoint>, CheckpointError> {
-        let found = {
-            let threads = self.lock();
-            threads.get(thread).and_then(|t| {
-                let seq = seq.or_else(|| t.latest())?;
-                t.slot(seq).map(|b| (seq, Arc::clone(b)))
-            })
-        };
-        found
-            .map(|(seq, bytes)| encode::read_checkpoint(thread, seq, &bytes))
-            .transpose()
+        let found = self
+            .lock()
+            .get(thread)
+            .and_then(|t| Some(t.copy_out(std::iter::once(seq.or_else(|| t.latest())?))))
+            .unwrap_or_default();
+        Ok(read_all(thread, found)?.pop())
     }
 
     async fn list(
@@ -183,19 +270,15 @@ impl Checkpointer for MemoryCheckpointer {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Checkpoint>, CheckpointError> {
-        let slots: Vec<(u64, Arc<[u8]>)> = {
-            let threads = self.lock();
-            let Some(t) = threads.get(thread) else {
-                return Ok(Vec::new());
-            };
-            let end = before.unwrap_or(u64::MAX).min(t.next_seq());
-            (t.base..end)
-                .rev()
-                .take(limit)
-                .filter_map(|s| t.slot(s).map(|b| (s, Arc::clone(b))))
-                .collect()
-        };
-        read_all(thread, slots)
+        let found = self
+            .lock()
+            .get(thread)
+            .map(|t| {
+                let end = before.unwrap_or(u64::MAX).min(t.next_seq());
+                t.copy_out((t.base..end).rev().take(limit))
+            })
+            .unwrap_or_default();
+        read_all(thread, found)
     }
 
     async fn put_write(
@@ -204,7 +287,7 @@ impl Checkpointer for MemoryCheckpointer {
         seq: u64,
         write: PendingWrite,
     ) -> Result<(), CheckpointError> {
-        let bytes = encode::write(thread, seq, &write)?;
+        let json = encode::write(thread, seq, &write)?;
         let mut threads = self.lock();
         let t = threads.entry(thread.clone()).or_default();
         if t.latest().is_some() && seq < t.base {
@@ -214,7 +297,7 @@ impl Checkpointer for MemoryCheckpointer {
                 oldest: t.base,
             });
         }
-        t.put_write(seq, write.task, bytes);
+        t.put_write(seq, write.task, json);
         Ok(())
     }
 
@@ -223,14 +306,19 @@ impl Checkpointer for MemoryCheckpointer {
         thread: &ThreadId,
         seq: u64,
     ) -> Result<Vec<PendingWrite>, CheckpointError> {
-        let found = self
+        let found: Vec<Vec<u8>> = self
             .lock()
             .get(thread)
-            .map(|t| t.writes_of(seq))
+            .map(|t| {
+                t.writes
+                    .range((seq, 0)..=(seq, u32::MAX))
+                    .map(|(_, w)| w.to_vec())
+                    .collect()
+            })
             .unwrap_or_default();
         found
             .iter()
-            .map(|bytes| encode::read_write(thread, seq, bytes))
+            .map(|json| encode::read_write(thread, seq, json))
             .collect()
     }
 
@@ -248,8 +336,12 @@ impl Checkpointer for MemoryCheckpointer {
         let checkpoints = batch
             .checkpoints
             .iter()
-            .map(encode::checkpoint)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|cp| {
+                let json = encode::checkpoint(cp)?;
+                strip_thread(&cp.thread_id, cp.seq, &json)?;
+                Ok(json)
+            })
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
         let writes = batch
             .writes
             .iter()
@@ -258,17 +350,19 @@ impl Checkpointer for MemoryCheckpointer {
         let mut threads = self.lock();
         batch.check(thread, threads.get(thread).and_then(Thread::latest))?;
         let t = threads.entry(thread.clone()).or_default();
-        for (cp, bytes) in batch.checkpoints.iter().zip(checkpoints) {
-            t.push(cp, bytes);
+        for (cp, json) in batch.checkpoints.iter().zip(&checkpoints) {
+            // Checked above: cannot fail.
+            t.push(cp, json)?;
         }
-        for ((seq, w), bytes) in batch.writes.iter().zip(writes) {
-            t.put_write(*seq, w.task, bytes);
+        for ((seq, w), json) in batch.writes.iter().zip(writes) {
+            t.put_write(*seq, w.task, json);
         }
+        t.settle();
         Ok(())
     }
 
     async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
-        let slots: Vec<(u64, Arc<[u8]>)> = {
+        let found = {
             let threads = self.lock();
             let (t, latest) = threads
                 .get(thread)
@@ -297,17 +391,15 @@ impl Checkpointer for MemoryCheckpointer {
                     message: "no full state before this checkpoint".into(),
                 }
             })?;
-            (start..=seq)
-                .filter_map(|s| t.slot(s).map(|b| (s, Arc::clone(b))))
-                .collect()
+            t.copy_out(start..=seq)
         };
-        read_all(thread, slots)
+        read_all(thread, found)
     }
 
     async fn delete_thread(&self, thread: &ThreadId) -> Result<bool, CheckpointError> {
         let removed = self.lock().remove(thread);
         // Freed here, outside the lock.
-        Ok(removed.is_some_and(|t| !t.checkpoints.is_empty() || !t.writes.is_empty()))
+        Ok(removed.is_some_and(|t| !t.ends.is_empty() || !t.writes.is_empty()))
     }
 
     async fn prune(
@@ -315,40 +407,22 @@ impl Checkpointer for MemoryCheckpointer {
         thread: &ThreadId,
         keep: Retention,
     ) -> Result<PruneOutcome, CheckpointError> {
-        let (outcome, removed_bytes, removed_writes) = {
-            let mut threads = self.lock();
-            let (t, latest) = threads
-                .get_mut(thread)
-                .and_then(|t| {
-                    let latest = t.latest()?;
-                    Some((t, latest))
-                })
-                .ok_or_else(|| CheckpointError::ThreadNotFound {
-                    thread: thread.clone(),
-                })?;
-            let start = encode::first_kept(t.base, latest, keep, |s| t.last_full(s));
-            let removed = start - t.base;
-            let n = usize::try_from(removed).unwrap_or(usize::MAX);
-            let removed_bytes: Vec<Arc<[u8]>> = t.checkpoints.drain(..n).collect();
-            while t.fulls.front().is_some_and(|&f| f < start) {
-                t.fulls.pop_front();
-            }
-            let kept_writes = t.writes.split_off(&(start, 0));
-            let removed_writes = std::mem::replace(&mut t.writes, kept_writes);
-            t.base = start;
-            if removed > 0 {
-                t.checkpoints.shrink_to_fit();
-                t.fulls.shrink_to_fit();
-            }
-            (
-                PruneOutcome::new(removed, start),
-                removed_bytes,
-                removed_writes,
-            )
-        };
-        // Freed here, outside the lock.
-        drop((removed_bytes, removed_writes));
-        Ok(outcome)
+        let mut threads = self.lock();
+        let (t, latest) = threads
+            .get_mut(thread)
+            .and_then(|t| {
+                let latest = t.latest()?;
+                Some((t, latest))
+            })
+            .ok_or_else(|| CheckpointError::ThreadNotFound {
+                thread: thread.clone(),
+            })?;
+        let oldest = t.base;
+        let start = encode::first_kept(oldest, latest, keep, |s| t.last_full(s));
+        if start > oldest {
+            t.drop_before(start);
+        }
+        Ok(PruneOutcome::new(start - oldest, start))
     }
 
     async fn list_threads(
@@ -370,54 +444,22 @@ impl Checkpointer for MemoryCheckpointer {
     }
 
     async fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
-        let exists = |t: Option<&Thread>| t.is_some_and(|t| t.latest().is_some());
-        let (slots, fulls, writes, info) = {
-            let threads = self.lock();
-            let src = threads
-                .get(from)
-                .filter(|t| t.latest().is_some())
-                .ok_or_else(|| CheckpointError::ThreadNotFound {
-                    thread: from.clone(),
-                })?;
-            if exists(threads.get(to)) {
-                return Err(CheckpointError::ThreadExists { thread: to.clone() });
-            }
-            let slots: Vec<(u64, Arc<[u8]>)> = (src.base..src.next_seq())
-                .filter_map(|s| src.slot(s).map(|b| (s, Arc::clone(b))))
-                .collect();
-            (
-                slots,
-                src.fulls.clone(),
-                src.writes.clone(),
-                src.info.clone(),
-            )
-        };
-        // Re-encode outside the lock: each checkpoint names its thread.
-        let base = slots.first().map_or(0, |(s, _)| *s);
-        let mut checkpoints = VecDeque::with_capacity(slots.len());
-        for (seq, bytes) in &slots {
-            let mut cp = encode::read_checkpoint(from, *seq, bytes)?;
-            cp.thread_id = to.clone();
-            checkpoints.push_back(Arc::from(encode::checkpoint(&cp)?));
-        }
-        let info = info.map(|mut i| {
-            i.thread_id = to.clone();
-            i
-        });
         let mut threads = self.lock();
-        if exists(threads.get(to)) {
+        // Stored checkpoints don't name their thread: a copy is the bytes.
+        let mut copy = threads
+            .get(from)
+            .filter(|t| t.latest().is_some())
+            .cloned()
+            .ok_or_else(|| CheckpointError::ThreadNotFound {
+                thread: from.clone(),
+            })?;
+        if threads.get(to).is_some_and(|t| t.latest().is_some()) {
             return Err(CheckpointError::ThreadExists { thread: to.clone() });
         }
-        threads.insert(
-            to.clone(),
-            Thread {
-                base,
-                checkpoints,
-                fulls,
-                writes,
-                info,
-            },
-        );
+        if let Some(info) = &mut copy.info {
+            info.thread_id = to.clone();
+        }
+        threads.insert(to.clone(), copy);
         Ok(())
     }
 }
@@ -465,8 +507,9 @@ mod tests {
         assert!(held < both / 8, "{held} of {both}");
         let threads = store.lock();
         let t = threads.get(&b).unwrap();
-        assert_eq!((t.base, t.checkpoints.len(), t.writes.len()), (20, 5, 5));
+        assert_eq!((t.base, t.ends.len(), t.writes.len()), (20, 5, 5));
         assert_eq!(t.fulls, [20]);
+        assert_eq!(t.bytes.len(), *t.ends.last().unwrap());
     }
 
     #[tokio::test]

@@ -105,6 +105,18 @@ pub(super) fn encode_frame(payload: &[u8]) -> Option<Vec<u8>> {
     Some(frame)
 }
 
+/// Frames the payload written after [`HEADER_LEN`] reserved bytes at the
+/// start of `buf`, in place; `None` if it is too long for the length field.
+pub(super) fn frame_in_place(buf: &mut [u8]) -> Option<()> {
+    let (header, payload) = buf.split_at_mut_checked(HEADER_LEN)?;
+    let len = u32::try_from(payload.len()).ok()?;
+    let sum = fnv1a64(payload);
+    let (l, c) = header.split_at_mut(4);
+    l.copy_from_slice(&len.to_le_bytes());
+    c.copy_from_slice(&sum.to_le_bytes());
+    Some(())
+}
+
 /// Splits a frame header off `buf`: (payload length, checksum, rest).
 pub(super) fn read_header(buf: &[u8]) -> Option<(usize, u64, &[u8])> {
     let (len, rest) = buf.split_first_chunk::<4>()?;

@@ -18,7 +18,7 @@ use crate::trace::Timestamp;
 
 /// The start of a single-checkpoint record's payload: the checkpoint's JSON
 /// follows, then `}`.
-const CHECKPOINT_PREFIX: &[u8] = b"{\"checkpoint\":";
+pub(super) const CHECKPOINT_PREFIX: &[u8] = b"{\"checkpoint\":";
 /// The start of a single-write record's payload: `{"seq":..,"write":..}`
 /// follows, then `}`.
 const WRITE_PREFIX: &[u8] = b"{\"write\":";
@@ -26,6 +26,7 @@ const WRITE_PREFIX: &[u8] = b"{\"write\":";
 const BATCH_PREFIX: &[u8] = b"{\"batch\":";
 
 /// The payload of a record holding one checkpoint, given its JSON.
+#[cfg(test)]
 pub(super) fn checkpoint_payload(checkpoint: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(CHECKPOINT_PREFIX.len() + checkpoint.len() + 1);
     p.extend_from_slice(CHECKPOINT_PREFIX);

@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use self::frame::{LogName, encode_frame, file_name, parse_file_name, scan};
+use self::frame::{
+    HEADER_LEN, LogName, encode_frame, file_name, frame_in_place, parse_file_name, scan,
+};
 use self::index::{
-    Start, batch_payload, checkpoint_payload, first_checkpoint, write_entry, write_payload,
+    CHECKPOINT_PREFIX, Start, batch_payload, first_checkpoint, write_entry, write_payload,
 };
 use self::log::{Commit, ThreadLog, io_error, sync_dir};
 use super::{
@@ -267,7 +269,8 @@ impl Inner {
     /// from its log.
     fn summary(&self, thread: &ThreadId) -> Result<Option<ThreadInfo>, CheckpointError> {
         let read = |log: &mut ThreadLog| log.read(|v| Ok(v.index.info.clone()));
-        match lock(&self.cache).peek(thread) {
+        let cached = lock(&self.cache).peek(thread);
+        match cached {
             Some(log) => read(&mut lock(&log)),
             None => read(&mut ThreadLog::new(
                 self.dir.join(file_name(thread)),
@@ -471,9 +474,17 @@ impl Checkpointer for FileCheckpointer {
         checkpoint.check_format_version()?;
         self.blocking(move |inner| {
             let thread = &checkpoint.thread_id;
-            let payload = checkpoint_payload(&encode::checkpoint(&checkpoint)?);
-            let frame = frame(thread, checkpoint.seq, &payload)?;
-            drop(payload);
+            // The frame header, then `{"checkpoint":<json>}`: framed in place.
+            let mut start = [0u8; HEADER_LEN + CHECKPOINT_PREFIX.len()];
+            let (_, prefix) = start.split_at_mut(HEADER_LEN);
+            prefix.copy_from_slice(CHECKPOINT_PREFIX);
+            let mut frame = encode::checkpoint_after(&start, &checkpoint)?;
+            frame.push(b'}');
+            frame_in_place(&mut frame).ok_or_else(|| CheckpointError::Corrupt {
+                thread: thread.clone(),
+                seq: checkpoint.seq,
+                message: format!("record of {} bytes exceeds the 4 GiB limit", frame.len()),
+            })?;
             inner.commit(
                 thread,
                 Commit::Checkpoint {

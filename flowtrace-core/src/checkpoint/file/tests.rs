@@ -8,7 +8,9 @@ use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::frame::{self, MAX_NAME_LEN, decode_frame, encode_frame, file_name, fnv1a64, scan};
+use super::frame::{
+    self, HEADER_LEN, MAX_NAME_LEN, decode_frame, encode_frame, file_name, fnv1a64, scan,
+};
 use super::index::checkpoint_payload;
 use super::*;
 use crate::checkpoint::{
@@ -129,6 +131,9 @@ fn frames_are_length_checksum_payload() {
     assert_eq!(&frame[4..12], &fnv1a64(br#"{"a":1}"#).to_le_bytes());
     assert_eq!(&frame[12..], br#"{"a":1}"#);
     assert_eq!(decode_frame(&frame), Ok(&br#"{"a":1}"#[..]));
+    let mut in_place = [&[0u8; HEADER_LEN][..], br#"{"a":1}"#].concat();
+    frame::frame_in_place(&mut in_place).unwrap();
+    assert_eq!(in_place, frame);
 }
 
 #[test]
