@@ -472,7 +472,7 @@ mod tests {
     use crate::checkpoint::conformance::{sample_checkpoint, sample_write};
 
     fn state(seq: u64) -> StateRecord {
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             StateRecord::Full(json!({ "items": seq }))
         } else {
             StateRecord::Delta(vec![json!({ "seq": seq })])

@@ -18,6 +18,9 @@ use crate::ids::ThreadId;
 
 // ===== Helpers =====
 
+/// Whether an error is the one expected.
+type ErrorTest = fn(&CheckpointError) -> bool;
+
 /// Fails unless `result` is an error `matches` accepts (`want` names it).
 fn expect_err<T: std::fmt::Debug>(
     c: Ctx,
@@ -222,7 +225,7 @@ where
 
     // Every refusal stores nothing, writes included.
     let stray = sample_write(3, json!("must not be stored"));
-    let refused: Vec<(&str, CheckpointBatch, &str, fn(&CheckpointError) -> bool)> = vec![
+    let refused: Vec<(&str, CheckpointBatch, &str, ErrorTest)> = vec![
         (
             "a batch starting at seq 5 (the thread's next is 6)",
             CheckpointBatch {

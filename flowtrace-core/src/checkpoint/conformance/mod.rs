@@ -5,7 +5,7 @@
 //! fencing, durability across a reopen, concurrency, forks, large states,
 //! format versions, state chains and chains from snapshots, batches, the
 //! depth limit — and the history management of the
-//! [`Checkpointer`](super::Checkpointer) contract: deleting, pruning,
+//! [`Checkpointer`] contract: deleting, pruning,
 //! copying and listing threads. It reports every failed check by name in a
 //! [`ConformanceFailure`].
 //!

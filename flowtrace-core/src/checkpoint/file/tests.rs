@@ -486,8 +486,8 @@ async fn prune_rewrites_the_log_and_other_handles_follow() {
     let path = dir.0.join(file_name(&thread));
     let a = FileCheckpointer::open(&dir.0).unwrap();
     let b = FileCheckpointer::open(&dir.0).unwrap();
-    for seq in 0..30 {
-        let c = if seq % 10 == 0 {
+    for seq in 0..30u64 {
+        let c = if seq.is_multiple_of(10) {
             full(&thread, seq)
         } else {
             cp(&thread, seq)
