@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::frame::encode_frame;
 use super::index::{Index, Loc, Start, WriteEntry, batch_payload};
+use super::summary;
 use crate::checkpoint::{
     Checkpoint, CheckpointBatch, CheckpointError, PendingWrite, PruneOutcome, Retention, encode,
 };
@@ -323,6 +324,13 @@ impl ThreadLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("cannot delete checkpoint log", &self.path, e)),
         }
+        summary::remove(&self.path).map_err(|e| {
+            io_error(
+                "cannot delete thread summary",
+                &summary::path_of(&self.path),
+                e,
+            )
+        })?;
         sync_dir(dir).map_err(|e| io_error("cannot sync checkpoint directory", dir, e))?;
         drop(lock);
         self.detach();

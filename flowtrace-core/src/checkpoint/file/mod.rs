@@ -3,6 +3,7 @@
 mod frame;
 mod index;
 mod log;
+mod summary;
 #[cfg(test)]
 mod tests;
 
@@ -90,7 +91,8 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// write the new log under a temporary name (`t-<name>.log.tmp-…`), flush
 /// it, and rename it over the old one; a crash leaves either log whole (and
 /// perhaps a temporary file, which is never read).
-/// [`delete_thread`](Checkpointer::delete_thread) removes the file.
+/// [`delete_thread`](Checkpointer::delete_thread) removes the file (and its
+/// summary file, see below).
 ///
 /// # Concurrency and fencing
 ///
@@ -128,8 +130,13 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// grow with the number of threads it serves (it grows with the history of
 /// the threads kept, by 16 bytes a checkpoint: prune long threads).
 /// [`list_threads`](Checkpointer::list_threads) reads the directory and
-/// each listed thread's summary (kept, or rebuilt from its log without
-/// being kept).
+/// each thread's summary: from its index when kept, else from
+/// `t-<name>.sum`, a summary file next to the log. That file is a cache
+/// written by `list_threads` itself (under a temporary name, then renamed;
+/// not flushed) and trusted only while the log's length, modification time
+/// and identity are those it records; otherwise the log is read once and
+/// the file rewritten. So listing reads a few hundred bytes per unchanged
+/// thread, however long its history.
 ///
 /// All file I/O runs on Tokio's blocking thread pool
 /// ([`spawn_blocking`](tokio::task::spawn_blocking)), so an fsync or a lock
@@ -265,18 +272,30 @@ impl Inner {
         self.with_log(thread, |log| log.commit(&self.dir, commit))
     }
 
-    /// The thread's summary, from its cached index or, without caching it,
-    /// from its log.
+    /// The thread's summary: from its index if kept, else from its summary
+    /// file if that still matches the log, else read from the log (without
+    /// keeping the index) and cached in a summary file.
     fn summary(&self, thread: &ThreadId) -> Result<Option<ThreadInfo>, CheckpointError> {
-        let read = |log: &mut ThreadLog| log.read(|v| Ok(v.index.info.clone()));
         let cached = lock(&self.cache).peek(thread);
-        match cached {
-            Some(log) => read(&mut lock(&log)),
-            None => read(&mut ThreadLog::new(
-                self.dir.join(file_name(thread)),
-                thread.clone(),
-            )),
+        if let Some(log) = cached {
+            return lock(&log).read(|v| Ok(v.index.info.clone()));
         }
+        let path = self.dir.join(file_name(thread));
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("cannot stat checkpoint log", &path, e)),
+        };
+        // Taken before reading: if the log grows meanwhile, the cache is
+        // stale at once and read again next time, never wrongly trusted.
+        let stamp = summary::Stamp::of(&meta);
+        if let Some(info) = summary::read(&path, &stamp) {
+            return Ok(info);
+        }
+        let info =
+            ThreadLog::new(path.clone(), thread.clone()).read(|v| Ok(v.index.info.clone()))?;
+        summary::write(&path, stamp, info.clone());
+        Ok(info)
     }
 
     fn list_threads(&self, filter: &ThreadFilter) -> Result<Vec<ThreadInfo>, CheckpointError> {

@@ -627,3 +627,56 @@ async fn a_pruned_log_records_where_its_history_starts() {
     assert_eq!(info[0].metadata.get("tenant"), Some(&json!("acme")));
     assert_eq!(info[0].latest_seq, 4);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn list_threads_caches_summaries_next_to_the_logs() {
+    let dir = TempDir::new("summary");
+    let thread = ThreadId::new("summed");
+    let log = dir.0.join(file_name(&thread));
+    let sum = dir.0.join("t-summed.sum");
+    let writer = FileCheckpointer::open(&dir.0).unwrap();
+    for seq in 0..3 {
+        writer.append(cp(&thread, seq)).await.unwrap();
+    }
+    let list = |store: FileCheckpointer| async move {
+        store.list_threads(&ThreadFilter::new()).await.map(|l| {
+            l.iter()
+                .map(|i| (i.thread_id.clone(), i.latest_seq))
+                .collect::<Vec<_>>()
+        })
+    };
+    // A handle that never touched the thread reads its log once, and
+    // caches the summary.
+    assert_eq!(
+        list(FileCheckpointer::open(&dir.0).unwrap()).await.unwrap(),
+        [(thread.clone(), 2)]
+    );
+    assert!(sum.is_file());
+
+    // While the log's length, time and identity match, the log is not read:
+    // garbage of the same length behind the same stamp still lists.
+    let original = fs::read(&log).unwrap();
+    let modified = fs::metadata(&log).unwrap().modified().unwrap();
+    {
+        let f = fs::OpenOptions::new().write(true).open(&log).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![b'#'; original.len()], 0).unwrap();
+        f.set_modified(modified).unwrap();
+    }
+    assert_eq!(
+        list(FileCheckpointer::open(&dir.0).unwrap()).await.unwrap(),
+        [(thread.clone(), 2)]
+    );
+    fs::write(&log, &original).unwrap();
+
+    // A changed log is read again.
+    writer.append(cp(&thread, 3)).await.unwrap();
+    assert_eq!(
+        list(FileCheckpointer::open(&dir.0).unwrap()).await.unwrap(),
+        [(thread.clone(), 3)]
+    );
+    assert!(writer.delete_thread(&thread).await.unwrap());
+    assert!(!sum.exists());
+    assert!(list(writer).await.unwrap().is_empty());
+}
