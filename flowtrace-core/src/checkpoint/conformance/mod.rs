@@ -46,10 +46,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod lifecycle;
+mod writes;
 
-pub use lifecycle::{
-    append_batch, chain_from_snapshot, copy_thread, delete_thread, depth_limit, list_threads, prune,
-};
+pub use lifecycle::{copy_thread, delete_thread, list_threads, prune};
+pub use writes::{append_batch, chain_from_snapshot, depth_limit};
 
 use serde_json::json;
 use tokio::task::JoinHandle;
