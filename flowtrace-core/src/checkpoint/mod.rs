@@ -16,9 +16,15 @@
 //! writers on one thread can never fork its history — the stale one gets
 //! [`CheckpointError::Conflict`].
 //!
-//! [`MemoryCheckpointer`] is the in-memory default.
+//! Histories are managed with [`Checkpointer::prune`] (drop old
+//! checkpoints, never what a resume needs), [`Checkpointer::delete_thread`],
+//! [`Checkpointer::copy_thread`] and [`Checkpointer::list_threads`].
+//!
+//! [`MemoryCheckpointer`] is the in-memory default; [`FileCheckpointer`]
+//! keeps threads in append-only files.
 
 pub mod conformance;
+mod encode;
 mod file;
 mod memory;
 
@@ -26,6 +32,8 @@ pub use file::FileCheckpointer;
 pub use memory::MemoryCheckpointer;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -478,6 +486,60 @@ pub enum CheckpointError {
         /// The limit.
         limit: usize,
     },
+    /// The checkpoint asked for was removed by [`Checkpointer::prune`].
+    #[error("thread {thread:?}: checkpoint {seq} was pruned (the oldest kept is {oldest})")]
+    Pruned {
+        /// The thread.
+        thread: ThreadId,
+        /// The checkpoint asked for.
+        seq: u64,
+        /// The thread's oldest remaining checkpoint.
+        oldest: u64,
+    },
+    /// The thread has no checkpoint at all.
+    #[error("thread {thread:?} has no checkpoint")]
+    ThreadNotFound {
+        /// The thread.
+        thread: ThreadId,
+    },
+    /// The thread already has checkpoints (a copy's target must have none).
+    #[error("thread {thread:?} already has checkpoints")]
+    ThreadExists {
+        /// The thread.
+        thread: ThreadId,
+    },
+    /// The thread has checkpoints, but not this one: it is after the
+    /// latest.
+    #[error("thread {thread:?} has no checkpoint {seq} (its latest is {latest})")]
+    CheckpointNotFound {
+        /// The thread.
+        thread: ThreadId,
+        /// The checkpoint asked for.
+        seq: u64,
+        /// The thread's latest checkpoint.
+        latest: u64,
+    },
+    /// A [`CheckpointBatch`] breaks its rules (checkpoints of another
+    /// thread, `seq`s not consecutive, a write for a checkpoint that is
+    /// neither in the batch nor the thread's latest). Nothing was stored.
+    #[error("thread {thread:?}: batch refused: {reason}")]
+    InvalidBatch {
+        /// The thread.
+        thread: ThreadId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file operation of the store failed.
+    #[error("{operation} {}", .path.display())]
+    Io {
+        /// What the store was doing (`cannot write checkpoint log`, ...).
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The backing store failed.
     #[error("checkpoint store failed: {0}")]
     Store(String),
@@ -520,20 +582,318 @@ pub struct CheckpointBatch {
     pub writes: Vec<(u64, PendingWrite)>,
 }
 
+impl CheckpointBatch {
+    /// Checks the batch against the rules of [`Checkpointer::append_batch`]
+    /// for `thread`, whose latest checkpoint is `latest` (`None` for an
+    /// empty thread): every checkpoint belongs to `thread`, is in this
+    /// release's format, and the `seq`s are consecutive from `latest + 1`
+    /// (0 for an empty thread); every write is for one of the batch's
+    /// checkpoints or for `latest`. Depth is not checked here (see
+    /// [`Checkpoint::check_depth`]).
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Conflict`] if the first `seq` is not the thread's
+    /// next, [`CheckpointError::UnsupportedVersion`], or
+    /// [`CheckpointError::InvalidBatch`] for anything else.
+    pub fn check(&self, thread: &ThreadId, latest: Option<u64>) -> Result<(), CheckpointError> {
+        let invalid = |reason: String| CheckpointError::InvalidBatch {
+            thread: thread.clone(),
+            reason,
+        };
+        let next = latest.map_or(0, |l| l.saturating_add(1));
+        let mut expected = next;
+        for (i, cp) in self.checkpoints.iter().enumerate() {
+            if &cp.thread_id != thread {
+                return Err(invalid(format!(
+                    "checkpoint {} belongs to thread {:?}",
+                    cp.seq, cp.thread_id
+                )));
+            }
+            cp.check_format_version()?;
+            if cp.seq != expected {
+                return Err(if i == 0 {
+                    CheckpointError::Conflict {
+                        thread: thread.clone(),
+                        seq: cp.seq,
+                        expected,
+                    }
+                } else {
+                    invalid(format!(
+                        "checkpoint {} follows {} (seqs must be consecutive)",
+                        cp.seq,
+                        expected.saturating_sub(1)
+                    ))
+                });
+            }
+            expected = expected.saturating_add(1);
+        }
+        for (seq, w) in &self.writes {
+            let in_batch = (next..expected).contains(seq);
+            if !in_batch && Some(*seq) != latest {
+                return Err(invalid(format!(
+                    "write of task {} is for checkpoint {seq}, which is neither in the batch nor the thread's latest",
+                    w.task
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Checkpointer::prune`] keeps of a thread, on top of what a resume
+/// of its latest checkpoint needs (which is always kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Retention {
+    /// Keep the latest `n` checkpoints (at least the latest, even for 0).
+    Latest(usize),
+    /// Keep the checkpoints with `seq >= n` (at least the latest, even when
+    /// `n` is after it).
+    After(u64),
+}
+
+/// What [`Checkpointer::prune`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneOutcome {
+    /// Checkpoints removed (their pending writes went with them).
+    pub removed: u64,
+    /// The thread's oldest checkpoint now: a full state.
+    pub oldest_kept: u64,
+}
+
+impl PruneOutcome {
+    /// `removed` checkpoints were removed; the oldest left is `oldest_kept`.
+    pub fn new(removed: u64, oldest_kept: u64) -> Self {
+        Self {
+            removed,
+            oldest_kept,
+        }
+    }
+}
+
+/// Which threads [`Checkpointer::list_threads`] returns.
+///
+/// ```
+/// use flowtrace_core::checkpoint::{ThreadFilter, ThreadStatus};
+///
+/// let filter = ThreadFilter::new()
+///     .status(ThreadStatus::Interrupted)
+///     .metadata("tenant", "acme")
+///     .limit(20);
+/// assert_eq!(filter.limit, 20);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ThreadFilter {
+    /// Only threads whose latest checkpoint has one of these statuses
+    /// (any status when empty).
+    pub status: Vec<ThreadStatus>,
+    /// Only threads whose metadata has every one of these pairs (each value
+    /// equal to the thread's value for that key).
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Only threads whose id sorts after this one: the cursor of the next
+    /// page is the last id of the previous page.
+    pub after: Option<ThreadId>,
+    /// At most this many threads (100 by default).
+    pub limit: usize,
+}
+
+impl Default for ThreadFilter {
+    fn default() -> Self {
+        Self {
+            status: Vec::new(),
+            metadata: BTreeMap::new(),
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+impl ThreadFilter {
+    /// Every thread, 100 at a time.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also accept threads whose latest status is `status`.
+    #[must_use]
+    pub fn status(mut self, status: ThreadStatus) -> Self {
+        if !self.status.contains(&status) {
+            self.status.push(status);
+        }
+        self
+    }
+
+    /// Only threads whose metadata holds `key` equal to `value`.
+    #[must_use]
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Only threads whose id sorts after `thread` (the last id of the
+    /// previous page).
+    #[must_use]
+    pub fn after(mut self, thread: impl Into<ThreadId>) -> Self {
+        self.after = Some(thread.into());
+        self
+    }
+
+    /// At most `limit` threads.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether `info` passes the status and metadata conditions (the cursor
+    /// and the limit are the caller's).
+    pub fn matches(&self, info: &ThreadInfo) -> bool {
+        (self.status.is_empty() || self.status.contains(&info.status))
+            && self
+                .metadata
+                .iter()
+                .all(|(k, v)| info.metadata.get(k) == Some(v))
+    }
+
+    /// Whether `thread` is after the cursor.
+    pub fn is_after_cursor(&self, thread: &ThreadId) -> bool {
+        self.after.as_ref().is_none_or(|a| thread > a)
+    }
+}
+
+/// A thread, as [`Checkpointer::list_threads`] reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ThreadInfo {
+    /// The thread.
+    pub thread_id: ThreadId,
+    /// Its latest checkpoint.
+    pub latest_seq: u64,
+    /// Where it stands (the latest checkpoint's status).
+    pub status: ThreadStatus,
+    /// Super-steps completed (the latest checkpoint's `step`).
+    pub step: u64,
+    /// When its first checkpoint was written (kept when that checkpoint is
+    /// pruned).
+    pub created_at: Timestamp,
+    /// When its latest checkpoint was written.
+    pub updated_at: Timestamp,
+    /// Its metadata: that of its latest checkpoint with any (kept when that
+    /// checkpoint is pruned; see [`Checkpoint::metadata`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// For a fork: the thread and checkpoint it was forked from (its first
+    /// checkpoint's `forked_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<(ThreadId, u64)>,
+}
+
+impl ThreadInfo {
+    /// A thread whose latest checkpoint is `latest_seq`, written at
+    /// `updated_at`, and whose first was written at `created_at`; no
+    /// metadata, not a fork (set those fields afterwards).
+    pub fn new(
+        thread_id: ThreadId,
+        latest_seq: u64,
+        status: ThreadStatus,
+        step: u64,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+    ) -> Self {
+        Self {
+            thread_id,
+            latest_seq,
+            status,
+            step,
+            created_at,
+            updated_at,
+            metadata: BTreeMap::new(),
+            forked_from: None,
+        }
+    }
+
+    /// The summary of a thread whose first checkpoint is `first`.
+    pub fn from_first(first: &Checkpoint) -> Self {
+        Self {
+            thread_id: first.thread_id.clone(),
+            latest_seq: first.seq,
+            status: first.status,
+            step: first.step,
+            created_at: first.created_at,
+            updated_at: first.created_at,
+            metadata: first.metadata.clone(),
+            forked_from: first.forked_from.clone(),
+        }
+    }
+
+    /// Folds in the thread's next checkpoint: a store that keeps one
+    /// summary per thread calls this on every append.
+    pub fn observe(&mut self, checkpoint: &Checkpoint) {
+        self.latest_seq = checkpoint.seq;
+        self.status = checkpoint.status;
+        self.step = checkpoint.step;
+        self.updated_at = checkpoint.created_at;
+        if !checkpoint.metadata.is_empty() {
+            self.metadata.clone_from(&checkpoint.metadata);
+        }
+    }
+}
+
 /// Stores the checkpoints and pending writes of threads.
 ///
 /// Implementations must be safe to share between tasks and processes
 /// writing different threads, and must fence appends on one thread (see the
 /// module docs). The [`conformance`] module checks all of it.
+///
+/// # The contract
+///
+/// * **Fencing.** A checkpoint is accepted only as its thread's next:
+///   `seq` is the latest's plus one (0 for an empty thread). Pruning does
+///   not change this: the next `seq` is always the latest's plus one.
+/// * **Depth.** Nothing nesting deeper than [`MAX_RECORD_DEPTH`] is stored:
+///   [`append`](Self::append), [`append_batch`](Self::append_batch) and
+///   [`put_write`](Self::put_write) refuse it with
+///   [`CheckpointError::TooDeep`] before storing anything, so every thread
+///   that can be written can be read back.
+/// * **Snapshots.** The executor writes full states
+///   ([`StateRecord::Full`]) now and then; the store never builds them, but
+///   [`chain`](Self::chain) must start at the last full state at or before
+///   the `seq` asked for and cost what that tail costs, not what the whole
+///   history costs. [`get`](Self::get) of the latest and
+///   [`writes`](Self::writes) must not depend on the history's length
+///   either.
+/// * **Pruned history.** Checkpoints removed by [`prune`](Self::prune) read
+///   as absent: `get` returns `None`, `list` skips them, `writes` is empty
+///   and `chain` fails with [`CheckpointError::Pruned`]. The oldest
+///   checkpoint left is always a full state.
+/// * **Thread summary.** [`list_threads`](Self::list_threads) reports each
+///   thread from a summary the store keeps up to date on every write; it
+///   never reads a thread's history.
+///
+/// # Cancel safety
+///
+/// Dropping a method's future must leave each write whole: committed
+/// entirely or not at all (a dropped write may still have been committed;
+/// read the thread to find out).
 #[async_trait]
 pub trait Checkpointer: Send + Sync {
     /// Appends `checkpoint` to its thread if its `seq` is exactly one more
     /// than the thread's latest (0 for a new thread); otherwise fails with
-    /// [`CheckpointError::Conflict`] and stores nothing. Once this returns
-    /// `Ok`, the checkpoint is as durable as the store promises.
+    /// [`CheckpointError::Conflict`] and stores nothing. Refuses a format
+    /// version other than [`CHECKPOINT_FORMAT_VERSION`]
+    /// ([`CheckpointError::UnsupportedVersion`]) and a checkpoint nesting
+    /// deeper than [`MAX_RECORD_DEPTH`] ([`CheckpointError::TooDeep`]),
+    /// storing nothing. Once this returns `Ok`, the checkpoint is as durable
+    /// as the store promises.
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError>;
 
     /// The checkpoint `seq` of `thread`, or its latest when `seq` is `None`.
+    /// `None` when the thread has no such checkpoint (never written, pruned,
+    /// or the thread is empty). The latest costs the same however long the
+    /// history.
     async fn get(
         &self,
         thread: &ThreadId,
@@ -541,7 +901,7 @@ pub trait Checkpointer: Send + Sync {
     ) -> Result<Option<Checkpoint>, CheckpointError>;
 
     /// Up to `limit` checkpoints with `seq < before` (all when `before` is
-    /// `None`), newest first.
+    /// `None`), newest first. Pruned checkpoints are not listed.
     async fn list(
         &self,
         thread: &ThreadId,
@@ -551,6 +911,9 @@ pub trait Checkpointer: Send + Sync {
 
     /// Saves the result of one task of the super-step that follows
     /// checkpoint `seq`. Writing the same task twice keeps the first write.
+    /// Refuses a write nesting deeper than [`MAX_RECORD_DEPTH`]
+    /// ([`CheckpointError::TooDeep`]) and one for a pruned checkpoint
+    /// ([`CheckpointError::Pruned`]).
     async fn put_write(
         &self,
         thread: &ThreadId,
@@ -558,21 +921,43 @@ pub trait Checkpointer: Send + Sync {
         write: PendingWrite,
     ) -> Result<(), CheckpointError>;
 
-    /// The task results saved after checkpoint `seq`, by task position.
+    /// The task results saved after checkpoint `seq`, by task position
+    /// (empty for a pruned checkpoint). Costs what those results cost, not
+    /// what the thread's history costs.
     async fn writes(
         &self,
         thread: &ThreadId,
         seq: u64,
     ) -> Result<Vec<PendingWrite>, CheckpointError>;
 
-    /// Writes a whole batch for `thread` (see [`CheckpointBatch`]). The
-    /// default appends the checkpoints one by one, then saves the writes;
-    /// stores should write the batch as one record with one flush.
+    /// Writes a whole batch for `thread`, all or nothing: the checkpoints
+    /// (consecutive `seq`s, the first being the thread's next) and the
+    /// pending writes (each for one of the batch's checkpoints or for the
+    /// thread's latest). If any of it is refused, nothing is stored:
+    /// [`CheckpointError::Conflict`] when the first `seq` is not the
+    /// thread's next, [`CheckpointError::InvalidBatch`] when the batch
+    /// breaks its own rules (see [`CheckpointBatch::check`]),
+    /// [`CheckpointError::UnsupportedVersion`] or
+    /// [`CheckpointError::TooDeep`]. Writes of a task already saved keep
+    /// the first, as with [`put_write`](Self::put_write). An empty batch
+    /// does nothing.
+    ///
+    /// Stores should write the batch as one record with one flush. The
+    /// provided implementation is a fallback for stores that can't: it
+    /// checks the whole batch first (so every refusal above leaves the
+    /// thread untouched), then appends the checkpoints one by one and saves
+    /// the writes — a crash, or another writer slipping in between two of
+    /// its appends, can leave part of the batch.
     async fn append_batch(
         &self,
         thread: &ThreadId,
         batch: CheckpointBatch,
     ) -> Result<(), CheckpointError> {
+        let latest = self.get(thread, None).await?.map(|cp| cp.seq);
+        batch.check(thread, latest)?;
+        for cp in &batch.checkpoints {
+            cp.check_depth()?;
+        }
         for cp in batch.checkpoints {
             self.append(cp).await?;
         }
@@ -583,39 +968,147 @@ pub trait Checkpointer: Send + Sync {
     }
 
     /// The checkpoints needed to rebuild the state at `seq`: from the last
-    /// one holding a full state up to `seq`, oldest first. The default walks
-    /// parents with [`get`](Checkpointer::get); stores can answer with one
-    /// range query.
+    /// one holding a full state at or before `seq`, up to `seq`, oldest
+    /// first. Costs what that tail costs, never what the whole history
+    /// costs.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::ThreadNotFound`] for a thread with no checkpoint,
+    /// [`CheckpointError::Pruned`] for a pruned `seq`,
+    /// [`CheckpointError::CheckpointNotFound`] for a `seq` after the latest,
+    /// [`CheckpointError::Corrupt`] if no full state precedes `seq`.
+    ///
+    /// The provided implementation walks parents with
+    /// [`get`](Self::get) (one call per checkpoint of the tail); stores
+    /// can answer with one range query.
     async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
+        let Some(mut cp) = self.get(thread, Some(seq)).await? else {
+            return Err(missing_checkpoint(self, thread, seq).await);
+        };
         let mut out = Vec::new();
-        let mut next = Some(seq);
-        while let Some(s) = next {
-            let cp = self
-                .get(thread, Some(s))
+        loop {
+            let parent = match cp.state {
+                StateRecord::Full(_) => None,
+                StateRecord::Delta(_) => {
+                    Some(cp.parent_seq.ok_or_else(|| CheckpointError::Corrupt {
+                        thread: thread.clone(),
+                        seq,
+                        message: "no full state before this checkpoint".into(),
+                    })?)
+                }
+            };
+            out.push(cp);
+            let Some(p) = parent else { break };
+            cp = self
+                .get(thread, Some(p))
                 .await?
                 .ok_or_else(|| CheckpointError::Corrupt {
                     thread: thread.clone(),
-                    seq: s,
+                    seq: p,
                     message: "missing from the thread's history".into(),
                 })?;
-            let full = matches!(cp.state, StateRecord::Full(_));
-            next = if full { None } else { cp.parent_seq };
-            out.push(cp);
-            if !full && next.is_none() {
-                return Err(CheckpointError::Corrupt {
-                    thread: thread.clone(),
-                    seq,
-                    message: "no full state before this checkpoint".into(),
-                });
-            }
         }
         out.reverse();
         Ok(out)
     }
+
+    /// Deletes every checkpoint and pending write of `thread` and frees
+    /// what the store held for it (memory, files, rows). Returns whether
+    /// the thread had anything stored. Afterwards the thread reads as empty
+    /// and may start again at `seq` 0; other threads (its forks and copies
+    /// included) are untouched.
+    async fn delete_thread(&self, thread: &ThreadId) -> Result<bool, CheckpointError>;
+
+    /// Removes the old checkpoints of `thread` that `keep` does not ask
+    /// for, and their pending writes, but never what a resume of the latest
+    /// checkpoint needs.
+    ///
+    /// The first checkpoint kept is the last full state
+    /// ([`StateRecord::Full`]) at or before the oldest that `keep` asks
+    /// for; everything from there to the latest stays, with its pending
+    /// writes. So the oldest remaining checkpoint is always a full state,
+    /// and the latest and its pending writes always stay. The thread's
+    /// summary ([`ThreadInfo`]: creation time, metadata, fork origin) is
+    /// kept as it was, and fencing goes on: the next append is still the
+    /// latest's `seq` plus one. Pruning again with the same retention
+    /// removes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::ThreadNotFound`] for a thread with no checkpoint.
+    async fn prune(
+        &self,
+        thread: &ThreadId,
+        keep: Retention,
+    ) -> Result<PruneOutcome, CheckpointError>;
+
+    /// The threads that have at least one checkpoint and pass `filter`
+    /// ([`ThreadFilter::matches`]), sorted by thread id, starting after
+    /// `filter.after`, at most `filter.limit`. Answered from a per-thread
+    /// summary, without reading the threads' histories.
+    async fn list_threads(&self, filter: &ThreadFilter)
+    -> Result<Vec<ThreadInfo>, CheckpointError>;
+
+    /// Copies thread `from` to the new thread `to`: every checkpoint (with
+    /// `thread_id` set to `to`, everything else unchanged, pruned ones
+    /// staying pruned) and every pending write, all or nothing. `to` then
+    /// lists like `from` and is written to independently.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::ThreadNotFound`] if `from` has no checkpoint;
+    /// [`CheckpointError::ThreadExists`] if `to` has any (pending writes
+    /// `to` held without a checkpoint are dropped).
+    async fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError>;
 }
 
+/// Why `thread` has no checkpoint `seq`: it has none at all, `seq` is
+/// after its latest, or `seq` was pruned.
+async fn missing_checkpoint<C: Checkpointer + ?Sized>(
+    store: &C,
+    thread: &ThreadId,
+    seq: u64,
+) -> CheckpointError {
+    let latest = match store.get(thread, None).await {
+        Ok(Some(cp)) => cp.seq,
+        Ok(None) => {
+            return CheckpointError::ThreadNotFound {
+                thread: thread.clone(),
+            };
+        }
+        Err(e) => return e,
+    };
+    if seq > latest {
+        return CheckpointError::CheckpointNotFound {
+            thread: thread.clone(),
+            seq,
+            latest,
+        };
+    }
+    // Only on this error path: find the oldest checkpoint left.
+    match store.list(thread, None, usize::MAX).await {
+        Ok(all) => match all.last() {
+            Some(oldest) if oldest.seq > seq => CheckpointError::Pruned {
+                thread: thread.clone(),
+                seq,
+                oldest: oldest.seq,
+            },
+            _ => CheckpointError::Corrupt {
+                thread: thread.clone(),
+                seq,
+                message: "missing from the thread's history".into(),
+            },
+        },
+        Err(e) => e,
+    }
+}
+
+/// Fails to compile if [`Checkpointer`] stops being object safe.
+fn _assert_object_safe(_: &dyn Checkpointer) {}
+
 #[async_trait]
-impl<C: Checkpointer + ?Sized> Checkpointer for std::sync::Arc<C> {
+impl<C: Checkpointer + ?Sized> Checkpointer for Arc<C> {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         (**self).append(checkpoint).await
     }
@@ -649,14 +1142,33 @@ impl<C: Checkpointer + ?Sized> Checkpointer for std::sync::Arc<C> {
     ) -> Result<Vec<PendingWrite>, CheckpointError> {
         (**self).writes(thread, seq).await
     }
-    async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
-        (**self).chain(thread, seq).await
-    }
     async fn append_batch(
         &self,
         thread: &ThreadId,
         batch: CheckpointBatch,
     ) -> Result<(), CheckpointError> {
         (**self).append_batch(thread, batch).await
+    }
+    async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
+        (**self).chain(thread, seq).await
+    }
+    async fn delete_thread(&self, thread: &ThreadId) -> Result<bool, CheckpointError> {
+        (**self).delete_thread(thread).await
+    }
+    async fn prune(
+        &self,
+        thread: &ThreadId,
+        keep: Retention,
+    ) -> Result<PruneOutcome, CheckpointError> {
+        (**self).prune(thread, keep).await
+    }
+    async fn list_threads(
+        &self,
+        filter: &ThreadFilter,
+    ) -> Result<Vec<ThreadInfo>, CheckpointError> {
+        (**self).list_threads(filter).await
+    }
+    async fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
+        (**self).copy_thread(from, to).await
     }
 }

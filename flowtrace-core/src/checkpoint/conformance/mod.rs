@@ -3,8 +3,16 @@
 //! Run [`run`] from your store's tests. It exercises everything the
 //! executor relies on — round-trips, history paging, pending writes,
 //! fencing, durability across a reopen, concurrency, forks, large states,
-//! format versions and state chains — and reports every failed check by
-//! name in a [`ConformanceFailure`].
+//! format versions, state chains and chains from snapshots, batches, the
+//! depth limit — and the history management of the
+//! [`Checkpointer`] contract: deleting, pruning,
+//! copying and listing threads. It reports every failed check by name in a
+//! [`ConformanceFailure`].
+//!
+//! What the kit can't see from outside a store — that `delete_thread` and
+//! `prune` free memory or disk, that a batch is one record with one flush,
+//! that `chain` and `list_threads` don't read the whole history — is the
+//! store's own tests' job.
 //!
 //! `run` takes a function that returns a **new handle on the same
 //! underlying store** each time it is called. The kit calls it to simulate
@@ -36,6 +44,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod lifecycle;
+mod writes;
+
+pub use lifecycle::{copy_thread, delete_thread, list_threads, prune};
+pub use writes::{append_batch, chain_from_snapshot, depth_limit};
 
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -83,6 +97,34 @@ pub enum Check {
     ConcurrentWriters,
     /// `chain` returns the checkpoints from the last full state, oldest first.
     Chain,
+    /// On a thread with a full state, 50 deltas, a full state and 3
+    /// deltas, `chain(latest)` is exactly the last 4 checkpoints.
+    ChainFromSnapshot,
+    /// `append_batch` stores checkpoints and writes together, all or
+    /// nothing: a stale first `seq`, a gap, a misplaced write, a checkpoint
+    /// of another thread or one too deep store nothing; of two handles
+    /// racing, one wins.
+    AppendBatch,
+    /// A state or pending write nested 200 deep is refused with
+    /// [`CheckpointError::TooDeep`] and the thread stays readable; 100 deep
+    /// round-trips.
+    DepthLimit,
+    /// `delete_thread` removes a thread's checkpoints and writes, leaves the
+    /// others, reports whether it existed, and the thread can start over.
+    DeleteThread,
+    /// `prune` with both retentions keeps the full state a resume needs,
+    /// removes the writes of pruned checkpoints, reads pruned ones as
+    /// absent ([`CheckpointError::Pruned`] for `chain`), keeps the thread's
+    /// summary, and appends carry on.
+    Prune,
+    /// `list_threads` filters by status and metadata (the latest metadata
+    /// counts), pages with a cursor and a limit, sorted by thread id, and
+    /// reports each thread's summary.
+    ListThreads,
+    /// `copy_thread` copies checkpoints and writes exactly (a pruned thread
+    /// too), leaves the source alone, and refuses a missing source or an
+    /// existing target.
+    CopyThread,
 }
 
 impl Check {
@@ -100,6 +142,13 @@ impl Check {
         Check::CrashOrdering,
         Check::ConcurrentWriters,
         Check::Chain,
+        Check::ChainFromSnapshot,
+        Check::AppendBatch,
+        Check::DepthLimit,
+        Check::DeleteThread,
+        Check::Prune,
+        Check::ListThreads,
+        Check::CopyThread,
     ];
 
     /// The check's name (`snake_case`), as used in failure messages.
@@ -117,6 +166,13 @@ impl Check {
             Check::CrashOrdering => "crash_ordering",
             Check::ConcurrentWriters => "concurrent_writers",
             Check::Chain => "chain",
+            Check::ChainFromSnapshot => "chain_from_snapshot",
+            Check::AppendBatch => "append_batch",
+            Check::DepthLimit => "depth_limit",
+            Check::DeleteThread => "delete_thread",
+            Check::Prune => "prune",
+            Check::ListThreads => "list_threads",
+            Check::CopyThread => "copy_thread",
         }
     }
 }
@@ -224,6 +280,13 @@ where
         Check::CrashOrdering => crash_ordering(open).await,
         Check::ConcurrentWriters => concurrent_writers(open).await,
         Check::Chain => chain(open).await,
+        Check::ChainFromSnapshot => chain_from_snapshot(open).await,
+        Check::AppendBatch => append_batch(open).await,
+        Check::DepthLimit => depth_limit(open).await,
+        Check::DeleteThread => delete_thread(open).await,
+        Check::Prune => prune(open).await,
+        Check::ListThreads => list_threads(open).await,
+        Check::CopyThread => copy_thread(open).await,
     }
 }
 
@@ -1476,7 +1539,7 @@ mod tests {
         };
         assert_eq!(
             failure.to_string(),
-            "2 of 12 checkpointer conformance checks failed:\n\
+            "2 of 19 checkpointer conformance checks failed:\n\
              - fencing: both appends of seq 1 were accepted\n\
              - chain: chain(5) came back empty"
         );

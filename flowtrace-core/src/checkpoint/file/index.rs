@@ -1,0 +1,518 @@
+//! The records of a log and the small in-memory index of one thread's log:
+//! where each checkpoint and pending write is, which checkpoints hold full
+//! states, and the thread's summary. Checkpoints themselves stay on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::frame::{HEADER_LEN, scan};
+use crate::checkpoint::{
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, PendingWrite, ThreadInfo, ThreadStatus,
+};
+use crate::ids::ThreadId;
+use crate::trace::Timestamp;
+
+// ===== Record formats =====
+
+/// The start of a single-checkpoint record's payload: the checkpoint's JSON
+/// follows, then `}`.
+pub(super) const CHECKPOINT_PREFIX: &[u8] = b"{\"checkpoint\":";
+/// The start of a single-write record's payload: `{"seq":..,"write":..}`
+/// follows, then `}`.
+const WRITE_PREFIX: &[u8] = b"{\"write\":";
+/// The start of a batch record's payload.
+const BATCH_PREFIX: &[u8] = b"{\"batch\":";
+
+/// The payload of a record holding one checkpoint, given its JSON.
+#[cfg(test)]
+pub(super) fn checkpoint_payload(checkpoint: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(CHECKPOINT_PREFIX.len() + checkpoint.len() + 1);
+    p.extend_from_slice(CHECKPOINT_PREFIX);
+    p.extend_from_slice(checkpoint);
+    p.push(b'}');
+    p
+}
+
+/// A pending write as stored: `{"seq":<seq>,"write":<write>}`.
+pub(super) fn write_entry(seq: u64, write: &[u8]) -> Vec<u8> {
+    let seq = seq.to_string();
+    let mut e = Vec::with_capacity(write.len() + seq.len() + 17);
+    e.extend_from_slice(b"{\"seq\":");
+    e.extend_from_slice(seq.as_bytes());
+    e.extend_from_slice(b",\"write\":");
+    e.extend_from_slice(write);
+    e.push(b'}');
+    e
+}
+
+/// The payload of a record holding one pending write, given its entry
+/// ([`write_entry`]).
+pub(super) fn write_payload(entry: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(WRITE_PREFIX.len() + entry.len() + 1);
+    p.extend_from_slice(WRITE_PREFIX);
+    p.extend_from_slice(entry);
+    p.push(b'}');
+    p
+}
+
+/// The JSON of the first checkpoint in a record's payload, followed by
+/// the rest of the payload (`None` for a record without checkpoints).
+pub(super) fn first_checkpoint(payload: &[u8]) -> Option<&[u8]> {
+    if let Some(rest) = payload.strip_prefix(CHECKPOINT_PREFIX) {
+        return Some(rest);
+    }
+    if !payload.starts_with(BATCH_PREFIX) {
+        return None;
+    }
+    let nl = payload.iter().position(|&b| b == b'\n')?;
+    let Head::Batch(header) = serde_json::from_slice(payload.get(..nl)?).ok()?;
+    if header.checkpoints.is_empty() {
+        return None;
+    }
+    payload.get(nl + 1..)
+}
+
+/// Where a thread's history starts in a log whose older checkpoints were
+/// pruned (or in a copy of such a thread), with the parts of the thread's
+/// summary that came from them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct Start {
+    /// The first checkpoint in the log.
+    pub(super) seq: u64,
+    /// When the thread's first checkpoint was written.
+    pub(super) created_at: Timestamp,
+    /// The thread's fork origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) forked_from: Option<(ThreadId, u64)>,
+    /// The thread's metadata when the log was written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) metadata: BTreeMap<String, serde_json::Value>,
+}
+
+impl Start {
+    /// Where the history of the thread summarized by `info` starts at `seq`.
+    pub(super) fn new(seq: u64, info: &ThreadInfo) -> Self {
+        Self {
+            seq,
+            created_at: info.created_at,
+            forked_from: info.forked_from.clone(),
+            metadata: info.metadata.clone(),
+        }
+    }
+}
+
+/// The first line of a batch record.
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchHeader {
+    /// Only in the first record of a log: where its history starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<Start>,
+    /// The byte length of each checkpoint that follows.
+    checkpoints: Vec<u64>,
+    /// The byte length of each write entry after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    writes: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Head {
+    Batch(BatchHeader),
+}
+
+/// The payload of a batch record: a header line naming the members'
+/// lengths, then each checkpoint's JSON and each write entry
+/// ([`write_entry`]), each after a newline.
+pub(super) fn batch_payload(
+    start: Option<Start>,
+    checkpoints: &[impl AsRef<[u8]>],
+    writes: &[impl AsRef<[u8]>],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let len = |m: &[u8]| m.len() as u64;
+    let header = Head::Batch(BatchHeader {
+        start,
+        checkpoints: checkpoints.iter().map(|c| len(c.as_ref())).collect(),
+        writes: writes.iter().map(|w| len(w.as_ref())).collect(),
+    });
+    let mut payload = serde_json::to_vec(&header)?;
+    let members = checkpoints
+        .iter()
+        .map(AsRef::as_ref)
+        .chain(writes.iter().map(AsRef::as_ref));
+    payload.reserve(members.clone().map(|m| m.len() + 1).sum());
+    for m in members {
+        payload.push(b'\n');
+        payload.extend_from_slice(m);
+    }
+    Ok(payload)
+}
+
+/// What the index reads of a checkpoint: its identity and the thread
+/// summary fields, skipping the state and everything else.
+#[derive(Deserialize)]
+struct Summary {
+    thread_id: ThreadId,
+    seq: u64,
+    #[serde(default)]
+    forked_from: Option<(ThreadId, u64)>,
+    step: u64,
+    created_at: Timestamp,
+    format_version: u32,
+    state: StateTag,
+    status: ThreadStatus,
+    #[serde(default)]
+    metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Enough of a checkpoint to tell its format version (read when a
+/// [`Summary`] can't be).
+#[derive(Deserialize)]
+struct Identity {
+    thread_id: ThreadId,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    format_version: u32,
+}
+
+#[derive(Deserialize)]
+struct StateTag {
+    #[serde(rename = "type")]
+    kind: StateKind,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum StateKind {
+    Full,
+    Delta,
+}
+
+#[derive(Deserialize)]
+struct WriteHead {
+    seq: u64,
+    write: TaskOnly,
+}
+
+#[derive(Deserialize)]
+struct TaskOnly {
+    task: u32,
+}
+
+/// A write entry, read whole.
+#[derive(Deserialize)]
+pub(super) struct WriteEntry {
+    pub(super) write: PendingWrite,
+}
+
+// ===== Index =====
+
+/// Where a checkpoint's JSON, or a write entry, is in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Loc {
+    /// Byte offset in the file.
+    pub(super) at: u64,
+    /// Length in bytes.
+    pub(super) len: u32,
+}
+
+impl Loc {
+    pub(super) fn end(self) -> u64 {
+        self.at + u64::from(self.len)
+    }
+}
+
+/// What has been read of one thread's log.
+pub(super) struct Index {
+    pub(super) thread: ThreadId,
+    /// Bytes of the log read and applied: the end of its last valid record.
+    pub(super) offset: u64,
+    /// The `seq` of `slots[0]` (0 unless the log starts with a [`Start`]).
+    pub(super) base: u64,
+    /// Each checkpoint's place, oldest first.
+    pub(super) slots: Vec<Loc>,
+    /// The `seq`s of the full states, ascending.
+    fulls: Vec<u64>,
+    /// Pending writes by checkpoint `seq` and task position.
+    pub(super) writes: BTreeMap<(u64, u32), Loc>,
+    /// Where the log says the history starts, if it says so.
+    start: Option<Start>,
+    /// The thread's summary (`None` before its first checkpoint).
+    pub(super) info: Option<ThreadInfo>,
+}
+
+impl Index {
+    pub(super) fn new(thread: ThreadId) -> Self {
+        Self {
+            thread,
+            offset: 0,
+            base: 0,
+            slots: Vec::new(),
+            fulls: Vec::new(),
+            writes: BTreeMap::new(),
+            start: None,
+            info: None,
+        }
+    }
+
+    pub(super) fn latest(&self) -> Option<u64> {
+        let n = self.slots.len() as u64;
+        n.checked_sub(1).map(|l| self.base + l)
+    }
+
+    pub(super) fn next_seq(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.slots.is_empty() && self.writes.is_empty()
+    }
+
+    pub(super) fn slot(&self, seq: u64) -> Option<Loc> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get(i).copied()
+    }
+
+    /// The last full state at or before `seq`.
+    pub(super) fn last_full(&self, seq: u64) -> Option<u64> {
+        let i = self.fulls.partition_point(|&f| f <= seq);
+        self.fulls.get(i.checked_sub(1)?).copied()
+    }
+
+    pub(super) fn has_write(&self, seq: u64, task: u32) -> bool {
+        self.writes.contains_key(&(seq, task))
+    }
+
+    pub(super) fn writes_of(&self, seq: u64) -> Vec<Loc> {
+        self.writes
+            .range((seq, 0)..=(seq, u32::MAX))
+            .map(|(_, l)| *l)
+            .collect()
+    }
+
+    pub(super) fn corrupt(&self, message: String) -> CheckpointError {
+        CheckpointError::Corrupt {
+            thread: self.thread.clone(),
+            seq: self.next_seq(),
+            message,
+        }
+    }
+
+    /// Fails unless a log of `len` bytes can hold what was already read.
+    pub(super) fn check_len(&self, path: &Path, len: u64) -> Result<(), CheckpointError> {
+        if len < self.offset {
+            return Err(self.corrupt(format!(
+                "{} shrank from {} to {len} bytes (changed outside FlowTrace?)",
+                path.display(),
+                self.offset
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies the records in `buf`, the bytes of the log from `offset`.
+    /// Stops before a torn record at the end (a crashed write).
+    pub(super) fn apply(&mut self, buf: &[u8], path: &Path) -> Result<(), CheckpointError> {
+        let base = self.offset;
+        let scan = scan(buf).map_err(|e| {
+            self.corrupt(format!(
+                "{}: damaged record at byte {} ({}) followed by a valid record at byte {}",
+                path.display(),
+                base + e.at as u64,
+                e.reason,
+                base + e.next_valid as u64,
+            ))
+        })?;
+        for (end, payload) in scan.records {
+            let at = base + (end - payload.len()) as u64;
+            self.apply_record(at, payload).map_err(|e| match e {
+                Bad::Unreadable(why) => self.corrupt(format!(
+                    "{}: record at byte {} has a valid checksum but can't be read: {why}",
+                    path.display(),
+                    at - HEADER_LEN as u64,
+                )),
+                Bad::Refused(e) => e,
+            })?;
+            self.offset = base + end as u64;
+        }
+        if let Some(reason) = scan.torn {
+            tracing::debug!(
+                path = %path.display(),
+                at = self.offset,
+                reason,
+                "ignoring a torn record at the end of a checkpoint log"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies one record whose payload starts at byte `at` of the log.
+    fn apply_record(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
+        if let Some(cp) = strip(payload, CHECKPOINT_PREFIX) {
+            self.add_checkpoint(at + CHECKPOINT_PREFIX.len() as u64, cp)
+        } else if let Some(entry) = strip(payload, WRITE_PREFIX) {
+            self.add_write(at + WRITE_PREFIX.len() as u64, entry)
+        } else if payload.starts_with(BATCH_PREFIX) {
+            self.add_batch(at, payload)
+        } else {
+            Err(Bad::Unreadable("not a checkpoint, write or batch".into()))
+        }
+    }
+
+    fn add_checkpoint(&mut self, at: u64, json: &[u8]) -> Result<(), Bad> {
+        let cp: Summary = match serde_json::from_slice(json) {
+            Ok(s) => s,
+            Err(e) => {
+                // Another release's format reads as such, not as damage.
+                if let Ok(v) = serde_json::from_slice::<Version>(json)
+                    && v.format_version != CHECKPOINT_FORMAT_VERSION
+                {
+                    let thread = serde_json::from_slice::<Identity>(json)
+                        .map_or_else(|_| self.thread.clone(), |i| i.thread_id);
+                    return Err(Bad::Refused(CheckpointError::UnsupportedVersion {
+                        thread,
+                        found: v.format_version,
+                        supported: CHECKPOINT_FORMAT_VERSION,
+                    }));
+                }
+                return Err(Bad::Unreadable(e.to_string()));
+            }
+        };
+        if cp.format_version != CHECKPOINT_FORMAT_VERSION {
+            return Err(Bad::Refused(CheckpointError::UnsupportedVersion {
+                thread: cp.thread_id,
+                found: cp.format_version,
+                supported: CHECKPOINT_FORMAT_VERSION,
+            }));
+        }
+        if cp.thread_id != self.thread {
+            return Err(Bad::Refused(self.corrupt(format!(
+                "found a checkpoint of thread {:?}",
+                cp.thread_id
+            ))));
+        }
+        if cp.seq != self.next_seq() {
+            return Err(Bad::Refused(self.corrupt(format!(
+                "found checkpoint {} where {} belongs",
+                cp.seq,
+                self.next_seq()
+            ))));
+        }
+        let len = u32::try_from(json.len())
+            .map_err(|_| Bad::Unreadable("checkpoint longer than 4 GiB".into()))?;
+        match &mut self.info {
+            Some(info) => {
+                info.latest_seq = cp.seq;
+                info.status = cp.status;
+                info.step = cp.step;
+                info.updated_at = cp.created_at;
+                if !cp.metadata.is_empty() {
+                    info.metadata = cp.metadata;
+                }
+            }
+            None => {
+                let mut info = ThreadInfo::new(
+                    cp.thread_id,
+                    cp.seq,
+                    cp.status,
+                    cp.step,
+                    cp.created_at,
+                    cp.created_at,
+                );
+                info.forked_from = cp.forked_from;
+                info.metadata = cp.metadata;
+                if let Some(start) = &self.start {
+                    info.created_at = start.created_at;
+                    info.forked_from.clone_from(&start.forked_from);
+                    if info.metadata.is_empty() {
+                        info.metadata.clone_from(&start.metadata);
+                    }
+                }
+                self.info = Some(info);
+            }
+        }
+        if cp.state.kind == StateKind::Full {
+            self.fulls.push(cp.seq);
+        }
+        self.slots.push(Loc { at, len });
+        Ok(())
+    }
+
+    fn add_write(&mut self, at: u64, entry: &[u8]) -> Result<(), Bad> {
+        let head: WriteHead =
+            serde_json::from_slice(entry).map_err(|e| Bad::Unreadable(e.to_string()))?;
+        let len = u32::try_from(entry.len())
+            .map_err(|_| Bad::Unreadable("pending write longer than 4 GiB".into()))?;
+        // The first write of a task wins.
+        self.writes
+            .entry((head.seq, head.write.task))
+            .or_insert(Loc { at, len });
+        Ok(())
+    }
+
+    fn add_batch(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
+        let malformed = |why: &str| Bad::Unreadable(format!("malformed batch: {why}"));
+        let header_len = payload
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(payload.len());
+        let header = payload
+            .get(..header_len)
+            .ok_or_else(|| malformed("no header"))?;
+        let Head::Batch(header) =
+            serde_json::from_slice(header).map_err(|e| Bad::Unreadable(e.to_string()))?;
+        if let Some(start) = header.start {
+            if self.offset != 0 || !self.is_empty() || header.checkpoints.is_empty() {
+                return Err(malformed("a history start after the log's first record"));
+            }
+            self.base = start.seq;
+            self.start = Some(start);
+        }
+        let mut pos = header_len;
+        let members = header
+            .checkpoints
+            .iter()
+            .map(|&l| (true, l))
+            .chain(header.writes.iter().map(|&l| (false, l)));
+        for (is_checkpoint, len) in members {
+            let from = pos + 1;
+            let to = usize::try_from(len)
+                .ok()
+                .and_then(|l| from.checked_add(l))
+                .ok_or_else(|| malformed("member length"))?;
+            if payload.get(pos) != Some(&b'\n') {
+                return Err(malformed("members are not newline-separated"));
+            }
+            let member = payload
+                .get(from..to)
+                .ok_or_else(|| malformed("member past the record's end"))?;
+            let member_at = at + from as u64;
+            if is_checkpoint {
+                self.add_checkpoint(member_at, member)?;
+            } else {
+                self.add_write(member_at, member)?;
+            }
+            pos = to;
+        }
+        if pos != payload.len() {
+            return Err(malformed("bytes after the last member"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a record could not be applied.
+enum Bad {
+    /// Its bytes are not a record (reported with the record's position).
+    Unreadable(String),
+    /// It reads, but can't be accepted (reported as is).
+    Refused(CheckpointError),
+}
+
+/// `payload` without `prefix` and the closing `}`.
+fn strip<'a>(payload: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    payload.strip_prefix(prefix)?.strip_suffix(b"}")
+}
