@@ -140,6 +140,29 @@ impl Checkpointer for DiscardingStore {
     ) -> Result<Vec<PendingWrite>, CheckpointError> {
         Ok(Vec::new())
     }
+    async fn delete_thread(&self, _thread: &ThreadId) -> Result<bool, CheckpointError> {
+        Ok(false)
+    }
+    async fn prune(
+        &self,
+        thread: &ThreadId,
+        _keep: flowtrace::checkpoint::Retention,
+    ) -> Result<flowtrace::checkpoint::PruneOutcome, CheckpointError> {
+        Err(CheckpointError::ThreadNotFound {
+            thread: thread.clone(),
+        })
+    }
+    async fn list_threads(
+        &self,
+        _filter: &flowtrace::checkpoint::ThreadFilter,
+    ) -> Result<Vec<flowtrace::checkpoint::ThreadInfo>, CheckpointError> {
+        Ok(Vec::new())
+    }
+    async fn copy_thread(&self, from: &ThreadId, _to: &ThreadId) -> Result<(), CheckpointError> {
+        Err(CheckpointError::ThreadNotFound {
+            thread: from.clone(),
+        })
+    }
 }
 
 fn bench_chain_checkpointed(c: &mut Criterion) {

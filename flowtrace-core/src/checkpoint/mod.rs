@@ -88,6 +88,13 @@ pub fn value_depth(value: &serde_json::Value) -> usize {
     deepest
 }
 
+/// Reads a field that is present as `Some`, even when it is `null` (serde
+/// reads a present `null` as `None` otherwise, so `Some(Value::Null)` would
+/// not survive a round trip).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
 /// The state part of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", content = "value")]
@@ -104,7 +111,11 @@ pub struct TaskSpec {
     /// The node.
     pub node: NodeId,
     /// For dispatched instances: the input.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub input: Option<serde_json::Value>,
     /// The answers to this task's `NodeContext::interrupt` calls so far, in
     /// call order: when the task runs again, its first calls return these
@@ -113,7 +124,11 @@ pub struct TaskSpec {
     pub answers: Vec<serde_json::Value>,
     /// For a task released from a static `interrupt_before` gate: the
     /// approval's payload (the gate does not stop it again).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub approved: Option<serde_json::Value>,
     /// For a subgraph task that paused inside its subgraph: where the
     /// subgraph stands, so resuming continues inside it.
@@ -420,7 +435,11 @@ pub struct PendingWrite {
     /// The task's node.
     pub node: NodeId,
     /// Its update, serialized.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub update: Option<serde_json::Value>,
     /// Its dispatches (target, input).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
