@@ -113,11 +113,12 @@ impl std::str::FromStr for Timestamp {
         if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
-        let micros: i64 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<6}").parse().map_err(|_| bad())?
-        };
+        // Up to 6 digits, right-padded with zeros (no allocation).
+        let mut micros: i64 = 0;
+        for i in 0..6 {
+            let digit = frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+            micros = micros * 10 + digit;
+        }
         let days = days_from_civil(y, mo, d);
         Ok(Timestamp(
             ((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000) + micros,
@@ -125,16 +126,63 @@ impl std::str::FromStr for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The RFC 3339 text written into a fixed buffer, without going through
+    /// `core::fmt` (every checkpoint and event serializes timestamps); `None`
+    /// outside years 0–9999, which [`Display`](fmt::Display) handles.
+    fn rfc3339_bytes(&self) -> Option<[u8; 27]> {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, mo, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            return None;
+        }
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (0..width).rev() {
+                b[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y as u64);
+        put(5, 2, mo as u64);
+        put(8, 2, d as u64);
+        put(11, 2, (sod / 3600) as u64);
+        put(14, 2, ((sod / 60) % 60) as u64);
+        put(17, 2, (sod % 60) as u64);
+        put(20, 6, micros as u64);
+        Some(b)
+    }
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.rfc3339_bytes() {
+            // Only ASCII digits and separators were written.
+            Some(b) => match std::str::from_utf8(&b) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => s.collect_str(self),
+            },
+            None => s.collect_str(self),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 UTC timestamp")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -511,5 +559,20 @@ mod tests {
         let back: TraceEvent = serde_json::from_str(&line).unwrap();
         assert_eq!(back, ev);
         assert_eq!(back.kind.name(), "step.started");
+    }
+
+    proptest::proptest! {
+        /// The fast serializer writes exactly what `Display` writes, and
+        /// the visitor reads it back, across years 0-9999.
+        #[test]
+        fn timestamps_serialize_like_display_and_round_trip(
+            micros in -62_167_219_200_000_000i64..253_402_300_799_999_999i64
+        ) {
+            let t = Timestamp(micros);
+            let json = serde_json::to_string(&t).unwrap();
+            proptest::prop_assert_eq!(&json, &format!("\"{t}\""));
+            let back: Timestamp = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(back, t);
+        }
     }
 }
