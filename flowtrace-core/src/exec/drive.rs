@@ -242,17 +242,7 @@ async fn prepare<'g, S: State>(
                     remaining.clone(),
                 )?;
                 cp.approvals = records;
-                let saved = tasks
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, t)| {
-                        t.saved.as_ref().map(|w| {
-                            let mut w = (**w).clone();
-                            w.task = i as u32;
-                            w
-                        })
-                    })
-                    .collect();
+                let saved = Executor::<S>::saved_writes(&tasks);
                 if let Some(d) = exec.durable.as_mut() {
                     d.commit(cp, saved).await?;
                 }
@@ -496,25 +486,7 @@ fn rejected_write<S: State>(
         node: node.clone(),
         update: None,
         dispatches: Vec::new(),
-        step: StepRecord {
-            step_id: run.next_step_id(),
-            node: node.clone(),
-            parent_step_id: None,
-            status: StepStatus::Skipped,
-            attempts: 0,
-            usage: TokenUsage::default(),
-            cost: Cost::ZERO,
-            latency: std::time::Duration::ZERO,
-            started_at: run.ts(now),
-            provider: None,
-            model: None,
-            cache_hits: 0,
-            call_retries: 0,
-            fallbacks: 0,
-            branch: None,
-            input: None,
-            error: Some(reason.to_string()),
-        },
+        step: StepRecord::skipped(run.next_step_id(), node.clone(), None, run.ts(now), reason),
     }
 }
 

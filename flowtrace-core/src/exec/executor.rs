@@ -793,7 +793,7 @@ impl<'g, S: State> Executor<'g, S> {
     }
 
     /// The saved results of `tasks`, numbered by their positions.
-    fn saved_writes(tasks: &[Task]) -> Vec<PendingWrite> {
+    pub(crate) fn saved_writes(tasks: &[Task]) -> Vec<PendingWrite> {
         tasks
             .iter()
             .enumerate()
@@ -1958,25 +1958,13 @@ impl<'g, S: State> Executor<'g, S> {
                 reason: reason.to_string(),
             },
         );
-        self.records.push(StepRecord {
+        self.records.push(StepRecord::skipped(
             step_id,
-            node: self.graph.nodes[t].id.clone(),
-            parent_step_id: self.parent_step,
-            status: StepStatus::Skipped,
-            attempts: 0,
-            usage: TokenUsage::default(),
-            cost: Cost::ZERO,
-            latency: Duration::ZERO,
-            started_at: self.run.ts(now),
-            provider: None,
-            model: None,
-            cache_hits: 0,
-            call_retries: 0,
-            fallbacks: 0,
-            branch: None,
-            input: None,
-            error: Some(reason.to_string()),
-        });
+            self.graph.nodes[t].id.clone(),
+            self.parent_step,
+            self.run.ts(now),
+            reason,
+        ));
     }
 }
 

@@ -762,17 +762,7 @@ impl<S: State> CompiledGraph<S> {
                 payload,
                 checkpoint_seq: source.seq,
             });
-        let writes = tasks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                t.saved.as_ref().map(|w| {
-                    let mut w = (**w).clone();
-                    w.task = i as u32;
-                    w
-                })
-            })
-            .collect();
+        let writes = Executor::<S>::saved_writes(&tasks);
         Ok(Edited {
             checkpoint,
             full_state,

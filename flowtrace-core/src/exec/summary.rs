@@ -109,6 +109,36 @@ pub struct RunSummary {
 }
 
 impl StepRecord {
+    /// The record of a step that did not run (skipped, or rejected by a
+    /// human), with why.
+    pub(crate) fn skipped(
+        step_id: crate::ids::StepId,
+        node: crate::ids::NodeId,
+        parent_step_id: Option<crate::ids::StepId>,
+        started_at: crate::trace::Timestamp,
+        reason: &str,
+    ) -> Self {
+        Self {
+            step_id,
+            node,
+            parent_step_id,
+            status: StepStatus::Skipped,
+            attempts: 0,
+            usage: TokenUsage::default(),
+            cost: Cost::ZERO,
+            latency: std::time::Duration::ZERO,
+            started_at,
+            provider: None,
+            model: None,
+            cache_hits: 0,
+            call_retries: 0,
+            fallbacks: 0,
+            branch: None,
+            input: None,
+            error: Some(reason.to_string()),
+        }
+    }
+
     /// Retries within the step: the node's own retries plus retried model
     /// calls inside it.
     pub fn retries(&self) -> u32 {
