@@ -48,6 +48,8 @@ use std::fmt;
 
 use serde_json::{Number, Value};
 
+use super::limits::{LimitExceeded, LimitKind};
+
 /// Maximum length of a rule's source, in characters.
 pub const MAX_SOURCE_CHARS: usize = 4096;
 /// Maximum syntactic nesting (parentheses, unary operators, ternaries,
@@ -81,6 +83,18 @@ impl Limit {
             Limit::Nesting => MAX_NESTING,
             Limit::TreeDepth => MAX_TREE_DEPTH,
             Limit::EvalBytes => MAX_EVAL_BYTES,
+        }
+    }
+}
+
+impl Limit {
+    /// The corresponding [`LimitKind`].
+    pub fn kind(self) -> LimitKind {
+        match self {
+            Limit::SourceLength => LimitKind::RuleSourceChars,
+            Limit::Nesting => LimitKind::RuleNesting,
+            Limit::TreeDepth => LimitKind::RuleTreeDepth,
+            Limit::EvalBytes => LimitKind::RuleEvalBytes,
         }
     }
 }
@@ -153,6 +167,18 @@ impl RuleError {
             | RuleError::MissingVariable { column, .. }
             | RuleError::Type { column, .. }
             | RuleError::Arithmetic { column, .. } => *column,
+        }
+    }
+
+    /// The limit exceeded, for [`RuleError::Limit`].
+    pub fn limit_exceeded(&self) -> Option<LimitExceeded> {
+        match self {
+            RuleError::Limit { limit, .. } => Some(LimitExceeded::of_at_least(
+                limit.kind(),
+                limit.max(),
+                limit.max().saturating_add(1),
+            )),
+            _ => None,
         }
     }
 

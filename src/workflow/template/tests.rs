@@ -336,3 +336,57 @@ fn from_str_and_source() {
     let t: Template = "a {{input.topic}}".parse().unwrap();
     assert_eq!(t.source(), "a {{input.topic}}");
 }
+
+#[test]
+fn a_single_placeholder_value_is_capped_like_text() {
+    let big = "y".repeat(600 * 1024);
+    let c = TemplateContext::new().with_input(json!({ "s": big, "arr": vec![big.clone(); 4] }));
+    // A string within the limit is returned as it is.
+    let v = Template::parse("{{input.s}}")
+        .unwrap()
+        .render_value(&c)
+        .unwrap();
+    assert_eq!(v.as_str().map(str::len), Some(600 * 1024));
+    // A 2.4 MB array is not copied: it is over the limit.
+    let e = Template::parse("{{input.arr}}")
+        .unwrap()
+        .render_value(&c)
+        .unwrap_err();
+    assert_eq!(e.kind(), TemplateErrorKind::OutputTooLarge);
+    let limit = e.limit().unwrap();
+    assert_eq!(
+        limit.limit,
+        crate::workflow::limits::LimitKind::TemplateOutputBytes
+    );
+    assert_eq!(limit.max, DEFAULT_MAX_OUTPUT_LEN as u64);
+    assert!(limit.at_least && limit.value > limit.max);
+    assert!(
+        e.to_string().contains("`template_output_bytes` limit"),
+        "{e}"
+    );
+    // A smaller configured limit applies to values too.
+    let small = c.clone().with_max_output_len(10);
+    let e = Template::parse("{{input.s}}")
+        .unwrap()
+        .render_value(&small)
+        .unwrap_err();
+    assert_eq!(e.kind(), TemplateErrorKind::OutputTooLarge);
+    assert_eq!(e.limit().unwrap().value, 600 * 1024);
+    let n = TemplateContext::new()
+        .with_input(json!({"n": 12345}))
+        .with_max_output_len(5);
+    assert_eq!(
+        Template::parse("{{input.n}}")
+            .unwrap()
+            .render_value(&n)
+            .unwrap(),
+        json!(12345)
+    );
+    let n = n.with_max_output_len(4);
+    assert!(
+        Template::parse("{{input.n}}")
+            .unwrap()
+            .render_value(&n)
+            .is_err()
+    );
+}
