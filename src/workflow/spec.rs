@@ -1201,7 +1201,8 @@ impl<'a, 'o> Checker<'a, 'o> {
             Err(e) => {
                 self.out.push(
                     Problem::new(&pointer, ProblemKind::Rule, format!("condition {e}"))
-                        .at(None, Some(e.column())),
+                        .at(None, Some(e.column()))
+                        .with_limit(e.limit_exceeded()),
                 );
                 None
             }
@@ -1507,7 +1508,8 @@ impl<'a, 'o> Checker<'a, 'o> {
         match Rule::parse(source) {
             Err(e) => self.out.push(
                 Problem::new(&pointer, ProblemKind::Rule, format!("rule {e}"))
-                    .at(None, Some(e.column())),
+                    .at(None, Some(e.column()))
+                    .with_limit(e.limit_exceeded()),
             ),
             Ok(rule) => {
                 for var in rule.variables() {

@@ -1090,3 +1090,26 @@ fn the_depth_limit_is_ours_up_to_its_maximum() {
     let limit = err.problems()[0].limit.unwrap();
     assert_eq!(limit.max, Limits::MAX_JSON_DEPTH as u64);
 }
+
+#[test]
+fn rule_limit_problems_read_well_and_carry_the_limit() {
+    let mut v = base();
+    let deep = format!("{}text{}", "(".repeat(80), ")".repeat(80));
+    v["nodes"][2]["config"]["rule"] = json!(deep);
+    v["edges"][2]["when"] = json!(deep);
+    let problems = problems_of(&v);
+    let p = find(
+        &problems,
+        "/nodes/2/config/rule",
+        "rule too complex at column 65",
+    );
+    assert!(!p.message.contains("rule rule"), "{}", p.message);
+    assert!(
+        p.message.contains("`rule_nesting` limit of 64 levels"),
+        "{}",
+        p.message
+    );
+    assert_eq!(p.limit.unwrap().limit, LimitKind::RuleNesting);
+    let p = find(&problems, "/edges/2/when", "condition too complex");
+    assert_eq!(p.limit.unwrap().limit, LimitKind::RuleNesting);
+}
