@@ -625,7 +625,7 @@ fn evaluation_work_is_bounded() {
     // groups, to stay within the tree depth).
     let vars = json!({"t": "x".repeat(2 * 1024 * 1024)});
     let grouped = |term: &str, op: &str, n: usize| {
-        let group = format!("({})", vec![term; 10].join(op));
+        let group = format!("({})", [term; 10].join(op));
         vec![group; n / 10].join(op)
     };
     let src = grouped("len(t)", "+", 300);
