@@ -8,6 +8,7 @@
 #[cfg(feature = "providers")]
 pub mod compile;
 pub mod limits;
+pub mod pricing;
 pub mod rules;
 pub mod spec;
 #[cfg(feature = "providers")]

@@ -746,7 +746,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(pointer: impl Into<String>, kind: ProblemKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        pointer: impl Into<String>,
+        kind: ProblemKind,
+        message: impl Into<String>,
+    ) -> Self {
         Problem {
             pointer: pointer.into(),
             kind,
@@ -757,7 +761,7 @@ impl Problem {
         }
     }
 
-    fn with_limit(mut self, limit: Option<LimitExceeded>) -> Self {
+    pub(crate) fn with_limit(mut self, limit: Option<LimitExceeded>) -> Self {
         self.limit = limit;
         self
     }
@@ -786,6 +790,10 @@ pub struct LoadErrors {
 }
 
 impl LoadErrors {
+    pub(crate) fn from_problems(problems: Vec<Problem>) -> Self {
+        Self { problems }
+    }
+
     /// The problems, schema violations first, then semantic ones.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
@@ -866,6 +874,38 @@ pub fn load_with(
             .with_limit(Some(limit)),
         ));
     }
+    let (mut value, mut problems) = document_problems(json, limits)?;
+    document::normalize_integers(&mut value);
+    problems.extend(validate(&value, known));
+    if !problems.is_empty() {
+        truncate(&mut problems);
+        return Err(LoadErrors { problems });
+    }
+    to_spec(value)
+}
+
+/// Validates an already parsed document like [`load`] and converts it into
+/// the typed spec. (Repeated keys cannot be detected here: the parser that
+/// built `value` already dropped them.)
+pub fn load_value(mut value: Value, known: &Known) -> Result<WorkflowSpec, LoadErrors> {
+    document::normalize_integers(&mut value);
+    let problems = validate(&value, known);
+    if !problems.is_empty() {
+        return Err(LoadErrors { problems });
+    }
+    to_spec(value)
+}
+
+/// Parses a JSON document within `limits.json_depth`: the value and a
+/// problem for every repeated key, or the one problem that stopped parsing
+/// (not JSON, or nested too deeply).
+pub(crate) fn document_problems(
+    json: &str,
+    limits: &InputLimits,
+) -> Result<(Value, Vec<Problem>), LoadErrors> {
+    let fail = |problem: Problem| LoadErrors {
+        problems: vec![problem],
+    };
     let parsed = match document::parse(json, limits.effective_json_depth(), MAX_PROBLEMS) {
         Ok(parsed) => parsed,
         Err(ParseFailure::Json(e)) => {
@@ -910,26 +950,7 @@ pub fn load_with(
             format!("{} more duplicate keys not shown", parsed.more_duplicates),
         ));
     }
-    let mut value = parsed.value;
-    document::normalize_integers(&mut value);
-    problems.extend(validate(&value, known));
-    if !problems.is_empty() {
-        truncate(&mut problems);
-        return Err(LoadErrors { problems });
-    }
-    to_spec(value)
-}
-
-/// Validates an already parsed document like [`load`] and converts it into
-/// the typed spec. (Repeated keys cannot be detected here: the parser that
-/// built `value` already dropped them.)
-pub fn load_value(mut value: Value, known: &Known) -> Result<WorkflowSpec, LoadErrors> {
-    document::normalize_integers(&mut value);
-    let problems = validate(&value, known);
-    if !problems.is_empty() {
-        return Err(LoadErrors { problems });
-    }
-    to_spec(value)
+    Ok((parsed.value, problems))
 }
 
 fn to_spec(value: Value) -> Result<WorkflowSpec, LoadErrors> {
@@ -1832,7 +1853,7 @@ fn has_template(value: &Value) -> bool {
 }
 
 /// Escapes a key as a JSON pointer segment (RFC 6901).
-fn escape(key: &str) -> String {
+pub(crate) fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
