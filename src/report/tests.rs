@@ -260,10 +260,8 @@ async fn control_and_bidi_characters_are_shown_not_obeyed() {
     let run = hostile_run()
         .await
         .output("evil", json!(hostile))
-        .node_label("evil", format!("label\u{202e}txt.exe\u{0}"));
-    let html = HtmlReport::new(format!("title\u{2067}x\u{0}"))
-        .run(run)
-        .render();
+        .node_label("evil", "label\u{202e}txt.exe\u{0}");
+    let html = HtmlReport::new("title\u{2067}x\u{0}").run(run).render();
     for raw in [
         '\u{0}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}',
         '\u{2067}', '\u{2068}', '\u{2069}', '\u{1b}', '\u{7f}', '\u{85}', '\u{200f}',
