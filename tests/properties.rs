@@ -543,16 +543,21 @@ proptest! {
 // ------------------------------------------------------------ templates --
 
 fn template_context() -> impl Strategy<Value = TemplateContext> {
-    (json_value(), json_value(), json_value(), json_value(), json_value()).prop_map(
-        |(input, a, b, x, y)| {
+    (
+        json_value(),
+        json_value(),
+        json_value(),
+        json_value(),
+        json_value(),
+    )
+        .prop_map(|(input, a, b, x, y)| {
             TemplateContext::new()
                 .with_input(input)
                 .with_node_output("a", a)
                 .with_node_output("b", b)
                 .with_var("x", x)
                 .with_var("y", y)
-        },
-    )
+        })
 }
 
 proptest! {
@@ -628,7 +633,9 @@ proptest! {
 
 #[test]
 fn the_long_mode_runs_over_a_million_cases() {
-    let long = [150_000u32, 150_000, 100_000, 250_000, 250_000, 250_000, 250_000, 100_000];
+    let long = [
+        150_000u32, 150_000, 100_000, 250_000, 250_000, 250_000, 250_000, 100_000,
+    ];
     let total: u64 = long.iter().map(|&c| u64::from(c)).sum();
     assert!(total >= 1_000_000, "{total}");
     let _ = BTreeMap::<(), ()>::new();

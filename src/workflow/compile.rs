@@ -89,7 +89,9 @@
 //! node builds from its inputs) by [`Limits::template_output_bytes`], all
 //! of one node execution together by [`Limits::node_render_bytes`]. A tool
 //! result larger than [`Limits::tool_output_bytes`] fails the call before
-//! it is traced or stored. Each breach fails the node with a
+//! it is traced or stored. Everything one run renders and receives from
+//! tools, across all its nodes (parallel ones included), is bounded by
+//! [`Limits::run_bytes`]. Each breach fails the node with a
 //! [`NodeFailure`] naming the limit and the size reached.
 
 use std::collections::HashMap;
@@ -378,7 +380,8 @@ pub enum NodeFailure {
         error: RuleError,
     },
     /// A limit other than a rendering one was exceeded (a tool's result
-    /// over [`Limits::tool_output_bytes`]).
+    /// over [`Limits::tool_output_bytes`], or the run's total over
+    /// [`Limits::run_bytes`]).
     #[error("node `{node}`, {field}: {error}")]
     Limit {
         /// The node.
@@ -484,6 +487,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
         });
     }
 
+    let ledger = Arc::new(RunLedger::new(runtime.limits));
     let mut builder = GraphBuilder::<JsonState>::new("workflow").set_entry(spec.entry.as_str());
     let mut approvals = Vec::new();
     for node in &spec.nodes {
@@ -494,7 +498,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
         let config = node_config(node, in_chain);
         builder = match &node.kind {
             NodeKind::Llm(llm) => {
-                let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime)?);
+                let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime, ledger.clone())?);
                 builder.add_node_with(
                     node.id.as_str(),
                     node_fn(move |state: Arc<JsonState>, ctx: NodeContext| {
@@ -525,7 +529,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     tool: handle,
                     args,
                     schema,
-                    limits: runtime.limits,
+                    ledger: ledger.clone(),
                 });
                 builder.add_node_with(
                     node.id.as_str(),
@@ -562,7 +566,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     rule,
                     edges,
                     fanout: router.fanout,
-                    limits: runtime.limits,
+                    ledger: ledger.clone(),
                 });
                 builder.add_node_with(
                     node.id.as_str(),
@@ -583,7 +587,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     id: node.id.clone(),
                     inputs,
                     message,
-                    limits: runtime.limits,
+                    ledger: ledger.clone(),
                 });
                 builder.add_node_with(
                     node.id.as_str(),

@@ -40,6 +40,9 @@ pub enum LimitKind {
     NodeRenderBytes,
     /// [`Limits::tool_output_bytes`]: the result of one tool call.
     ToolOutputBytes,
+    /// [`Limits::run_bytes`]: everything one run renders and receives from
+    /// tools.
+    RunBytes,
     /// [`Limits::read_file_bytes`]: a file `read_file` reads.
     ReadFileBytes,
     /// [`Limits::pricing_bytes`]: the size of a price table file.
@@ -77,6 +80,7 @@ impl LimitKind {
             LimitKind::TemplateOutputBytes => "template_output_bytes",
             LimitKind::NodeRenderBytes => "node_render_bytes",
             LimitKind::ToolOutputBytes => "tool_output_bytes",
+            LimitKind::RunBytes => "run_bytes",
             LimitKind::ReadFileBytes => "read_file_bytes",
             LimitKind::PricingBytes => "pricing_bytes",
             LimitKind::Problems => "problems",
@@ -99,6 +103,7 @@ impl LimitKind {
             | LimitKind::TemplateOutputBytes
             | LimitKind::NodeRenderBytes
             | LimitKind::ToolOutputBytes
+            | LimitKind::RunBytes
             | LimitKind::ReadFileBytes
             | LimitKind::PricingBytes
             | LimitKind::RuleEvalBytes
@@ -239,6 +244,10 @@ pub struct Limits {
     /// Largest result of one tool call, as compact JSON, in bytes; a larger
     /// result fails the call and is not stored.
     pub tool_output_bytes: usize,
+    /// Most bytes one run renders and receives from tools in total, across
+    /// all its nodes (what its trace and state can grow by, whatever the
+    /// number of nodes or their parallelism).
+    pub run_bytes: usize,
     /// Largest file the offline runtime's `read_file` reads, in bytes.
     pub read_file_bytes: u64,
     /// Largest price table file `run_workflow --pricing` reads, in bytes.
@@ -253,6 +262,7 @@ impl Limits {
         template_output_bytes: 1024 * 1024,
         node_render_bytes: 8 * 1024 * 1024,
         tool_output_bytes: 16 * 1024 * 1024,
+        run_bytes: 64 * 1024 * 1024,
         read_file_bytes: 10 * 1024 * 1024,
         pricing_bytes: 4 * 1024 * 1024,
     };

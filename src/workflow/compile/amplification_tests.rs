@@ -295,3 +295,59 @@ async fn read_file_uses_the_runtime_limit() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn what_a_run_renders_and_receives_is_bounded_across_parallel_nodes() {
+    // A router fanning out to 200 nodes in parallel, each rendering the
+    // whole 900 KB output: each node is within its own limits, the run is
+    // not.
+    let (dir, runtime) = with_big_file("fanout", 900 * 1024);
+    let mut nodes = vec![
+        read_node(),
+        json!({"id": "fan", "type": "router", "config": {"rule": "'all'", "fanout": true}}),
+    ];
+    let mut edges = vec![json!({"from": "read", "to": "fan"})];
+    for i in 0..200 {
+        nodes.push(json!({"id": format!("n{i}"), "type": "tool",
+            "config": {"tool": "transform_json", "input": CONTENT, "expression": "length(@)"}}));
+        edges.push(json!({"from": "fan", "to": format!("n{i}")}));
+    }
+    let doc = json!({"version": "1", "entry": "read", "nodes": nodes, "edges": edges,
+                     "parallel": true, "maxConcurrency": 1024});
+    let workflow = compile_value(&doc, &runtime);
+    let (failure, took) = run_failing(&workflow, json!({})).await;
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let limit = failure.limit().unwrap();
+    assert_eq!(limit.limit, LimitKind::RunBytes, "{failure}");
+    assert_eq!(limit.max, Limits::DEFAULT.run_bytes as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn tool_results_count_against_the_run() {
+    // Each read is within the tool output limit; together they are not.
+    let dir = temp_dir("run-reads");
+    std::fs::write(dir.join("big.txt"), "x".repeat(300 * 1024)).unwrap();
+    let runtime = Runtime::offline(&dir).with_limits(Limits {
+        run_bytes: 1024 * 1024,
+        ..Limits::default()
+    });
+    let nodes: Vec<Value> = (0..10)
+        .map(|i| json!({"id": format!("r{i}"), "type": "tool", "config": {"tool": "read_file", "path": "big.txt"}}))
+        .collect();
+    let edges: Vec<Value> = (1..10)
+        .map(|i| json!({"from": format!("r{}", i - 1), "to": format!("r{i}")}))
+        .collect();
+    let doc = json!({"version": "1", "entry": "r0", "nodes": nodes, "edges": edges});
+    let workflow = compile_value(&doc, &runtime);
+    let failure = workflow.run(json!({}), |c| c).await.unwrap_err();
+    let failure = node_failure(&failure);
+    assert_eq!(failure.node(), "r3");
+    let limit = failure.limit().unwrap();
+    assert_eq!(limit.limit, LimitKind::RunBytes);
+    assert_eq!(limit.max, 1024 * 1024);
+    // Another run starts afresh.
+    let again = workflow.run(json!({}), |c| c).await.unwrap_err();
+    assert_eq!(node_failure(&again).node(), "r3");
+    let _ = std::fs::remove_dir_all(&dir);
+}

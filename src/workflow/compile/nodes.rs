@@ -72,40 +72,97 @@ impl Scope for StateScope<'_> {
     }
 }
 
+/// Most runs whose totals a [`RunLedger`] tracks at once; past it the
+/// totals start afresh (so the per-run bound only weakens with thousands of
+/// concurrent runs of one compiled workflow).
+const MAX_TRACKED_RUNS: usize = 4096;
+
+/// The bytes each run of one compiled workflow has rendered and received
+/// from tools, against [`Limits::run_bytes`]; shared by all its nodes.
+#[derive(Debug)]
+pub(super) struct RunLedger {
+    pub(super) limits: Limits,
+    runs: Mutex<HashMap<String, usize>>,
+}
+
+impl RunLedger {
+    pub(super) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What run `run` has used so far.
+    fn used(&self, run: &str) -> usize {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.get(run).copied().unwrap_or(0)
+    }
+
+    /// Adds `bytes` to run `run`'s total, unless that passes the limit.
+    pub(super) fn charge(&self, run: &str, bytes: usize) -> Result<(), LimitExceeded> {
+        let max = self.limits.run_bytes;
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if !runs.contains_key(run) && runs.len() >= MAX_TRACKED_RUNS {
+            runs.clear();
+        }
+        let total = runs.entry(run.to_owned()).or_insert(0);
+        let next = total.saturating_add(bytes);
+        if next > max {
+            return Err(LimitExceeded::of(LimitKind::RunBytes, max, next));
+        }
+        *total = next;
+        Ok(())
+    }
+}
+
 /// What one node execution may still render: every rendering is capped at
-/// [`Limits::template_output_bytes`] and all of them together at
-/// [`Limits::node_render_bytes`].
+/// [`Limits::template_output_bytes`], all of one node execution together at
+/// [`Limits::node_render_bytes`], and everything a run renders or receives
+/// from tools at [`Limits::run_bytes`].
 pub(super) struct RenderBudget<'n> {
     node: &'n str,
-    per_template: usize,
-    total: usize,
+    run: &'n str,
+    ledger: &'n RunLedger,
     used: usize,
 }
 
 impl<'n> RenderBudget<'n> {
-    pub(super) fn new(node: &'n str, limits: &Limits) -> Self {
+    pub(super) fn new(node: &'n str, run: &'n str, ledger: &'n RunLedger) -> Self {
         Self {
             node,
-            per_template: limits.template_output_bytes,
-            total: limits.node_render_bytes,
+            run,
+            ledger,
             used: 0,
         }
     }
 
-    /// The cap for the next rendering: the per-template limit, or what is
-    /// left of the node's total when that is smaller.
+    /// The cap for the next rendering: the smallest of the per-template
+    /// limit, what is left of the node's total and what is left of the
+    /// run's.
     fn cap(&self) -> Cap {
-        let left = self.total.saturating_sub(self.used);
-        if left < self.per_template {
-            Cap {
-                max: left,
+        let limits = &self.ledger.limits;
+        let mut cap = Cap::template(limits.template_output_bytes);
+        let node_left = limits.node_render_bytes.saturating_sub(self.used);
+        if node_left < cap.max {
+            cap = Cap {
+                max: node_left,
                 kind: LimitKind::NodeRenderBytes,
-                reported_max: self.total,
+                reported_max: limits.node_render_bytes,
                 already: self.used,
-            }
-        } else {
-            Cap::template(self.per_template)
+            };
         }
+        let run_used = self.ledger.used(self.run);
+        let run_left = limits.run_bytes.saturating_sub(run_used);
+        if run_left < cap.max {
+            cap = Cap {
+                max: run_left,
+                kind: LimitKind::RunBytes,
+                reported_max: limits.run_bytes,
+                already: run_used,
+            };
+        }
+        cap
     }
 
     fn error(&self, field: &str, error: TemplateError) -> NodeFailure {
@@ -114,6 +171,18 @@ impl<'n> RenderBudget<'n> {
             field: field.to_owned(),
             error,
         }
+    }
+
+    /// Counts `len` rendered bytes against the node and the run.
+    fn count(&mut self, len: usize, field: &str) -> Result<(), NodeFailure> {
+        self.used = self.used.saturating_add(len);
+        self.ledger
+            .charge(self.run, len)
+            .map_err(|error| NodeFailure::Limit {
+                node: self.node.to_owned(),
+                field: field.to_owned(),
+                error,
+            })
     }
 
     /// Renders `template` as text, charging its size.
@@ -126,7 +195,7 @@ impl<'n> RenderBudget<'n> {
         let text = template
             .render_in(scope, self.cap())
             .map_err(|e| self.error(field, e))?;
-        self.used = self.used.saturating_add(text.len());
+        self.count(text.len(), field)?;
         Ok(text)
     }
 
@@ -140,7 +209,7 @@ impl<'n> RenderBudget<'n> {
         let (value, len) = template
             .render_value_in(scope, self.cap())
             .map_err(|e| self.error(field, e))?;
-        self.used = self.used.saturating_add(len);
+        self.count(len, field)?;
         Ok(value)
     }
 
@@ -158,8 +227,35 @@ impl<'n> RenderBudget<'n> {
                 )),
             ));
         }
-        self.used = self.used.saturating_add(len);
-        Ok(())
+        self.count(len, field)
+    }
+
+    /// The most bytes a tool result may have: the tool output limit, or
+    /// what is left of the run's total when smaller; and the limit to
+    /// report.
+    pub(super) fn tool_cap(&self) -> (usize, LimitKind, usize) {
+        let limits = &self.ledger.limits;
+        let run_left = limits.run_bytes.saturating_sub(self.ledger.used(self.run));
+        if run_left < limits.tool_output_bytes {
+            (run_left, LimitKind::RunBytes, limits.run_bytes)
+        } else {
+            (
+                limits.tool_output_bytes,
+                LimitKind::ToolOutputBytes,
+                limits.tool_output_bytes,
+            )
+        }
+    }
+
+    /// Counts a tool result of `len` bytes against the run.
+    pub(super) fn count_tool_output(&mut self, len: usize, field: &str) -> Result<(), NodeFailure> {
+        self.ledger
+            .charge(self.run, len)
+            .map_err(|error| NodeFailure::Limit {
+                node: self.node.to_owned(),
+                field: field.to_owned(),
+                error,
+            })
     }
 }
 
@@ -374,8 +470,8 @@ pub(super) struct LlmNode {
     pub(super) call_timeout: Option<Duration>,
     /// Built models by rendered configuration.
     pub(super) memo: Mutex<HashMap<String, Arc<dyn ChatModel>>>,
-    /// Rendering limits.
-    pub(super) limits: Limits,
+    /// Rendering limits and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl LlmNode {
@@ -384,6 +480,7 @@ impl LlmNode {
         llm: &LlmConfig,
         inputs: Inputs,
         runtime: &Runtime,
+        ledger: Arc<RunLedger>,
     ) -> Result<Self, CompileError> {
         let to_json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
         let primary = ModelSpec::new(
@@ -434,7 +531,7 @@ impl LlmNode {
             chain_retry: chain_retry(node.retry),
             call_timeout: node.timeout_ms.map(Duration::from_millis),
             memo: Mutex::new(HashMap::new()),
-            limits: runtime.limits,
+            ledger,
         })
     }
 
@@ -528,7 +625,8 @@ impl LlmNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let mut budget = RenderBudget::new(&self.id, &self.limits);
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
         let inputs = render_inputs(&self.inputs, state, &mut budget)?;
         let scope = StateScope::with_vars(state, &inputs);
         let prompt = match &self.prompt {
@@ -567,8 +665,8 @@ pub(super) struct ToolNode {
     pub(super) args: ArgTemplate,
     /// The tool's argument schema, checked against the rendered arguments.
     pub(super) schema: jsonschema::Validator,
-    /// Rendering and tool output limits.
-    pub(super) limits: Limits,
+    /// Rendering and tool output limits, and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl ToolNode {
@@ -577,7 +675,8 @@ impl ToolNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let mut budget = RenderBudget::new(&self.id, &self.limits);
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
         let inputs = render_inputs(&self.inputs, state, &mut budget)?;
         let scope = StateScope::with_vars(state, &inputs);
         let args = render_args(&self.args, &scope, &mut budget, "config")?;
@@ -599,14 +698,19 @@ impl ToolNode {
                 problems.join("; ")
             )));
         }
-        let guarded = LimitedTool::new(self.tool.clone(), self.limits.tool_output_bytes);
+        let (max, kind, reported_max) = budget.tool_cap();
+        let guarded = LimitedTool::new(self.tool.clone(), max, kind, reported_max);
+        let field = format!("tool `{}`", self.tool.name());
         let output = match ctx.call_tool(&guarded, args).await {
-            Ok(output) => output,
+            Ok(output) => {
+                budget.count_tool_output(guarded.output_len(), &field)?;
+                output
+            }
             Err(e) => {
                 return Err(match guarded.breach() {
                     Some(limit) => NodeFailure::Limit {
                         node: self.id.clone(),
-                        field: format!("tool `{}`", self.tool.name()),
+                        field,
                         error: limit,
                     }
                     .into(),
@@ -624,16 +728,34 @@ impl ToolNode {
 pub(super) struct LimitedTool {
     inner: Arc<dyn Tool>,
     max: usize,
+    kind: LimitKind,
+    reported_max: usize,
     breach: Mutex<Option<LimitExceeded>>,
+    output_len: Mutex<usize>,
 }
 
 impl LimitedTool {
-    pub(super) fn new(inner: Arc<dyn Tool>, max: usize) -> Self {
+    /// `inner` with results capped at `max` bytes, a breach reported as
+    /// `kind` with maximum `reported_max`.
+    pub(super) fn new(
+        inner: Arc<dyn Tool>,
+        max: usize,
+        kind: LimitKind,
+        reported_max: usize,
+    ) -> Self {
         Self {
             inner,
             max,
+            kind,
+            reported_max,
             breach: Mutex::new(None),
+            output_len: Mutex::new(0),
         }
+    }
+
+    /// The size of the last result, as compact JSON.
+    pub(super) fn output_len(&self) -> usize {
+        *self.output_len.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The limit the last call exceeded, if any.
@@ -659,9 +781,17 @@ impl Tool for LimitedTool {
     async fn call(&self, args: Value) -> Result<Value, flowtrace_core::ToolError> {
         let output = self.inner.call(args).await?;
         match rendered_len(&output, self.max) {
-            Ok(_) => Ok(output),
+            Ok(len) => {
+                *self.output_len.lock().unwrap_or_else(|p| p.into_inner()) = len;
+                Ok(output)
+            }
             Err(seen) => {
-                let limit = LimitExceeded::of_at_least(LimitKind::ToolOutputBytes, self.max, seen);
+                let already = self.reported_max.saturating_sub(self.max);
+                let limit = LimitExceeded::of_at_least(
+                    self.kind,
+                    self.reported_max,
+                    already.saturating_add(seen),
+                );
                 *self.breach.lock().unwrap_or_else(|p| p.into_inner()) = Some(limit);
                 Err(flowtrace_core::ToolError::permanent(
                     self.inner.name(),
@@ -682,8 +812,8 @@ pub(super) struct RouterNode {
     pub(super) edges: Vec<(String, Option<Rule>)>,
     /// Take every edge whose condition holds (else the first one).
     pub(super) fanout: bool,
-    /// Rendering limits.
-    pub(super) limits: Limits,
+    /// Rendering limits and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl RouterNode {
@@ -692,7 +822,8 @@ impl RouterNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let mut budget = RenderBudget::new(&self.id, &self.limits);
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
         let inputs = render_inputs(&self.inputs, state, &mut budget)?;
         let rule_error = |field: String, error: RuleError| NodeFailure::Rule {
             node: self.id.clone(),
@@ -753,8 +884,8 @@ pub(super) struct ApprovalNode {
     pub(super) id: String,
     pub(super) inputs: Inputs,
     pub(super) message: Option<Template>,
-    /// Rendering limits.
-    pub(super) limits: Limits,
+    /// Rendering limits and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl ApprovalNode {
@@ -763,7 +894,8 @@ impl ApprovalNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let mut budget = RenderBudget::new(&self.id, &self.limits);
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
         let inputs = render_inputs(&self.inputs, state, &mut budget)?;
         if let Some(message) = &self.message {
             let scope = StateScope::with_vars(state, &inputs);
