@@ -61,7 +61,12 @@ use flowtrace_core::{Cost, RunSummary, StepId, TokenUsage};
 use serde_json::Value;
 
 /// Longest text shown for one value; longer ones are cut with a note.
-const MAX_TEXT: usize = 64 * 1024;
+pub const MAX_TEXT: usize = 64 * 1024;
+
+mod recorder;
+
+pub use recorder::ReportRecorder;
+pub(crate) use recorder::clip_value;
 
 /// One run in a report: its summary and the events it emitted.
 #[derive(Debug, Clone)]

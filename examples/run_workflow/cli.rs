@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use flowtrace::checkpoint::FileCheckpointer;
 use flowtrace::exec::{Command, HaltSwitch, SummaryScope};
-use flowtrace::report::HtmlReport;
-use flowtrace::trace::{JsonLinesSink, MemorySink, Timeline};
+use flowtrace::report::{HtmlReport, ReportRecorder};
+use flowtrace::trace::{JsonLinesSink, Timeline};
 use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
 use flowtrace::workflow::limits::{FIXED_MAX_REPEAT, LimitKind, Limits, read_to_string_limited};
 use flowtrace::workflow::pricing::load_price_table;
@@ -230,7 +230,7 @@ async fn run_once(
     input: &Value,
     mode: &Mode,
     pending: Option<&str>,
-    recorder: Option<&MemorySink>,
+    recorder: Option<&ReportRecorder>,
     console: &Console,
 ) -> Outcome {
     let mut config = setup.config(compiled);
@@ -470,7 +470,7 @@ which must be given in a later invocation; run it durably with --checkpoint-dir 
         if !args.json && args.repeat > 1 {
             outln!(console, "== run {} of {} ==", i + 1, args.repeat);
         }
-        let recorder = report.as_ref().map(|_| MemorySink::new());
+        let recorder = report.as_ref().map(|_| ReportRecorder::new());
         let outcome = run_once(
             &compiled,
             &setup,
@@ -484,7 +484,7 @@ which must be given in a later invocation; run it durably with --checkpoint-dir 
         let summary = WorkflowSummary::new(&spec, &outcome);
         ok &= summary.is_success();
         if let (Some(r), Some(recorder)) = (report.take(), &recorder) {
-            let run = report_run(&spec, &outcome, recorder.events()).label(format!(
+            let run = report_run(&spec, &outcome, recorder.take_events()).label(format!(
                 "Run {} of {}",
                 i + 1,
                 args.repeat

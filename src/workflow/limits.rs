@@ -262,7 +262,7 @@ impl Limits {
         template_output_bytes: 1024 * 1024,
         node_render_bytes: 8 * 1024 * 1024,
         tool_output_bytes: 16 * 1024 * 1024,
-        run_bytes: 64 * 1024 * 1024,
+        run_bytes: 32 * 1024 * 1024,
         read_file_bytes: 10 * 1024 * 1024,
         pricing_bytes: 4 * 1024 * 1024,
     };
