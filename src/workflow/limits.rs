@@ -215,10 +215,9 @@ pub const FIXED_MAX_REPEAT: usize = 1000;
 ///
 /// ```
 /// use flowtrace::workflow::limits::Limits;
-/// let strict = Limits {
-///     template_output_bytes: 64 * 1024,
-///     ..Limits::default()
-/// };
+/// let strict = Limits::default()
+///     .with_template_output_bytes(64 * 1024)
+///     .with_run_bytes(4 * 1024 * 1024);
 /// assert!(strict.template_output_bytes < Limits::DEFAULT.template_output_bytes);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +274,41 @@ impl Limits {
     pub(crate) fn effective_json_depth(&self) -> usize {
         self.json_depth.min(Self::MAX_JSON_DEPTH)
     }
+}
+
+/// Builder-style setters, one per field.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $setter:ident => $field:ident: $ty:ty;)*) => {
+        impl Limits {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $setter(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`workflow_bytes`](Self::workflow_bytes).
+    with_workflow_bytes => workflow_bytes: usize;
+    /// Sets [`json_depth`](Self::json_depth).
+    with_json_depth => json_depth: usize;
+    /// Sets [`template_output_bytes`](Self::template_output_bytes).
+    with_template_output_bytes => template_output_bytes: usize;
+    /// Sets [`node_render_bytes`](Self::node_render_bytes).
+    with_node_render_bytes => node_render_bytes: usize;
+    /// Sets [`tool_output_bytes`](Self::tool_output_bytes).
+    with_tool_output_bytes => tool_output_bytes: usize;
+    /// Sets [`run_bytes`](Self::run_bytes).
+    with_run_bytes => run_bytes: usize;
+    /// Sets [`read_file_bytes`](Self::read_file_bytes).
+    with_read_file_bytes => read_file_bytes: u64;
+    /// Sets [`pricing_bytes`](Self::pricing_bytes).
+    with_pricing_bytes => pricing_bytes: usize;
 }
 
 impl Default for Limits {
