@@ -18,7 +18,9 @@
 //! table at the top puts their totals side by side.
 //!
 //! Every piece of run data is HTML-escaped: a prompt containing `<script>`
-//! shows as text and never runs. The only script is the report's own,
+//! shows as text and never runs. Control characters show as visible
+//! symbols (`␀` for NUL) and bidirectional overrides and isolates as
+//! `\u{202e}`-style text, so they cannot hide or reorder what is shown. The only script is the report's own,
 //! static, which switches detail panels.
 //!
 //! ```
@@ -59,7 +61,12 @@ use flowtrace_core::{Cost, RunSummary, StepId, TokenUsage};
 use serde_json::Value;
 
 /// Longest text shown for one value; longer ones are cut with a note.
-const MAX_TEXT: usize = 64 * 1024;
+pub const MAX_TEXT: usize = 64 * 1024;
+
+mod recorder;
+
+pub use recorder::ReportRecorder;
+pub(crate) use recorder::clip_value;
 
 /// One run in a report: its summary and the events it emitted.
 #[derive(Debug, Clone)]
@@ -894,7 +901,12 @@ fn status_badge(status: &str) -> String {
     format!("<span class=\"badge {status}\">{status}</span>")
 }
 
-/// Escapes text for HTML content and quoted attribute values.
+/// Escapes text for HTML content and quoted attribute values, and makes
+/// invisible characters visible: C0 controls other than tab, newline and
+/// carriage return as their Unicode control pictures (`␀` for NUL), DEL as
+/// `␡`, and C1 controls and the bidirectional formatting characters (which
+/// could reorder what the reader sees, "Trojan Source" style) as `\u{…}`
+/// text.
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 8);
     for c in text.chars() {
@@ -904,10 +916,33 @@ fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            '\0'..='\u{1f}' => {
+                out.push(char::from_u32(0x2400 + u32::from(c)).unwrap_or('\u{fffd}'));
+            }
+            '\u{7f}' => out.push('\u{2421}'),
+            c if is_invisible_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// C1 controls and the Unicode bidirectional formatting characters:
+/// embeddings and overrides (U+202A–U+202E), isolates (U+2066–U+2069), and
+/// the implicit marks (U+200E, U+200F, U+061C).
+fn is_invisible_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{80}'..='\u{9f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{61c}'
+    )
 }
 
 /// Base64 SHA-256 of [`SCRIPT`] and [`STYLE`], for the Content-Security-

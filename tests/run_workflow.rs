@@ -589,3 +589,205 @@ async fn json_stays_on_stdout_when_the_report_cannot_be_written() {
     assert!(ran.stderr.contains("cannot write"), "{}", ran.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------ hardening --
+
+#[tokio::test]
+async fn repeat_is_bounded_and_a_usage_error() {
+    for huge in ["18446744073709551615", "100000000000", "1001"] {
+        let started = std::time::Instant::now();
+        let ran = run(&[&research(), "--repeat", huge, "--json"]).await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(ran.code, 2, "{huge}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains("over the `repeat` limit of 1000 runs"),
+            "{}",
+            ran.stderr
+        );
+        assert!(ran.stderr.contains("usage:"), "{}", ran.stderr);
+        assert!(ran.stdout.is_empty());
+    }
+    let ran = run(&[&research(), "--repeat", "99999999999999999999999"]).await;
+    assert_eq!(ran.code, 2);
+    assert!(
+        ran.stderr.contains("expected a positive integer"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[tokio::test]
+async fn workflow_and_pricing_files_are_read_up_to_their_limit_only() {
+    // `/dev/zero` never ends: it is refused after 4 MiB + 1 byte.
+    let started = std::time::Instant::now();
+    let ran = run(&["/dev/zero"]).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("at least 4194305 bytes is over the `workflow_bytes` limit of 4194304 bytes"),
+        "{}",
+        ran.stderr
+    );
+    let ran = run(&[
+        &research(),
+        "--input",
+        RESEARCH_INPUT,
+        "--pricing",
+        "/dev/zero",
+    ])
+    .await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("`pricing_bytes` limit"),
+        "{}",
+        ran.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn pricing_errors_name_the_field_and_the_expected_shape() {
+    let dir = temp_dir("bad-pricing");
+    std::fs::write(
+        dir.join("prices.json"),
+        r#"{"simulated/gpt-4o": {"input_per_million": 1, "output": 2},
+            "simulated/gpt-4o": {"input_per_million": "one", "output_per_million": 2},
+            "gpt-4o": {"input_per_million": 1, "output_per_million": 2}}"#,
+    )
+    .unwrap();
+    let prices = dir.join("prices.json");
+    let ran = run(&[
+        &research(),
+        "--input",
+        RESEARCH_INPUT,
+        "--pricing",
+        prices.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(ran.code, 2);
+    assert!(!ran.stderr.contains("untagged"), "{}", ran.stderr);
+    for needle in [
+        "/simulated~1gpt-4o: duplicate key `simulated/gpt-4o`",
+        "/simulated~1gpt-4o/input_per_million: not a dollar amount per million tokens",
+        "/gpt-4o: invalid key `gpt-4o`: expected \"provider/model\"",
+    ] {
+        assert!(
+            ran.stderr.contains(needle),
+            "`{needle}` not in:\n{}",
+            ran.stderr
+        );
+    }
+    // A wrong field name: the missing one is named, with the shape.
+    std::fs::write(
+        &prices,
+        r#"{"simulated/gpt-4o": {"input_per_million": 1, "output": 2}}"#,
+    )
+    .unwrap();
+    let ran = run(&[
+        &research(),
+        "--input",
+        RESEARCH_INPUT,
+        "--pricing",
+        prices.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(ran.code, 2);
+    for needle in [
+        "/simulated~1gpt-4o: missing `output_per_million`; a price is {\"input_per_million\"",
+        "/simulated~1gpt-4o/output: unknown field `output`",
+    ] {
+        assert!(
+            ran.stderr.contains(needle),
+            "`{needle}` not in:\n{}",
+            ran.stderr
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn approval_workflows_need_a_checkpoint_dir() {
+    let dir = temp_dir("approval-no-store");
+    let path = write_json(
+        &dir,
+        "approval.json",
+        json!({
+            "version": "1", "entry": "draft",
+            "nodes": [
+                {"id": "draft", "type": "llm", "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"}},
+                {"id": "approve", "type": "approval"}
+            ],
+            "edges": [{"from": "draft", "to": "approve"}]
+        }),
+    );
+    let ran = run(&[path.to_str().unwrap(), "--json"]).await;
+    assert_eq!(ran.code, 2, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.is_empty(), "nothing ran: {}", ran.stdout);
+    assert!(
+        ran.stderr.contains("approval node(s) `approve`")
+            && ran.stderr.contains("--checkpoint-dir DIR --thread ID"),
+        "{}",
+        ran.stderr
+    );
+    // Durable, it pauses and can be continued.
+    let store = dir.join("store");
+    let ran = run(&[
+        path.to_str().unwrap(),
+        "--json",
+        "--checkpoint-dir",
+        store.to_str().unwrap(),
+        "--thread",
+        "t1",
+    ])
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.json()["status"], "interrupted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `read_file` stuck on a FIFO: the node times out, and the runner
+/// exits anyway (the blocked read must not keep the process alive).
+#[test]
+fn a_timed_out_tool_call_does_not_keep_the_runner_alive() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("mkfifo is not available; skipped");
+        return;
+    }
+    let path = write_json(
+        &dir,
+        "fifo.json",
+        json!({
+            "version": "1", "entry": "read",
+            "nodes": [{"id": "read", "type": "tool", "timeoutMs": 300,
+                       "config": {"tool": "read_file", "path": "pipe"}}]
+        }),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let args = vec![path.display().to_string(), "--json".to_string()];
+    std::thread::spawn(move || {
+        let (console, out, _err) = cli::Console::buffers();
+        let code = cli::run_blocking(args, &console);
+        let out = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let _ = tx.send((code, out));
+    });
+    let outcome = rx.recv_timeout(std::time::Duration::from_secs(20));
+    // Unblock the stuck reader, whatever happened.
+    let fifo_writer = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = std::fs::OpenOptions::new().write(true).open(fifo_writer);
+    });
+    let (code, out) = outcome.expect("the runner did not return after the tool timed out");
+    assert_eq!(code, 1, "{out}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert!(
+        summary["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{summary}"
+    );
+}

@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use flowtrace::checkpoint::FileCheckpointer;
 use flowtrace::exec::{Command, HaltSwitch, SummaryScope};
-use flowtrace::report::HtmlReport;
-use flowtrace::trace::{JsonLinesSink, MemorySink, Timeline};
+use flowtrace::report::{HtmlReport, ReportRecorder};
+use flowtrace::trace::{JsonLinesSink, Timeline};
 use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
-use flowtrace::workflow::spec::{WorkflowSpec, load};
+use flowtrace::workflow::limits::{FIXED_MAX_REPEAT, LimitKind, Limits, read_to_string_limited};
+use flowtrace::workflow::pricing::load_price_table;
+use flowtrace::workflow::spec::{NodeKind, WorkflowSpec, load_with};
 use flowtrace::workflow::summary::{WorkflowSummary, report_run};
 use flowtrace::{
     Checkpointer, JsonState, PriceTable, RunConfig, RunOutput, RunStatus, ThreadId, TraceSink,
@@ -91,9 +93,18 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             "--pricing" => pricing = Some(PathBuf::from(value("--pricing", &mut it)?)),
             "--repeat" => {
                 let v = value("--repeat", &mut it)?;
-                repeat =
-                    v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                let n =
+                    v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
                         format!("--repeat: expected a positive integer, got `{v}`")
+                    })?;
+                repeat = usize::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= FIXED_MAX_REPEAT)
+                    .ok_or_else(|| {
+                        format!(
+                            "--repeat: {n} runs is over the `{}` limit of {FIXED_MAX_REPEAT} runs",
+                            LimitKind::Repeat
+                        )
                     })?;
             }
             "--json" => json = true,
@@ -219,7 +230,7 @@ async fn run_once(
     input: &Value,
     mode: &Mode,
     pending: Option<&str>,
-    recorder: Option<&MemorySink>,
+    recorder: Option<&ReportRecorder>,
     console: &Console,
 ) -> Outcome {
     let mut config = setup.config(compiled);
@@ -324,21 +335,23 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         }
     };
 
-    let text = match std::fs::read_to_string(&args.workflow) {
+    let limits = Limits::default();
+    // Read at most one byte past the limit: `/dev/zero` or a huge file is
+    // refused without being read whole.
+    let text = match read_to_string_limited(
+        &args.workflow,
+        limits.workflow_bytes,
+        LimitKind::WorkflowBytes,
+    ) {
         Ok(t) => t,
-        Err(e) => {
-            return invalid(
-                console,
-                format!("cannot read {}: {e}", args.workflow.display()),
-            );
-        }
+        Err(e) => return invalid(console, e),
     };
     let dir = match args.workflow.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let runtime = Runtime::with_env(&dir);
-    let spec = match load(&text, &runtime.known()) {
+    let spec = match load_with(&text, &runtime.known(), &limits) {
         Ok(spec) => spec,
         Err(errors) => {
             for problem in &errors {
@@ -351,17 +364,43 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         Ok(c) => c,
         Err(e) => return invalid(console, e),
     };
+    // An approval pauses the run until a decision, which only a durable
+    // run can receive: without a checkpoint directory the pause could never
+    // be continued.
+    let approvals: Vec<&str> = spec
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::Approval(_)))
+        .map(|n| n.id.as_str())
+        .collect();
+    if !approvals.is_empty() && args.checkpoint_dir.is_none() {
+        return invalid(
+            console,
+            format!(
+                "the workflow has approval node(s) `{}`: a run pauses there for a decision, \
+which must be given in a later invocation; run it durably with --checkpoint-dir DIR --thread ID \
+(then continue with --approve JSON or --reject)",
+                approvals.join("`, `")
+            ),
+        );
+    }
 
     let pricing = match &args.pricing {
         None => None,
         Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => return invalid(console, format!("cannot read {}: {e}", path.display())),
-            };
-            match PriceTable::from_json(&text) {
+            let text =
+                match read_to_string_limited(path, limits.pricing_bytes, LimitKind::PricingBytes) {
+                    Ok(t) => t,
+                    Err(e) => return invalid(console, e),
+                };
+            match load_price_table(&text, &limits) {
                 Ok(table) => Some(Arc::new(table)),
-                Err(e) => return invalid(console, format!("{}: {e}", path.display())),
+                Err(errors) => {
+                    for problem in &errors {
+                        errln!(console, "error: {}: {problem}", path.display());
+                    }
+                    return 2;
+                }
             }
         }
     };
@@ -431,7 +470,7 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         if !args.json && args.repeat > 1 {
             outln!(console, "== run {} of {} ==", i + 1, args.repeat);
         }
-        let recorder = report.as_ref().map(|_| MemorySink::new());
+        let recorder = report.as_ref().map(|_| ReportRecorder::new());
         let outcome = run_once(
             &compiled,
             &setup,
@@ -445,7 +484,7 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         let summary = WorkflowSummary::new(&spec, &outcome);
         ok &= summary.is_success();
         if let (Some(r), Some(recorder)) = (report.take(), &recorder) {
-            let run = report_run(&spec, &outcome, recorder.events()).label(format!(
+            let run = report_run(&spec, &outcome, recorder.take_events()).label(format!(
                 "Run {} of {}",
                 i + 1,
                 args.repeat
@@ -481,6 +520,26 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
         }
     }
     if ok { 0 } else { 1 }
+}
+
+/// Runs [`run`] on a runtime of its own and shuts the runtime down without
+/// waiting for blocking work: a tool call abandoned by its timeout (a read
+/// stuck on a FIFO, say) may still hold a thread of the blocking pool, and
+/// must not keep the process alive.
+pub fn run_blocking(args: Vec<String>, console: &Console) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            errln!(console, "error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(run(args, console));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 /// A captured output stream.

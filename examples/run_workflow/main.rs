@@ -26,6 +26,15 @@
 //! failure); `--approve JSON` / `--reject` decide the thread's pending
 //! approval. `--halt-after-ms N` asks the run to halt after N milliseconds.
 //!
+//! A workflow with `approval` nodes needs `--checkpoint-dir` and `--thread`:
+//! without them the pause could never be continued, so the run is refused
+//! (exit code 2).
+//!
+//! Inputs are bounded (see `flowtrace::workflow::limits`): the workflow and
+//! `--pricing` files are read up to their size limit plus one byte, never
+//! whole; `--repeat` is at most 1000. When the run ends the process exits
+//! even if a tool call abandoned by its timeout is still blocked.
+//!
 //! Exit code: 0 when the run succeeds, is interrupted for a decision or is
 //! halted; 1 when it fails or is canceled; 2 when the workflow or the
 //! arguments are invalid.
@@ -37,8 +46,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = std::env::args().skip(1).collect();
-    ExitCode::from(cli::run(args, &cli::Console::stdio()).await)
+    ExitCode::from(cli::run_blocking(args, &cli::Console::stdio()))
 }

@@ -252,3 +252,25 @@ fn the_csp_hashes_match_the_script_and_style() {
     assert!(html.contains(&format!("<script>{SCRIPT}</script>")));
     assert!(html.contains(&format!("<style>{STYLE}</style>")));
 }
+
+#[tokio::test]
+async fn control_and_bidi_characters_are_shown_not_obeyed() {
+    let hostile =
+        "a\u{0}b\u{202e}evil\u{202c}\u{2066}x\u{2069}\u{1b}[31m\u{7f}\u{85}\u{200f}\tok\n";
+    let run = hostile_run()
+        .await
+        .output("evil", json!(hostile))
+        .node_label("evil", "label\u{202e}txt.exe\u{0}");
+    let html = HtmlReport::new("title\u{2067}x\u{0}").run(run).render();
+    for raw in [
+        '\u{0}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}',
+        '\u{2067}', '\u{2068}', '\u{2069}', '\u{1b}', '\u{7f}', '\u{85}', '\u{200f}',
+    ] {
+        assert!(!html.contains(raw), "raw {:?} in the report", raw);
+    }
+    assert!(
+        html.contains("a␀b\\u{202e}evil\\u{202c}\\u{2066}x\\u{2069}␛[31m␡\\u{85}\\u{200f}\tok")
+    );
+    assert!(html.contains("label\\u{202e}txt.exe␀"));
+    assert!(html.contains("title\\u{2067}x␀"));
+}

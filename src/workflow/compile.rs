@@ -78,6 +78,21 @@
 //!   output.
 //!
 //! Every node without outgoing edges is a finish node.
+//!
+//! # Limits
+//!
+//! Nodes render against a borrowed view of the run state (nothing is
+//! copied out of it but what a template renders), and every rendering is
+//! bounded by the runtime's [`Limits`] (see
+//! [`Runtime::with_limits`]): each one (prompt, system prompt, input, tool
+//! argument, simulated response, approval message, and the prompt an `llm`
+//! node builds from its inputs) by [`Limits::template_output_bytes`], all
+//! of one node execution together by [`Limits::node_render_bytes`]. A tool
+//! result larger than [`Limits::tool_output_bytes`] fails the call before
+//! it is traced or stored. Everything one run renders and receives from
+//! tools, across all its nodes (parallel ones included), is bounded by
+//! [`Limits::run_bytes`]. Each breach fails the node with a
+//! [`NodeFailure`] naming the limit and the size reached.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -100,12 +115,14 @@ use flowtrace_providers::simulated::SimulatedModel;
 use flowtrace_providers::tools::{ReadFile, TransformJson};
 use serde_json::{Map, Value};
 
+use super::limits::{LimitExceeded, Limits};
 use super::rules::{Rule, RuleError};
 use super::spec::{
     EdgeSpec, FallbackSpec, LlmConfig, NodeKind, NodeSpec, RetrySpec, SIMULATED_PROVIDER,
     WorkflowSpec,
 };
-use super::template::{Template, TemplateContext, TemplateError};
+use super::template::{Template, TemplateError};
+use flowtrace_core::ErrorClass;
 
 /// State key of the run input.
 pub const INPUT_KEY: &str = "input";
@@ -139,6 +156,7 @@ pub struct Runtime {
     providers: HashMap<String, ProviderFactory>,
     tools: HashMap<String, Arc<dyn Tool>>,
     cache: Option<Arc<dyn ResponseCache>>,
+    limits: Limits,
 }
 
 impl fmt::Debug for Runtime {
@@ -151,6 +169,7 @@ impl fmt::Debug for Runtime {
             .field("providers", &providers)
             .field("tools", &tools)
             .field("cache", &self.cache.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -162,9 +181,17 @@ impl Runtime {
     }
 
     /// The offline runtime: the `simulated` provider, `read_file` confined to
-    /// `root_dir`, `transform_json`, and an in-memory response cache.
+    /// `root_dir`, `transform_json`, and an in-memory response cache, with
+    /// the default [`Limits`].
     pub fn offline(root_dir: impl Into<PathBuf>) -> Self {
+        Self::offline_with_limits(root_dir, Limits::default())
+    }
+
+    /// [`offline`](Self::offline) with `limits`, which also set the size
+    /// limit of `read_file` ([`Limits::read_file_bytes`]).
+    pub fn offline_with_limits(root_dir: impl Into<PathBuf>, limits: Limits) -> Self {
         Self::new()
+            .with_limits(limits)
             .with_provider(
                 SIMULATED_PROVIDER,
                 Arc::new(|_model: &str, config: &Value| {
@@ -173,7 +200,9 @@ impl Runtime {
                         .map_err(|e| format!("invalid simulated config: {e}"))
                 }),
             )
-            .with_tool(Arc::new(ReadFile::new(root_dir)))
+            .with_tool(Arc::new(
+                ReadFile::new(root_dir).max_bytes(limits.read_file_bytes),
+            ))
             .with_tool(Arc::new(TransformJson::new()))
             .with_cache(Arc::new(MemoryResponseCache::default()))
     }
@@ -209,6 +238,21 @@ impl Runtime {
     pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Sets the limits compiled workflows render and call tools with
+    /// ([`Limits::template_output_bytes`], [`Limits::node_render_bytes`],
+    /// [`Limits::tool_output_bytes`]). Tools already registered keep their
+    /// own settings: use [`offline_with_limits`](Self::offline_with_limits)
+    /// for `read_file`'s size limit.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits compiled workflows run with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Removes the response cache.
@@ -308,6 +352,73 @@ pub enum CompileError {
     Graph(#[from] BuildError),
 }
 
+/// Why a node of a compiled workflow failed: the source of its
+/// [`NodeError`] (reach it with `std::error::Error::source` and
+/// `downcast_ref::<NodeFailure>()`), so callers can branch on the kind and
+/// on [`limit`](Self::limit) instead of parsing the message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeFailure {
+    /// A template did not render (a missing value, or output over a limit).
+    #[error("node `{node}`, {field}: {error}")]
+    Template {
+        /// The node.
+        node: String,
+        /// Which template (`inputs.x`, `prompt`, `config.input`, …).
+        field: String,
+        /// The rendering error.
+        error: TemplateError,
+    },
+    /// A router rule or edge condition failed to evaluate.
+    #[error("node `{node}`, {field}: {error}")]
+    Rule {
+        /// The node.
+        node: String,
+        /// `rule` or `edge to `<id>``.
+        field: String,
+        /// The evaluation error.
+        error: RuleError,
+    },
+    /// A limit other than a rendering one was exceeded (a tool's result
+    /// over [`Limits::tool_output_bytes`], or the run's total over
+    /// [`Limits::run_bytes`]).
+    #[error("node `{node}`, {field}: {error}")]
+    Limit {
+        /// The node.
+        node: String,
+        /// What exceeded it (`tool `read_file``).
+        field: String,
+        /// The limit and the value.
+        error: LimitExceeded,
+    },
+}
+
+impl NodeFailure {
+    /// The node that failed.
+    pub fn node(&self) -> &str {
+        match self {
+            NodeFailure::Template { node, .. }
+            | NodeFailure::Rule { node, .. }
+            | NodeFailure::Limit { node, .. } => node,
+        }
+    }
+
+    /// The limit exceeded, if that is why the node failed.
+    pub fn limit(&self) -> Option<LimitExceeded> {
+        match self {
+            NodeFailure::Template { error, .. } => error.limit().copied(),
+            NodeFailure::Rule { error, .. } => error.limit_exceeded(),
+            NodeFailure::Limit { error, .. } => Some(*error),
+        }
+    }
+}
+
+impl From<NodeFailure> for NodeError {
+    fn from(failure: NodeFailure) -> Self {
+        NodeError::from_error(ErrorClass::Permanent, failure)
+    }
+}
+
 /// A compiled workflow: the graph and the run configuration derived from
 /// the spec.
 #[derive(Debug, Clone)]
@@ -376,6 +487,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
         });
     }
 
+    let ledger = Arc::new(RunLedger::new(runtime.limits));
     let mut builder = GraphBuilder::<JsonState>::new("workflow").set_entry(spec.entry.as_str());
     let mut approvals = Vec::new();
     for node in &spec.nodes {
@@ -386,7 +498,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
         let config = node_config(node, in_chain);
         builder = match &node.kind {
             NodeKind::Llm(llm) => {
-                let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime)?);
+                let compiled = Arc::new(LlmNode::new(node, llm, inputs, runtime, ledger.clone())?);
                 builder.add_node_with(
                     node.id.as_str(),
                     node_fn(move |state: Arc<JsonState>, ctx: NodeContext| {
@@ -417,6 +529,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     tool: handle,
                     args,
                     schema,
+                    ledger: ledger.clone(),
                 });
                 builder.add_node_with(
                     node.id.as_str(),
@@ -453,6 +566,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     rule,
                     edges,
                     fanout: router.fanout,
+                    ledger: ledger.clone(),
                 });
                 builder.add_node_with(
                     node.id.as_str(),
@@ -473,6 +587,7 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
                     id: node.id.clone(),
                     inputs,
                     message,
+                    ledger: ledger.clone(),
                 });
                 builder.add_node_with(
                     node.id.as_str(),
@@ -617,3 +732,6 @@ use nodes::*;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod amplification_tests;

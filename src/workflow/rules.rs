@@ -24,13 +24,35 @@
 //! * boolean logic `&& || !` (operands must be booleans; `&&` and `||`
 //!   short-circuit);
 //! * arithmetic `+ - * / %` on numbers, and `+` on two strings
-//!   (concatenation); integer arithmetic is checked, division by zero is an
-//!   error;
+//!   (concatenation); division by zero is an error (see *Numbers*);
 //! * parentheses and the ternary `cond ? a : b` (only the chosen branch is
 //!   evaluated);
 //! * functions `len(x)` (characters of a string, items of an array, keys of
 //!   an object), `contains(haystack, needle)` (substring, or array
 //!   membership), `starts_with(s, prefix)`, `lower(s)`, `upper(s)`.
+//!
+//! # Numbers
+//!
+//! A number is an **integer** or a **float**. Integers are exact: any value
+//! from −2⁶³ to 2⁶⁴−1 (the range of `i64` and `u64` together), written as a
+//! literal without `.` or exponent, or read from JSON. Floats are IEEE-754
+//! doubles: literals with `.` or an exponent (`1.5`, `2e3`; `1e2` is the
+//! float 100.0), and JSON numbers that are not integers.
+//!
+//! * `+ - * %` on two integers give the exact integer result; a result
+//!   outside the integer range is an [arithmetic error](RuleError::Arithmetic),
+//!   never a silent float. `/` on two integers gives an integer when the
+//!   division is exact and a float otherwise. An integer literal larger
+//!   than 2⁶⁴−1 is a syntax error. (`-` before a literal is negation:
+//!   `-9223372036854775808` is the smallest integer.)
+//! * Arithmetic with a float operand is float arithmetic: the integer
+//!   operand is converted to the nearest float. A non-finite result is an
+//!   arithmetic error.
+//! * Comparisons (`== != < <= > >=`, and equality inside `contains` and
+//!   between arrays or objects) compare the **exact** values, whatever the
+//!   types: `9007199254740993 == 9007199254740992.0` is false, `100 == 1e2`
+//!   and `[1] == [1.0]` are true. No comparison goes through a lossy
+//!   conversion.
 //!
 //! # Bounded cost
 //!
@@ -38,15 +60,20 @@
 //! evaluation visits each node of the expression at most once. Sources are
 //! capped at [`MAX_SOURCE_CHARS`] characters, syntactic nesting at
 //! [`MAX_NESTING`] levels, the expression tree at [`MAX_TREE_DEPTH`] levels,
-//! and the strings an evaluation builds (concatenation, `lower`, `upper`) at
-//! [`MAX_EVAL_BYTES`] bytes in total. Invalid input yields a [`RuleError`],
-//! never a panic.
+//! the strings an evaluation builds (concatenation, `lower`, `upper`) at
+//! [`MAX_EVAL_BYTES`] bytes in total, and the work it does (expression
+//! nodes visited, plus bytes and values examined by functions, comparisons
+//! and concatenations) at [`MAX_EVAL_WORK`] units. Each breach is a
+//! [`RuleError::Limit`] naming the limit ([`RuleError::limit_exceeded`]).
+//! Invalid input yields a [`RuleError`], never a panic.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
 use serde_json::{Number, Value};
+
+use super::limits::{LimitExceeded, LimitKind};
 
 /// Maximum length of a rule's source, in characters.
 pub const MAX_SOURCE_CHARS: usize = 4096;
@@ -58,6 +85,9 @@ pub const MAX_NESTING: usize = 64;
 pub const MAX_TREE_DEPTH: usize = 256;
 /// Maximum number of bytes of strings one evaluation may build.
 pub const MAX_EVAL_BYTES: usize = 64 * 1024 * 1024;
+/// Maximum work of one evaluation: expression nodes visited, plus bytes
+/// and JSON values examined by functions, comparisons and concatenations.
+pub const MAX_EVAL_WORK: usize = 256 * 1024 * 1024;
 
 /// Which limit a rule exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +101,8 @@ pub enum Limit {
     TreeDepth,
     /// The evaluation built more than [`MAX_EVAL_BYTES`] of strings.
     EvalBytes,
+    /// The evaluation did more than [`MAX_EVAL_WORK`] units of work.
+    EvalWork,
 }
 
 impl Limit {
@@ -81,6 +113,25 @@ impl Limit {
             Limit::Nesting => MAX_NESTING,
             Limit::TreeDepth => MAX_TREE_DEPTH,
             Limit::EvalBytes => MAX_EVAL_BYTES,
+            Limit::EvalWork => MAX_EVAL_WORK,
+        }
+    }
+
+    /// Whether the limit is on evaluation (rather than on the source).
+    pub fn is_evaluation(self) -> bool {
+        matches!(self, Limit::EvalBytes | Limit::EvalWork)
+    }
+}
+
+impl Limit {
+    /// The corresponding [`LimitKind`].
+    pub fn kind(self) -> LimitKind {
+        match self {
+            Limit::SourceLength => LimitKind::RuleSourceChars,
+            Limit::Nesting => LimitKind::RuleNesting,
+            Limit::TreeDepth => LimitKind::RuleTreeDepth,
+            Limit::EvalBytes => LimitKind::RuleEvalBytes,
+            Limit::EvalWork => LimitKind::RuleEvalWork,
         }
     }
 }
@@ -92,6 +143,7 @@ impl fmt::Display for Limit {
             Limit::Nesting => "maximum nesting depth",
             Limit::TreeDepth => "maximum expression depth",
             Limit::EvalBytes => "maximum evaluation string bytes",
+            Limit::EvalWork => "maximum evaluation work",
         };
         write!(f, "{name} of {}", self.max())
     }
@@ -110,13 +162,23 @@ pub enum RuleError {
         /// 1-based column.
         column: usize,
     },
-    /// The rule exceeds a size, depth or cost limit.
-    #[error("rule exceeds the {limit} at column {column}")]
+    /// The rule exceeds a size, depth or cost limit. Reads "too complex
+    /// at column …" for source limits and "too costly to evaluate at
+    /// column …" for evaluation ones, followed by the limit and the value.
+    #[error(
+        "{} at column {column}: {}",
+        if limit.is_evaluation() { "too costly to evaluate" } else { "too complex" },
+        self.limit_exceeded().map(|l| l.to_string()).unwrap_or_default()
+    )]
     Limit {
         /// Which limit.
         limit: Limit,
         /// 1-based column.
         column: usize,
+        /// The value that crossed it: the source's length in characters,
+        /// the nesting or depth reached, or the bytes or work units the
+        /// evaluation reached (a lower bound: evaluation stops there).
+        value: usize,
     },
     /// The rule reads a variable or field that is not present.
     #[error("unknown variable `{name}` at column {column}")]
@@ -153,6 +215,23 @@ impl RuleError {
             | RuleError::MissingVariable { column, .. }
             | RuleError::Type { column, .. }
             | RuleError::Arithmetic { column, .. } => *column,
+        }
+    }
+
+    /// The limit exceeded, for [`RuleError::Limit`].
+    pub fn limit_exceeded(&self) -> Option<LimitExceeded> {
+        match self {
+            RuleError::Limit {
+                limit: l @ Limit::SourceLength,
+                value,
+                ..
+            } => Some(LimitExceeded::of(l.kind(), l.max(), *value)),
+            RuleError::Limit { limit, value, .. } => Some(LimitExceeded::of_at_least(
+                limit.kind(),
+                limit.max(),
+                *value,
+            )),
+            _ => None,
         }
     }
 
@@ -194,6 +273,7 @@ impl Rule {
             return Err(RuleError::Limit {
                 limit: Limit::SourceLength,
                 column: MAX_SOURCE_CHARS + 1,
+                value: source.chars().count(),
             });
         }
         let tokens = lex(source)?;
@@ -239,6 +319,7 @@ impl Rule {
         let mut ev = Evaluator {
             vars,
             bytes_left: MAX_EVAL_BYTES,
+            work_left: MAX_EVAL_WORK,
         };
         Ok(ev.eval(&self.root)?.into_owned())
     }
@@ -274,7 +355,7 @@ impl fmt::Display for Rule {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
-    Int(i64),
+    Int(u64),
     Float(f64),
     Str(String),
     Ident(String),
@@ -489,8 +570,17 @@ fn lex_number(chars: &[char], start: usize) -> Result<(Tok, usize), RuleError> {
             end + 1,
         ));
     }
-    if !is_float && let Ok(n) = text.parse::<i64>() {
-        return Ok((Tok::Int(n), end - start));
+    if !is_float {
+        return match text.parse::<u64>() {
+            Ok(n) => Ok((Tok::Int(n), end - start)),
+            Err(_) => Err(RuleError::syntax(
+                format!(
+                    "integer literal out of range (the largest integer is {})",
+                    u64::MAX
+                ),
+                column,
+            )),
+        };
     }
     match text.parse::<f64>() {
         Ok(f) if f.is_finite() => Ok((Tok::Float(f), end - start)),
@@ -610,6 +700,7 @@ impl Expr {
             return Err(RuleError::Limit {
                 limit: Limit::TreeDepth,
                 column,
+                value: depth,
             });
         }
         Ok(Expr {
@@ -687,6 +778,7 @@ impl Parser {
             return Err(RuleError::Limit {
                 limit: Limit::Nesting,
                 column: self.peek().column,
+                value: self.nesting,
             });
         }
         Ok(())
@@ -860,20 +952,34 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// A number: an exact integer in [`INT_MIN`, `INT_MAX`], or a float.
 #[derive(Debug, Clone, Copy)]
 enum Num {
-    Int(i64),
+    Int(i128),
     Float(f64),
 }
 
+/// The smallest integer (−2⁶³).
+const INT_MIN: i128 = i64::MIN as i128;
+/// The largest integer (2⁶⁴−1).
+const INT_MAX: i128 = u64::MAX as i128;
+/// 2⁶⁴ as a float: every float at or above it is above every integer.
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+/// −2⁶³ as a float (exact).
+const MINUS_TWO_POW_63: f64 = -9_223_372_036_854_775_808.0;
+
 impl Num {
     fn of(n: &Number) -> Num {
-        match n.as_i64() {
-            Some(i) => Num::Int(i),
-            None => Num::Float(n.as_f64().unwrap_or(f64::NAN)),
+        if let Some(i) = n.as_i64() {
+            Num::Int(i128::from(i))
+        } else if let Some(u) = n.as_u64() {
+            Num::Int(i128::from(u))
+        } else {
+            Num::Float(n.as_f64().unwrap_or(f64::NAN))
         }
     }
 
+    /// The nearest float (for float arithmetic).
     fn as_f64(self) -> f64 {
         match self {
             Num::Int(i) => i as f64,
@@ -881,11 +987,50 @@ impl Num {
         }
     }
 
+    /// Exact comparison, across types; `None` only for NaN.
     fn cmp(self, other: Num) -> Option<Ordering> {
         match (self, other) {
             (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
-            (a, b) => a.as_f64().partial_cmp(&b.as_f64()),
+            (Num::Int(i), Num::Float(f)) => cmp_int_float(i, f),
+            (Num::Float(f), Num::Int(i)) => cmp_int_float(i, f).map(Ordering::reverse),
+            (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b),
         }
+    }
+}
+
+/// Compares integer `i` (within [`INT_MIN`, `INT_MAX`]) with float `f`
+/// exactly: `i` is never converted to a float, which could round it.
+fn cmp_int_float(i: i128, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    if f >= TWO_POW_64 {
+        return Some(Ordering::Less);
+    }
+    if f < MINUS_TWO_POW_63 {
+        return Some(Ordering::Greater);
+    }
+    // `f` now lies in [−2⁶³, 2⁶⁴): its integer part is exact in i128.
+    let whole = f.trunc();
+    match i.cmp(&(whole as i128)) {
+        Ordering::Equal => whole.partial_cmp(&f),
+        unequal => Some(unequal),
+    }
+}
+
+/// An integer result as JSON, or an overflow error outside the range.
+fn int_value(i: i128, column: usize) -> Result<Value, RuleError> {
+    if let Ok(v) = i64::try_from(i) {
+        Ok(Value::from(v))
+    } else if let Ok(v) = u64::try_from(i) {
+        Ok(Value::from(v))
+    } else {
+        Err(RuleError::arith(
+            format!(
+                "integer overflow: the result is outside the integer range {INT_MIN} to {INT_MAX}"
+            ),
+            column,
+        ))
     }
 }
 
@@ -895,20 +1040,15 @@ fn float_value(f: f64, column: usize) -> Result<Value, RuleError> {
         .ok_or_else(|| RuleError::arith("result is not a finite number", column))
 }
 
-fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => Num::of(x).cmp(Num::of(y)) == Some(Ordering::Equal),
-        _ => a == b,
-    }
-}
-
 struct Evaluator<'a> {
     vars: &'a Value,
     bytes_left: usize,
+    work_left: usize,
 }
 
 impl<'a> Evaluator<'a> {
     fn charge(&mut self, bytes: usize, column: usize) -> Result<(), RuleError> {
+        self.work(bytes, column)?;
         match self.bytes_left.checked_sub(bytes) {
             Some(left) => {
                 self.bytes_left = left;
@@ -917,8 +1057,63 @@ impl<'a> Evaluator<'a> {
             None => Err(RuleError::Limit {
                 limit: Limit::EvalBytes,
                 column,
+                value: (MAX_EVAL_BYTES - self.bytes_left).saturating_add(bytes),
             }),
         }
+    }
+
+    fn work(&mut self, units: usize, column: usize) -> Result<(), RuleError> {
+        match self.work_left.checked_sub(units) {
+            Some(left) => {
+                self.work_left = left;
+                Ok(())
+            }
+            None => Err(RuleError::Limit {
+                limit: Limit::EvalWork,
+                column,
+                value: (MAX_EVAL_WORK - self.work_left).saturating_add(units),
+            }),
+        }
+    }
+
+    /// Exact structural equality (numbers compared exactly across types),
+    /// charging one unit per value and one per string byte compared.
+    fn values_equal(&mut self, a: &Value, b: &Value, column: usize) -> Result<bool, RuleError> {
+        let mut pending = vec![(a, b)];
+        while let Some((a, b)) = pending.pop() {
+            self.work(1, column)?;
+            let same = match (a, b) {
+                (Value::Null, Value::Null) => true,
+                (Value::Bool(x), Value::Bool(y)) => x == y,
+                (Value::Number(x), Value::Number(y)) => {
+                    Num::of(x).cmp(Num::of(y)) == Some(Ordering::Equal)
+                }
+                (Value::String(x), Value::String(y)) => {
+                    self.work(x.len().min(y.len()), column)?;
+                    x == y
+                }
+                (Value::Array(x), Value::Array(y)) => {
+                    pending.extend(x.iter().zip(y));
+                    x.len() == y.len()
+                }
+                (Value::Object(x), Value::Object(y)) => {
+                    self.work(x.len(), column)?;
+                    let mut same = x.len() == y.len();
+                    for (key, value) in x {
+                        match y.get(key) {
+                            Some(other) if same => pending.push((value, other)),
+                            _ => same = false,
+                        }
+                    }
+                    same
+                }
+                _ => false,
+            };
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn eval_bool_operand(&mut self, e: &'a Expr, op: &str) -> Result<bool, RuleError> {
@@ -933,6 +1128,7 @@ impl<'a> Evaluator<'a> {
 
     fn eval(&mut self, e: &'a Expr) -> Result<Cow<'a, Value>, RuleError> {
         let column = e.column;
+        self.work(1, column)?;
         match &e.kind {
             Kind::Lit(v) => Ok(Cow::Borrowed(v)),
             Kind::Var(name) => match self.vars.get(name) {
@@ -969,10 +1165,7 @@ impl<'a> Evaluator<'a> {
             ))),
             Kind::Neg(inner) => match self.eval(inner)?.as_ref() {
                 Value::Number(n) => match Num::of(n) {
-                    Num::Int(i) => i
-                        .checked_neg()
-                        .map(|v| Cow::Owned(Value::from(v)))
-                        .ok_or_else(|| RuleError::arith("integer overflow", column)),
+                    Num::Int(i) => int_value(-i, column).map(Cow::Owned),
                     Num::Float(f) => float_value(-f, column).map(Cow::Owned),
                 },
                 other => Err(RuleError::type_err(
@@ -1030,12 +1223,15 @@ impl<'a> Evaluator<'a> {
             )
         };
         match op {
-            BinOp::Eq => Ok(Value::Bool(values_equal(lhs, rhs))),
-            BinOp::Ne => Ok(Value::Bool(!values_equal(lhs, rhs))),
+            BinOp::Eq => Ok(Value::Bool(self.values_equal(lhs, rhs, column)?)),
+            BinOp::Ne => Ok(Value::Bool(!self.values_equal(lhs, rhs, column)?)),
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
                 let ord = match (lhs, rhs) {
                     (Value::Number(x), Value::Number(y)) => Num::of(x).cmp(Num::of(y)),
-                    (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+                    (Value::String(x), Value::String(y)) => {
+                        self.work(x.len().min(y.len()), column)?;
+                        Some(x.cmp(y))
+                    }
                     _ => return Err(mismatch()),
                 };
                 let Some(ord) = ord else {
@@ -1050,6 +1246,7 @@ impl<'a> Evaluator<'a> {
             }
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
                 if let (BinOp::Add, Value::String(x), Value::String(y)) = (op, lhs, rhs) {
+                    // (`charge` also counts the bytes as work.)
                     self.charge(x.len().saturating_add(y.len()), column)?;
                     let mut s = String::with_capacity(x.len() + y.len());
                     s.push_str(x);
@@ -1084,16 +1281,26 @@ impl<'a> Evaluator<'a> {
         };
         let arg = |i: usize| args.get(i).map(|a| a.as_ref());
         match (func, arg(0), arg(1)) {
-            (Func::Len, Some(Value::String(s)), _) => Ok(Value::from(s.chars().count())),
+            (Func::Len, Some(Value::String(s)), _) => {
+                self.work(s.len(), column)?;
+                Ok(Value::from(s.chars().count()))
+            }
             (Func::Len, Some(Value::Array(a)), _) => Ok(Value::from(a.len())),
             (Func::Len, Some(Value::Object(o)), _) => Ok(Value::from(o.len())),
             (Func::Contains, Some(Value::String(h)), Some(Value::String(n))) => {
+                self.work(h.len().saturating_add(n.len()), column)?;
                 Ok(Value::Bool(h.contains(n.as_str())))
             }
-            (Func::Contains, Some(Value::Array(items)), Some(needle)) => Ok(Value::Bool(
-                items.iter().any(|item| values_equal(item, needle)),
-            )),
+            (Func::Contains, Some(Value::Array(items)), Some(needle)) => {
+                for item in items {
+                    if self.values_equal(item, needle, column)? {
+                        return Ok(Value::Bool(true));
+                    }
+                }
+                Ok(Value::Bool(false))
+            }
             (Func::StartsWith, Some(Value::String(s)), Some(Value::String(p))) => {
+                self.work(p.len(), column)?;
                 Ok(Value::Bool(s.starts_with(p.as_str())))
             }
             (Func::Lower | Func::Upper, Some(Value::String(s)), _) => {
@@ -1111,19 +1318,20 @@ impl<'a> Evaluator<'a> {
 }
 
 fn arithmetic(op: BinOp, x: Num, y: Num, column: usize) -> Result<Value, RuleError> {
-    let overflow = || RuleError::arith("integer overflow", column);
     if let (Num::Int(a), Num::Int(b)) = (x, y) {
+        // Both within [−2⁶³, 2⁶⁴): sums, differences and remainders fit in
+        // i128; products are checked.
         return match op {
-            BinOp::Add => a.checked_add(b).map(Value::from).ok_or_else(overflow),
-            BinOp::Sub => a.checked_sub(b).map(Value::from).ok_or_else(overflow),
-            BinOp::Mul => a.checked_mul(b).map(Value::from).ok_or_else(overflow),
-            BinOp::Div | BinOp::Rem if b == 0 => Err(RuleError::arith("division by zero", column)),
-            BinOp::Div => match (a.checked_rem(b), a.checked_div(b)) {
-                (Some(0), Some(q)) => Ok(Value::from(q)),
-                (Some(_), Some(_)) => float_value(a as f64 / b as f64, column),
-                _ => Err(overflow()),
+            BinOp::Add => int_value(a + b, column),
+            BinOp::Sub => int_value(a - b, column),
+            BinOp::Mul => match a.checked_mul(b) {
+                Some(p) => int_value(p, column),
+                None => int_value(INT_MAX + 1, column),
             },
-            _ => a.checked_rem(b).map(Value::from).ok_or_else(overflow),
+            BinOp::Div | BinOp::Rem if b == 0 => Err(RuleError::arith("division by zero", column)),
+            BinOp::Div if a % b == 0 => int_value(a / b, column),
+            BinOp::Div => float_value(a as f64 / b as f64, column),
+            _ => int_value(a % b, column),
         };
     }
     let (a, b) = (x.as_f64(), y.as_f64());

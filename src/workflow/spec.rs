@@ -68,10 +68,22 @@
 //! router branch may be skipped at run time, so a template reading it can
 //! still fail when rendered.
 //!
-//! Hostile input is bounded: documents over [`MAX_WORKFLOW_BYTES`] are
-//! rejected before parsing, JSON nesting is limited by `serde_json`
-//! (128 levels), strings are size-limited by the schema, messages quote at
-//! most a short prefix of any user-supplied string, and at most
+//! Before any of this, while parsing, a key that appears twice in one
+//! object is a [`ProblemKind::DuplicateKey`] at the pointer of its second
+//! occurrence (JSON parsers disagree on which one wins, so the document is
+//! ambiguous); every repeated key is reported, along with the other
+//! problems. Whole-number floats (`4.0`, `1e2`) in integer fields are read
+//! as integers, as the schema's `"type": "integer"` accepts them; other
+//! non-integers there are schema problems with their pointer.
+//!
+//! Hostile input is bounded ([`Limits`](super::limits::Limits)): documents
+//! over [`Limits::workflow_bytes`](super::limits::Limits::workflow_bytes)
+//! ([`MAX_WORKFLOW_BYTES`] by default) are rejected before parsing, arrays
+//! and objects nested deeper than
+//! [`Limits::json_depth`](super::limits::Limits::json_depth) are refused
+//! while parsing (both [`ProblemKind::TooLarge`], with the limit in
+//! [`Problem::limit`]), strings are size-limited by the schema, messages
+//! quote at most a short prefix of any user-supplied string, and at most
 //! [`MAX_PROBLEMS`] problems are reported.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -85,6 +97,10 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::limits::{
+    FIXED_MAX_EDGES, FIXED_MAX_NODES, FIXED_MAX_PROBLEMS, LimitExceeded, LimitKind,
+    Limits as InputLimits,
+};
 use super::rules::Rule;
 use super::template::{Reference, Template};
 
@@ -95,12 +111,13 @@ pub const SCHEMA_V1: &str = include_str!("../../schema/workflow.v1.json");
 /// The only format version this module reads.
 pub const FORMAT_VERSION: &str = "1";
 
-/// Largest workflow document [`load`] accepts, in bytes (4 MiB).
-pub const MAX_WORKFLOW_BYTES: usize = 4 * 1024 * 1024;
+/// Largest workflow document [`load`] accepts, in bytes (4 MiB; see
+/// [`limits::Limits::workflow_bytes`](super::limits::Limits::workflow_bytes)).
+pub const MAX_WORKFLOW_BYTES: usize = InputLimits::DEFAULT.workflow_bytes;
 
 /// Most problems [`load`] reports; further ones are summarised in one last
 /// problem of kind [`ProblemKind::Truncated`].
-pub const MAX_PROBLEMS: usize = 1000;
+pub const MAX_PROBLEMS: usize = FIXED_MAX_PROBLEMS;
 
 /// The provider name whose simulated options (`response`, `latency_ms`,
 /// `fail_first`, `fail_kind`, `usage`) are accepted.
@@ -108,8 +125,8 @@ pub const SIMULATED_PROVIDER: &str = "simulated";
 
 /// Above these sizes the quadratic "template reads a node that runs before"
 /// check is skipped (the schema already rejects such documents).
-const MAX_GRAPH_NODES: usize = 1000;
-const MAX_GRAPH_EDGES: usize = 10_000;
+const MAX_GRAPH_NODES: usize = FIXED_MAX_NODES;
+const MAX_GRAPH_EDGES: usize = FIXED_MAX_EDGES;
 
 /// Longest prefix of a user-supplied string quoted in a message, in chars.
 const MAX_QUOTE_CHARS: usize = 64;
@@ -670,6 +687,12 @@ pub enum ProblemKind {
     Internal,
     /// Two nodes share an id, or two edges are identical.
     Duplicate,
+    /// An object has the same key twice (at the pointer of the repeat).
+    DuplicateKey,
+    /// The document exceeds one of the loader's
+    /// [`limits::Limits`](super::limits::Limits): its size or
+    /// its nesting depth ([`Problem::limit`] says which).
+    TooLarge,
     /// `entry`, an edge end or a template names a node that does not exist.
     UnknownNode,
     /// A template reads a node that does not run before the reading node.
@@ -717,17 +740,30 @@ pub struct Problem {
     /// 1-based column in characters: in the document for
     /// [`ProblemKind::Json`], inside the string for template and rule errors.
     pub column: Option<usize>,
+    /// The limit exceeded, for [`ProblemKind::TooLarge`] and for rules and
+    /// templates over one of their fixed limits.
+    pub limit: Option<LimitExceeded>,
 }
 
 impl Problem {
-    fn new(pointer: impl Into<String>, kind: ProblemKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        pointer: impl Into<String>,
+        kind: ProblemKind,
+        message: impl Into<String>,
+    ) -> Self {
         Problem {
             pointer: pointer.into(),
             kind,
             message: message.into(),
             line: None,
             column: None,
+            limit: None,
         }
+    }
+
+    pub(crate) fn with_limit(mut self, limit: Option<LimitExceeded>) -> Self {
+        self.limit = limit;
+        self
     }
 
     fn at(mut self, line: Option<usize>, column: Option<usize>) -> Self {
@@ -754,6 +790,10 @@ pub struct LoadErrors {
 }
 
 impl LoadErrors {
+    pub(crate) fn from_problems(problems: Vec<Problem>) -> Self {
+        Self { problems }
+    }
+
     /// The problems, schema violations first, then semantic ones.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
@@ -808,38 +848,112 @@ impl std::error::Error for LoadErrors {}
 // ---------------------------------------------------------------------------
 
 /// Parses and validates a workflow document, reporting every problem at
-/// once (see the [module docs](self) for what is checked).
+/// once (see the [module docs](self) for what is checked), with the
+/// default [`Limits`].
 pub fn load(json: &str, known: &Known) -> Result<WorkflowSpec, LoadErrors> {
-    if json.len() > MAX_WORKFLOW_BYTES {
-        return Err(LoadErrors {
-            problems: vec![Problem::new(
+    load_with(json, known, &InputLimits::default())
+}
+
+/// [`load`] with the document size and nesting limits of `limits`.
+pub fn load_with(
+    json: &str,
+    known: &Known,
+    limits: &InputLimits,
+) -> Result<WorkflowSpec, LoadErrors> {
+    let fail = |problem: Problem| LoadErrors {
+        problems: vec![problem],
+    };
+    if json.len() > limits.workflow_bytes {
+        let limit = LimitExceeded::of(LimitKind::WorkflowBytes, limits.workflow_bytes, json.len());
+        return Err(fail(
+            Problem::new(
                 "",
-                ProblemKind::Json,
-                format!(
-                    "document is {} bytes long; the limit is {MAX_WORKFLOW_BYTES} bytes",
-                    json.len()
-                ),
-            )],
-        });
+                ProblemKind::TooLarge,
+                format!("document too large: {limit}"),
+            )
+            .with_limit(Some(limit)),
+        ));
     }
-    match serde_json::from_str::<Value>(json) {
-        Ok(value) => load_value(value, known),
-        Err(e) => Err(LoadErrors {
-            problems: vec![
-                Problem::new("", ProblemKind::Json, format!("not valid JSON: {e}"))
-                    .at(Some(e.line()), Some(e.column())),
-            ],
-        }),
+    let (mut value, mut problems) = document_problems(json, limits)?;
+    document::normalize_integers(&mut value);
+    problems.extend(validate(&value, known));
+    if !problems.is_empty() {
+        truncate(&mut problems);
+        return Err(LoadErrors { problems });
     }
+    to_spec(value)
 }
 
 /// Validates an already parsed document like [`load`] and converts it into
-/// the typed spec.
-pub fn load_value(value: Value, known: &Known) -> Result<WorkflowSpec, LoadErrors> {
+/// the typed spec. (Repeated keys cannot be detected here: the parser that
+/// built `value` already dropped them.)
+pub fn load_value(mut value: Value, known: &Known) -> Result<WorkflowSpec, LoadErrors> {
+    document::normalize_integers(&mut value);
     let problems = validate(&value, known);
     if !problems.is_empty() {
         return Err(LoadErrors { problems });
     }
+    to_spec(value)
+}
+
+/// Parses a JSON document within `limits.json_depth`: the value and a
+/// problem for every repeated key, or the one problem that stopped parsing
+/// (not JSON, or nested too deeply).
+pub(crate) fn document_problems(
+    json: &str,
+    limits: &InputLimits,
+) -> Result<(Value, Vec<Problem>), LoadErrors> {
+    let fail = |problem: Problem| LoadErrors {
+        problems: vec![problem],
+    };
+    let parsed = match document::parse(json, limits.effective_json_depth(), MAX_PROBLEMS) {
+        Ok(parsed) => parsed,
+        Err(ParseFailure::Json(e)) => {
+            return Err(fail(
+                Problem::new("", ProblemKind::Json, format!("not valid JSON: {e}"))
+                    .at(Some(e.line()), Some(e.column())),
+            ));
+        }
+        Err(ParseFailure::TooDeep { pointer, depth }) => {
+            let limit =
+                LimitExceeded::of(LimitKind::JsonDepth, limits.effective_json_depth(), depth);
+            return Err(fail(
+                Problem::new(
+                    clip(&pointer, MAX_MESSAGE_CHARS),
+                    ProblemKind::TooLarge,
+                    format!("arrays and objects nested too deeply: {limit}"),
+                )
+                .with_limit(Some(limit)),
+            ));
+        }
+    };
+    let mut problems: Vec<Problem> = parsed
+        .duplicates
+        .iter()
+        .map(|pointer| {
+            let key = pointer.rsplit('/').next().unwrap_or_default();
+            let key = key.replace("~1", "/").replace("~0", "~");
+            Problem::new(
+                pointer.clone(),
+                ProblemKind::DuplicateKey,
+                format!(
+                    "duplicate key `{}`: the object already has this key, and only one value can be kept",
+                    quote(&key)
+                ),
+            )
+        })
+        .collect();
+    if parsed.more_duplicates > 0 {
+        problems.push(Problem::new(
+            "",
+            ProblemKind::Truncated,
+            format!("{} more duplicate keys not shown", parsed.more_duplicates),
+        ));
+    }
+    Ok((parsed.value, problems))
+}
+
+fn to_spec(value: Value) -> Result<WorkflowSpec, LoadErrors> {
     serde_json::from_value(value).map_err(|e| LoadErrors {
         problems: vec![Problem::new(
             "",
@@ -847,6 +961,20 @@ pub fn load_value(value: Value, known: &Known) -> Result<WorkflowSpec, LoadError
             format!("does not fit the workflow format: {e}"),
         )],
     })
+}
+
+/// Cuts `problems` to [`MAX_PROBLEMS`], the last one saying how many more
+/// there were.
+fn truncate(problems: &mut Vec<Problem>) {
+    if problems.len() > MAX_PROBLEMS {
+        let dropped = problems.len() - (MAX_PROBLEMS - 1);
+        problems.truncate(MAX_PROBLEMS - 1);
+        problems.push(Problem::new(
+            "",
+            ProblemKind::Truncated,
+            format!("{dropped} more problems not shown"),
+        ));
+    }
 }
 
 /// Runs the schema and semantic checks on `value` and returns every problem
@@ -875,15 +1003,7 @@ pub fn validate(value: &Value, known: &Known) -> Vec<Problem> {
             .into_iter()
             .filter(|p| !rejected.contains(&p.pointer)),
     );
-    if problems.len() > MAX_PROBLEMS {
-        let dropped = problems.len() - (MAX_PROBLEMS - 1);
-        problems.truncate(MAX_PROBLEMS - 1);
-        problems.push(Problem::new(
-            "",
-            ProblemKind::Truncated,
-            format!("{dropped} more problems not shown"),
-        ));
-    }
+    truncate(&mut problems);
     problems
 }
 
@@ -1102,7 +1222,8 @@ impl<'a, 'o> Checker<'a, 'o> {
             Err(e) => {
                 self.out.push(
                     Problem::new(&pointer, ProblemKind::Rule, format!("condition {e}"))
-                        .at(None, Some(e.column())),
+                        .at(None, Some(e.column()))
+                        .with_limit(e.limit_exceeded()),
                 );
                 None
             }
@@ -1408,7 +1529,8 @@ impl<'a, 'o> Checker<'a, 'o> {
         match Rule::parse(source) {
             Err(e) => self.out.push(
                 Problem::new(&pointer, ProblemKind::Rule, format!("rule {e}"))
-                    .at(None, Some(e.column())),
+                    .at(None, Some(e.column()))
+                    .with_limit(e.limit_exceeded()),
             ),
             Ok(rule) => {
                 for var in rule.variables() {
@@ -1731,9 +1853,13 @@ fn has_template(value: &Value) -> bool {
 }
 
 /// Escapes a key as a JSON pointer segment (RFC 6901).
-fn escape(key: &str) -> String {
+pub(crate) fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
+
+mod document;
+
+use document::ParseFailure;
 
 #[cfg(test)]
 mod tests;

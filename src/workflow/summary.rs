@@ -41,9 +41,10 @@ use serde_json::{Map, Value};
 
 use flowtrace_core::trace::TraceEvent;
 
-use super::compile::{CompiledWorkflow, router_key};
+use super::compile::{node_key, router_key};
 use super::spec::WorkflowSpec;
 use crate::report::ReportRun;
+use crate::report::clip_value;
 
 /// What a workflow run returns: its output, or the failure with the
 /// summary of what ran.
@@ -142,10 +143,10 @@ pub struct InterruptSummary {
 impl WorkflowSummary {
     /// The summary of a run of `spec`.
     pub fn new(spec: &WorkflowSpec, outcome: &WorkflowOutcome) -> Self {
-        let failed_state = failure_state(outcome);
-        let (summary, state): (&RunSummary, Option<&JsonState>) = match outcome {
-            Ok(out) => (&out.summary, Some(&out.state)),
-            Err(failure) => (&failure.summary, failed_state.as_ref()),
+        let state = state_values(outcome);
+        let summary: &RunSummary = match outcome {
+            Ok(out) => &out.summary,
+            Err(failure) => &failure.summary,
         };
         let steps = summary
             .steps
@@ -182,7 +183,7 @@ impl WorkflowSummary {
         let mut outputs = Map::new();
         if let Some(state) = state {
             for node in &spec.nodes {
-                if let Some(v) = CompiledWorkflow::output(state, &node.id) {
+                if let Some(v) = state.get(&node_key(&node.id)) {
                     outputs.insert(node.id.clone(), v.clone());
                 }
             }
@@ -235,16 +236,18 @@ impl WorkflowSummary {
 /// An [`HtmlReport`](crate::report::HtmlReport) entry for a run of
 /// `spec` with the events it emitted: each node labelled with its type and
 /// name, each node's output from the final state, and each router's branch
-/// (the rule's value, rather than the executor's edge label).
+/// (the rule's value, rather than the executor's edge label). Outputs
+/// larger than the report shows ([`MAX_TEXT`](crate::report::MAX_TEXT))
+/// are kept as previews.
 pub fn report_run(
     spec: &WorkflowSpec,
     outcome: &WorkflowOutcome,
     events: Vec<TraceEvent>,
 ) -> ReportRun {
-    let failed_state = failure_state(outcome);
-    let (summary, state) = match outcome {
-        Ok(out) => (out.summary.clone(), Some(&out.state)),
-        Err(failure) => ((*failure.summary).clone(), failed_state.as_ref()),
+    let state = state_values(outcome);
+    let summary = match outcome {
+        Ok(out) => out.summary.clone(),
+        Err(failure) => (*failure.summary).clone(),
     };
     let mut run = ReportRun::new(summary, events);
     for node in &spec.nodes {
@@ -253,8 +256,10 @@ pub fn report_run(
             None => node.node_type().as_str().to_string(),
         };
         run = run.node_label(node.id.clone(), label);
-        if let Some(v) = state.and_then(|st| CompiledWorkflow::output(st, &node.id)) {
-            run = run.output(node.id.clone(), v.clone());
+        if let Some(v) = state.and_then(|st| st.get(&node_key(&node.id))) {
+            let mut shown = v.clone();
+            clip_value(&mut shown);
+            run = run.output(node.id.clone(), shown);
         }
         if let Some(branch) = state.and_then(|st| rule_branch(st, &node.id)) {
             let text = branch
@@ -267,18 +272,21 @@ pub fn report_run(
 }
 
 /// The branch router `id`'s rule chose, from its record in `state`.
-fn rule_branch<'s>(state: &'s JsonState, id: &str) -> Option<&'s Value> {
+fn rule_branch<'s>(state: &'s Map<String, Value>, id: &str) -> Option<&'s Value> {
     state.get(&router_key(id)).and_then(|r| r.get("branch"))
 }
 
-/// The state a failed run had reached (what its completed steps produced).
-fn failure_state(outcome: &WorkflowOutcome) -> Option<JsonState> {
+/// The state values a run reached, by reference: the final state, or for a
+/// failed run the serialized state its completed steps produced (read in
+/// place, never copied whole).
+fn state_values(outcome: &WorkflowOutcome) -> Option<&Map<String, Value>> {
     match outcome {
-        Ok(_) => None,
+        Ok(out) => Some(&out.state.values),
         Err(failure) => failure
             .state
             .as_deref()
-            .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            .and_then(|v| v.get("values"))
+            .and_then(Value::as_object),
     }
 }
 

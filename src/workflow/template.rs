@@ -36,6 +36,12 @@
 //! Hostile input is bounded: a template longer than [`MAX_TEMPLATE_LEN`]
 //! bytes is rejected, and rendering stops with an error once the output would
 //! exceed the context's output limit (by default [`DEFAULT_MAX_OUTPUT_LEN`]).
+//! The limit applies to every way of rendering: [`Template::render`] stops
+//! writing at the limit, and [`Template::render_value`] of a single
+//! placeholder measures the referenced value (a string by its length,
+//! anything else as compact JSON, stopping at the limit) before copying it.
+//! The error ([`TemplateErrorKind::OutputTooLarge`]) carries the
+//! [`LimitExceeded`] with the limit and the size reached.
 //!
 //! ```
 //! use flowtrace::workflow::template::{Reference, Template, TemplateContext};
@@ -59,15 +65,19 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::sync::LazyLock;
 
 use serde_json::Value;
+
+use super::limits::{LimitExceeded, LimitKind, Limits};
 
 /// Largest template source accepted by [`Template::parse`], in bytes (64 KiB).
 pub const MAX_TEMPLATE_LEN: usize = 64 * 1024;
 
-/// Default largest rendered output, in bytes (1 MiB); see
+/// Default largest rendered output, in bytes (1 MiB, the default
+/// [`Limits::template_output_bytes`]); see
 /// [`TemplateContext::with_max_output_len`].
-pub const DEFAULT_MAX_OUTPUT_LEN: usize = 1024 * 1024;
+pub const DEFAULT_MAX_OUTPUT_LEN: usize = Limits::DEFAULT.template_output_bytes;
 
 /// Where in a template source a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,6 +139,7 @@ pub struct TemplateError {
     kind: TemplateErrorKind,
     message: String,
     position: Option<Position>,
+    limit: Option<Box<LimitExceeded>>,
 }
 
 impl TemplateError {
@@ -141,6 +152,18 @@ impl TemplateError {
             kind,
             message: message.into(),
             position,
+            limit: None,
+        }
+    }
+
+    /// An [`OutputTooLarge`](TemplateErrorKind::OutputTooLarge) error for
+    /// `limit`.
+    pub(crate) fn output_too_large(limit: LimitExceeded) -> Self {
+        Self {
+            kind: TemplateErrorKind::OutputTooLarge,
+            message: format!("rendered output too large: {limit}"),
+            position: None,
+            limit: Some(Box::new(limit)),
         }
     }
 
@@ -161,6 +184,13 @@ impl TemplateError {
     /// The message, without the position.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The limit exceeded, for
+    /// [`OutputTooLarge`](TemplateErrorKind::OutputTooLarge) and
+    /// [`TemplateTooLong`](TemplateErrorKind::TemplateTooLong).
+    pub fn limit(&self) -> Option<&LimitExceeded> {
+        self.limit.as_deref()
     }
 
     /// Where in the template source the problem is: the offending character
@@ -350,14 +380,18 @@ impl Template {
     /// placeholders. Errors carry the 1-based line/column of the problem.
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
         if source.len() > MAX_TEMPLATE_LEN {
-            return Err(TemplateError::new(
+            let limit = LimitExceeded::of(
+                LimitKind::TemplateSourceBytes,
+                MAX_TEMPLATE_LEN,
+                source.len(),
+            );
+            let mut e = TemplateError::new(
                 TemplateErrorKind::TemplateTooLong,
-                format!(
-                    "template is {} bytes long; the limit is {MAX_TEMPLATE_LEN} bytes",
-                    source.len()
-                ),
+                format!("template too long: {limit}"),
                 None,
-            ));
+            );
+            e.limit = Some(Box::new(limit));
+            return Err(e);
         }
         let mut parts = Vec::new();
         let mut text_start = 0;
@@ -456,27 +490,37 @@ impl Template {
     /// compact JSON. Fails if a referenced value is missing or the output
     /// would exceed [`TemplateContext::max_output_len`].
     pub fn render(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
+        self.render_in(ctx, Cap::template(ctx.max_output_len))
+    }
+
+    /// Renders the template to a JSON value: if the template is a single
+    /// placeholder ([`is_single_expression`](Self::is_single_expression)),
+    /// the referenced value itself (so a workflow input keeps its JSON type);
+    /// otherwise the [rendered](Self::render) string as a JSON string. Either
+    /// way the result is at most [`TemplateContext::max_output_len`] bytes
+    /// (a value counted as compact JSON, a string by its length).
+    pub fn render_value(&self, ctx: &TemplateContext) -> Result<Value, TemplateError> {
+        self.render_value_in(ctx, Cap::template(ctx.max_output_len))
+            .map(|(value, _)| value)
+    }
+
+    /// [`render`](Self::render) against any [`Scope`], with output cap `cap`.
+    pub(crate) fn render_in(&self, scope: &impl Scope, cap: Cap) -> Result<String, TemplateError> {
         let mut out = LimitedBuf {
             buf: Vec::new(),
-            limit: ctx.max_output_len,
-        };
-        let too_large = |ctx: &TemplateContext| {
-            TemplateError::new(
-                TemplateErrorKind::OutputTooLarge,
-                format!(
-                    "rendered output would exceed the limit of {} bytes",
-                    ctx.max_output_len
-                ),
-                None,
-            )
+            limit: cap.max,
+            tried: 0,
         };
         for part in &self.parts {
-            match part {
-                Part::Text(text) => out.push(text.as_bytes()).map_err(|_| too_large(ctx))?,
-                Part::Expr(expr) => match self.lookup(expr, ctx)? {
-                    Value::String(s) => out.push(s.as_bytes()).map_err(|_| too_large(ctx))?,
-                    other => serde_json::to_writer(&mut out, other).map_err(|_| too_large(ctx))?,
+            let written = match part {
+                Part::Text(text) => out.push(text.as_bytes()),
+                Part::Expr(expr) => match self.lookup(expr, scope)? {
+                    Value::String(s) => out.push(s.as_bytes()),
+                    other => serde_json::to_writer(&mut out, other).map_err(|_| ()),
                 },
+            };
+            if written.is_err() {
+                return Err(TemplateError::output_too_large(cap.exceeded(out.tried)));
             }
         }
         String::from_utf8(out.buf).map_err(|_| {
@@ -488,22 +532,28 @@ impl Template {
         })
     }
 
-    /// Renders the template to a JSON value: if the template is a single
-    /// placeholder ([`is_single_expression`](Self::is_single_expression)),
-    /// the referenced value itself (so a workflow input keeps its JSON type);
-    /// otherwise the [rendered](Self::render) string as a JSON string.
-    pub fn render_value(&self, ctx: &TemplateContext) -> Result<Value, TemplateError> {
+    /// [`render_value`](Self::render_value) against any [`Scope`], with
+    /// output cap `cap`; also returns the rendered size in bytes.
+    pub(crate) fn render_value_in(
+        &self,
+        scope: &impl Scope,
+        cap: Cap,
+    ) -> Result<(Value, usize), TemplateError> {
         match self.parts.as_slice() {
-            [Part::Expr(expr)] => self.lookup(expr, ctx).cloned(),
-            _ => self.render(ctx).map(Value::String),
+            [Part::Expr(expr)] => {
+                let value = self.lookup(expr, scope)?;
+                let len = rendered_len(value, cap.max)
+                    .map_err(|tried| TemplateError::output_too_large(cap.exceeded(tried)))?;
+                Ok((value.clone(), len))
+            }
+            _ => self.render_in(scope, cap).map(|s| {
+                let len = s.len();
+                (Value::String(s), len)
+            }),
         }
     }
 
-    fn lookup<'c>(
-        &self,
-        expr: &Expr,
-        ctx: &'c TemplateContext,
-    ) -> Result<&'c Value, TemplateError> {
+    fn lookup<'c>(&self, expr: &Expr, scope: &'c impl Scope) -> Result<&'c Value, TemplateError> {
         let missing = |message: String| {
             TemplateError::at(
                 TemplateErrorKind::MissingValue,
@@ -513,7 +563,7 @@ impl Template {
             )
         };
         let (mut current, mut walked) = match &expr.root {
-            Root::Node(id) => match ctx.nodes.get(id) {
+            Root::Node(id) => match scope.node_output(id) {
                 Some(v) => (v, format!("node.{id}.output")),
                 None => {
                     return Err(missing(format!(
@@ -522,8 +572,8 @@ impl Template {
                     )));
                 }
             },
-            Root::Input => (&ctx.input, "input".to_owned()),
-            Root::Var(name) => match ctx.vars.get(name) {
+            Root::Input => (scope.input().unwrap_or(&*EMPTY_OBJECT), "input".to_owned()),
+            Root::Var(name) => match scope.var(name) {
                 Some(v) => (v, name.clone()),
                 None => {
                     return Err(missing(format!(
@@ -563,6 +613,166 @@ impl Template {
     }
 }
 
+/// The input of a scope without one: `{}`.
+static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(serde_json::Map::new()));
+
+/// Where templates look values up: a [`TemplateContext`], or (in compiled
+/// workflows) a borrowed view of the run state, so rendering never copies
+/// a node's whole output.
+pub(crate) trait Scope {
+    /// The output of node `id`.
+    fn node_output(&self, id: &str) -> Option<&Value>;
+    /// The workflow input (`None` reads as `{}`).
+    fn input(&self) -> Option<&Value>;
+    /// The extra variable `name`.
+    fn var(&self, name: &str) -> Option<&Value>;
+}
+
+impl Scope for TemplateContext {
+    fn node_output(&self, id: &str) -> Option<&Value> {
+        self.nodes.get(id)
+    }
+
+    fn input(&self) -> Option<&Value> {
+        Some(&self.input)
+    }
+
+    fn var(&self, name: &str) -> Option<&Value> {
+        self.vars.get(name)
+    }
+}
+
+/// An output cap: the most bytes a rendering may produce, and the limit
+/// that is reported when it is crossed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cap {
+    /// Most bytes this rendering may produce.
+    pub(crate) max: usize,
+    /// The limit reported when crossed.
+    pub(crate) kind: LimitKind,
+    /// The limit's maximum as reported.
+    pub(crate) reported_max: usize,
+    /// Bytes already counted against the limit before this rendering.
+    pub(crate) already: usize,
+}
+
+impl Cap {
+    /// The per-template cap `max` ([`LimitKind::TemplateOutputBytes`]).
+    pub(crate) fn template(max: usize) -> Self {
+        Cap {
+            max,
+            kind: LimitKind::TemplateOutputBytes,
+            reported_max: max,
+            already: 0,
+        }
+    }
+
+    /// The breach, after `tried` bytes of this rendering.
+    fn exceeded(self, tried: usize) -> LimitExceeded {
+        LimitExceeded::of_at_least(
+            self.kind,
+            self.reported_max,
+            self.already.saturating_add(tried),
+        )
+    }
+}
+
+/// The size of `value` as rendered (a string's length, anything else as
+/// compact JSON), if at most `max`; otherwise the size reached when
+/// measuring stopped (more than `max`). Measuring stops as soon as the
+/// size passes `max`, so its cost is bounded by `max`, not by the value.
+pub(crate) fn rendered_len(value: &Value, max: usize) -> Result<usize, usize> {
+    match value {
+        Value::String(s) if s.len() > max => Err(s.len()),
+        Value::String(s) => Ok(s.len()),
+        other => json_len(other, max),
+    }
+}
+
+/// A container being measured, with the members still to visit.
+enum Frame<'v> {
+    Array(std::slice::Iter<'v, Value>),
+    Object(serde_json::map::Iter<'v>),
+}
+
+/// The length of `value` as compact JSON (as `serde_json` writes it), if at
+/// most `max`; otherwise a length over `max` reached when measuring
+/// stopped. Iterative, so any nesting depth is fine.
+fn json_len(value: &Value, max: usize) -> Result<usize, usize> {
+    let mut total = 0usize;
+    let mut stack: Vec<Frame<'_>> = Vec::new();
+    let mut next = Some(value);
+    loop {
+        if let Some(v) = next.take() {
+            let add = match v {
+                Value::Null | Value::Bool(true) => 4,
+                Value::Bool(false) => 5,
+                Value::Number(n) => n.to_string().len(),
+                Value::String(s) => {
+                    // Escaping only lengthens: stop before scanning a
+                    // string that cannot fit.
+                    let least = total.saturating_add(s.len()).saturating_add(2);
+                    if least > max {
+                        return Err(least);
+                    }
+                    escaped_len(s) + 2
+                }
+                Value::Array(items) => {
+                    stack.push(Frame::Array(items.iter()));
+                    // Brackets and commas.
+                    1 + items.len().max(1)
+                }
+                Value::Object(map) => {
+                    stack.push(Frame::Object(map.iter()));
+                    // Braces, commas, and each key's quotes and colon.
+                    1 + map.len().max(1) + 3 * map.len()
+                }
+            };
+            total = total.saturating_add(add);
+            if total > max {
+                return Err(total);
+            }
+        }
+        let Some(frame) = stack.last_mut() else {
+            return Ok(total);
+        };
+        match frame {
+            Frame::Array(items) => match items.next() {
+                Some(item) => next = Some(item),
+                None => {
+                    stack.pop();
+                }
+            },
+            Frame::Object(members) => match members.next() {
+                Some((key, item)) => {
+                    let least = total.saturating_add(key.len());
+                    if least > max {
+                        return Err(least);
+                    }
+                    total = total.saturating_add(escaped_len(key));
+                    next = Some(item);
+                }
+                None => {
+                    stack.pop();
+                }
+            },
+        }
+    }
+}
+
+/// The length of `s` with JSON string escapes (without the quotes).
+fn escaped_len(s: &str) -> usize {
+    let extra: usize = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() + extra
+}
+
 impl std::str::FromStr for Template {
     type Err = TemplateError;
 
@@ -586,11 +796,14 @@ fn type_name(v: &Value) -> &'static str {
 struct LimitedBuf {
     buf: Vec<u8>,
     limit: usize,
+    /// The size the last write would have reached.
+    tried: usize,
 }
 
 impl LimitedBuf {
     fn push(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        if self.buf.len().saturating_add(bytes.len()) > self.limit {
+        self.tried = self.buf.len().saturating_add(bytes.len());
+        if self.tried > self.limit {
             return Err(());
         }
         self.buf.extend_from_slice(bytes);

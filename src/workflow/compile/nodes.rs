@@ -4,7 +4,8 @@
 use super::*;
 use std::fmt::Write as _;
 
-use crate::workflow::template::Reference;
+use crate::workflow::limits::{LimitExceeded, LimitKind, Limits};
+use crate::workflow::template::{Cap, Scope, rendered_len};
 
 pub(super) fn parse_template(
     node: &NodeSpec,
@@ -26,57 +27,235 @@ pub(super) fn parse_inputs(node: &NodeSpec) -> Result<Inputs, CompileError> {
             parse_template(node, &format!("inputs.{name}"), source).map(|t| (name.clone(), t))
         })
         .collect::<Result<_, _>>()?;
-    Ok(Inputs {
-        templates,
-        reads: Reads::of(node),
-    })
+    Ok(Inputs { templates })
 }
 
-/// A node's named input templates, and what its templates read.
+/// A node's named input templates.
 #[derive(Debug, Clone)]
 pub(super) struct Inputs {
     pub(super) templates: Vec<(String, Template)>,
-    pub(super) reads: Reads,
 }
 
-/// The node outputs (and whether the run input) a node's templates read,
-/// so that rendering copies only those out of the state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Reads {
-    pub(super) nodes: Vec<String>,
-    pub(super) input: bool,
+/// A borrowed view of the run state that templates render against: the
+/// run input, node outputs, and the node's own rendered inputs by name.
+/// Nothing is copied out of the state: a template that reads a large
+/// output copies only what it renders, within the rendering limits.
+pub(super) struct StateScope<'a> {
+    state: &'a JsonState,
+    vars: Option<&'a Map<String, Value>>,
 }
 
-impl Reads {
-    /// Everything any string of `node` (inputs and configuration, fallbacks
-    /// included) reads as a template.
-    pub(super) fn of(node: &NodeSpec) -> Self {
-        fn walk(value: &Value, reads: &mut Reads) {
-            match value {
-                Value::String(source) if source.contains("{{") => {
-                    let Ok(template) = Template::parse(source) else {
-                        return;
-                    };
-                    for r in template.references() {
-                        match r {
-                            Reference::Node { id, .. } if !reads.nodes.contains(&id) => {
-                                reads.nodes.push(id);
-                            }
-                            Reference::Input { .. } => reads.input = true,
-                            _ => {}
-                        }
-                    }
-                }
-                Value::Array(items) => items.iter().for_each(|v| walk(v, reads)),
-                Value::Object(map) => map.values().for_each(|v| walk(v, reads)),
-                _ => {}
-            }
+impl<'a> StateScope<'a> {
+    pub(super) fn new(state: &'a JsonState) -> Self {
+        Self { state, vars: None }
+    }
+
+    pub(super) fn with_vars(state: &'a JsonState, vars: &'a Map<String, Value>) -> Self {
+        Self {
+            state,
+            vars: Some(vars),
         }
-        let mut reads = Reads::default();
-        if let Ok(value) = serde_json::to_value(node) {
-            walk(&value, &mut reads);
+    }
+}
+
+impl Scope for StateScope<'_> {
+    fn node_output(&self, id: &str) -> Option<&Value> {
+        self.state.get(&node_key(id))
+    }
+
+    fn input(&self) -> Option<&Value> {
+        self.state.get(INPUT_KEY)
+    }
+
+    fn var(&self, name: &str) -> Option<&Value> {
+        self.vars.and_then(|v| v.get(name))
+    }
+}
+
+/// Most runs whose totals a [`RunLedger`] tracks at once; past it the
+/// totals start afresh (so the per-run bound only weakens with thousands of
+/// concurrent runs of one compiled workflow).
+const MAX_TRACKED_RUNS: usize = 4096;
+
+/// The bytes each run of one compiled workflow has rendered and received
+/// from tools, against [`Limits::run_bytes`]; shared by all its nodes.
+#[derive(Debug)]
+pub(super) struct RunLedger {
+    pub(super) limits: Limits,
+    runs: Mutex<HashMap<String, usize>>,
+}
+
+impl RunLedger {
+    pub(super) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            runs: Mutex::new(HashMap::new()),
         }
-        reads
+    }
+
+    /// What run `run` has used so far.
+    fn used(&self, run: &str) -> usize {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.get(run).copied().unwrap_or(0)
+    }
+
+    /// Adds `bytes` to run `run`'s total, unless that passes the limit.
+    pub(super) fn charge(&self, run: &str, bytes: usize) -> Result<(), LimitExceeded> {
+        let max = self.limits.run_bytes;
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if !runs.contains_key(run) && runs.len() >= MAX_TRACKED_RUNS {
+            runs.clear();
+        }
+        let total = runs.entry(run.to_owned()).or_insert(0);
+        let next = total.saturating_add(bytes);
+        if next > max {
+            return Err(LimitExceeded::of(LimitKind::RunBytes, max, next));
+        }
+        *total = next;
+        Ok(())
+    }
+}
+
+/// What one node execution may still render: every rendering is capped at
+/// [`Limits::template_output_bytes`], all of one node execution together at
+/// [`Limits::node_render_bytes`], and everything a run renders or receives
+/// from tools at [`Limits::run_bytes`].
+pub(super) struct RenderBudget<'n> {
+    node: &'n str,
+    run: &'n str,
+    ledger: &'n RunLedger,
+    used: usize,
+}
+
+impl<'n> RenderBudget<'n> {
+    pub(super) fn new(node: &'n str, run: &'n str, ledger: &'n RunLedger) -> Self {
+        Self {
+            node,
+            run,
+            ledger,
+            used: 0,
+        }
+    }
+
+    /// The cap for the next rendering: the smallest of the per-template
+    /// limit, what is left of the node's total and what is left of the
+    /// run's.
+    fn cap(&self) -> Cap {
+        let limits = &self.ledger.limits;
+        let mut cap = Cap::template(limits.template_output_bytes);
+        let node_left = limits.node_render_bytes.saturating_sub(self.used);
+        if node_left < cap.max {
+            cap = Cap {
+                max: node_left,
+                kind: LimitKind::NodeRenderBytes,
+                reported_max: limits.node_render_bytes,
+                already: self.used,
+            };
+        }
+        let run_used = self.ledger.used(self.run);
+        let run_left = limits.run_bytes.saturating_sub(run_used);
+        if run_left < cap.max {
+            cap = Cap {
+                max: run_left,
+                kind: LimitKind::RunBytes,
+                reported_max: limits.run_bytes,
+                already: run_used,
+            };
+        }
+        cap
+    }
+
+    fn error(&self, field: &str, error: TemplateError) -> NodeFailure {
+        NodeFailure::Template {
+            node: self.node.to_owned(),
+            field: field.to_owned(),
+            error,
+        }
+    }
+
+    /// Counts `len` rendered bytes against the node and the run.
+    fn count(&mut self, len: usize, field: &str) -> Result<(), NodeFailure> {
+        self.used = self.used.saturating_add(len);
+        self.ledger
+            .charge(self.run, len)
+            .map_err(|error| NodeFailure::Limit {
+                node: self.node.to_owned(),
+                field: field.to_owned(),
+                error,
+            })
+    }
+
+    /// Renders `template` as text, charging its size.
+    pub(super) fn render(
+        &mut self,
+        template: &Template,
+        scope: &impl Scope,
+        field: &str,
+    ) -> Result<String, NodeFailure> {
+        let text = template
+            .render_in(scope, self.cap())
+            .map_err(|e| self.error(field, e))?;
+        self.count(text.len(), field)?;
+        Ok(text)
+    }
+
+    /// Renders `template` as a value, charging its size.
+    pub(super) fn render_value(
+        &mut self,
+        template: &Template,
+        scope: &impl Scope,
+        field: &str,
+    ) -> Result<Value, NodeFailure> {
+        let (value, len) = template
+            .render_value_in(scope, self.cap())
+            .map_err(|e| self.error(field, e))?;
+        self.count(len, field)?;
+        Ok(value)
+    }
+
+    /// Charges `len` bytes built outside a template (a prompt assembled
+    /// from the inputs) before they are built.
+    pub(super) fn charge(&mut self, len: usize, field: &str) -> Result<(), NodeFailure> {
+        let cap = self.cap();
+        if len > cap.max {
+            return Err(self.error(
+                field,
+                TemplateError::output_too_large(LimitExceeded::of(
+                    cap.kind,
+                    cap.reported_max,
+                    cap.already.saturating_add(len),
+                )),
+            ));
+        }
+        self.count(len, field)
+    }
+
+    /// The most bytes a tool result may have: the tool output limit, or
+    /// what is left of the run's total when smaller; and the limit to
+    /// report.
+    pub(super) fn tool_cap(&self) -> (usize, LimitKind, usize) {
+        let limits = &self.ledger.limits;
+        let run_left = limits.run_bytes.saturating_sub(self.ledger.used(self.run));
+        if run_left < limits.tool_output_bytes {
+            (run_left, LimitKind::RunBytes, limits.run_bytes)
+        } else {
+            (
+                limits.tool_output_bytes,
+                LimitKind::ToolOutputBytes,
+                limits.tool_output_bytes,
+            )
+        }
+    }
+
+    /// Counts a tool result of `len` bytes against the run.
+    pub(super) fn count_tool_output(&mut self, len: usize, field: &str) -> Result<(), NodeFailure> {
+        self.ledger
+            .charge(self.run, len)
+            .map_err(|error| NodeFailure::Limit {
+                node: self.node.to_owned(),
+                field: field.to_owned(),
+                error,
+            })
     }
 }
 
@@ -114,67 +293,47 @@ pub(super) fn parse_args(
 
 pub(super) fn render_args(
     args: &ArgTemplate,
-    ctx: &TemplateContext,
-) -> Result<Value, TemplateError> {
+    scope: &impl Scope,
+    budget: &mut RenderBudget<'_>,
+    at: &str,
+) -> Result<Value, NodeFailure> {
     Ok(match args {
-        ArgTemplate::Template(t) => t.render_value(ctx)?,
+        ArgTemplate::Template(t) => budget.render_value(t, scope, at)?,
         ArgTemplate::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|a| render_args(a, ctx))
+                .enumerate()
+                .map(|(i, a)| render_args(a, scope, budget, &format!("{at}.{i}")))
                 .collect::<Result<_, _>>()?,
         ),
         ArgTemplate::Object(fields) => Value::Object(
             fields
                 .iter()
-                .map(|(k, a)| Ok((k.clone(), render_args(a, ctx)?)))
-                .collect::<Result<_, TemplateError>>()?,
+                .map(|(k, a)| {
+                    Ok((
+                        k.clone(),
+                        render_args(a, scope, budget, &format!("{at}.{k}"))?,
+                    ))
+                })
+                .collect::<Result<_, NodeFailure>>()?,
         ),
         ArgTemplate::Literal(v) => v.clone(),
     })
 }
 
-/// The template context of `state` for a node reading `reads`: the input
-/// and the outputs it reads (and only those, so a step never copies the
-/// whole state).
-pub(super) fn base_context(state: &JsonState, reads: &Reads) -> TemplateContext {
-    let mut ctx = TemplateContext::new();
-    if reads.input
-        && let Some(input) = state.get(INPUT_KEY)
-    {
-        ctx.set_input(input.clone());
-    }
-    for id in &reads.nodes {
-        if let Some(value) = state.get(&node_key(id)) {
-            ctx.insert_node_output(id.clone(), value.clone());
-        }
-    }
-    ctx
-}
-
-pub(super) fn template_error(node: &str, field: &str, e: TemplateError) -> NodeError {
-    NodeError::permanent(format!("node `{node}`, {field}: {e}"))
-}
-
-/// Renders a node's inputs; returns them and the context with them as
-/// variables.
+/// Renders a node's inputs, in name order, within `budget`.
 pub(super) fn render_inputs(
-    node: &str,
     inputs: &Inputs,
     state: &JsonState,
-) -> Result<(Map<String, Value>, TemplateContext), NodeError> {
-    let mut ctx = base_context(state, &inputs.reads);
+    budget: &mut RenderBudget<'_>,
+) -> Result<Map<String, Value>, NodeFailure> {
+    let scope = StateScope::new(state);
     let mut rendered = Map::new();
     for (name, template) in &inputs.templates {
-        let value = template
-            .render_value(&ctx)
-            .map_err(|e| template_error(node, &format!("inputs.{name}"), e))?;
+        let value = budget.render_value(template, &scope, &format!("inputs.{name}"))?;
         rendered.insert(name.clone(), value);
     }
-    for (name, value) in &rendered {
-        ctx.insert_var(name.clone(), value.clone());
-    }
-    Ok((rendered, ctx))
+    Ok(rendered)
 }
 
 pub(super) fn output_update(node: &str, output: Value) -> Map<String, Value> {
@@ -191,6 +350,38 @@ pub(super) fn as_text(value: &Value) -> String {
     }
 }
 
+/// The prompt of an LLM node without a `prompt` template: its single
+/// input's text, or one `name: value` line per input; charged to `budget`
+/// (measured before it is built).
+pub(super) fn inputs_prompt(
+    inputs: &Map<String, Value>,
+    budget: &mut RenderBudget<'_>,
+) -> Result<String, NodeFailure> {
+    let mut len = 0usize;
+    for (i, (name, value)) in inputs.iter().enumerate() {
+        // Each value was measured when rendered; its text is no larger
+        // than the JSON that was counted.
+        let value_len = match value {
+            Value::String(s) => s.len(),
+            other => rendered_len(other, usize::MAX).unwrap_or(usize::MAX),
+        };
+        if inputs.len() > 1 {
+            len = len.saturating_add(name.len() + 2 + usize::from(i > 0));
+        }
+        len = len.saturating_add(value_len);
+    }
+    budget.charge(len, "prompt")?;
+    Ok(if inputs.len() == 1 {
+        inputs.values().map(as_text).collect()
+    } else {
+        inputs
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", as_text(v)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
 // ------------------------------------------------------------------ llm
 
 /// One model of an LLM node (the primary or a fallback), before rendering.
@@ -202,6 +393,8 @@ pub(super) struct ModelSpec {
     pub(super) config: Value,
     /// The simulated response template.
     pub(super) response: Option<Template>,
+    /// Where the response template is (`response`, `fallbacks.0.response`).
+    pub(super) field: String,
 }
 
 impl ModelSpec {
@@ -234,6 +427,7 @@ impl ModelSpec {
             factory,
             config,
             response,
+            field: field.to_string(),
         })
     }
 
@@ -241,15 +435,12 @@ impl ModelSpec {
     /// configuration that varies between calls).
     pub(super) fn render_response(
         &self,
-        ctx: &TemplateContext,
-        node: &str,
-    ) -> Result<Option<String>, NodeError> {
+        scope: &impl Scope,
+        budget: &mut RenderBudget<'_>,
+    ) -> Result<Option<String>, NodeFailure> {
         self.response
             .as_ref()
-            .map(|t| {
-                t.render(ctx)
-                    .map_err(|e| template_error(node, "response", e))
-            })
+            .map(|t| budget.render(t, scope, &self.field))
             .transpose()
     }
 
@@ -279,6 +470,8 @@ pub(super) struct LlmNode {
     pub(super) call_timeout: Option<Duration>,
     /// Built models by rendered configuration.
     pub(super) memo: Mutex<HashMap<String, Arc<dyn ChatModel>>>,
+    /// Rendering limits and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl LlmNode {
@@ -287,6 +480,7 @@ impl LlmNode {
         llm: &LlmConfig,
         inputs: Inputs,
         runtime: &Runtime,
+        ledger: Arc<RunLedger>,
     ) -> Result<Self, CompileError> {
         let to_json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
         let primary = ModelSpec::new(
@@ -337,6 +531,7 @@ impl LlmNode {
             chain_retry: chain_retry(node.retry),
             call_timeout: node.timeout_ms.map(Duration::from_millis),
             memo: Mutex::new(HashMap::new()),
+            ledger,
         })
     }
 
@@ -344,14 +539,15 @@ impl LlmNode {
     pub(super) fn model(
         &self,
         run: &str,
-        ctx: &TemplateContext,
+        scope: &impl Scope,
+        budget: &mut RenderBudget<'_>,
     ) -> Result<Arc<dyn ChatModel>, NodeError> {
         // The key: the run, then each candidate's rendered response (the
         // rest of each configuration is fixed at compile time).
         let mut responses = Vec::with_capacity(1 + self.fallbacks.len());
         let mut key = String::from(run);
         for spec in std::iter::once(&self.primary).chain(&self.fallbacks) {
-            let response = spec.render_response(ctx, &self.id)?;
+            let response = spec.render_response(scope, budget)?;
             // Length-prefixed, so no response text can forge another key.
             match &response {
                 Some(r) => {
@@ -429,25 +625,17 @@ impl LlmNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let (inputs, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
+        let inputs = render_inputs(&self.inputs, state, &mut budget)?;
+        let scope = StateScope::with_vars(state, &inputs);
         let prompt = match &self.prompt {
-            Some(p) => p
-                .render(&tctx)
-                .map_err(|e| template_error(&self.id, "prompt", e))?,
-            None if inputs.len() == 1 => inputs.values().map(as_text).collect(),
-            None => inputs
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", as_text(v)))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Some(p) => budget.render(p, &scope, "prompt")?,
+            None => inputs_prompt(&inputs, &mut budget)?,
         };
         let mut request = ChatRequest::new(self.primary.model.clone());
         if let Some(system) = &self.system {
-            request = request.system(
-                system
-                    .render(&tctx)
-                    .map_err(|e| template_error(&self.id, "system", e))?,
-            );
+            request = request.system(budget.render(system, &scope, "system")?);
         }
         request = request.user(prompt);
         if let Some(t) = self.temperature {
@@ -456,7 +644,7 @@ impl LlmNode {
         if let Some(m) = self.max_tokens {
             request = request.max_tokens(m);
         }
-        let model = self.model(ctx.run_id().as_ref(), &tctx)?;
+        let model = self.model(ctx.run_id().as_ref(), &scope, &mut budget)?;
         let reply = ctx.chat(model.as_ref(), request).await?;
         Ok(NodeOutput::update(output_update(
             &self.id,
@@ -477,6 +665,8 @@ pub(super) struct ToolNode {
     pub(super) args: ArgTemplate,
     /// The tool's argument schema, checked against the rendered arguments.
     pub(super) schema: jsonschema::Validator,
+    /// Rendering and tool output limits, and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl ToolNode {
@@ -485,9 +675,11 @@ impl ToolNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let (_, tctx) = render_inputs(&self.id, &self.inputs, state)?;
-        let args =
-            render_args(&self.args, &tctx).map_err(|e| template_error(&self.id, "config", e))?;
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
+        let inputs = render_inputs(&self.inputs, state, &mut budget)?;
+        let scope = StateScope::with_vars(state, &inputs);
+        let args = render_args(&self.args, &scope, &mut budget, "config")?;
         let problems: Vec<String> = self
             .schema
             .iter_errors(&args)
@@ -506,8 +698,107 @@ impl ToolNode {
                 problems.join("; ")
             )));
         }
-        let output = ctx.call_tool(self.tool.as_ref(), args).await?;
+        let (max, kind, reported_max) = budget.tool_cap();
+        let guarded = LimitedTool::new(self.tool.clone(), max, kind, reported_max);
+        let field = format!("tool `{}`", self.tool.name());
+        let output = match ctx.call_tool(&guarded, args).await {
+            Ok(output) => {
+                budget.count_tool_output(guarded.output_len(), &field)?;
+                output
+            }
+            Err(e) => {
+                return Err(match guarded.breach() {
+                    Some(limit) => NodeFailure::Limit {
+                        node: self.id.clone(),
+                        field,
+                        error: limit,
+                    }
+                    .into(),
+                    None => e,
+                });
+            }
+        };
         Ok(NodeOutput::update(output_update(&self.id, output)))
+    }
+}
+
+/// A tool whose results larger than `max` bytes (as compact JSON) fail the
+/// call, so they are neither traced nor stored; the breach is kept for the
+/// node to report as a typed [`NodeFailure::Limit`].
+pub(super) struct LimitedTool {
+    inner: Arc<dyn Tool>,
+    max: usize,
+    kind: LimitKind,
+    reported_max: usize,
+    breach: Mutex<Option<LimitExceeded>>,
+    output_len: Mutex<usize>,
+}
+
+impl LimitedTool {
+    /// `inner` with results capped at `max` bytes, a breach reported as
+    /// `kind` with maximum `reported_max`.
+    pub(super) fn new(
+        inner: Arc<dyn Tool>,
+        max: usize,
+        kind: LimitKind,
+        reported_max: usize,
+    ) -> Self {
+        Self {
+            inner,
+            max,
+            kind,
+            reported_max,
+            breach: Mutex::new(None),
+            output_len: Mutex::new(0),
+        }
+    }
+
+    /// The size of the last result, as compact JSON.
+    pub(super) fn output_len(&self) -> usize {
+        *self.output_len.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The limit the last call exceeded, if any.
+    pub(super) fn breach(&self) -> Option<LimitExceeded> {
+        *self.breach.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Tool for LimitedTool {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn description(&self) -> &str {
+        self.inner.description()
+    }
+
+    fn parameters(&self) -> Value {
+        self.inner.parameters()
+    }
+
+    async fn call(&self, args: Value) -> Result<Value, flowtrace_core::ToolError> {
+        let output = self.inner.call(args).await?;
+        match rendered_len(&output, self.max) {
+            Ok(len) => {
+                *self.output_len.lock().unwrap_or_else(|p| p.into_inner()) = len;
+                Ok(output)
+            }
+            Err(seen) => {
+                let already = self.reported_max.saturating_sub(self.max);
+                let limit = LimitExceeded::of_at_least(
+                    self.kind,
+                    self.reported_max,
+                    already.saturating_add(seen),
+                );
+                *self.breach.lock().unwrap_or_else(|p| p.into_inner()) = Some(limit);
+                Err(flowtrace_core::ToolError::permanent(
+                    self.inner.name(),
+                    format!("result too large: {limit}"),
+                ))
+            }
+        }
     }
 }
 
@@ -521,6 +812,8 @@ pub(super) struct RouterNode {
     pub(super) edges: Vec<(String, Option<Rule>)>,
     /// Take every edge whose condition holds (else the first one).
     pub(super) fanout: bool,
+    /// Rendering limits and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl RouterNode {
@@ -529,22 +822,30 @@ impl RouterNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let (inputs, _) = render_inputs(&self.id, &self.inputs, state)?;
-        let vars = Value::Object(inputs.clone());
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
+        let inputs = render_inputs(&self.inputs, state, &mut budget)?;
+        let rule_error = |field: String, error: RuleError| NodeFailure::Rule {
+            node: self.id.clone(),
+            field,
+            error,
+        };
+        let mut vars = Value::Object(inputs);
         let result = self
             .rule
             .eval(&vars)
-            .map_err(|e| NodeError::permanent(format!("node `{}`, rule: {e}", self.id)))?;
+            .map_err(|e| rule_error("rule".into(), e))?;
         let branch = as_text(&result);
-        let mut vars = inputs;
-        vars.insert("branch".into(), Value::String(branch.clone()));
-        let vars = Value::Object(vars);
+        budget.charge(branch.len(), "rule")?;
+        if let Value::Object(map) = &mut vars {
+            map.insert("branch".into(), Value::String(branch.clone()));
+        }
         let mut next: Vec<String> = Vec::new();
         for (target, when) in &self.edges {
             let holds = match when {
-                Some(rule) => rule.eval_bool(&vars).map_err(|e| {
-                    NodeError::permanent(format!("node `{}`, edge to `{target}`: {e}", self.id))
-                })?,
+                Some(rule) => rule
+                    .eval_bool(&vars)
+                    .map_err(|e| rule_error(format!("edge to `{target}`"), e))?,
                 None => true,
             };
             if holds && !next.contains(target) {
@@ -583,6 +884,8 @@ pub(super) struct ApprovalNode {
     pub(super) id: String,
     pub(super) inputs: Inputs,
     pub(super) message: Option<Template>,
+    /// Rendering limits and the per-run totals.
+    pub(super) ledger: Arc<RunLedger>,
 }
 
 impl ApprovalNode {
@@ -591,11 +894,12 @@ impl ApprovalNode {
         state: &JsonState,
         ctx: NodeContext,
     ) -> Result<NodeOutput<Map<String, Value>>, NodeError> {
-        let (_, tctx) = render_inputs(&self.id, &self.inputs, state)?;
+        let run = ctx.run_id().to_string();
+        let mut budget = RenderBudget::new(&self.id, &run, &self.ledger);
+        let inputs = render_inputs(&self.inputs, state, &mut budget)?;
         if let Some(message) = &self.message {
-            let text = message
-                .render(&tctx)
-                .map_err(|e| template_error(&self.id, "message", e))?;
+            let scope = StateScope::with_vars(state, &inputs);
+            let text = budget.render(message, &scope, "message")?;
             ctx.log(LogLevel::Info, text);
         }
         let payload = ctx.approval().cloned().unwrap_or(Value::Null);

@@ -81,8 +81,15 @@ fn literals() {
     assert_eq!(ev("false"), json!(false));
     assert_eq!(ev("null"), json!(null));
     assert_eq!(ev("'héllo ✓'"), json!("héllo ✓"));
-    // Too big for i64: becomes a float.
-    assert_eq!(ev("9223372036854775808"), json!(9223372036854775808.0));
+    // Integers are exact up to u64::MAX; larger literals are errors, never
+    // silently floats.
+    assert_eq!(ev("9223372036854775808"), json!(9223372036854775808u64));
+    assert_eq!(ev("18446744073709551615"), json!(u64::MAX));
+    assert!(matches!(
+        parse_err("18446744073709551616"),
+        RuleError::Syntax { column: 1, .. }
+    ));
+    assert_eq!(ev("-9223372036854775808"), json!(i64::MIN));
 }
 
 #[test]
@@ -187,27 +194,107 @@ fn arithmetic_errors() {
         RuleError::Arithmetic { column: 3, .. }
     ));
     assert!(matches!(eval_err("x / 0"), RuleError::Arithmetic { .. }));
+    // The integer range is i64 and u64 together: −2⁶³ ..= 2⁶⁴−1.
     assert!(matches!(
-        eval_err("9223372036854775807 + 1"),
-        RuleError::Arithmetic { column: 21, .. }
+        eval_err("18446744073709551615 + 1"),
+        RuleError::Arithmetic { column: 22, .. }
     ));
     assert!(matches!(
         eval_err("-9223372036854775807 - 2"),
         RuleError::Arithmetic { .. }
     ));
     assert!(matches!(
+        eval_err("4294967296 * 4294967296"),
+        RuleError::Arithmetic { .. }
+    ));
+    assert!(matches!(
+        eval_err("18446744073709551615 * 18446744073709551615"),
+        RuleError::Arithmetic { .. }
+    ));
+    assert!(matches!(
+        eval_err("-18446744073709551615"),
+        RuleError::Arithmetic { .. }
+    ));
+    assert!(matches!(
+        eval_err("0 - 18446744073709551615"),
+        RuleError::Arithmetic { .. }
+    ));
+    assert!(matches!(
         eval_err("1e308 * 10"),
         RuleError::Arithmetic { .. }
     ));
-    // i64::MIN / -1 overflows.
-    assert!(matches!(
-        eval_err("(-9223372036854775807 - 1) / -1"),
-        RuleError::Arithmetic { .. }
-    ));
-    assert!(matches!(
-        eval_err("(-9223372036854775807 - 1) % -1"),
-        RuleError::Arithmetic { .. }
-    ));
+    let e = eval_err("18446744073709551615 + 1");
+    assert!(e.to_string().contains("integer overflow"), "{e}");
+}
+
+#[test]
+fn integers_are_exact_across_i64_and_u64() {
+    // Issue #11: no silent float, exact results within the range.
+    assert_eq!(ev("9223372036854775807 + 1"), json!(9223372036854775808u64));
+    assert_eq!(
+        ev("18446744073709551614 + 1"),
+        json!(18446744073709551615u64)
+    );
+    assert_eq!(
+        ev("(-9223372036854775807 - 1) / -1"),
+        json!(9223372036854775808u64)
+    );
+    assert_eq!(ev("(-9223372036854775807 - 1) % -1"), json!(0));
+    assert_eq!(ev("18446744073709551615 - 18446744073709551614"), json!(1));
+    assert_eq!(ev("-(-9223372036854775808)"), json!(9223372036854775808u64));
+    assert_eq!(ev("7 / 2"), json!(3.5));
+    assert_eq!(ev("8 / 2"), json!(4));
+    // From JSON: a u64 variable stays an integer.
+    let big = json!({"b": u64::MAX, "s": i64::MIN});
+    let r = Rule::parse("b - 1").unwrap();
+    assert_eq!(r.eval(&big).unwrap(), json!(u64::MAX - 1));
+    assert!(Rule::parse("b + 1").unwrap().eval(&big).is_err());
+    assert!(Rule::parse("s - 1").unwrap().eval(&big).is_err());
+    assert_eq!(
+        Rule::parse("b + s").unwrap().eval(&big).unwrap(),
+        json!(i64::MAX as u64)
+    );
+}
+
+#[test]
+fn integer_and_float_comparisons_are_exact() {
+    let t = |src: &str| ev(src) == json!(true);
+    // 2⁵³ + 1 is not representable as a float: it is not equal to 2⁵³.
+    assert!(!t("9007199254740993 == 9007199254740992.0"));
+    assert!(t("9007199254740993 != 9007199254740992.0"));
+    assert!(t("9007199254740993 > 9007199254740992.0"));
+    assert!(t("9007199254740992.0 < 9007199254740993"));
+    assert!(t("9007199254740992 == 9007199254740992.0"));
+    assert!(t("100 == 1e2"));
+    assert!(t("1 == 1.0"));
+    assert!(!t("1 == 1.5"));
+    assert!(t("1 < 1.5") && t("2 > 1.5") && t("-1 > -1.5") && t("-2 < -1.5"));
+    // At the ends of the range.
+    assert!(t("18446744073709551615 < 18446744073709551616.0"));
+    assert!(!t("18446744073709551615 == 18446744073709551616.0"));
+    assert!(t("-9223372036854775808 == -9223372036854775808.0"));
+    assert!(t("-9223372036854775808 > -1e300"));
+    assert!(t("18446744073709551615 < 1e300"));
+    // u64 variables compare exactly too.
+    let vars = json!({"b": u64::MAX, "f": 18446744073709551615.0f64});
+    let eq = Rule::parse("b == f").unwrap();
+    assert_eq!(eq.eval(&vars).unwrap(), json!(false));
+    let lt = Rule::parse("b < f").unwrap();
+    assert_eq!(lt.eval(&vars).unwrap(), json!(true));
+    // Arrays and objects compare their numbers the same way, and
+    // `contains` uses the same equality.
+    assert!(t("contains(tags, 3.0)"));
+    assert!(!t("contains(tags, 3.5)"));
+    let vars = json!({"a": [1, {"b": 2}], "c": [1.0, {"b": 2.0}],
+                      "d": [9007199254740993u64], "e": [9007199254740992.0]});
+    assert_eq!(
+        Rule::parse("a == c").unwrap().eval(&vars).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        Rule::parse("d == e").unwrap().eval(&vars).unwrap(),
+        json!(false)
+    );
 }
 
 #[test]
@@ -502,4 +589,68 @@ fn garbage_never_panics() {
         }
     }
     assert_eq!(ev(src), json!("X"));
+}
+
+#[test]
+fn limit_errors_name_the_limit_and_the_value() {
+    let src = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+    let e = parse_err(&src);
+    let limit = e.limit_exceeded().unwrap();
+    assert_eq!(limit.limit, crate::workflow::limits::LimitKind::RuleNesting);
+    assert_eq!(
+        (limit.max, limit.value),
+        (MAX_NESTING as u64, MAX_NESTING as u64 + 1)
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "too complex at column {}: at least 65 levels is over the `rule_nesting` limit of 64 levels",
+            e.column()
+        )
+    );
+    let long = "1".repeat(5000);
+    let e = parse_err(&long);
+    let limit = e.limit_exceeded().unwrap();
+    assert_eq!((limit.value, limit.at_least), (5000, false));
+    assert!(
+        e.to_string()
+            .starts_with("too complex at column 4097: 5000 characters"),
+        "{e}"
+    );
+}
+
+#[test]
+fn evaluation_work_is_bounded() {
+    // Each `len(t)` scans the whole string: 300 of them over 2 MB (in
+    // groups, to stay within the tree depth).
+    let vars = json!({"t": "x".repeat(2 * 1024 * 1024)});
+    let grouped = |term: &str, op: &str, n: usize| {
+        let group = format!("({})", [term; 10].join(op));
+        vec![group; n / 10].join(op)
+    };
+    let src = grouped("len(t)", "+", 300);
+    assert!(src.chars().count() <= MAX_SOURCE_CHARS);
+    let rule = Rule::parse(&src).unwrap();
+    let e = fast(|| rule.eval(&vars)).unwrap_err();
+    assert_limit(&e, Limit::EvalWork);
+    let limit = e.limit_exceeded().unwrap();
+    assert_eq!(
+        limit.limit,
+        crate::workflow::limits::LimitKind::RuleEvalWork
+    );
+    assert!(limit.value > limit.max);
+    assert!(
+        e.to_string()
+            .starts_with("too costly to evaluate at column"),
+        "{e}"
+    );
+    // Comparisons count the bytes they compare.
+    let src = grouped("t == t", " && ", 200);
+    let e = fast(|| Rule::parse(&src).unwrap().eval(&vars)).unwrap_err();
+    assert_limit(&e, Limit::EvalWork);
+    // A few scans are fine.
+    assert_eq!(
+        Rule::parse("len(t) + len(t)").unwrap().eval(&vars).unwrap(),
+        json!(4 * 1024 * 1024)
+    );
 }

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::workflow::limits::{LimitKind, Limits};
 
 /// The example workflow of the format description: valid.
 fn base() -> Value {
@@ -788,10 +789,10 @@ fn every_problem_is_reported_at_once() {
 fn deeply_nested_json_is_rejected() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let err = load(&deep, &Known::default()).unwrap_err();
-    assert_eq!(err.problems()[0].kind, ProblemKind::Json);
-    assert!(err.to_string().contains("recursion limit"), "{err}");
+    assert_eq!(err.problems()[0].kind, ProblemKind::TooLarge);
+    assert!(err.to_string().contains("`json_depth` limit"), "{err}");
 
-    // Deep but within serde_json's limit, inside tool arguments: accepted.
+    // Deep but within the limit, inside tool arguments: accepted.
     let mut v = base();
     let mut nested = json!("leaf");
     for _ in 0..100 {
@@ -830,7 +831,13 @@ fn huge_strings_are_rejected_briefly() {
     );
     let err = load(&too_big, &Known::default()).unwrap_err();
     assert_eq!(err.len(), 1);
-    assert!(err.to_string().contains("the limit is"));
+    let problem = &err.problems()[0];
+    assert_eq!(problem.kind, ProblemKind::TooLarge);
+    assert!(err.to_string().contains("`workflow_bytes` limit"), "{err}");
+    let limit = problem.limit.unwrap();
+    assert_eq!(limit.limit, LimitKind::WorkflowBytes);
+    assert_eq!(limit.max, MAX_WORKFLOW_BYTES as u64);
+    assert_eq!(limit.value, too_big.len() as u64);
 }
 
 #[test]
@@ -888,4 +895,221 @@ fn many_nodes_are_handled() {
         dump(&problems[..problems.len().min(5)])
     );
     find(&problems, "/nodes", "has more than 1000 items");
+}
+
+// ------------------------------------------------- duplicate keys (#7) --
+
+#[test]
+fn duplicate_keys_are_reported_with_their_pointers_along_with_other_problems() {
+    // Four repeated keys at different depths, plus an unrelated problem.
+    let text = r#"{
+      "version": "1", "entry": "a", "entry": "a",
+      "nodes": [
+        { "id": "a", "type": "llm",
+          "config": { "provider": "simulated", "model": "m", "prompt": "x", "prompt": "y",
+                      "usage": {"input": 1, "output": 2, "input": 3} } },
+        { "id": "b", "id": "b", "type": "approval" }
+      ],
+      "edges": [ { "from": "a", "to": "nope" } ]
+    }"#;
+    let problems = load(text, &Known::default()).unwrap_err().into_problems();
+    let dups: Vec<&str> = problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::DuplicateKey)
+        .map(|p| p.pointer.as_str())
+        .collect();
+    assert_eq!(
+        dups,
+        [
+            "/entry",
+            "/nodes/0/config/prompt",
+            "/nodes/0/config/usage/input",
+            "/nodes/1/id"
+        ],
+        "{}",
+        dump(&problems)
+    );
+    find(
+        &problems,
+        "/nodes/0/config/prompt",
+        "duplicate key `prompt`",
+    );
+    // The other problems are still reported.
+    find(&problems, "/edges/0/to", "unknown node `nope`");
+}
+
+#[test]
+fn duplicate_keys_with_escaped_names_and_many_repeats() {
+    let text = r#"{"version":"1","entry":"a","nodes":[{"id":"a","type":"tool",
+        "config":{"tool":"transform_json","input":{"a/b":1,"a/b":2},"expression":"@"}}]}"#;
+    let problems = load(text, &Known::default()).unwrap_err().into_problems();
+    find(
+        &problems,
+        "/nodes/0/config/input/a~1b",
+        "duplicate key `a/b`",
+    );
+
+    // Thousands of repeats: capped, and quick.
+    let body = (0..5000).map(|_| "\"k\":1").collect::<Vec<_>>().join(",");
+    let text = format!("{{{body}}}");
+    let problems = load(&text, &Known::default()).unwrap_err().into_problems();
+    assert!(problems.len() <= MAX_PROBLEMS);
+    assert!(problems.iter().any(|p| p.kind == ProblemKind::Truncated));
+}
+
+#[test]
+fn a_valid_document_without_repeats_still_loads() {
+    let v = base();
+    assert!(load(&v.to_string(), &Known::default()).is_ok());
+}
+
+// ----------------------------------------------------- nesting depth --
+
+#[test]
+fn deep_nesting_is_refused_at_its_pointer() {
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let text = format!(
+        r#"{{"version":"1","entry":"a","nodes":[{{"id":"a","type":"tool","config":{{"tool":"t","x":{deep}}}}}]}}"#
+    );
+    let err = load(&text, &Known::default()).unwrap_err();
+    assert_eq!(err.len(), 1);
+    let p = &err.problems()[0];
+    assert_eq!(p.kind, ProblemKind::TooLarge);
+    let limit = p.limit.unwrap();
+    assert_eq!(limit.limit, LimitKind::JsonDepth);
+    assert_eq!(limit.max, 120);
+    assert_eq!(limit.value, 121);
+    assert!(
+        p.pointer.starts_with("/nodes/0/config/x/0/0/"),
+        "{}",
+        p.pointer
+    );
+
+    // Within the limit it parses; a stricter limit refuses it.
+    let ok = format!("{}1{}", "[".repeat(110), "]".repeat(110));
+    let text = format!(
+        r#"{{"version":"1","entry":"a","nodes":[{{"id":"a","type":"tool","config":{{"tool":"transform_json","input":{ok},"expression":"@"}}}}]}}"#
+    );
+    assert!(load(&text, &Known::default()).is_ok());
+    let strict = Limits {
+        json_depth: 10,
+        ..Limits::default()
+    };
+    let err = load_with(&text, &Known::default(), &strict).unwrap_err();
+    assert_eq!(err.problems()[0].limit.unwrap().max, 10);
+
+    // 4 MB of brackets: refused at the limit, without recursing further.
+    let text = "[".repeat(MAX_WORKFLOW_BYTES);
+    let err = load(&text, &Known::default()).unwrap_err();
+    assert_eq!(err.problems()[0].kind, ProblemKind::TooLarge);
+}
+
+// ------------------------------------------- whole-number floats (#8) --
+
+#[test]
+fn whole_number_floats_in_integer_fields_are_integers() {
+    let mut v = base();
+    v["maxConcurrency"] = json!(4.0);
+    v["limits"]["maxNodes"] = json!(2e1);
+    v["limits"]["timeoutSeconds"] = json!(120.0);
+    v["nodes"][1]["timeoutMs"] = json!(1e3);
+    v["nodes"][1]["retry"] =
+        json!({"maxAttempts": 3.0, "initialDelayMs": 1e2, "maxDelayMs": 2000.0});
+    v["nodes"][1]["config"]["max_tokens"] = json!(256.0);
+    let text = v.to_string();
+    assert!(text.contains("1000.0") || text.contains("1e3"), "{text}");
+    let spec = load(&text, &Known::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.max_concurrency, Some(4));
+    assert_eq!(spec.limits.and_then(|l| l.max_nodes), Some(20));
+    assert_eq!(spec.nodes[1].timeout_ms, Some(1000));
+    assert_eq!(
+        spec.nodes[1].retry,
+        Some(RetrySpec {
+            max_attempts: 3,
+            initial_delay_ms: Some(100),
+            max_delay_ms: Some(2000)
+        })
+    );
+    // The written text itself, with `1e2` and `4.0` literally.
+    let text = r#"{"version":"1","entry":"a","maxConcurrency":4.0,
+      "nodes":[{"id":"a","type":"llm","timeoutMs":1e2,
+        "config":{"provider":"simulated","model":"m","latency_ms":0.0,"fail_first":1E0,
+                  "usage":{"input":1e1,"output":2.0},
+                  "fallbacks":[{"provider":"simulated","model":"n","max_tokens":5e0}]}}]}"#;
+    let spec = load(text, &Known::default()).unwrap_or_else(|e| panic!("{e}"));
+    let NodeKind::Llm(llm) = &spec.nodes[0].kind else {
+        panic!("not llm")
+    };
+    assert_eq!(
+        llm.usage,
+        Some(SimulatedUsage {
+            input: 10,
+            output: 2
+        })
+    );
+    assert_eq!(llm.fail_first, Some(1));
+    assert_eq!(llm.fallbacks[0].max_tokens, Some(5));
+    assert_eq!(spec.nodes[0].timeout_ms, Some(100));
+}
+
+#[test]
+fn non_integers_in_integer_fields_are_each_reported_with_a_pointer() {
+    let mut v = base();
+    v["maxConcurrency"] = json!(4.5);
+    v["limits"]["maxSteps"] = json!(1.5);
+    v["nodes"][1]["config"]["max_tokens"] = json!(0.25);
+    v["nodes"][1]["retry"] = json!({"maxAttempts": 2.5, "initialDelayMs": 10.0, "maxDelayMs": 5.0});
+    let problems = problems_of(&v);
+    find(&problems, "/maxConcurrency", "integer");
+    find(&problems, "/limits/maxSteps", "integer");
+    find(&problems, "/nodes/1/config/max_tokens", "integer");
+    find(&problems, "/nodes/1/retry/maxAttempts", "integer");
+    // Normalised floats take part in the semantic checks too.
+    find(
+        &problems,
+        "/nodes/1/retry/initialDelayMs",
+        "greater than maxDelayMs",
+    );
+    assert!(
+        problems.iter().all(|p| !p.pointer.is_empty()),
+        "{}",
+        dump(&problems)
+    );
+}
+
+#[test]
+fn the_depth_limit_is_ours_up_to_its_maximum() {
+    // At the largest allowed setting, our typed error still fires before
+    // serde_json's own recursion limit.
+    let limits = Limits {
+        json_depth: usize::MAX,
+        ..Limits::default()
+    };
+    let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    let err = load_with(&deep, &Known::default(), &limits).unwrap_err();
+    let limit = err.problems()[0].limit.unwrap();
+    assert_eq!(limit.max, Limits::MAX_JSON_DEPTH as u64);
+}
+
+#[test]
+fn rule_limit_problems_read_well_and_carry_the_limit() {
+    let mut v = base();
+    let deep = format!("{}text{}", "(".repeat(80), ")".repeat(80));
+    v["nodes"][2]["config"]["rule"] = json!(deep);
+    v["edges"][2]["when"] = json!(deep);
+    let problems = problems_of(&v);
+    let p = find(
+        &problems,
+        "/nodes/2/config/rule",
+        "rule too complex at column 65",
+    );
+    assert!(!p.message.contains("rule rule"), "{}", p.message);
+    assert!(
+        p.message.contains("`rule_nesting` limit of 64 levels"),
+        "{}",
+        p.message
+    );
+    assert_eq!(p.limit.unwrap().limit, LimitKind::RuleNesting);
+    let p = find(&problems, "/edges/2/when", "condition too complex");
+    assert_eq!(p.limit.unwrap().limit, LimitKind::RuleNesting);
 }
