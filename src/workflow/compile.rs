@@ -374,7 +374,7 @@ pub enum NodeFailure {
     Rule {
         /// The node.
         node: String,
-        /// `rule` or `edge to `<id>``.
+        /// `rule` or `edge to <id>`.
         field: String,
         /// The evaluation error.
         error: RuleError,
