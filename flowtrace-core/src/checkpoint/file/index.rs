@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::frame::{HEADER_LEN, scan};
+use super::idx::Entry;
 use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, PendingWrite, ThreadInfo, ThreadStatus,
 };
@@ -234,14 +235,23 @@ pub(super) struct Index {
     pub(super) base: u64,
     /// Each checkpoint's place, oldest first.
     pub(super) slots: Vec<Loc>,
-    /// The `seq`s of the full states, ascending.
-    fulls: Vec<u64>,
+    /// The `seq`s of the full states, ascending, with the offset of the
+    /// record holding each.
+    fulls: Vec<(u64, u64)>,
     /// Pending writes by checkpoint `seq` and task position.
     pub(super) writes: BTreeMap<(u64, u32), Loc>,
     /// Where the log says the history starts, if it says so.
     start: Option<Start>,
-    /// The thread's summary (`None` before its first checkpoint).
+    /// The thread's summary (`None` before its first checkpoint). Only
+    /// right when the index is whole (`partial` is `None`).
     pub(super) info: Option<ThreadInfo>,
+    /// `Some(first)` when only the log's tail was read, from the record
+    /// holding full state `first` on: checkpoints before `first` (and
+    /// their writes), the thread's `base`, and its summary are unknown.
+    pub(super) partial: Option<u64>,
+    /// Whether this indexes the log from a record past its start, so its
+    /// first checkpoint sets `base`.
+    tail_start: bool,
 }
 
 impl Index {
@@ -255,7 +265,82 @@ impl Index {
             writes: BTreeMap::new(),
             start: None,
             info: None,
+            partial: None,
+            tail_start: false,
         }
+    }
+
+    /// An index of the log from byte `at` on (the start of a record): its
+    /// first checkpoint sets `base`. The caller sets `partial` once it has
+    /// checked what was read.
+    pub(super) fn tail(thread: ThreadId, at: u64) -> Self {
+        let mut index = Self::new(thread);
+        index.offset = at;
+        index.tail_start = true;
+        index
+    }
+
+    /// The first full state read, and the offset of its record.
+    pub(super) fn first_full(&self) -> Option<(u64, u64)> {
+        self.fulls.first().copied()
+    }
+
+    /// The sidecar entries of checkpoints `from..=latest` (none for those
+    /// not indexed).
+    pub(super) fn entries(&self, from: u64) -> Vec<Entry> {
+        let Some(latest) = self.latest() else {
+            return Vec::new();
+        };
+        let from = from.max(self.base);
+        if from > latest {
+            return Vec::new();
+        }
+        // The full states the entries refer to, and for each whether a
+        // write for a later `seq` comes before its record (the least write
+        // offset over `seq`s from it on, walking back).
+        let first = self
+            .fulls
+            .partition_point(|&(f, _)| f <= from)
+            .saturating_sub(1);
+        let fulls = self.fulls.get(first..).unwrap_or_default();
+        let mut tail_ok = vec![true; fulls.len()];
+        let mut least = u64::MAX;
+        let mut writes = self.writes.iter().rev().peekable();
+        for (ok, &(f, rec_at)) in tail_ok.iter_mut().zip(fulls).rev() {
+            while let Some(((s, _), loc)) = writes.peek() {
+                if *s < f {
+                    break;
+                }
+                least = least.min(loc.at);
+                writes.next();
+            }
+            *ok = least >= rec_at;
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        for seq in from..=latest {
+            let Some(loc) = self.slot(seq) else { continue };
+            while fulls.get(i + 1).is_some_and(|&(f, _)| f <= seq) {
+                i += 1;
+            }
+            let full = fulls.get(i).filter(|&&(f, _)| f <= seq);
+            out.push(Entry {
+                seq,
+                loc,
+                is_full: full.is_some_and(|&(f, _)| f == seq),
+                full: full.copied(),
+                tail_ok: full.is_some() && tail_ok.get(i).copied().unwrap_or(false),
+            });
+        }
+        out
+    }
+
+    /// The sidecar entry of checkpoint `seq`, if indexed.
+    pub(super) fn entry(&self, seq: u64) -> Option<Entry> {
+        if seq < self.base || self.latest().is_none_or(|l| seq > l) {
+            return None;
+        }
+        self.entries(seq).into_iter().next()
     }
 
     pub(super) fn latest(&self) -> Option<u64> {
@@ -278,8 +363,8 @@ impl Index {
 
     /// The last full state at or before `seq`.
     pub(super) fn last_full(&self, seq: u64) -> Option<u64> {
-        let i = self.fulls.partition_point(|&f| f <= seq);
-        self.fulls.get(i.checked_sub(1)?).copied()
+        let i = self.fulls.partition_point(|&(f, _)| f <= seq);
+        self.fulls.get(i.checked_sub(1)?).map(|&(f, _)| f)
     }
 
     pub(super) fn has_write(&self, seq: u64, task: u32) -> bool {
@@ -351,8 +436,9 @@ impl Index {
 
     /// Applies one record whose payload starts at byte `at` of the log.
     fn apply_record(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
+        let rec_at = at - HEADER_LEN as u64;
         if let Some(cp) = strip(payload, CHECKPOINT_PREFIX) {
-            self.add_checkpoint(at + CHECKPOINT_PREFIX.len() as u64, cp)
+            self.add_checkpoint(rec_at, at + CHECKPOINT_PREFIX.len() as u64, cp)
         } else if let Some(entry) = strip(payload, WRITE_PREFIX) {
             self.add_write(at + WRITE_PREFIX.len() as u64, entry)
         } else if payload.starts_with(BATCH_PREFIX) {
@@ -362,7 +448,8 @@ impl Index {
         }
     }
 
-    fn add_checkpoint(&mut self, at: u64, json: &[u8]) -> Result<(), Bad> {
+    /// Adds the checkpoint whose JSON is at `at`, in the record at `rec_at`.
+    fn add_checkpoint(&mut self, rec_at: u64, at: u64, json: &[u8]) -> Result<(), Bad> {
         let cp: Summary = match serde_json::from_slice(json) {
             Ok(s) => s,
             Err(e) => {
@@ -393,6 +480,10 @@ impl Index {
                 "found a checkpoint of thread {:?}",
                 cp.thread_id
             ))));
+        }
+        if self.slots.is_empty() && self.tail_start {
+            // The first checkpoint of an index of the log's tail.
+            self.base = cp.seq;
         }
         if cp.seq != self.next_seq() {
             return Err(Bad::Refused(self.corrupt(format!(
@@ -435,7 +526,7 @@ impl Index {
             }
         }
         if cp.state.kind == StateKind::Full {
-            self.fulls.push(cp.seq);
+            self.fulls.push((cp.seq, rec_at));
         }
         self.slots.push(Loc { at, len });
         Ok(())
@@ -491,7 +582,7 @@ impl Index {
                 .ok_or_else(|| malformed("member past the record's end"))?;
             let member_at = at + from as u64;
             if is_checkpoint {
-                self.add_checkpoint(member_at, member)?;
+                self.add_checkpoint(at - HEADER_LEN as u64, member_at, member)?;
             } else {
                 self.add_write(member_at, member)?;
             }

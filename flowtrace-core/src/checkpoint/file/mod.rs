@@ -1,6 +1,7 @@
 //! The embedded checkpointer: one append-only log file per thread.
 
 mod frame;
+mod idx;
 mod index;
 mod log;
 mod summary;
@@ -22,7 +23,7 @@ use self::frame::{
 use self::index::{
     CHECKPOINT_PREFIX, Start, batch_payload, first_checkpoint, write_entry, write_payload,
 };
-use self::log::{Commit, ThreadLog, io_error, sync_dir};
+use self::log::{Commit, Need, ThreadLog, io_error, sync_dir};
 use super::{
     Checkpoint, CheckpointBatch, CheckpointError, Checkpointer, PendingWrite, PruneOutcome,
     Retention, ThreadFilter, ThreadInfo, encode,
@@ -278,7 +279,7 @@ impl Inner {
     fn summary(&self, thread: &ThreadId) -> Result<Option<ThreadInfo>, CheckpointError> {
         let cached = lock(&self.cache).peek(thread);
         if let Some(log) = cached {
-            return lock(&log).read(|v| Ok(v.index.info.clone()));
+            return lock(&log).read(Need::All, |v| Ok(v.index.info.clone()));
         }
         let path = self.dir.join(file_name(thread));
         let meta = match fs::metadata(&path) {
@@ -292,8 +293,8 @@ impl Inner {
         if let Some(info) = summary::read(&path, &stamp) {
             return Ok(info);
         }
-        let info =
-            ThreadLog::new(path.clone(), thread.clone()).read(|v| Ok(v.index.info.clone()))?;
+        let info = ThreadLog::new(path.clone(), thread.clone())
+            .read(Need::All, |v| Ok(v.index.info.clone()))?;
         summary::write(&path, stamp, info.clone());
         Ok(info)
     }
@@ -342,7 +343,7 @@ impl Inner {
 
     fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
         let (base, info, checkpoints, writes) = self.with_log(from, |log| {
-            log.read(|v| {
+            log.read(Need::All, |v| {
                 let (Some(latest), Some(info)) = (v.index.latest(), v.index.info.clone()) else {
                     return Err(CheckpointError::ThreadNotFound {
                         thread: from.clone(),
@@ -523,7 +524,7 @@ impl Checkpointer for FileCheckpointer {
         let thread = thread.clone();
         self.blocking(move |inner| {
             inner.with_log(&thread, |log| {
-                log.read(|v| {
+                log.read(seq.map_or(Need::Latest, Need::Seq), |v| {
                     let Some(seq) = seq.or_else(|| v.index.latest()) else {
                         return Ok(None);
                     };
@@ -543,7 +544,7 @@ impl Checkpointer for FileCheckpointer {
         let thread = thread.clone();
         self.blocking(move |inner| {
             inner.with_log(&thread, |log| {
-                log.read(|v| {
+                log.read(Need::All, |v| {
                     let end = before.unwrap_or(u64::MAX).min(v.index.next_seq());
                     v.checkpoints((v.index.base..end).rev().take(limit))
                 })
@@ -581,8 +582,10 @@ impl Checkpointer for FileCheckpointer {
         seq: u64,
     ) -> Result<Vec<PendingWrite>, CheckpointError> {
         let thread = thread.clone();
-        self.blocking(move |inner| inner.with_log(&thread, |log| log.read(|v| v.writes(seq))))
-            .await
+        self.blocking(move |inner| {
+            inner.with_log(&thread, |log| log.read(Need::Seq(seq), |v| v.writes(seq)))
+        })
+        .await
     }
 
     async fn append_batch(
@@ -628,7 +631,7 @@ impl Checkpointer for FileCheckpointer {
         let thread = thread.clone();
         self.blocking(move |inner| {
             inner.with_log(&thread, |log| {
-                log.read(|v| {
+                log.read(Need::Seq(seq), |v| {
                     let index = v.index;
                     let Some(latest) = index.latest() else {
                         return Err(CheckpointError::ThreadNotFound {
