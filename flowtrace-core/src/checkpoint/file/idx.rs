@@ -1,25 +1,32 @@
 //! The sidecar index of a thread's log (`t-<name>.idx`): one fixed-size
-//! entry per checkpoint, appended as checkpoints are committed, so a new
-//! handle can find the latest checkpoint and the last full state before it
-//! without reading the whole log.
+//! entry per checkpoint and per pending write, in log order, appended as
+//! they are committed, so a new handle can find the latest checkpoint, the
+//! last full state before it and the writes after it without reading (or
+//! parsing) the whole log.
 //!
 //! Like the summary file, it is a cache, never the truth: it is written
-//! without a flush, and a handle trusts only its last entry, and only once
-//! the log confirms it (the records from that entry's full state on are
-//! whole, and hold that checkpoint where the entry says). Otherwise the log
-//! is read whole, as if there were no sidecar, and the sidecar rewritten.
+//! without a flush, and only after the log records it describes are
+//! flushed. A new handle reads only its end (the entries from the last full
+//! state before the latest checkpoint on), checks them (checksums, order,
+//! consecutive `seq`s) and the log (long enough; the latest checkpoint and
+//! that full state read back as what the entries say), and reads whatever
+//! the log holds after them. Anything else (a missing, torn, stale or
+//! foreign sidecar) makes it read the log whole, as if there were no
+//! sidecar, and rewrite the sidecar.
 //!
-//! An entry is 48 bytes, all little-endian:
+//! An entry is 64 bytes, all little-endian:
 //!
 //! | bytes | content |
 //! |---|---|
-//! | 8 | the checkpoint's `seq` |
+//! | 8 | the checkpoint's (or write's) `seq` |
 //! | 8 | byte offset of its JSON in the log |
 //! | 4 | length of its JSON |
-//! | 4 | flags: 1 = a full state, 2 = a full state at or before it is known, 4 = no pending write for a `seq` at or after that full state comes before its record |
-//! | 8 | the `seq` of the last full state at or before it |
+//! | 4 | flags: 1 = a full state, 2 = a full state at or before it is known, 4 = no pending write for a `seq` at or after that full state comes before it, 8 = a pending write |
+//! | 8 | a checkpoint: the `seq` of the last full state at or before it; a write: its task position |
 //! | 8 | byte offset of the record holding that full state |
-//! | 8 | FNV-1a 64 checksum of the 40 bytes above |
+//! | 8 | byte offset of the end of the record holding this entry |
+//! | 8 | zero (reserved) |
+//! | 8 | FNV-1a 64 checksum of the 56 bytes above |
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -30,36 +37,52 @@ use super::frame::fnv1a64;
 use super::index::Loc;
 
 /// Bytes per entry.
-pub(super) const ENTRY_LEN: usize = 48;
+pub(super) const ENTRY_LEN: usize = 64;
+
+/// Entries read back at a time when looking for the last full state.
+const CHUNK: u64 = 256;
+
+/// Most entries read back before giving up on the sidecar.
+const MAX_TAIL: usize = 1 << 16;
 
 const FULL: u32 = 1;
 const HAS_FULL: u32 = 2;
-const TAIL_OK: u32 = 4;
+const CLEAN: u32 = 4;
+const WRITE: u32 = 8;
 
-/// What the sidecar says about one checkpoint.
+/// What the sidecar says about one checkpoint or pending write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
     pub(super) seq: u64,
-    /// Where the checkpoint's JSON is in the log.
+    /// Where its JSON is in the log.
     pub(super) loc: Loc,
+    /// `Some(task)` for a pending write.
+    pub(super) write: Option<u32>,
+    /// A checkpoint holding a full state.
     pub(super) is_full: bool,
-    /// The last full state at or before it: its `seq` and the offset of
-    /// the record holding it.
+    /// A checkpoint: the last full state at or before it, and the offset
+    /// of the record holding that one.
     pub(super) full: Option<(u64, u64)>,
     /// No pending write for a `seq` at or after `full` is stored before
     /// `full`'s record, so reading from there finds every write resume
     /// needs.
-    pub(super) tail_ok: bool,
+    pub(super) clean: bool,
+    /// Where the record holding it ends.
+    pub(super) rec_end: u64,
 }
 
 impl Entry {
     pub(super) fn encode(&self) -> [u8; ENTRY_LEN] {
-        let mut b = [0u8; ENTRY_LEN];
-        let (full_seq, full_at) = self.full.unwrap_or((0, 0));
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         let flags = flag(self.is_full, FULL)
             | flag(self.full.is_some(), HAS_FULL)
-            | flag(self.tail_ok, TAIL_OK);
+            | flag(self.clean, CLEAN)
+            | flag(self.write.is_some(), WRITE);
+        let (full_seq, full_at) = match (self.write, self.full) {
+            (Some(task), _) => (u64::from(task), 0),
+            (None, Some(full)) => full,
+            (None, None) => (0, 0),
+        };
         let mut body = Vec::with_capacity(ENTRY_LEN);
         body.extend_from_slice(&self.seq.to_le_bytes());
         body.extend_from_slice(&self.loc.at.to_le_bytes());
@@ -67,8 +90,11 @@ impl Entry {
         body.extend_from_slice(&flags.to_le_bytes());
         body.extend_from_slice(&full_seq.to_le_bytes());
         body.extend_from_slice(&full_at.to_le_bytes());
+        body.extend_from_slice(&self.rec_end.to_le_bytes());
+        body.extend_from_slice(&0u64.to_le_bytes());
         let sum = fnv1a64(&body);
         body.extend_from_slice(&sum.to_le_bytes());
+        let mut b = [0u8; ENTRY_LEN];
         b.copy_from_slice(&body);
         b
     }
@@ -86,15 +112,23 @@ impl Entry {
             Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?))
         };
         let flags = u32_at(20)?;
+        let third = u64_at(24)?;
+        let write = if flags & WRITE != 0 {
+            Some(u32::try_from(third).ok()?)
+        } else {
+            None
+        };
         Some(Self {
             seq: u64_at(0)?,
             loc: Loc {
                 at: u64_at(8)?,
                 len: u32_at(16)?,
             },
+            write,
             is_full: flags & FULL != 0,
-            full: (flags & HAS_FULL != 0).then_some((u64_at(24)?, u64_at(32)?)),
-            tail_ok: flags & TAIL_OK != 0,
+            full: (write.is_none() && flags & HAS_FULL != 0).then_some((third, u64_at(32)?)),
+            clean: flags & CLEAN != 0,
+            rec_end: u64_at(40)?,
         })
     }
 }
@@ -104,29 +138,71 @@ pub(super) fn path_of(log: &Path) -> PathBuf {
     log.with_extension("idx")
 }
 
-/// The last entry of the sidecar of the log at `log`, if it has a whole,
-/// intact one.
-pub(super) fn read_last(log: &Path) -> Option<Entry> {
+fn open(log: &Path) -> Option<(File, u64)> {
     let file = File::open(path_of(log)).ok()?;
     let len = file.metadata().ok()?.len();
-    let entry = ENTRY_LEN as u64;
-    if len < entry || len % entry != 0 {
-        return None;
-    }
-    let mut buf = [0u8; ENTRY_LEN];
+    (len % ENTRY_LEN as u64 == 0).then_some((file, len / ENTRY_LEN as u64))
+}
+
+/// Entries `from..to` of the sidecar, if all are intact.
+fn read_entries(file: &File, from: u64, to: u64) -> Option<Vec<Entry>> {
+    let n = usize::try_from(to.checked_sub(from)?).ok()?;
+    let mut buf = vec![0u8; n * ENTRY_LEN];
+    let at = from * ENTRY_LEN as u64;
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut buf, len - entry).ok()?;
+        file.read_exact_at(&mut buf, at).ok()?;
     }
     #[cfg(not(unix))]
     {
         use std::io::{Read, Seek, SeekFrom};
-        let mut reader = &file;
-        reader.seek(SeekFrom::Start(len - entry)).ok()?;
+        let mut reader = file;
+        reader.seek(SeekFrom::Start(at)).ok()?;
         reader.read_exact(&mut buf).ok()?;
     }
-    Entry::decode(&buf)
+    buf.chunks(ENTRY_LEN).map(Entry::decode).collect()
+}
+
+/// The last entry of the sidecar of the log at `log`, if it has a whole,
+/// intact one.
+pub(super) fn read_last(log: &Path) -> Option<Entry> {
+    let (file, n) = open(log)?;
+    read_entries(&file, n.checked_sub(1)?, n)?.pop()
+}
+
+/// The sidecar's entries from the last full state before its last
+/// checkpoint on (that full state's entry first), if it has them intact
+/// within [`MAX_TAIL`] entries of its end.
+pub(super) fn read_tail(log: &Path) -> Option<Vec<Entry>> {
+    let (file, n) = open(log)?;
+    let mut back: Vec<Entry> = Vec::new();
+    let mut target = None;
+    let mut to = n;
+    while to > 0 && back.len() < MAX_TAIL {
+        let from = to.saturating_sub(CHUNK);
+        let chunk = read_entries(&file, from, to)?;
+        for e in chunk.into_iter().rev() {
+            back.push(e);
+            if e.write.is_some() {
+                continue;
+            }
+            let full = match target {
+                Some(f) => f,
+                None => {
+                    let (f, _) = e.full?;
+                    target = Some(f);
+                    f
+                }
+            };
+            if e.seq == full {
+                back.reverse();
+                return Some(back);
+            }
+        }
+        to = from;
+    }
+    None
 }
 
 fn bytes(entries: &[Entry]) -> Vec<u8> {

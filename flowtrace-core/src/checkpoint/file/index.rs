@@ -236,8 +236,9 @@ pub(super) struct Index {
     /// Each checkpoint's place, oldest first.
     pub(super) slots: Vec<Loc>,
     /// The `seq`s of the full states, ascending, with the offset of the
-    /// record holding each.
-    fulls: Vec<(u64, u64)>,
+    /// record holding each and whether no write for a later `seq` comes
+    /// before it.
+    fulls: Vec<(u64, u64, bool)>,
     /// Pending writes by checkpoint `seq` and task position.
     pub(super) writes: BTreeMap<(u64, u32), Loc>,
     /// Where the log says the history starts, if it says so.
@@ -249,9 +250,9 @@ pub(super) struct Index {
     /// holding full state `first` on: checkpoints before `first` (and
     /// their writes), the thread's `base`, and its summary are unknown.
     pub(super) partial: Option<u64>,
-    /// Whether this indexes the log from a record past its start, so its
-    /// first checkpoint sets `base`.
-    tail_start: bool,
+    /// The sidecar entries of the records applied by the last
+    /// [`apply`](Self::apply), in log order.
+    pub(super) applied: Vec<Entry>,
 }
 
 impl Index {
@@ -266,81 +267,57 @@ impl Index {
             start: None,
             info: None,
             partial: None,
-            tail_start: false,
+            applied: Vec::new(),
         }
     }
 
-    /// An index of the log from byte `at` on (the start of a record): its
-    /// first checkpoint sets `base`. The caller sets `partial` once it has
-    /// checked what was read.
-    pub(super) fn tail(thread: ThreadId, at: u64) -> Self {
-        let mut index = Self::new(thread);
-        index.offset = at;
-        index.tail_start = true;
-        index
-    }
-
-    /// The first full state read, and the offset of its record.
-    pub(super) fn first_full(&self) -> Option<(u64, u64)> {
-        self.fulls.first().copied()
-    }
-
-    /// The sidecar entries of checkpoints `from..=latest` (none for those
-    /// not indexed).
-    pub(super) fn entries(&self, from: u64) -> Vec<Entry> {
-        let Some(latest) = self.latest() else {
-            return Vec::new();
-        };
-        let from = from.max(self.base);
-        if from > latest {
-            return Vec::new();
-        }
-        // The full states the entries refer to, and for each whether a
-        // write for a later `seq` comes before its record (the least write
-        // offset over `seq`s from it on, walking back).
-        let first = self
-            .fulls
-            .partition_point(|&(f, _)| f <= from)
-            .saturating_sub(1);
-        let fulls = self.fulls.get(first..).unwrap_or_default();
-        let mut tail_ok = vec![true; fulls.len()];
-        let mut least = u64::MAX;
-        let mut writes = self.writes.iter().rev().peekable();
-        for (ok, &(f, rec_at)) in tail_ok.iter_mut().zip(fulls).rev() {
-            while let Some(((s, _), loc)) = writes.peek() {
-                if *s < f {
-                    break;
-                }
-                least = least.min(loc.at);
-                writes.next();
-            }
-            *ok = least >= rec_at;
-        }
-        let mut out = Vec::new();
-        let mut i = 0;
-        for seq in from..=latest {
-            let Some(loc) = self.slot(seq) else { continue };
-            while fulls.get(i + 1).is_some_and(|&(f, _)| f <= seq) {
-                i += 1;
-            }
-            let full = fulls.get(i).filter(|&&(f, _)| f <= seq);
-            out.push(Entry {
-                seq,
-                loc,
-                is_full: full.is_some_and(|&(f, _)| f == seq),
-                full: full.copied(),
-                tail_ok: full.is_some() && tail_ok.get(i).copied().unwrap_or(false),
-            });
-        }
-        out
-    }
-
-    /// The sidecar entry of checkpoint `seq`, if indexed.
-    pub(super) fn entry(&self, seq: u64) -> Option<Entry> {
-        if seq < self.base || self.latest().is_none_or(|l| seq > l) {
+    /// An index of the log's tail built from sidecar entries (the first
+    /// being a full state's, see [`idx::read_tail`](super::idx::read_tail)),
+    /// up to the end of the last entry's record; `None` unless they are
+    /// in order and consistent. Marked `partial` from that full state.
+    pub(super) fn from_entries(thread: ThreadId, entries: &[Entry]) -> Option<Self> {
+        let first = entries.first()?;
+        let (full, full_at) = first.full?;
+        if first.write.is_some()
+            || !first.is_full
+            || full != first.seq
+            || !first.clean
+            || full_at >= first.loc.at
+        {
             return None;
         }
-        self.entries(seq).into_iter().next()
+        let mut index = Self::new(thread);
+        index.base = full;
+        index.partial = Some(full);
+        let mut end = 0;
+        for e in entries {
+            if e.loc.at < end || e.rec_end < e.loc.end() || e.rec_end < index.offset {
+                return None;
+            }
+            end = e.loc.end();
+            index.offset = e.rec_end;
+            match e.write {
+                Some(task) => {
+                    index.writes.entry((e.seq, task)).or_insert(e.loc);
+                }
+                None => {
+                    if e.seq != index.next_seq() {
+                        return None;
+                    }
+                    let (f, f_at) = e.full?;
+                    if e.is_full {
+                        if f != e.seq || (e.seq == full && f_at != full_at) {
+                            return None;
+                        }
+                        index.fulls.push((f, f_at, e.clean));
+                    } else if index.fulls.last().map(|&(s, a, _)| (s, a)) != Some((f, f_at)) {
+                        return None;
+                    }
+                    index.slots.push(e.loc);
+                }
+            }
+        }
+        Some(index)
     }
 
     pub(super) fn latest(&self) -> Option<u64> {
@@ -363,8 +340,8 @@ impl Index {
 
     /// The last full state at or before `seq`.
     pub(super) fn last_full(&self, seq: u64) -> Option<u64> {
-        let i = self.fulls.partition_point(|&(f, _)| f <= seq);
-        self.fulls.get(i.checked_sub(1)?).map(|&(f, _)| f)
+        let i = self.fulls.partition_point(|&(f, _, _)| f <= seq);
+        self.fulls.get(i.checked_sub(1)?).map(|&(f, _, _)| f)
     }
 
     pub(super) fn has_write(&self, seq: u64, task: u32) -> bool {
@@ -402,6 +379,7 @@ impl Index {
     /// Stops before a torn record at the end (a crashed write).
     pub(super) fn apply(&mut self, buf: &[u8], path: &Path) -> Result<(), CheckpointError> {
         let base = self.offset;
+        self.applied.clear();
         let scan = scan(buf).map_err(|e| {
             self.corrupt(format!(
                 "{}: damaged record at byte {} ({}) followed by a valid record at byte {}",
@@ -413,14 +391,15 @@ impl Index {
         })?;
         for (end, payload) in scan.records {
             let at = base + (end - payload.len()) as u64;
-            self.apply_record(at, payload).map_err(|e| match e {
-                Bad::Unreadable(why) => self.corrupt(format!(
-                    "{}: record at byte {} has a valid checksum but can't be read: {why}",
-                    path.display(),
-                    at - HEADER_LEN as u64,
-                )),
-                Bad::Refused(e) => e,
-            })?;
+            self.apply_record(at, base + end as u64, payload)
+                .map_err(|e| match e {
+                    Bad::Unreadable(why) => self.corrupt(format!(
+                        "{}: record at byte {} has a valid checksum but can't be read: {why}",
+                        path.display(),
+                        at - HEADER_LEN as u64,
+                    )),
+                    Bad::Refused(e) => e,
+                })?;
             self.offset = base + end as u64;
         }
         if let Some(reason) = scan.torn {
@@ -435,21 +414,22 @@ impl Index {
     }
 
     /// Applies one record whose payload starts at byte `at` of the log.
-    fn apply_record(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
-        let rec_at = at - HEADER_LEN as u64;
+    fn apply_record(&mut self, at: u64, end: u64, payload: &[u8]) -> Result<(), Bad> {
+        let rec = (at - HEADER_LEN as u64, end);
         if let Some(cp) = strip(payload, CHECKPOINT_PREFIX) {
-            self.add_checkpoint(rec_at, at + CHECKPOINT_PREFIX.len() as u64, cp)
+            self.add_checkpoint(rec, at + CHECKPOINT_PREFIX.len() as u64, cp)
         } else if let Some(entry) = strip(payload, WRITE_PREFIX) {
-            self.add_write(at + WRITE_PREFIX.len() as u64, entry)
+            self.add_write(end, at + WRITE_PREFIX.len() as u64, entry)
         } else if payload.starts_with(BATCH_PREFIX) {
-            self.add_batch(at, payload)
+            self.add_batch(rec, at, payload)
         } else {
             Err(Bad::Unreadable("not a checkpoint, write or batch".into()))
         }
     }
 
-    /// Adds the checkpoint whose JSON is at `at`, in the record at `rec_at`.
-    fn add_checkpoint(&mut self, rec_at: u64, at: u64, json: &[u8]) -> Result<(), Bad> {
+    /// Adds the checkpoint whose JSON is at `at`, in the record spanning
+    /// `rec` (start, end).
+    fn add_checkpoint(&mut self, rec: (u64, u64), at: u64, json: &[u8]) -> Result<(), Bad> {
         let cp: Summary = match serde_json::from_slice(json) {
             Ok(s) => s,
             Err(e) => {
@@ -480,10 +460,6 @@ impl Index {
                 "found a checkpoint of thread {:?}",
                 cp.thread_id
             ))));
-        }
-        if self.slots.is_empty() && self.tail_start {
-            // The first checkpoint of an index of the log's tail.
-            self.base = cp.seq;
         }
         if cp.seq != self.next_seq() {
             return Err(Bad::Refused(self.corrupt(format!(
@@ -526,25 +502,49 @@ impl Index {
             }
         }
         if cp.state.kind == StateKind::Full {
-            self.fulls.push((cp.seq, rec_at));
+            let clean = self.writes.range((cp.seq, 0)..).next().is_none();
+            self.fulls.push((cp.seq, rec.0, clean));
         }
-        self.slots.push(Loc { at, len });
+        let loc = Loc { at, len };
+        self.slots.push(loc);
+        let full = self.fulls.last().copied();
+        self.applied.push(Entry {
+            seq: cp.seq,
+            loc,
+            write: None,
+            is_full: cp.state.kind == StateKind::Full,
+            full: full.map(|(f, a, _)| (f, a)),
+            clean: full.is_some_and(|(_, _, c)| c),
+            rec_end: rec.1,
+        });
         Ok(())
     }
 
-    fn add_write(&mut self, at: u64, entry: &[u8]) -> Result<(), Bad> {
+    fn add_write(&mut self, rec_end: u64, at: u64, entry: &[u8]) -> Result<(), Bad> {
         let head: WriteHead =
             serde_json::from_slice(entry).map_err(|e| Bad::Unreadable(e.to_string()))?;
         let len = u32::try_from(entry.len())
             .map_err(|_| Bad::Unreadable("pending write longer than 4 GiB".into()))?;
         // The first write of a task wins.
-        self.writes
-            .entry((head.seq, head.write.task))
-            .or_insert(Loc { at, len });
+        let loc = Loc { at, len };
+        if let std::collections::btree_map::Entry::Vacant(v) =
+            self.writes.entry((head.seq, head.write.task))
+        {
+            v.insert(loc);
+            self.applied.push(Entry {
+                seq: head.seq,
+                loc,
+                write: Some(head.write.task),
+                is_full: false,
+                full: None,
+                clean: false,
+                rec_end,
+            });
+        }
         Ok(())
     }
 
-    fn add_batch(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
+    fn add_batch(&mut self, rec: (u64, u64), at: u64, payload: &[u8]) -> Result<(), Bad> {
         let malformed = |why: &str| Bad::Unreadable(format!("malformed batch: {why}"));
         let header_len = payload
             .iter()
@@ -582,9 +582,9 @@ impl Index {
                 .ok_or_else(|| malformed("member past the record's end"))?;
             let member_at = at + from as u64;
             if is_checkpoint {
-                self.add_checkpoint(at - HEADER_LEN as u64, member_at, member)?;
+                self.add_checkpoint(rec, member_at, member)?;
             } else {
-                self.add_write(member_at, member)?;
+                self.add_write(rec.1, member_at, member)?;
             }
             pos = to;
         }
@@ -593,6 +593,17 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// Whether `json` is checkpoint `seq` of `thread`, a full state or not as
+/// `full` says (reading only its identity and summary fields).
+pub(super) fn is_checkpoint(json: &[u8], thread: &ThreadId, seq: u64, full: bool) -> bool {
+    serde_json::from_slice::<Summary>(json).is_ok_and(|cp| {
+        &cp.thread_id == thread
+            && cp.seq == seq
+            && cp.format_version == CHECKPOINT_FORMAT_VERSION
+            && (cp.state.kind == StateKind::Full) == full
+    })
 }
 
 /// Why a record could not be applied.

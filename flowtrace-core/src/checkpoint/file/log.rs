@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::encode_frame;
+use super::frame::{encode_frame, scan};
 use super::idx;
-use super::index::{Index, Loc, Start, WriteEntry, batch_payload};
+use super::index::{Index, Loc, Start, WriteEntry, batch_payload, is_checkpoint};
 use super::summary;
 use crate::checkpoint::{
     Checkpoint, CheckpointBatch, CheckpointError, PendingWrite, PruneOutcome, Retention, encode,
@@ -193,40 +193,84 @@ impl ThreadLog {
         let buf = read_range(&open.file, &self.path, from, len - from)?;
         self.apply(&buf)?;
         if fresh {
-            self.sync_sidecar(false);
+            self.rewrite_sidecar();
+        } else {
+            self.index.applied.clear();
         }
         Ok(())
     }
 
-    /// Indexes only the log's tail, as the sidecar's last entry locates
-    /// it: from the record holding the last full state before that entry's
-    /// checkpoint to the end. Whether the log confirmed the entry (else
-    /// nothing changed, and the log is to be read whole).
+    /// Indexes only the log's tail, as the sidecar's end describes it: the
+    /// entries from the last full state before its latest checkpoint on,
+    /// then whatever the log holds after them. Whether the log confirmed
+    /// the entries (else nothing changed, and the log is to be read whole).
     fn read_tail(&mut self, len: u64) -> Result<bool, CheckpointError> {
         let Some(open) = &self.file else {
             return Ok(false);
         };
-        let Some(entry) = idx::read_last(&self.path) else {
+        let Some(entries) = idx::read_tail(&self.path) else {
             return Ok(false);
         };
-        let Some((full_seq, full_at)) = entry.full else {
+        let thread = self.index.thread.clone();
+        let Some(mut index) = Index::from_entries(thread.clone(), &entries) else {
             return Ok(false);
         };
-        if !entry.tail_ok || full_at == 0 || full_at >= len || entry.loc.end() > len {
+        if index.offset > len {
             return Ok(false);
         }
         #[cfg(test)]
         tail_reads::count(&self.path);
-        let buf = read_range(&open.file, &self.path, full_at, len - full_at)?;
-        let mut index = Index::tail(self.index.thread.clone(), full_at);
-        if index.apply(&buf, &self.path).is_err()
-            || index.first_full() != Some((full_seq, full_at))
-            || index.entry(entry.seq) != Some(entry)
-        {
-            tracing::debug!(path = %self.path.display(), "sidecar index does not match the checkpoint log; reading the log whole");
+        // The records holding the entries are whole: all of them, or, when
+        // the full state's record is much longer than the tail (one batch
+        // of a whole run), those after it.
+        let Some(first) = entries.first() else {
             return Ok(false);
+        };
+        let Some((_, full_at)) = first.full else {
+            return Ok(false);
+        };
+        let tail = index.offset.saturating_sub(first.loc.at);
+        let check_from =
+            if first.rec_end.saturating_sub(full_at) <= tail.saturating_mul(2) + (1 << 16) {
+                full_at
+            } else {
+                first.rec_end
+            };
+        if index.offset > check_from {
+            let records = read_range(
+                &open.file,
+                &self.path,
+                check_from,
+                index.offset - check_from,
+            )?;
+            let whole = scan(&records).is_ok_and(|s| {
+                s.torn.is_none() && s.records.last().map(|r| r.0) == Some(records.len())
+            });
+            if !whole {
+                return Ok(false);
+            }
         }
-        index.partial = Some(full_seq);
+        // The full state and the latest checkpoint read back as the
+        // entries say (the checkpoints between are read, and checked, by
+        // whoever asks for them).
+        let ends = [index.partial, index.latest()];
+        for seq in ends.into_iter().flatten() {
+            let Some(loc) = index.slot(seq) else {
+                return Ok(false);
+            };
+            let json = read_range(&open.file, &self.path, loc.at, u64::from(loc.len))?;
+            let full = index.last_full(seq) == Some(seq);
+            if !is_checkpoint(&json, &thread, seq, full) {
+                return Ok(false);
+            }
+        }
+        if len > index.offset {
+            let rest = read_range(&open.file, &self.path, index.offset, len - index.offset)?;
+            if index.apply(&rest, &self.path).is_err() {
+                return Ok(false);
+            }
+        }
+        index.applied.clear();
         self.index = index;
         Ok(true)
     }
@@ -248,6 +292,7 @@ impl ThreadLog {
         let buf = read_range(&open.file, &self.path, 0, end)?;
         self.index = Index::new(self.index.thread.clone());
         self.apply(&buf)?;
+        self.index.applied = Vec::new();
         if self.index.offset != end {
             let e = self.index.corrupt(format!(
                 "{}: the log read whole ends at byte {} where its tail ended at {end}",
@@ -260,29 +305,32 @@ impl ThreadLog {
         Ok(())
     }
 
-    /// Brings the sidecar up to date with the index (best effort): nothing
-    /// if its last entry is the latest checkpoint's, the missing entries
-    /// if it is an earlier one's (only for a writer, under the exclusive
-    /// lock, so no two handles extend it at once), else rewritten whole
-    /// (or removed, when only the tail is indexed).
-    fn sync_sidecar(&self, exclusive: bool) {
-        let Some(latest) = self.index.latest() else {
+    /// Rewrites the sidecar with the entries of a log just read whole,
+    /// unless it already ends with the same last entry (best effort). The
+    /// caller holds a lock on the log, so no writer extends it meanwhile.
+    fn rewrite_sidecar(&mut self) {
+        let entries = std::mem::take(&mut self.index.applied);
+        if entries.is_empty() || idx::read_last(&self.path).as_ref() == entries.last() {
             return;
-        };
+        }
+        idx::rewrite(&self.path, &entries);
+    }
+
+    /// Extends the sidecar with the entries of a record this handle just
+    /// appended at byte `at`, under the log's exclusive lock: when the
+    /// sidecar ends with the record before (else it is removed, to be
+    /// rewritten by the next handle that reads the log whole).
+    fn extend_sidecar(&mut self, at: u64) {
+        let entries = std::mem::take(&mut self.index.applied);
         let last = idx::read_last(&self.path);
-        let known = last.filter(|e| self.index.entry(e.seq) == Some(*e));
-        match known {
-            Some(e) if e.seq == latest => {}
-            Some(e) if exclusive => idx::append(&self.path, &self.index.entries(e.seq + 1)),
-            _ if self.index.partial.is_none() => {
-                idx::rewrite(&self.path, &self.index.entries(self.index.base));
-            }
-            _ if exclusive => {
+        match last {
+            Some(e) if e.rec_end == at => idx::append(&self.path, &entries),
+            None if at == 0 => idx::rewrite(&self.path, &entries),
+            _ => {
                 if let Err(e) = idx::remove(&self.path) {
                     tracing::debug!(path = %self.path.display(), error = %e, "could not remove a stale sidecar index");
                 }
             }
-            _ => {}
         }
     }
 
@@ -377,7 +425,7 @@ impl ThreadLog {
             sync_dir(dir).map_err(|e| io_error("cannot sync checkpoint directory", dir, e))?;
         }
         self.apply(&frame)?;
-        self.sync_sidecar(true);
+        self.extend_sidecar(at);
         drop(lock);
         Ok(())
     }
@@ -536,7 +584,7 @@ impl ThreadLog {
             writable: true,
         });
         self.apply(frame)?;
-        self.sync_sidecar(true);
+        self.rewrite_sidecar();
         Ok(())
     }
 }

@@ -744,12 +744,14 @@ async fn whole_view(
     )
 }
 
+/// The sidecar's checkpoint entries.
 fn sidecar_entries(log: &Path) -> Vec<idx::Entry> {
     let bytes = fs::read(idx::path_of(log)).unwrap();
     assert_eq!(bytes.len() % idx::ENTRY_LEN, 0);
     bytes
         .chunks(idx::ENTRY_LEN)
         .map(|c| idx::Entry::decode(c).unwrap())
+        .filter(|e| e.write.is_none())
         .collect()
 }
 
@@ -928,4 +930,41 @@ async fn handles_appending_in_turn_keep_the_sidecar_whole() {
     // Delete removes it.
     assert!(e.delete_thread(&thread).await.unwrap());
     assert!(!idx::path_of(&path).exists());
+}
+
+#[tokio::test]
+async fn a_thread_written_as_one_batch_resumes_from_its_tail() {
+    let dir = TempDir::new("sidecar-batch");
+    let thread = ThreadId::new("batch");
+    let path = dir.0.join(file_name(&thread));
+    let store = FileCheckpointer::open(&dir.0).unwrap();
+    let checkpoints = (0..200)
+        .map(|s| {
+            if s % 64 == 0 {
+                full(&thread, s)
+            } else {
+                cp(&thread, s)
+            }
+        })
+        .collect();
+    store
+        .append_batch(
+            &thread,
+            CheckpointBatch {
+                checkpoints,
+                writes: vec![(3, write(0)), (199, write(1)), (199, write(2))],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(record_count(&path), 1);
+    let before = log::tail_reads::of(&path);
+    let cold = FileCheckpointer::open(&dir.0).unwrap();
+    assert_eq!(
+        resume_view(&cold, &thread).await,
+        (199, (192..200).collect(), vec![1, 2])
+    );
+    assert_eq!(log::tail_reads::of(&path), before + 1);
+    assert_eq!(cold.writes(&thread, 3).await.unwrap(), [write(0)]);
+    assert_eq!(history(&cold, &thread).await, (0..200).collect::<Vec<_>>());
 }
