@@ -93,7 +93,8 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// it, and rename it over the old one; a crash leaves either log whole (and
 /// perhaps a temporary file, which is never read).
 /// [`delete_thread`](Checkpointer::delete_thread) removes the file (and its
-/// summary file, see below).
+/// summary and sidecar index files, see below). Prune and copy remove the
+/// old log's sidecar index before the rename and write the new one's after.
 ///
 /// # Concurrency and fencing
 ///
@@ -116,10 +117,27 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// recently, a small index of the thread's log — where each checkpoint and
 /// pending write is (16 bytes each), which checkpoints hold full states, and
 /// the thread's summary for [`list_threads`](Checkpointer::list_threads) —
-/// and keeps that log open. The first operation on a thread reads its log
-/// once to build the index (parsing only each checkpoint's identity and
-/// summary fields); later ones read only what was appended since (checked
-/// with one `fstat`). Reads then fetch just the bytes they return:
+/// and keeps that log open. Later operations read only what was appended
+/// since (checked with one `fstat`).
+///
+/// Each log has a sidecar index, `t-<name>.idx`: one 64-byte entry per
+/// checkpoint and per pending write, in log order (where its JSON is, the
+/// end of its record, and for a checkpoint the last full state at or
+/// before it), appended after each commit, without a flush. It is a cache,
+/// checked before use. The first operation on a thread that needs only
+/// its recent history (the latest checkpoint, the fence, `chain` or
+/// `writes` from the last full state before the latest on: what a resume
+/// reads) reads the sidecar's end back to that full state, checks those
+/// entries and the log's records holding them, and indexes just that tail,
+/// plus whatever the log holds past the sidecar; so resuming a thread from
+/// a new handle costs the same however long its history. Asking for older
+/// checkpoints (or `list`, `prune`, `copy_thread`, a summary) then reads
+/// the log whole, once. So does a first operation when the sidecar is
+/// missing, torn, stale or does not match the log, parsing only each
+/// checkpoint's identity and summary fields, and it rewrites the sidecar.
+/// Logs of earlier releases (with no sidecar) read as before.
+///
+/// Reads then fetch just the bytes they return:
 /// [`get`](Checkpointer::get) of the latest reads one checkpoint,
 /// [`chain`](Checkpointer::chain) reads the checkpoints from the last full
 /// state in one read, [`writes`](Checkpointer::writes) only that
