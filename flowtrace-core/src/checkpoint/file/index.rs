@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::frame::{HEADER_LEN, scan};
+use super::idx::Entry;
 use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, PendingWrite, ThreadInfo, ThreadStatus,
 };
@@ -234,14 +235,24 @@ pub(super) struct Index {
     pub(super) base: u64,
     /// Each checkpoint's place, oldest first.
     pub(super) slots: Vec<Loc>,
-    /// The `seq`s of the full states, ascending.
-    fulls: Vec<u64>,
+    /// The `seq`s of the full states, ascending, with the offset of the
+    /// record holding each and whether no write for a later `seq` comes
+    /// before it.
+    fulls: Vec<(u64, u64, bool)>,
     /// Pending writes by checkpoint `seq` and task position.
     pub(super) writes: BTreeMap<(u64, u32), Loc>,
     /// Where the log says the history starts, if it says so.
     start: Option<Start>,
-    /// The thread's summary (`None` before its first checkpoint).
+    /// The thread's summary (`None` before its first checkpoint). Only
+    /// right when the index is whole (`partial` is `None`).
     pub(super) info: Option<ThreadInfo>,
+    /// `Some(first)` when only the log's tail was read, from the record
+    /// holding full state `first` on: checkpoints before `first` (and
+    /// their writes), the thread's `base`, and its summary are unknown.
+    pub(super) partial: Option<u64>,
+    /// The sidecar entries of the records applied by the last
+    /// [`apply`](Self::apply), in log order.
+    pub(super) applied: Vec<Entry>,
 }
 
 impl Index {
@@ -255,7 +266,58 @@ impl Index {
             writes: BTreeMap::new(),
             start: None,
             info: None,
+            partial: None,
+            applied: Vec::new(),
         }
+    }
+
+    /// An index of the log's tail built from sidecar entries (the first
+    /// being a full state's, see [`idx::read_tail`](super::idx::read_tail)),
+    /// up to the end of the last entry's record; `None` unless they are
+    /// in order and consistent. Marked `partial` from that full state.
+    pub(super) fn from_entries(thread: ThreadId, entries: &[Entry]) -> Option<Self> {
+        let first = entries.first()?;
+        let (full, full_at) = first.full?;
+        if first.write.is_some()
+            || !first.is_full
+            || full != first.seq
+            || !first.clean
+            || full_at >= first.loc.at
+        {
+            return None;
+        }
+        let mut index = Self::new(thread);
+        index.base = full;
+        index.partial = Some(full);
+        let mut end = 0;
+        for e in entries {
+            if e.loc.at < end || e.rec_end < e.loc.end() || e.rec_end < index.offset {
+                return None;
+            }
+            end = e.loc.end();
+            index.offset = e.rec_end;
+            match e.write {
+                Some(task) => {
+                    index.writes.entry((e.seq, task)).or_insert(e.loc);
+                }
+                None => {
+                    if e.seq != index.next_seq() {
+                        return None;
+                    }
+                    let (f, f_at) = e.full?;
+                    if e.is_full {
+                        if f != e.seq || (e.seq == full && f_at != full_at) {
+                            return None;
+                        }
+                        index.fulls.push((f, f_at, e.clean));
+                    } else if index.fulls.last().map(|&(s, a, _)| (s, a)) != Some((f, f_at)) {
+                        return None;
+                    }
+                    index.slots.push(e.loc);
+                }
+            }
+        }
+        Some(index)
     }
 
     pub(super) fn latest(&self) -> Option<u64> {
@@ -278,8 +340,8 @@ impl Index {
 
     /// The last full state at or before `seq`.
     pub(super) fn last_full(&self, seq: u64) -> Option<u64> {
-        let i = self.fulls.partition_point(|&f| f <= seq);
-        self.fulls.get(i.checked_sub(1)?).copied()
+        let i = self.fulls.partition_point(|&(f, _, _)| f <= seq);
+        self.fulls.get(i.checked_sub(1)?).map(|&(f, _, _)| f)
     }
 
     pub(super) fn has_write(&self, seq: u64, task: u32) -> bool {
@@ -317,6 +379,7 @@ impl Index {
     /// Stops before a torn record at the end (a crashed write).
     pub(super) fn apply(&mut self, buf: &[u8], path: &Path) -> Result<(), CheckpointError> {
         let base = self.offset;
+        self.applied.clear();
         let scan = scan(buf).map_err(|e| {
             self.corrupt(format!(
                 "{}: damaged record at byte {} ({}) followed by a valid record at byte {}",
@@ -328,14 +391,15 @@ impl Index {
         })?;
         for (end, payload) in scan.records {
             let at = base + (end - payload.len()) as u64;
-            self.apply_record(at, payload).map_err(|e| match e {
-                Bad::Unreadable(why) => self.corrupt(format!(
-                    "{}: record at byte {} has a valid checksum but can't be read: {why}",
-                    path.display(),
-                    at - HEADER_LEN as u64,
-                )),
-                Bad::Refused(e) => e,
-            })?;
+            self.apply_record(at, base + end as u64, payload)
+                .map_err(|e| match e {
+                    Bad::Unreadable(why) => self.corrupt(format!(
+                        "{}: record at byte {} has a valid checksum but can't be read: {why}",
+                        path.display(),
+                        at - HEADER_LEN as u64,
+                    )),
+                    Bad::Refused(e) => e,
+                })?;
             self.offset = base + end as u64;
         }
         if let Some(reason) = scan.torn {
@@ -350,19 +414,22 @@ impl Index {
     }
 
     /// Applies one record whose payload starts at byte `at` of the log.
-    fn apply_record(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
+    fn apply_record(&mut self, at: u64, end: u64, payload: &[u8]) -> Result<(), Bad> {
+        let rec = (at - HEADER_LEN as u64, end);
         if let Some(cp) = strip(payload, CHECKPOINT_PREFIX) {
-            self.add_checkpoint(at + CHECKPOINT_PREFIX.len() as u64, cp)
+            self.add_checkpoint(rec, at + CHECKPOINT_PREFIX.len() as u64, cp)
         } else if let Some(entry) = strip(payload, WRITE_PREFIX) {
-            self.add_write(at + WRITE_PREFIX.len() as u64, entry)
+            self.add_write(end, at + WRITE_PREFIX.len() as u64, entry)
         } else if payload.starts_with(BATCH_PREFIX) {
-            self.add_batch(at, payload)
+            self.add_batch(rec, at, payload)
         } else {
             Err(Bad::Unreadable("not a checkpoint, write or batch".into()))
         }
     }
 
-    fn add_checkpoint(&mut self, at: u64, json: &[u8]) -> Result<(), Bad> {
+    /// Adds the checkpoint whose JSON is at `at`, in the record spanning
+    /// `rec` (start, end).
+    fn add_checkpoint(&mut self, rec: (u64, u64), at: u64, json: &[u8]) -> Result<(), Bad> {
         let cp: Summary = match serde_json::from_slice(json) {
             Ok(s) => s,
             Err(e) => {
@@ -435,25 +502,49 @@ impl Index {
             }
         }
         if cp.state.kind == StateKind::Full {
-            self.fulls.push(cp.seq);
+            let clean = self.writes.range((cp.seq, 0)..).next().is_none();
+            self.fulls.push((cp.seq, rec.0, clean));
         }
-        self.slots.push(Loc { at, len });
+        let loc = Loc { at, len };
+        self.slots.push(loc);
+        let full = self.fulls.last().copied();
+        self.applied.push(Entry {
+            seq: cp.seq,
+            loc,
+            write: None,
+            is_full: cp.state.kind == StateKind::Full,
+            full: full.map(|(f, a, _)| (f, a)),
+            clean: full.is_some_and(|(_, _, c)| c),
+            rec_end: rec.1,
+        });
         Ok(())
     }
 
-    fn add_write(&mut self, at: u64, entry: &[u8]) -> Result<(), Bad> {
+    fn add_write(&mut self, rec_end: u64, at: u64, entry: &[u8]) -> Result<(), Bad> {
         let head: WriteHead =
             serde_json::from_slice(entry).map_err(|e| Bad::Unreadable(e.to_string()))?;
         let len = u32::try_from(entry.len())
             .map_err(|_| Bad::Unreadable("pending write longer than 4 GiB".into()))?;
         // The first write of a task wins.
-        self.writes
-            .entry((head.seq, head.write.task))
-            .or_insert(Loc { at, len });
+        let loc = Loc { at, len };
+        if let std::collections::btree_map::Entry::Vacant(v) =
+            self.writes.entry((head.seq, head.write.task))
+        {
+            v.insert(loc);
+            self.applied.push(Entry {
+                seq: head.seq,
+                loc,
+                write: Some(head.write.task),
+                is_full: false,
+                full: None,
+                clean: false,
+                rec_end,
+            });
+        }
         Ok(())
     }
 
-    fn add_batch(&mut self, at: u64, payload: &[u8]) -> Result<(), Bad> {
+    fn add_batch(&mut self, rec: (u64, u64), at: u64, payload: &[u8]) -> Result<(), Bad> {
         let malformed = |why: &str| Bad::Unreadable(format!("malformed batch: {why}"));
         let header_len = payload
             .iter()
@@ -491,9 +582,9 @@ impl Index {
                 .ok_or_else(|| malformed("member past the record's end"))?;
             let member_at = at + from as u64;
             if is_checkpoint {
-                self.add_checkpoint(member_at, member)?;
+                self.add_checkpoint(rec, member_at, member)?;
             } else {
-                self.add_write(member_at, member)?;
+                self.add_write(rec.1, member_at, member)?;
             }
             pos = to;
         }
@@ -502,6 +593,17 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// Whether `json` is checkpoint `seq` of `thread`, a full state or not as
+/// `full` says (reading only its identity and summary fields).
+pub(super) fn is_checkpoint(json: &[u8], thread: &ThreadId, seq: u64, full: bool) -> bool {
+    serde_json::from_slice::<Summary>(json).is_ok_and(|cp| {
+        &cp.thread_id == thread
+            && cp.seq == seq
+            && cp.format_version == CHECKPOINT_FORMAT_VERSION
+            && (cp.state.kind == StateKind::Full) == full
+    })
 }
 
 /// Why a record could not be applied.

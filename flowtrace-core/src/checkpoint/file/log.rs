@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::encode_frame;
-use super::index::{Index, Loc, Start, WriteEntry, batch_payload};
+use super::frame::{encode_frame, scan};
+use super::idx;
+use super::index::{Index, Loc, Start, WriteEntry, batch_payload, is_checkpoint};
 use super::summary;
 use crate::checkpoint::{
     Checkpoint, CheckpointBatch, CheckpointError, PendingWrite, PruneOutcome, Retention, encode,
@@ -34,6 +35,31 @@ pub(super) struct ThreadLog {
 struct OpenLog {
     file: File,
     writable: bool,
+}
+
+/// What of a thread's history an operation reads, so a new handle can
+/// read only the log's tail when that is enough.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Need {
+    /// The latest checkpoint, the fence, and checkpoints and writes from
+    /// the last full state before the latest on.
+    Latest,
+    /// Checkpoint `seq` (and what `Latest` covers): its chain and writes.
+    Seq(u64),
+    /// The whole index, and the thread's summary.
+    All,
+}
+
+impl Need {
+    /// Whether an index holding only checkpoints from `first` on lacks
+    /// what this needs.
+    fn wants_before(self, first: u64) -> bool {
+        match self {
+            Need::Latest => false,
+            Need::Seq(seq) => seq < first,
+            Need::All => true,
+        }
+    }
 }
 
 /// What a commit appends, already framed.
@@ -120,6 +146,7 @@ impl ThreadLog {
         &mut self,
         write: bool,
         exclusive: bool,
+        need: Need,
     ) -> Result<Option<(FileLock, u64)>, CheckpointError> {
         for _ in 0..MAX_REOPENS {
             if self.attach(write)?.is_none() {
@@ -136,7 +163,8 @@ impl ThreadLog {
                 self.detach();
                 continue;
             }
-            self.refresh(meta.len())?;
+            self.refresh(meta.len(), need)?;
+            self.complete(need)?;
             return Ok(Some((lock, meta.len())));
         }
         Err(CheckpointError::Store(format!(
@@ -145,18 +173,165 @@ impl ThreadLog {
         )))
     }
 
-    /// Reads and indexes what was appended since the last look.
-    fn refresh(&mut self, len: u64) -> Result<(), CheckpointError> {
+    /// Reads and indexes what was appended since the last look. A new
+    /// index reads only the log's tail when the sidecar allows and `need`
+    /// is content with it; one read whole refreshes the sidecar. The caller
+    /// holds a lock on the log.
+    fn refresh(&mut self, len: u64, need: Need) -> Result<(), CheckpointError> {
         self.index.check_len(&self.path, len)?;
         let from = self.index.offset;
         if len == from {
+            return Ok(());
+        }
+        let fresh = from == 0;
+        if fresh && need != Need::All && self.read_tail(len)? {
             return Ok(());
         }
         let Some(open) = &self.file else {
             return Ok(());
         };
         let buf = read_range(&open.file, &self.path, from, len - from)?;
-        self.apply(&buf)
+        self.apply(&buf)?;
+        if fresh {
+            self.rewrite_sidecar();
+        } else {
+            self.index.applied.clear();
+        }
+        Ok(())
+    }
+
+    /// Indexes only the log's tail, as the sidecar's end describes it: the
+    /// entries from the last full state before its latest checkpoint on,
+    /// then whatever the log holds after them. Whether the log confirmed
+    /// the entries (else nothing changed, and the log is to be read whole).
+    fn read_tail(&mut self, len: u64) -> Result<bool, CheckpointError> {
+        let Some(open) = &self.file else {
+            return Ok(false);
+        };
+        let Some(entries) = idx::read_tail(&self.path) else {
+            return Ok(false);
+        };
+        let thread = self.index.thread.clone();
+        let Some(mut index) = Index::from_entries(thread.clone(), &entries) else {
+            return Ok(false);
+        };
+        if index.offset > len {
+            return Ok(false);
+        }
+        #[cfg(test)]
+        tail_reads::count(&self.path);
+        // The records holding the entries are whole: all of them, or, when
+        // the full state's record is much longer than the tail (one batch
+        // of a whole run), those after it.
+        let Some(first) = entries.first() else {
+            return Ok(false);
+        };
+        let Some((_, full_at)) = first.full else {
+            return Ok(false);
+        };
+        let tail = index.offset.saturating_sub(first.loc.at);
+        let check_from =
+            if first.rec_end.saturating_sub(full_at) <= tail.saturating_mul(2) + (1 << 16) {
+                full_at
+            } else {
+                first.rec_end
+            };
+        if index.offset > check_from {
+            let records = read_range(
+                &open.file,
+                &self.path,
+                check_from,
+                index.offset - check_from,
+            )?;
+            let whole = scan(&records).is_ok_and(|s| {
+                s.torn.is_none() && s.records.last().map(|r| r.0) == Some(records.len())
+            });
+            if !whole {
+                return Ok(false);
+            }
+        }
+        // The full state and the latest checkpoint read back as the
+        // entries say (the checkpoints between are read, and checked, by
+        // whoever asks for them).
+        let ends = [index.partial, index.latest()];
+        for seq in ends.into_iter().flatten() {
+            let Some(loc) = index.slot(seq) else {
+                return Ok(false);
+            };
+            let json = read_range(&open.file, &self.path, loc.at, u64::from(loc.len))?;
+            let full = index.last_full(seq) == Some(seq);
+            if !is_checkpoint(&json, &thread, seq, full) {
+                return Ok(false);
+            }
+        }
+        if len > index.offset {
+            let rest = read_range(&open.file, &self.path, index.offset, len - index.offset)?;
+            if index.apply(&rest, &self.path).is_err() {
+                return Ok(false);
+            }
+        }
+        index.applied.clear();
+        self.index = index;
+        Ok(true)
+    }
+
+    /// Reads the whole log if the index holds only its tail and `need`
+    /// wants more. What was indexed never changes in this file, so this
+    /// needs no lock.
+    fn complete(&mut self, need: Need) -> Result<(), CheckpointError> {
+        let Some(first) = self.index.partial else {
+            return Ok(());
+        };
+        if !need.wants_before(first) {
+            return Ok(());
+        }
+        let Some(open) = &self.file else {
+            return Ok(());
+        };
+        let end = self.index.offset;
+        let buf = read_range(&open.file, &self.path, 0, end)?;
+        self.index = Index::new(self.index.thread.clone());
+        self.apply(&buf)?;
+        self.index.applied = Vec::new();
+        if self.index.offset != end {
+            let e = self.index.corrupt(format!(
+                "{}: the log read whole ends at byte {} where its tail ended at {end}",
+                self.path.display(),
+                self.index.offset
+            ));
+            self.detach();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Rewrites the sidecar with the entries of a log just read whole,
+    /// unless it already ends with the same last entry (best effort). The
+    /// caller holds a lock on the log, so no writer extends it meanwhile.
+    fn rewrite_sidecar(&mut self) {
+        let entries = std::mem::take(&mut self.index.applied);
+        if entries.is_empty() || idx::read_last(&self.path).as_ref() == entries.last() {
+            return;
+        }
+        idx::rewrite(&self.path, &entries);
+    }
+
+    /// Extends the sidecar with the entries of a record this handle just
+    /// appended at byte `at`, under the log's exclusive lock: when the
+    /// sidecar ends with the record before (else it is removed, to be
+    /// rewritten by the next handle that reads the log whole).
+    fn extend_sidecar(&mut self, at: u64) {
+        let entries = std::mem::take(&mut self.index.applied);
+        let last = idx::read_last(&self.path);
+        match last {
+            Some(e) if e.rec_end == at => idx::append(&self.path, &entries),
+            None if at == 0 => idx::rewrite(&self.path, &entries),
+            _ => {
+                if let Err(e) = idx::remove(&self.path) {
+                    tracing::debug!(path = %self.path.display(), error = %e, "could not remove a stale sidecar index");
+                }
+            }
+        }
     }
 
     /// Indexes `buf`, the bytes of the log from the index's offset on.
@@ -172,6 +347,7 @@ impl ThreadLog {
     /// Brings the index up to date and reads through it.
     pub(super) fn read<T>(
         &mut self,
+        need: Need,
         f: impl FnOnce(&View<'_>) -> Result<T, CheckpointError>,
     ) -> Result<T, CheckpointError> {
         if let Some(len) = self.attach(false)?
@@ -180,8 +356,9 @@ impl ThreadLog {
             // Read the new records under a shared lock, so none is half
             // written. What was indexed never changes in this file, so the
             // reads below need no lock.
-            drop(self.lock(false, false)?);
+            drop(self.lock(false, false, need)?);
         }
+        self.complete(need)?;
         f(&View {
             index: &self.index,
             file: self.file.as_ref().map(|o| &o.file),
@@ -192,7 +369,11 @@ impl ThreadLog {
     /// Appends a record under an exclusive lock, after reading what other
     /// writers appended and checking the fence; one flush.
     pub(super) fn commit(&mut self, dir: &Path, commit: Commit) -> Result<(), CheckpointError> {
-        let Some((lock, len)) = self.lock(true, true)? else {
+        let need = match &commit {
+            Commit::Write { seq, .. } => Need::Seq(*seq),
+            Commit::Checkpoint { .. } | Commit::Batch { .. } => Need::Latest,
+        };
+        let Some((lock, len)) = self.lock(true, true, need)? else {
             return Err(CheckpointError::Store("checkpoint log not open".into()));
         };
         let frame = match commit {
@@ -244,6 +425,7 @@ impl ThreadLog {
             sync_dir(dir).map_err(|e| io_error("cannot sync checkpoint directory", dir, e))?;
         }
         self.apply(&frame)?;
+        self.extend_sidecar(at);
         drop(lock);
         Ok(())
     }
@@ -258,7 +440,7 @@ impl ThreadLog {
     ) -> Result<PruneOutcome, CheckpointError> {
         let thread = self.thread().clone();
         let not_found = || CheckpointError::ThreadNotFound { thread };
-        let Some((lock, _)) = self.lock(false, true)? else {
+        let Some((lock, _)) = self.lock(false, true, Need::All)? else {
             return Err(not_found());
         };
         let (Some(latest), Some(info)) = (self.index.latest(), self.index.info.clone()) else {
@@ -300,7 +482,7 @@ impl ThreadLog {
     /// Writes `frame` (a copied thread) as this thread's log, unless the
     /// thread has a checkpoint ([`CheckpointError::ThreadExists`]).
     pub(super) fn create_from(&mut self, dir: &Path, frame: &[u8]) -> Result<(), CheckpointError> {
-        let Some((lock, _)) = self.lock(true, true)? else {
+        let Some((lock, _)) = self.lock(true, true, Need::Latest)? else {
             return Err(CheckpointError::Store("checkpoint log not open".into()));
         };
         if self.index.latest().is_some() {
@@ -315,7 +497,7 @@ impl ThreadLog {
 
     /// Deletes the log; whether it held any record.
     pub(super) fn delete(&mut self, dir: &Path) -> Result<bool, CheckpointError> {
-        let Some((lock, _)) = self.lock(false, true)? else {
+        let Some((lock, _)) = self.lock(false, true, Need::Latest)? else {
             return Ok(false);
         };
         let existed = !self.index.is_empty();
@@ -324,6 +506,13 @@ impl ThreadLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("cannot delete checkpoint log", &self.path, e)),
         }
+        idx::remove(&self.path).map_err(|e| {
+            io_error(
+                "cannot delete thread sidecar index",
+                &idx::path_of(&self.path),
+                e,
+            )
+        })?;
         summary::remove(&self.path).map_err(|e| {
             io_error(
                 "cannot delete thread summary",
@@ -372,6 +561,8 @@ impl ThreadLog {
             .open(&tmp)
             .and_then(|file| {
                 write_at(&file, 0, 0, frame)?;
+                // The old log's sidecar must not outlive it.
+                idx::remove(&self.path)?;
                 fs::rename(&tmp, &self.path)?;
                 Ok(file)
             });
@@ -392,7 +583,9 @@ impl ThreadLog {
             file,
             writable: true,
         });
-        self.apply(frame)
+        self.apply(frame)?;
+        self.rewrite_sidecar();
+        Ok(())
     }
 }
 
@@ -623,4 +816,31 @@ pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     // Directories can't be opened for syncing here; the file system makes
     // new entries durable on its own.
     Ok(())
+}
+
+/// Counts, per log, how many times a new index read only the log's tail.
+#[cfg(test)]
+pub(super) mod tail_reads {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static COUNTS: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
+
+    pub(in super::super) fn count(path: &Path) {
+        let mut counts = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        *counts
+            .get_or_insert_with(HashMap::new)
+            .entry(path.to_path_buf())
+            .or_default() += 1;
+    }
+
+    /// How many tail reads of the log at `path` happened so far.
+    pub(in super::super) fn of(path: &Path) -> usize {
+        let counts = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .as_ref()
+            .and_then(|c| c.get(path).copied())
+            .unwrap_or(0)
+    }
 }

@@ -1,6 +1,7 @@
 //! The embedded checkpointer: one append-only log file per thread.
 
 mod frame;
+mod idx;
 mod index;
 mod log;
 mod summary;
@@ -22,7 +23,7 @@ use self::frame::{
 use self::index::{
     CHECKPOINT_PREFIX, Start, batch_payload, first_checkpoint, write_entry, write_payload,
 };
-use self::log::{Commit, ThreadLog, io_error, sync_dir};
+use self::log::{Commit, Need, ThreadLog, io_error, sync_dir};
 use super::{
     Checkpoint, CheckpointBatch, CheckpointError, Checkpointer, PendingWrite, PruneOutcome,
     Retention, ThreadFilter, ThreadInfo, encode,
@@ -92,7 +93,8 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// it, and rename it over the old one; a crash leaves either log whole (and
 /// perhaps a temporary file, which is never read).
 /// [`delete_thread`](Checkpointer::delete_thread) removes the file (and its
-/// summary file, see below).
+/// summary and sidecar index files, see below). Prune and copy remove the
+/// old log's sidecar index before the rename and write the new one's after.
 ///
 /// # Concurrency and fencing
 ///
@@ -115,10 +117,27 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// recently, a small index of the thread's log — where each checkpoint and
 /// pending write is (16 bytes each), which checkpoints hold full states, and
 /// the thread's summary for [`list_threads`](Checkpointer::list_threads) —
-/// and keeps that log open. The first operation on a thread reads its log
-/// once to build the index (parsing only each checkpoint's identity and
-/// summary fields); later ones read only what was appended since (checked
-/// with one `fstat`). Reads then fetch just the bytes they return:
+/// and keeps that log open. Later operations read only what was appended
+/// since (checked with one `fstat`).
+///
+/// Each log has a sidecar index, `t-<name>.idx`: one 64-byte entry per
+/// checkpoint and per pending write, in log order (where its JSON is, the
+/// end of its record, and for a checkpoint the last full state at or
+/// before it), appended after each commit, without a flush. It is a cache,
+/// checked before use. The first operation on a thread that needs only
+/// its recent history (the latest checkpoint, the fence, `chain` or
+/// `writes` from the last full state before the latest on: what a resume
+/// reads) reads the sidecar's end back to that full state, checks those
+/// entries and the log's records holding them, and indexes just that tail,
+/// plus whatever the log holds past the sidecar; so resuming a thread from
+/// a new handle costs the same however long its history. Asking for older
+/// checkpoints (or `list`, `prune`, `copy_thread`, a summary) then reads
+/// the log whole, once. So does a first operation when the sidecar is
+/// missing, torn, stale or does not match the log, parsing only each
+/// checkpoint's identity and summary fields, and it rewrites the sidecar.
+/// Logs of earlier releases (with no sidecar) read as before.
+///
+/// Reads then fetch just the bytes they return:
 /// [`get`](Checkpointer::get) of the latest reads one checkpoint,
 /// [`chain`](Checkpointer::chain) reads the checkpoints from the last full
 /// state in one read, [`writes`](Checkpointer::writes) only that
@@ -278,7 +297,7 @@ impl Inner {
     fn summary(&self, thread: &ThreadId) -> Result<Option<ThreadInfo>, CheckpointError> {
         let cached = lock(&self.cache).peek(thread);
         if let Some(log) = cached {
-            return lock(&log).read(|v| Ok(v.index.info.clone()));
+            return lock(&log).read(Need::All, |v| Ok(v.index.info.clone()));
         }
         let path = self.dir.join(file_name(thread));
         let meta = match fs::metadata(&path) {
@@ -292,8 +311,8 @@ impl Inner {
         if let Some(info) = summary::read(&path, &stamp) {
             return Ok(info);
         }
-        let info =
-            ThreadLog::new(path.clone(), thread.clone()).read(|v| Ok(v.index.info.clone()))?;
+        let info = ThreadLog::new(path.clone(), thread.clone())
+            .read(Need::All, |v| Ok(v.index.info.clone()))?;
         summary::write(&path, stamp, info.clone());
         Ok(info)
     }
@@ -342,7 +361,7 @@ impl Inner {
 
     fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
         let (base, info, checkpoints, writes) = self.with_log(from, |log| {
-            log.read(|v| {
+            log.read(Need::All, |v| {
                 let (Some(latest), Some(info)) = (v.index.latest(), v.index.info.clone()) else {
                     return Err(CheckpointError::ThreadNotFound {
                         thread: from.clone(),
@@ -523,7 +542,7 @@ impl Checkpointer for FileCheckpointer {
         let thread = thread.clone();
         self.blocking(move |inner| {
             inner.with_log(&thread, |log| {
-                log.read(|v| {
+                log.read(seq.map_or(Need::Latest, Need::Seq), |v| {
                     let Some(seq) = seq.or_else(|| v.index.latest()) else {
                         return Ok(None);
                     };
@@ -543,7 +562,7 @@ impl Checkpointer for FileCheckpointer {
         let thread = thread.clone();
         self.blocking(move |inner| {
             inner.with_log(&thread, |log| {
-                log.read(|v| {
+                log.read(Need::All, |v| {
                     let end = before.unwrap_or(u64::MAX).min(v.index.next_seq());
                     v.checkpoints((v.index.base..end).rev().take(limit))
                 })
@@ -581,8 +600,10 @@ impl Checkpointer for FileCheckpointer {
         seq: u64,
     ) -> Result<Vec<PendingWrite>, CheckpointError> {
         let thread = thread.clone();
-        self.blocking(move |inner| inner.with_log(&thread, |log| log.read(|v| v.writes(seq))))
-            .await
+        self.blocking(move |inner| {
+            inner.with_log(&thread, |log| log.read(Need::Seq(seq), |v| v.writes(seq)))
+        })
+        .await
     }
 
     async fn append_batch(
@@ -628,7 +649,7 @@ impl Checkpointer for FileCheckpointer {
         let thread = thread.clone();
         self.blocking(move |inner| {
             inner.with_log(&thread, |log| {
-                log.read(|v| {
+                log.read(Need::Seq(seq), |v| {
                     let index = v.index;
                     let Some(latest) = index.latest() else {
                         return Err(CheckpointError::ThreadNotFound {
