@@ -42,7 +42,10 @@ pub const TRANSFORM_JSON: &str = "transform_json";
 /// the (equally resolved) root, so a symlink cannot lead outside it. Files
 /// over the size limit ([`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES)
 /// unless set with [`max_bytes`](Self::max_bytes)), non-regular files and
-/// files that are not UTF-8 are refused. Error messages name the requested
+/// files that are not UTF-8 are refused. The file's type is checked before
+/// it is opened (and again on the opened file, which is opened with
+/// `O_NONBLOCK`), so a FIFO or a device under the root is refused at once
+/// instead of blocking the call. Error messages name the requested
 /// relative path, never the root's location on the host.
 ///
 /// The check and the read are separate steps: someone who can rewrite the
@@ -130,14 +133,18 @@ impl ReadFile {
                 "{path:?} resolves outside the root directory (through a symlink)"
             )));
         }
-        let file = std::fs::File::open(&full)
+        // Check the type before opening: opening a FIFO blocks until a
+        // writer appears, and a device may never end.
+        let meta = std::fs::symlink_metadata(&full)
             .map_err(|e| self.error(format!("cannot open {path:?} ({})", e.kind())))?;
+        self.check_regular(path, &meta)?;
+        let file = open_nonblocking(&full)
+            .map_err(|e| self.error(format!("cannot open {path:?} ({})", e.kind())))?;
+        // The path may have been swapped between the check and the open.
         let meta = file
             .metadata()
             .map_err(|e| self.error(format!("cannot read {path:?} ({})", e.kind())))?;
-        if !meta.is_file() {
-            return Err(self.error(format!("{path:?} is not a regular file")));
-        }
+        self.check_regular(path, &meta)?;
         if meta.len() > self.max_bytes {
             return Err(self.too_large(path, meta.len()));
         }
@@ -156,12 +163,65 @@ impl ReadFile {
         Ok((content, len))
     }
 
+    /// Refuses anything but a regular file, naming what it is.
+    fn check_regular(&self, path: &str, meta: &std::fs::Metadata) -> Result<(), ToolError> {
+        let kind = meta.file_type();
+        if kind.is_file() {
+            return Ok(());
+        }
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symlink"
+        } else {
+            special_file_kind(&kind)
+        };
+        Err(self.error(format!("{path:?} is not a regular file (it is {what})")))
+    }
+
     fn too_large(&self, path: &str, len: u64) -> ToolError {
         self.error(format!(
             "{path:?} is {len} bytes, over the {}-byte limit",
             self.max_bytes
         ))
     }
+}
+
+/// What a file that is neither a regular file, a directory nor a symlink is.
+#[cfg(unix)]
+fn special_file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a fifo"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
+    "a special file"
+}
+
+/// Opens `path` for reading without blocking on a FIFO or device that was
+/// swapped in after the type check (`O_NONBLOCK`; reads from a regular file
+/// are unaffected).
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 #[async_trait]

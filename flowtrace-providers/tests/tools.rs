@@ -192,6 +192,47 @@ async fn enforces_the_size_limit_and_utf8() {
     assert!(e.message.contains("not valid UTF-8"), "{e}");
 }
 
+/// Creates a FIFO at `path` with the `mkfifo` command.
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo failed");
+}
+
+#[tokio::test]
+async fn refuses_fifos_symlinks_to_fifos_and_directories_without_blocking() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    std::os::unix::fs::symlink(&fifo, dir.path().join("link")).unwrap();
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    let tool = ReadFile::new(dir.path());
+    for (path, what) in [("pipe", "fifo"), ("link", "fifo"), ("sub", "directory")] {
+        let started = std::time::Instant::now();
+        let called = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tool.call(json!({ "path": path })),
+        )
+        .await;
+        let Ok(result) = called else {
+            // Unblock the reader stuck in open(2), then fail.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("reading {path:?} ({what}) blocked for a second");
+        };
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let e = result.unwrap_err();
+        assert_eq!(e.tool, "read_file");
+        assert!(!e.retryable, "{e}");
+        assert!(e.message.contains(&format!("{path:?}")), "{e}");
+        assert!(e.message.contains("not a regular file"), "{e}");
+        assert!(e.message.contains(what), "{e}");
+        let host = dir.path().to_string_lossy().into_owned();
+        assert!(!e.message.contains(&host), "{e}");
+    }
+}
+
 // ----------------------------------------------------------- transform_json
 
 async fn transform(input: Value, expression: &str) -> Result<Value, ToolError> {
