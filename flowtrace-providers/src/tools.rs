@@ -1074,6 +1074,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bounds_cover_actual_sizes() {
+        let inputs = [
+            json!(null),
+            json!(1),
+            json!([1, 1, 1, 1, 1, 1, 1]),
+            json!({"a": [1, 2, 3], "b": {"c": "x\"y"}}),
+            json!({"people": [{"name": "ann", "age": 40, "langs": ["en"]},
+                              {"name": "bo", "age": 20, "langs": []}, 1, "s", null]}),
+            json!([[1, [2]], [[3]], "abc", {"k": [1]}]),
+        ];
+        let expressions = [
+            "@",
+            "a",
+            "[@,@]",
+            "[*].{x: @, y: a, z: `[1,2]`}",
+            "people[?age > `30`].name",
+            "people[*].[name, age, langs[0]]",
+            "*.[@, @]",
+            "[][]",
+            "map(&[@, to_string(@)], @)",
+            "sort_by(people, &name)",
+            "to_string(to_string(@))",
+            "join(to_string(@), [to_string(@), to_string(@)])",
+            "merge(@, {a: @})",
+            "keys(@)",
+            "values(@)",
+            "[0:2].[@, @][]",
+            "a || b && @",
+            "people[?!contains(langs, 'fr')] | [*].{n: name, l: length(langs)}",
+            "to_array(@)[*][*][*]",
+            "max_by(people, &age)",
+        ];
+        for input in &inputs {
+            let n = json_bytes(input);
+            for expression in expressions {
+                let compiled = jmespath::compile(expression).unwrap();
+                let mut analysis = Analysis::default();
+                let cost = analysis.cost(compiled.as_ast(), n.max(1)).unwrap();
+                let Ok(result) = compiled.search(input) else {
+                    continue;
+                };
+                let actual = json_bytes(&*result);
+                assert!(
+                    actual <= cost.size,
+                    "{expression} over {input}: {actual} > bound {}",
+                    cost.size
+                );
+            }
+        }
+    }
+
+    #[test]
     fn operators_outside_quotes_only() {
         assert_eq!(count_operators("a.b[0]"), 2);
         assert_eq!(count_operators("\"a.b\".c"), 1);
