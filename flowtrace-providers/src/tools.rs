@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 use flowtrace_core::{Tool, ToolError};
+use jmespath::ast::Ast;
 use serde_json::{Value, json};
 
 /// The name of [`ReadFile`].
@@ -42,7 +43,10 @@ pub const TRANSFORM_JSON: &str = "transform_json";
 /// the (equally resolved) root, so a symlink cannot lead outside it. Files
 /// over the size limit ([`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES)
 /// unless set with [`max_bytes`](Self::max_bytes)), non-regular files and
-/// files that are not UTF-8 are refused. Error messages name the requested
+/// files that are not UTF-8 are refused. The file's type is checked before
+/// it is opened (and again on the opened file, which is opened with
+/// `O_NONBLOCK`), so a FIFO or a device under the root is refused at once
+/// instead of blocking the call. Error messages name the requested
 /// relative path, never the root's location on the host.
 ///
 /// The check and the read are separate steps: someone who can rewrite the
@@ -130,14 +134,18 @@ impl ReadFile {
                 "{path:?} resolves outside the root directory (through a symlink)"
             )));
         }
-        let file = std::fs::File::open(&full)
+        // Check the type before opening: opening a FIFO blocks until a
+        // writer appears, and a device may never end.
+        let meta = std::fs::symlink_metadata(&full)
             .map_err(|e| self.error(format!("cannot open {path:?} ({})", e.kind())))?;
+        self.check_regular(path, &meta)?;
+        let file = open_nonblocking(&full)
+            .map_err(|e| self.error(format!("cannot open {path:?} ({})", e.kind())))?;
+        // The path may have been swapped between the check and the open.
         let meta = file
             .metadata()
             .map_err(|e| self.error(format!("cannot read {path:?} ({})", e.kind())))?;
-        if !meta.is_file() {
-            return Err(self.error(format!("{path:?} is not a regular file")));
-        }
+        self.check_regular(path, &meta)?;
         if meta.len() > self.max_bytes {
             return Err(self.too_large(path, meta.len()));
         }
@@ -156,12 +164,65 @@ impl ReadFile {
         Ok((content, len))
     }
 
+    /// Refuses anything but a regular file, naming what it is.
+    fn check_regular(&self, path: &str, meta: &std::fs::Metadata) -> Result<(), ToolError> {
+        let kind = meta.file_type();
+        if kind.is_file() {
+            return Ok(());
+        }
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symlink"
+        } else {
+            special_file_kind(&kind)
+        };
+        Err(self.error(format!("{path:?} is not a regular file (it is {what})")))
+    }
+
     fn too_large(&self, path: &str, len: u64) -> ToolError {
         self.error(format!(
             "{path:?} is {len} bytes, over the {}-byte limit",
             self.max_bytes
         ))
     }
+}
+
+/// What a file that is neither a regular file, a directory nor a symlink is.
+#[cfg(unix)]
+fn special_file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a fifo"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
+    "a special file"
+}
+
+/// Opens `path` for reading without blocking on a FIFO or device that was
+/// swapped in after the type check (`O_NONBLOCK`; reads from a regular file
+/// are unaffected).
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 #[async_trait]
@@ -319,9 +380,45 @@ fn is_plain_number(field: &str) -> bool {
 /// deep enough expression would overflow the stack. Evaluation runs on a
 /// thread of its own with a [`STACK_BYTES`](Self::STACK_BYTES) stack, which
 /// leaves a wide margin for the largest accepted expression.
+///
+/// A short expression can still build a huge value (`[@,@]` doubles its
+/// input; twenty of them in a row make megabytes into terabytes) or do
+/// unbounded work, and the JMESPath interpreter cannot be interrupted. So
+/// before evaluating, the tool computes from the expression and the size
+/// of the input (as compact JSON) an upper bound on the size of the result
+/// and of every intermediate value, and on the work of the evaluation
+/// (nodes visited plus bytes of the values they take and yield; a
+/// projection counts its right-hand side once per possible element). It
+/// refuses the call, with a permanent error naming the limit and the bound,
+/// when
+///
+/// * the result could exceed
+///   [`DEFAULT_MAX_OUTPUT_BYTES`](Self::DEFAULT_MAX_OUTPUT_BYTES) (unless
+///   set with [`max_output_bytes`](Self::max_output_bytes)),
+/// * an intermediate value could exceed that limit or the input's size,
+///   whichever is larger, or
+/// * the work could exceed [`DEFAULT_MAX_WORK`](Self::DEFAULT_MAX_WORK)
+///   units (unless set with [`max_work`](Self::max_work)).
+///
+/// The bounds hold for every input of that size, so an expression that
+/// multiplies small elements (`[*].{a: a, b: b}` over a long array) may be
+/// refused for inputs of a few megabytes even when the actual result would
+/// be small. The result is then converted to JSON counting its bytes, and
+/// refused as soon as it passes the output limit. An evaluation that has
+/// started always ends within its work bound, even if the call that started
+/// it was dropped.
 #[derive(Clone, Debug)]
 pub struct TransformJson {
     max_expression_len: usize,
+    max_output_bytes: usize,
+    max_work: u64,
+}
+
+/// The limits one evaluation runs under.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    max_output_bytes: u64,
+    max_work: u64,
 }
 
 impl Default for TransformJson {
@@ -339,11 +436,41 @@ impl TransformJson {
     pub const MAX_OPERATORS: usize = 256;
     /// The stack of the thread that evaluates expressions.
     pub const STACK_BYTES: usize = 16 * 1024 * 1024;
+    /// The default largest result (and intermediate value), as compact
+    /// JSON: 16 MiB, the default `tool_output_bytes` of the `flowtrace`
+    /// facade.
+    pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+    /// The default most work units of one evaluation: 2^28 (about 268
+    /// million), a few seconds at most.
+    pub const DEFAULT_MAX_WORK: u64 = 1 << 28;
 
     /// The tool with the default limits.
     pub fn new() -> Self {
         Self {
             max_expression_len: Self::DEFAULT_MAX_EXPRESSION_LEN,
+            max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+            max_work: Self::DEFAULT_MAX_WORK,
+        }
+    }
+
+    /// Sets the largest result (and intermediate value, unless the input is
+    /// larger) an evaluation may build, in bytes of compact JSON.
+    pub fn max_output_bytes(mut self, max: usize) -> Self {
+        self.max_output_bytes = max;
+        self
+    }
+
+    /// Sets the most work units one evaluation may take (see the type's
+    /// documentation for what a unit is).
+    pub fn max_work(mut self, max: u64) -> Self {
+        self.max_work = max;
+        self
+    }
+
+    fn budget(&self) -> Budget {
+        Budget {
+            max_output_bytes: u64::try_from(self.max_output_bytes).unwrap_or(u64::MAX),
+            max_work: self.max_work,
         }
     }
 
@@ -408,8 +535,59 @@ fn count_operators(expression: &str) -> usize {
     count
 }
 
-/// Compiles and evaluates `expression` (call on a large stack).
-fn evaluate(expression: &str, input: &Value) -> Result<Value, ToolError> {
+/// Bytes of `value` as compact JSON.
+fn json_bytes(value: &impl serde::Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len() as u64);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => u64::MAX,
+    }
+}
+
+/// Refuses `ast` when its bounds over an input of `input_bytes` pass the
+/// budget.
+fn check_cost(ast: &Ast, input_bytes: u64, budget: Budget) -> Result<(), ToolError> {
+    let refuse = |message: String| ToolError::permanent(TRANSFORM_JSON, message);
+    let mut analysis = Analysis::default();
+    let cost = analysis.cost(ast, input_bytes.max(1)).map_err(refuse)?;
+    let max = budget.max_output_bytes;
+    if cost.size > max {
+        return Err(refuse(format!(
+            "the result could reach {} bytes for this {input_bytes}-byte input, \
+             over the `max_output_bytes` limit of {max} bytes",
+            cost.size
+        )));
+    }
+    let intermediate = max.max(input_bytes);
+    if analysis.largest > intermediate {
+        return Err(refuse(format!(
+            "an intermediate value could reach {} bytes for this {input_bytes}-byte input, \
+             over the `max_output_bytes` limit of {intermediate} bytes (or the input's size)",
+            analysis.largest
+        )));
+    }
+    if cost.work > budget.max_work {
+        return Err(refuse(format!(
+            "the evaluation could take {} work units for this {input_bytes}-byte input, \
+             over the `max_work` limit of {} units",
+            cost.work, budget.max_work
+        )));
+    }
+    Ok(())
+}
+
+/// Compiles, bounds and evaluates `expression` (call on a large stack).
+fn evaluate(expression: &str, input: &Value, budget: Budget) -> Result<Value, ToolError> {
     let compiled = jmespath::compile(expression).map_err(|e| {
         ToolError::permanent(
             TRANSFORM_JSON,
@@ -419,15 +597,405 @@ fn evaluate(expression: &str, input: &Value) -> Result<Value, ToolError> {
             ),
         )
     })?;
+    check_cost(compiled.as_ast(), json_bytes(input), budget)?;
     let result = compiled.search(input).map_err(|e| {
         ToolError::permanent(
             TRANSFORM_JSON,
             format!("JMESPath evaluation failed: {}", e.reason),
         )
     })?;
-    serde_json::to_value(&*result).map_err(|e| {
-        ToolError::permanent(TRANSFORM_JSON, format!("JMESPath result is not JSON: {e}"))
-    })
+    let max = budget.max_output_bytes;
+    Converter { max, bytes: 0 }
+        .convert(&result)
+        .map_err(|seen| {
+            ToolError::permanent(
+                TRANSFORM_JSON,
+                format!(
+                    "the result is at least {seen} bytes, over the `max_output_bytes` limit of {max} bytes"
+                ),
+            )
+        })
+}
+
+// ------------------------------------------------------ cost of evaluation
+
+/// Size of `null`, `true` and `false` as JSON (an upper bound for every
+/// boolean or null result).
+const SCALAR_BYTES: u64 = 5;
+/// An upper bound on a number as JSON (`-1.2345678901234567e-308`).
+const NUMBER_BYTES: u64 = 32;
+
+/// Upper bounds on what evaluating an expression builds and does.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    /// Bytes of the value it yields, as compact JSON.
+    size: u64,
+    /// Work units: AST nodes visited plus bytes of the values they take and
+    /// yield.
+    work: u64,
+    /// Whether the value is `null` or no larger than the input (a part of
+    /// it, a filtered or reordered copy): then a projection's results
+    /// together are no larger than the elements they come from.
+    shrinks: bool,
+}
+
+impl Cost {
+    fn new(size: u64, work: u64) -> Self {
+        Self {
+            size,
+            work,
+            shrinks: false,
+        }
+    }
+
+    fn shrinking(size: u64, work: u64) -> Self {
+        Self {
+            size,
+            work,
+            shrinks: true,
+        }
+    }
+}
+
+/// Computes [`Cost`]s of an expression's nodes from an upper bound on the
+/// size of their input, remembering the largest intermediate value.
+///
+/// Every bound only grows with the input's size and is convex in it, so
+/// over `k` elements of sizes `n_i ≥ 1` summing to at most `m`, the sum of
+/// `f(n_i)` is largest when all but one element are one byte long:
+/// `max(f(m), f(m - k + 1) + (k - 1)·f(1))` for the largest `k`.
+#[derive(Debug, Default)]
+struct Analysis {
+    largest: u64,
+    /// Costs already computed, by node address and input bound (a chain of
+    /// projections asks for each node at a handful of input bounds only).
+    known: std::collections::HashMap<(usize, u64), Cost>,
+}
+
+/// Most node evaluations [`Analysis`] computes for one expression.
+const MAX_ANALYSIS_STEPS: usize = 1 << 20;
+
+/// Most elements an array or object of `size` bytes can hold (`[1,1,1]`:
+/// one byte and one comma each).
+fn elements(size: u64) -> u64 {
+    (size.saturating_sub(1) / 2).max(1)
+}
+
+/// `1 + log2(n)`, the factor of sorting `n` bytes.
+fn log_factor(n: u64) -> u64 {
+    u64::from(65 - n.leading_zeros())
+}
+
+impl Analysis {
+    fn cost(&mut self, ast: &Ast, n: u64) -> Result<Cost, String> {
+        let key = (std::ptr::from_ref(ast) as usize, n);
+        if let Some(cost) = self.known.get(&key) {
+            return Ok(*cost);
+        }
+        if self.known.len() >= MAX_ANALYSIS_STEPS {
+            return Err(format!(
+                "the expression is too complex to bound (over {MAX_ANALYSIS_STEPS} analysis steps)"
+            ));
+        }
+        let cost = self.node(ast, n)?;
+        self.largest = self.largest.max(cost.size);
+        self.known.insert(key, cost);
+        Ok(cost)
+    }
+
+    /// The cost of evaluating `ast` once per element of a value of at most
+    /// `m` bytes, and the size of the array of the results (`keep_nulls`:
+    /// `map` keeps them, projections drop them).
+    fn each(&mut self, ast: &Ast, m: u64, keep_nulls: bool) -> Result<Cost, String> {
+        let k = elements(m);
+        let whole = self.cost(ast, m)?;
+        let rest = self.cost(ast, m.saturating_sub(k - 1).max(1))?;
+        let one = self.cost(ast, 1)?;
+        let spread = |f_rest: u64, f_one: u64| {
+            f_rest.saturating_add((k - 1).saturating_mul(f_one.saturating_add(1)))
+        };
+        let results = whole.size.max(spread(rest.size, one.size));
+        let size = if whole.shrinks && !keep_nulls {
+            // Non-null results are no larger than their elements.
+            m.max(2)
+        } else {
+            results.saturating_add(2).saturating_add(k)
+        };
+        let work = whole
+            .work
+            .max(spread(rest.work, one.work))
+            .saturating_add(m);
+        Ok(Cost {
+            size,
+            work,
+            shrinks: whole.shrinks && !keep_nulls,
+        })
+    }
+
+    fn node(&mut self, ast: &Ast, n: u64) -> Result<Cost, String> {
+        Ok(match ast {
+            Ast::Identity { .. } => Cost::shrinking(n, 1),
+            Ast::Field { .. } | Ast::Index { .. } => Cost::shrinking(n.max(SCALAR_BYTES), 1),
+            Ast::Slice { .. } => {
+                let size = n.max(SCALAR_BYTES);
+                Cost::shrinking(size, size)
+            }
+            Ast::Literal { value, .. } => {
+                let size = json_bytes(&**value);
+                Cost::new(size, size.saturating_add(1))
+            }
+            Ast::Expref { .. } => {
+                return Err(
+                    "expression references (&…) are only supported as arguments of \
+                     map, sort_by, min_by and max_by"
+                        .to_string(),
+                );
+            }
+            Ast::Subexpr { lhs, rhs, .. } => {
+                let l = self.cost(lhs, n)?;
+                let r = self.cost(rhs, l.size)?;
+                Cost {
+                    size: r.size,
+                    work: l.work.saturating_add(r.work),
+                    shrinks: l.shrinks && r.shrinks,
+                }
+            }
+            Ast::Projection { lhs, rhs, .. } => {
+                let l = self.cost(lhs, n)?;
+                let r = self.each(rhs, l.size, false)?;
+                Cost {
+                    size: r.size,
+                    work: l.work.saturating_add(r.work),
+                    shrinks: l.shrinks && r.shrinks,
+                }
+            }
+            Ast::ObjectValues { node, .. } | Ast::Flatten { node, .. } => {
+                let c = self.cost(node, n)?;
+                Cost {
+                    size: c.size.max(SCALAR_BYTES),
+                    work: c.work.saturating_add(c.size),
+                    shrinks: c.shrinks,
+                }
+            }
+            Ast::MultiList { elements, .. } => {
+                let mut total = Cost::new(2, 1);
+                for element in elements {
+                    let c = self.cost(element, n)?;
+                    total.size = total.size.saturating_add(c.size).saturating_add(1);
+                    total.work = total.work.saturating_add(c.work).saturating_add(1);
+                }
+                total
+            }
+            Ast::MultiHash { elements, .. } => {
+                let mut total = Cost::new(2, 1);
+                for pair in elements {
+                    let c = self.cost(&pair.value, n)?;
+                    let key = json_string_bytes(&pair.key).saturating_add(2);
+                    total.size = total.size.saturating_add(c.size).saturating_add(key);
+                    total.work = total.work.saturating_add(c.work).saturating_add(key);
+                }
+                total
+            }
+            Ast::Not { node, .. } => {
+                let c = self.cost(node, n)?;
+                Cost::new(SCALAR_BYTES, c.work.saturating_add(1))
+            }
+            Ast::And { lhs, rhs, .. } | Ast::Or { lhs, rhs, .. } => {
+                let l = self.cost(lhs, n)?;
+                let r = self.cost(rhs, n)?;
+                Cost {
+                    size: l.size.max(r.size),
+                    work: l.work.saturating_add(r.work).saturating_add(1),
+                    shrinks: l.shrinks && r.shrinks,
+                }
+            }
+            Ast::Comparison { lhs, rhs, .. } => {
+                let l = self.cost(lhs, n)?;
+                let r = self.cost(rhs, n)?;
+                let work = l
+                    .work
+                    .saturating_add(r.work)
+                    .saturating_add(l.size.min(r.size))
+                    .saturating_add(1);
+                Cost::new(SCALAR_BYTES, work)
+            }
+            Ast::Condition {
+                predicate, then, ..
+            } => {
+                let p = self.cost(predicate, n)?;
+                let t = self.cost(then, n)?;
+                Cost {
+                    size: t.size.max(SCALAR_BYTES),
+                    work: p.work.saturating_add(t.work).saturating_add(1),
+                    shrinks: t.shrinks,
+                }
+            }
+            Ast::Function { name, args, .. } => self.function(name, args, n)?,
+        })
+    }
+
+    fn function(&mut self, name: &str, args: &[Ast], n: u64) -> Result<Cost, String> {
+        // Functions taking an expression apply it to each element of their
+        // array argument.
+        if matches!(name, "map" | "sort_by" | "min_by" | "max_by") {
+            let mut array = Cost::shrinking(0, 1);
+            for arg in args {
+                if !matches!(arg, Ast::Expref { .. }) {
+                    let c = self.cost(arg, n)?;
+                    array.size = array.size.max(c.size);
+                    array.work = array.work.saturating_add(c.work);
+                    array.shrinks &= c.shrinks;
+                }
+            }
+            let mut applied = Cost::new(2, 0);
+            for arg in args {
+                if let Ast::Expref { ast, .. } = arg {
+                    let c = self.each(ast, array.size, true)?;
+                    applied.size = applied.size.max(c.size);
+                    applied.work = applied.work.saturating_add(c.work);
+                }
+            }
+            let (size, shrinks) = if name == "map" {
+                (applied.size, false)
+            } else {
+                (array.size.max(SCALAR_BYTES), array.shrinks)
+            };
+            // Sorting compares about k·log2(k) pairs of keys.
+            let sort = applied.size.saturating_mul(log_factor(array.size));
+            return Ok(Cost {
+                size,
+                work: array
+                    .work
+                    .saturating_add(applied.work)
+                    .saturating_add(sort)
+                    .saturating_add(size),
+                shrinks,
+            });
+        }
+        let mut costs = Vec::with_capacity(args.len());
+        let mut work: u64 = 1;
+        for arg in args {
+            let c = self.cost(arg, n)?;
+            work = work.saturating_add(c.work).saturating_add(c.size);
+            costs.push(c);
+        }
+        let first = costs.first().map_or(0, |c| c.size);
+        let second = costs.get(1).map_or(0, |c| c.size);
+        let largest = costs.iter().map(|c| c.size).max().unwrap_or(0);
+        let sum = costs.iter().fold(0u64, |a, c| a.saturating_add(c.size));
+        let all_shrink = !costs.is_empty() && costs.iter().all(|c| c.shrinks);
+        let (size, shrinks) = match name {
+            "abs" | "avg" | "ceil" | "floor" | "sum" | "to_number" | "length" => {
+                (NUMBER_BYTES, false)
+            }
+            "type" => (16, false),
+            "contains" | "ends_with" | "starts_with" => (SCALAR_BYTES, false),
+            "max" | "min" | "not_null" => (largest.max(NUMBER_BYTES), all_shrink),
+            "values" | "reverse" => (first.saturating_add(2), all_shrink),
+            "keys" | "to_array" => (first.saturating_add(2), false),
+            "sort" => {
+                work = work.saturating_add(first.saturating_mul(log_factor(first)));
+                (first.saturating_add(2), all_shrink)
+            }
+            "merge" => (sum.saturating_add(2), false),
+            // Separators between the strings of the array.
+            "join" => (
+                first
+                    .saturating_mul(elements(second))
+                    .saturating_add(second)
+                    .saturating_add(2),
+                false,
+            ),
+            // The text of the JSON, with `"` and `\` escaped once more.
+            "to_string" => (first.saturating_mul(2).saturating_add(2), false),
+            // Unknown functions fail before they run.
+            _ => (sum.saturating_add(NUMBER_BYTES), false),
+        };
+        Ok(Cost {
+            size,
+            work: work.saturating_add(size),
+            shrinks,
+        })
+    }
+}
+
+// ------------------------------------------------- bounded JSON conversion
+
+/// Bytes of `s` as a JSON string.
+fn json_string_bytes(s: &str) -> u64 {
+    let extra: u64 = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    (s.len() as u64).saturating_add(extra).saturating_add(2)
+}
+
+/// Converts a JMESPath result to JSON, counting its compact JSON bytes and
+/// stopping as soon as they pass `max` (shared values count once per
+/// occurrence, as they would be written).
+struct Converter {
+    max: u64,
+    bytes: u64,
+}
+
+impl Converter {
+    fn add(&mut self, n: u64) -> Result<(), u64> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.max {
+            Err(self.bytes)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn convert(&mut self, value: &jmespath::Variable) -> Result<Value, u64> {
+        use jmespath::Variable;
+        Ok(match value {
+            Variable::Null => {
+                self.add(4)?;
+                Value::Null
+            }
+            Variable::Bool(b) => {
+                self.add(if *b { 4 } else { 5 })?;
+                Value::Bool(*b)
+            }
+            Variable::Number(n) => {
+                self.add(n.to_string().len() as u64)?;
+                Value::Number(n.clone())
+            }
+            Variable::String(s) => {
+                self.add(json_string_bytes(s))?;
+                Value::String(s.clone())
+            }
+            Variable::Array(items) => {
+                self.add(2)?;
+                let mut out = Vec::with_capacity(items.len().min(1024));
+                for item in items {
+                    self.add(1)?;
+                    out.push(self.convert(item)?);
+                }
+                Value::Array(out)
+            }
+            Variable::Object(map) => {
+                self.add(2)?;
+                let mut out = serde_json::Map::new();
+                for (key, item) in map {
+                    self.add(json_string_bytes(key).saturating_add(2))?;
+                    out.insert(key.clone(), self.convert(item)?);
+                }
+                Value::Object(out)
+            }
+            Variable::Expref(ast) => {
+                let text = format!("<expression: {ast:?}>");
+                self.add(json_string_bytes(&text))?;
+                Value::String(text)
+            }
+        })
+    }
 }
 
 #[async_trait]
@@ -463,7 +1031,8 @@ impl Tool for TransformJson {
     ///
     /// # Cancel safety
     /// Dropping the future abandons the result; an evaluation already
-    /// started finishes in the background. Evaluation has no side effects.
+    /// started finishes in the background, within its work bound.
+    /// Evaluation has no side effects.
     async fn call(&self, mut args: Value) -> Result<Value, ToolError> {
         let expression = args
             .get("expression")
@@ -477,12 +1046,13 @@ impl Tool for TransformJson {
             .and_then(|o| o.remove("input"))
             .ok_or_else(|| ToolError::permanent(TRANSFORM_JSON, "missing argument \"input\""))?;
         self.check_expression(&expression)?;
+        let budget = self.budget();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("flowtrace-jmespath".to_string())
             .stack_size(Self::STACK_BYTES)
             .spawn(move || {
-                let _ = tx.send(evaluate(&expression, &input));
+                let _ = tx.send(evaluate(&expression, &input, budget));
             })
             .map_err(|e| {
                 ToolError::transient(
@@ -502,6 +1072,58 @@ impl Tool for TransformJson {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn bounds_cover_actual_sizes() {
+        let inputs = [
+            json!(null),
+            json!(1),
+            json!([1, 1, 1, 1, 1, 1, 1]),
+            json!({"a": [1, 2, 3], "b": {"c": "x\"y"}}),
+            json!({"people": [{"name": "ann", "age": 40, "langs": ["en"]},
+                              {"name": "bo", "age": 20, "langs": []}, 1, "s", null]}),
+            json!([[1, [2]], [[3]], "abc", {"k": [1]}]),
+        ];
+        let expressions = [
+            "@",
+            "a",
+            "[@,@]",
+            "[*].{x: @, y: a, z: `[1,2]`}",
+            "people[?age > `30`].name",
+            "people[*].[name, age, langs[0]]",
+            "*.[@, @]",
+            "[][]",
+            "map(&[@, to_string(@)], @)",
+            "sort_by(people, &name)",
+            "to_string(to_string(@))",
+            "join(to_string(@), [to_string(@), to_string(@)])",
+            "merge(@, {a: @})",
+            "keys(@)",
+            "values(@)",
+            "[0:2].[@, @][]",
+            "a || b && @",
+            "people[?!contains(langs, 'fr')] | [*].{n: name, l: length(langs)}",
+            "to_array(@)[*][*][*]",
+            "max_by(people, &age)",
+        ];
+        for input in &inputs {
+            let n = json_bytes(input);
+            for expression in expressions {
+                let compiled = jmespath::compile(expression).unwrap();
+                let mut analysis = Analysis::default();
+                let cost = analysis.cost(compiled.as_ast(), n.max(1)).unwrap();
+                let Ok(result) = compiled.search(input) else {
+                    continue;
+                };
+                let actual = json_bytes(&*result);
+                assert!(
+                    actual <= cost.size,
+                    "{expression} over {input}: {actual} > bound {}",
+                    cost.size
+                );
+            }
+        }
+    }
 
     #[test]
     fn operators_outside_quotes_only() {

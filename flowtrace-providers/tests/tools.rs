@@ -192,6 +192,47 @@ async fn enforces_the_size_limit_and_utf8() {
     assert!(e.message.contains("not valid UTF-8"), "{e}");
 }
 
+/// Creates a FIFO at `path` with the `mkfifo` command.
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo failed");
+}
+
+#[tokio::test]
+async fn refuses_fifos_symlinks_to_fifos_and_directories_without_blocking() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    std::os::unix::fs::symlink(&fifo, dir.path().join("link")).unwrap();
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    let tool = ReadFile::new(dir.path());
+    for (path, what) in [("pipe", "fifo"), ("link", "fifo"), ("sub", "directory")] {
+        let started = std::time::Instant::now();
+        let called = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tool.call(json!({ "path": path })),
+        )
+        .await;
+        let Ok(result) = called else {
+            // Unblock the reader stuck in open(2), then fail.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("reading {path:?} ({what}) blocked for a second");
+        };
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let e = result.unwrap_err();
+        assert_eq!(e.tool, "read_file");
+        assert!(!e.retryable, "{e}");
+        assert!(e.message.contains(&format!("{path:?}")), "{e}");
+        assert!(e.message.contains("not a regular file"), "{e}");
+        assert!(e.message.contains(what), "{e}");
+        let host = dir.path().to_string_lossy().into_owned();
+        assert!(!e.message.contains(&host), "{e}");
+    }
+}
+
 // ----------------------------------------------------------- transform_json
 
 async fn transform(input: Value, expression: &str) -> Result<Value, ToolError> {
@@ -327,6 +368,120 @@ async fn long_and_deep_expressions_are_capped() {
     // Operators inside quotes do not count.
     let quoted = format!("\"{}\"", ".".repeat(limit * 2));
     assert_eq!(transform(json!({}), &quoted).await.unwrap(), Value::Null);
+}
+
+/// Calls `tool` and requires a prompt, permanent refusal naming `limit`.
+async fn refused(tool: &TransformJson, input: Value, expression: &str, limit: &str) -> ToolError {
+    let started = std::time::Instant::now();
+    let result = tool
+        .call(json!({"input": input, "expression": expression}))
+        .await;
+    let Err(e) = result else {
+        panic!("{expression} was not refused: {result:?}");
+    };
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{expression}: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.tool, "transform_json");
+    assert!(!e.retryable, "{e}");
+    assert!(
+        e.message.contains(&format!("`{limit}`")),
+        "{expression}: {e}"
+    );
+    e
+}
+
+#[tokio::test]
+async fn output_and_work_bombs_are_refused_before_evaluating() {
+    let tool = TransformJson::new();
+    let input = json!({"a": [1, 2, 3]});
+    let bombs = [
+        // Doubling: 119 characters, 2^20 copies of the input.
+        vec!["[@,@]"; 20].join(" | "),
+        // Each to_string escapes the previous one again.
+        vec!["to_string([@,@])"; 20].join(" | "),
+        // Flattening turns shared copies into real arrays.
+        vec!["[@,@] | []"; 40].join(" | "),
+        // Joining doubles a string.
+        format!("to_string(@) | {}", vec!["join('', [@,@])"; 40].join(" | ")),
+        // Projections multiply.
+        format!("a{}", ".[@,@,@,@][]".repeat(20)),
+        // A map over doubled arrays.
+        format!("map(&[@,@], {})", vec!["[@,@]"; 30].join(" | ")),
+    ];
+    for bomb in &bombs {
+        assert!(bomb.chars().count() <= TransformJson::DEFAULT_MAX_EXPRESSION_LEN);
+        refused(&tool, input.clone(), bomb, "max_output_bytes").await;
+    }
+    // A huge intermediate value is refused even when the result is small.
+    let e = refused(
+        &tool,
+        input.clone(),
+        &format!("length({})", vec!["[@,@]"; 40].join(" | ")),
+        "max_output_bytes",
+    )
+    .await;
+    assert!(e.message.contains("intermediate"), "{e}");
+    // Comparing two huge shared values is work, not output.
+    let doubled = vec!["[@,@]"; 30].join(" | ");
+    let e = refused(
+        &tool.clone().max_output_bytes(usize::MAX),
+        input.clone(),
+        &format!("({doubled}) == ({doubled})"),
+        "max_work",
+    )
+    .await;
+    assert!(e.message.contains("work units"), "{e}");
+    // Stray expression references could run anywhere: refused.
+    let e = tool
+        .call(json!({"input": [1], "expression": "map([&[@,@]][0], @)"}))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("expression references"), "{e}");
+}
+
+#[tokio::test]
+async fn output_and_work_limits_are_configurable() {
+    assert_eq!(TransformJson::DEFAULT_MAX_OUTPUT_BYTES, 16 * 1024 * 1024);
+    assert_eq!(TransformJson::DEFAULT_MAX_WORK, 1 << 28);
+    let input = json!({"a": "x".repeat(100)});
+    // 104 bytes of input; `[@,@]` makes 213.
+    let tool = TransformJson::new().max_output_bytes(300);
+    assert_eq!(
+        tool.call(json!({"input": input, "expression": "[@,@]"}))
+            .await
+            .unwrap(),
+        json!([input, input])
+    );
+    let e = refused(&tool, input.clone(), "[@,@,@]", "max_output_bytes").await;
+    assert!(
+        e.message
+            .contains("over the `max_output_bytes` limit of 300 bytes"),
+        "{e}"
+    );
+    let e = refused(
+        &TransformJson::new().max_work(10),
+        people(),
+        "people[*].name",
+        "max_work",
+    )
+    .await;
+    assert!(e.message.contains("limit of 10 units"), "{e}");
+    // Ordinary expressions stay well within the defaults on sizeable input
+    // (about 250 kB here; the bounds hold for any input of that size, so
+    // expressions that build objects per element are refused from a few
+    // megabytes on).
+    let big = json!({"people": (0..5_000)
+        .map(|i| json!({"name": format!("person {i}"), "age": i % 90, "langs": ["en", "fr"]}))
+        .collect::<Vec<_>>()});
+    let names = TransformJson::new()
+        .call(json!({"input": big, "expression":
+            "sort_by(people[?age > `30`], &age)[*].{name: name, first: langs[0]} | length(@)"}))
+        .await
+        .unwrap();
+    assert!(names.as_u64().unwrap() > 3_000, "{names}");
 }
 
 // ------------------------------------------------------------ through a run

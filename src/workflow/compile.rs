@@ -188,7 +188,9 @@ impl Runtime {
     }
 
     /// [`offline`](Self::offline) with `limits`, which also set the size
-    /// limit of `read_file` ([`Limits::read_file_bytes`]).
+    /// limit of `read_file` ([`Limits::read_file_bytes`]) and the largest
+    /// result and intermediate value of `transform_json`
+    /// ([`Limits::tool_output_bytes`]).
     pub fn offline_with_limits(root_dir: impl Into<PathBuf>, limits: Limits) -> Self {
         Self::new()
             .with_limits(limits)
@@ -203,7 +205,9 @@ impl Runtime {
             .with_tool(Arc::new(
                 ReadFile::new(root_dir).max_bytes(limits.read_file_bytes),
             ))
-            .with_tool(Arc::new(TransformJson::new()))
+            .with_tool(Arc::new(
+                TransformJson::new().max_output_bytes(limits.tool_output_bytes),
+            ))
             .with_cache(Arc::new(MemoryResponseCache::default()))
     }
 

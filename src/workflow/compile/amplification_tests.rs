@@ -297,6 +297,33 @@ async fn read_file_uses_the_runtime_limit() {
 }
 
 #[tokio::test]
+async fn transform_json_bounds_its_evaluation_by_the_tool_output_limit() {
+    let runtime = Runtime::offline_with_limits(
+        ".",
+        Limits {
+            tool_output_bytes: 1000,
+            ..Limits::default()
+        },
+    );
+    let doc = json!({"version": "1", "entry": "t", "nodes": [{"id": "t", "type": "tool",
+        "config": {"tool": "transform_json", "input": "{{input}}", "expression": "[@,@,@,@]"}}]});
+    let workflow = compile_value(&doc, &runtime);
+    let failure = workflow
+        .run(json!({"a": "x".repeat(300)}), |c| c)
+        .await
+        .unwrap_err();
+    // Refused by the tool before evaluating, not after by the runtime.
+    assert!(
+        failure
+            .error
+            .to_string()
+            .contains("over the `max_output_bytes` limit of 1000 bytes"),
+        "{}",
+        failure.error
+    );
+}
+
+#[tokio::test]
 async fn what_a_run_renders_and_receives_is_bounded_across_parallel_nodes() {
     // A router fanning out to 200 nodes in parallel, each rendering the
     // whole 900 KB output: each node is within its own limits, the run is
