@@ -133,13 +133,29 @@ impl Entry {
     }
 }
 
+/// Never follows a symbolic link planted at a sidecar's path, never blocks
+/// on a FIFO.
+fn no_follow(o: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    o
+}
+
 /// The sidecar of the log at `log`.
 pub(super) fn path_of(log: &Path) -> PathBuf {
     log.with_extension("idx")
 }
 
 fn open(log: &Path) -> Option<(File, u64)> {
-    let file = File::open(path_of(log)).ok()?;
+    let file = no_follow(OpenOptions::new().read(true))
+        .open(path_of(log))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let len = file.metadata().ok()?.len();
     (len % ENTRY_LEN as u64 == 0).then_some((file, len / ENTRY_LEN as u64))
 }
@@ -220,9 +236,7 @@ pub(super) fn append(log: &Path, entries: &[Entry]) {
         return;
     }
     let path = path_of(log);
-    let written = OpenOptions::new()
-        .append(true)
-        .create(true)
+    let written = no_follow(OpenOptions::new().append(true).create(true))
         .open(&path)
         .and_then(|mut f| f.write_all(&bytes(entries)));
     if let Err(e) = written {

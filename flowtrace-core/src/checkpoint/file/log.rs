@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::{encode_frame, scan};
+use super::frame::{HEADER_LEN, encode_frame, scan};
 use super::idx;
 use super::index::{Index, Loc, Start, WriteEntry, batch_payload, is_checkpoint};
 use super::summary;
@@ -123,13 +123,17 @@ impl ThreadLog {
         let file = if write {
             open_rw(&self.path)?
         } else {
-            match File::open(&self.path) {
+            match open_options(false).open(&self.path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(io_error("cannot open checkpoint log", &self.path, e)),
+                Err(e) => return Err(open_error(&self.path, e)),
             }
         };
-        let len = stat(&file, &self.path)?.len();
+        let meta = stat(&file, &self.path)?;
+        if !meta.is_file() {
+            return Err(not_a_log(&self.path, "it is not a regular file"));
+        }
+        let len = meta.len();
         self.index = Index::new(self.index.thread.clone());
         self.file = Some(OpenLog {
             file,
@@ -407,6 +411,14 @@ impl ThreadLog {
             }
         };
         let at = self.index.offset;
+        if at == 0 && len > 0 && !starts_like_a_torn_record(&lock.file, &self.path, len) {
+            // No valid record at all: not a log this store wrote. Never
+            // truncate or write into it.
+            return Err(not_a_log(
+                &self.path,
+                "it does not start with a checkpoint record",
+            ));
+        }
         if len > at {
             tracing::warn!(
                 path = %self.path.display(),
@@ -723,14 +735,75 @@ fn stat(file: &File, path: &Path) -> Result<fs::Metadata, CheckpointError> {
         .map_err(|e| io_error("cannot stat checkpoint log", path, e))
 }
 
+/// Options that never follow a symbolic link at the log's path (a link
+/// planted there could point the store at any file) and never block on a
+/// FIFO.
+fn open_options(write: bool) -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    if write {
+        o.write(true).create(true).truncate(false);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    o
+}
+
 fn open_rw(path: &Path) -> Result<File, CheckpointError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let file = open_options(true)
         .open(path)
-        .map_err(|e| io_error("cannot open checkpoint log", path, e))
+        .map_err(|e| open_error(path, e))?;
+    if !stat(&file, path)?.is_file() {
+        return Err(not_a_log(path, "it is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// An open failure; a symbolic link at the log's path is refused
+/// (`O_NOFOLLOW` fails with `ELOOP`).
+fn open_error(path: &Path, e: io::Error) -> CheckpointError {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return not_a_log(path, "it is a symbolic link");
+    }
+    io_error("cannot open checkpoint log", path, e)
+}
+
+/// The file at a log's path is not a log this store wrote: it is refused
+/// and never written or truncated.
+pub(super) fn not_a_log(path: &Path, why: &str) -> CheckpointError {
+    CheckpointError::Store(format!(
+        "{} is not a checkpoint log this store wrote ({why}); refusing to read or write it",
+        path.display()
+    ))
+}
+
+/// Whether a log whose first record is not valid starts like one of this
+/// store's records cut short by a crash (a frame header whose length runs
+/// past the end of the file, then the start of a record's JSON): only then
+/// may the bytes be cut off. Anything else is not ours and is left alone.
+fn starts_like_a_torn_record(file: &File, path: &Path, len: u64) -> bool {
+    let want = len.min(HEADER_LEN as u64 + 16);
+    let Ok(head) = read_range(file, path, 0, want) else {
+        return false;
+    };
+    let Some(declared) = head.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+        // Shorter than a header: a write cut inside the header.
+        return head.is_empty() || len < HEADER_LEN as u64;
+    };
+    let declared = u64::from(u32::from_le_bytes(declared));
+    let payload = head.get(HEADER_LEN..).unwrap_or(&[]);
+    let json_start = [
+        &b"{\"checkpoint\":"[..],
+        &b"{\"batch\":"[..],
+        &b"{\"write\":"[..],
+    ]
+    .iter()
+    .any(|p| p.starts_with(payload) || payload.starts_with(p));
+    HEADER_LEN as u64 + declared > len && json_start
 }
 
 /// Whether the open file is no longer linked into the directory (deleted,
