@@ -671,12 +671,16 @@ impl<'g, S: State> Executor<'g, S> {
     /// get a skip instead of firing.
     fn skip_rejected(&mut self, rejected: &[usize], ran: &[usize], next: &mut Vec<Task>) {
         let graph = self.graph;
-        let mut seen: Vec<usize> = Vec::new();
-        for &n in rejected {
-            if ran.contains(&n) || seen.contains(&n) {
+        // Sorted once, so thousands of rejected instances stay linear.
+        let mut nodes = rejected.to_vec();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let mut ran = ran.to_vec();
+        ran.sort_unstable();
+        for n in nodes {
+            if ran.binary_search(&n).is_ok() {
                 continue;
             }
-            seen.push(n);
             let reason = format!("{:?} was rejected by a human", graph.nodes[n].id.as_str());
             for &u in &graph.nodes[n].forward {
                 self.skip_token(u, &reason, next);
