@@ -62,6 +62,7 @@ pub mod ids;
 pub mod model;
 pub mod node;
 pub mod pricing;
+pub mod retry;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

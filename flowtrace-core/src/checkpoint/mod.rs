@@ -38,8 +38,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::exec::StepRecord;
 use crate::ids::{NodeId, RunId, ThreadId};
+use crate::trace::StepRecord;
 use crate::trace::Timestamp;
 
 /// The stored-format version written by this release.

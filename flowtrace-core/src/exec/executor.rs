@@ -17,7 +17,6 @@ use crate::checkpoint::{
 };
 use crate::error::SubgraphPause;
 use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
-use crate::exec::StepRecord;
 use crate::exec::durable::check_value_depth;
 use crate::exec::durable::{Durable, to_json};
 use crate::exec::shared::{Amount, RunShared, StopReason};
@@ -27,6 +26,7 @@ use crate::ids::StepId;
 use crate::node::{Dispatch, NodeContext, NodeOutput, StepMeter, StepShared};
 use crate::pricing::{Cost, TokenUsage};
 use crate::state::State;
+use crate::trace::StepRecord;
 use crate::trace::{EventKind, RunStatus, StepStatus};
 
 /// A node to run in the next super-step, with its dispatch input and what

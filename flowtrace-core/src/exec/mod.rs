@@ -14,17 +14,18 @@ mod durable;
 mod executor;
 mod handle;
 mod joins;
-mod retry;
-pub(crate) mod shared;
-mod summary;
 
+mod output;
+pub(crate) mod shared;
+
+pub use crate::retry::RetryPolicy;
+pub use crate::trace::{ErrorSummary, RunSummary, StepRecord};
 pub use durable::{
     ASYNC_WRITE_QUEUE, Command, Decision, Durability, HaltSignal, HaltSwitch, SnapshotPolicy,
 };
 pub(crate) use executor::{Executor, Nested, Scope};
 pub use handle::RunHandle;
-pub use retry::RetryPolicy;
-pub use summary::{ErrorSummary, RunFailure, RunOutput, RunSummary, StepRecord};
+pub use output::{RunFailure, RunOutput};
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};

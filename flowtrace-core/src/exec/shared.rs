@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::error::{BudgetBreach, BudgetExceeded};
 use crate::exec::durable::HaltSignal;
-use crate::exec::summary::StepRecord;
 use crate::exec::{Budget, RetryPolicy, RunConfig};
 use crate::ids::{NodeId, RunId, StepId};
 use crate::pricing::{Cost, MissingPrice, Pricing};
+use crate::trace::StepRecord;
 use crate::trace::{EventBus, EventKind, Timestamp, TraceEvent};
 
 /// Tokens and cost, the two metered quantities of the ledger.

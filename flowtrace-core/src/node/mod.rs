@@ -20,9 +20,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::NodeError;
-use crate::exec::RetryPolicy;
 use crate::ids::NodeId;
 use crate::pricing::Cost;
+use crate::retry::RetryPolicy;
 use crate::state::State;
 
 /// What a node returns: a state update and dispatched instances.

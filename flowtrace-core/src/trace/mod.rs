@@ -5,11 +5,13 @@
 //! subscribed, to a bounded broadcast buffer behind each [`EventStream`].
 
 mod event;
+mod record;
 mod sink;
 mod stream;
 mod timeline;
 
 pub use event::{EventKind, LogLevel, RunStatus, StepStatus, Timestamp, TraceEvent};
+pub use record::{ErrorSummary, RunSummary, StepRecord};
 pub use sink::{JsonLinesSink, MemorySink, SinkError, TraceSink};
 pub use stream::{EventStream, StreamItem};
 pub use timeline::Timeline;

@@ -59,9 +59,9 @@ use super::{
     DefaultDecision, Interrupt, InterruptWhen, JoinState, PendingWrite, StateRecord, TaskSpec,
     ThreadStatus,
 };
-use crate::exec::StepRecord;
 use crate::ids::{NodeId, RunId, StepId, ThreadId};
 use crate::pricing::{Cost, TokenUsage};
+use crate::trace::StepRecord;
 use crate::trace::{StepStatus, Timestamp};
 
 /// One check of the kit.

@@ -18,9 +18,9 @@ use crate::checkpoint::{
     ThreadFilter,
 };
 use crate::checkpoint::{TaskSpec, ThreadStatus};
-use crate::exec::StepRecord;
 use crate::ids::{NodeId, RunId, StepId};
 use crate::pricing::{Cost, TokenUsage};
+use crate::trace::StepRecord;
 use crate::trace::{StepStatus, Timestamp};
 
 /// A fresh directory, removed on drop.
