@@ -94,6 +94,110 @@ pub use trace::{EventKind, EventStream, RunStatus, StepStatus, StreamItem, Trace
 pub use tokio_util::sync::CancellationToken;
 
 #[cfg(test)]
+mod layering {
+    //! The contracts (everything adapters implement or name: ids, state,
+    //! nodes and their context, models, tools, caches, checkpoints, traces,
+    //! pricing, retries, errors) must not import the engine (`exec`,
+    //! `graph`), directly or through the crate root's re-exports. This test
+    //! reads the sources and fails on the first such import.
+    use std::path::{Path, PathBuf};
+
+    const ENGINE: &[&str] = &["exec", "graph"];
+    const CONTRACTS: &[&str] = &[
+        "agent", "cache", "checkpoint", "error.rs", "ids.rs", "model", "node", "pricing",
+        "retry.rs", "state.rs", "testing", "tool", "trace",
+    ];
+
+    fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for p in entries {
+                rust_files(&p, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.to_path_buf());
+        }
+    }
+
+    /// The names the crate root re-exports from the engine modules.
+    fn engine_reexports(lib: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for module in ENGINE {
+            let head = format!("pub use {module}::{{");
+            if let Some(start) = lib.find(&head) {
+                let rest = &lib[start + head.len()..];
+                let end = rest.find('}').unwrap();
+                names.extend(
+                    rest[..end]
+                        .split(',')
+                        .map(|n| n.trim().to_string())
+                        .filter(|n| !n.is_empty()),
+                );
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn contracts_never_import_the_engine() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        let reexports = engine_reexports(&lib);
+        assert!(reexports.iter().any(|n| n == "RunConfig"), "{reexports:?}");
+        let mut forbidden: Vec<String> = ENGINE
+            .iter()
+            .flat_map(|m| [format!("crate::{m}"), format!("super::{m}")])
+            .collect();
+        forbidden.extend(reexports.iter().map(|n| format!("crate::{n}")));
+        let mut files = Vec::new();
+        for c in CONTRACTS {
+            rust_files(&src.join(c), &mut files);
+        }
+        assert!(files.len() > 20, "found only {files:?}");
+        let mut offences = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
+                    continue;
+                }
+                for f in &forbidden {
+                    let hit = code.match_indices(f.as_str()).any(|(i, _)| {
+                        // A whole path segment: `crate::exec` but not `crate::execution`.
+                        !code[i + f.len()..]
+                            .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                    });
+                    if hit {
+                        offences.push(format!("{}:{}: {f}", file.display(), n + 1));
+                    }
+                }
+                if code.starts_with("use crate::{") && ENGINE.iter().any(|m| code.contains(m)) {
+                    offences.push(format!("{}:{}: grouped engine import", file.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            offences.is_empty(),
+            "contract modules import the engine:\n{}",
+            offences.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_check_catches_an_engine_import() {
+        let line = "use crate::exec::RunConfig;";
+        assert!(line.contains("crate::exec"));
+        let reexports = engine_reexports("pub use exec::{\n    Budget, RunConfig,\n};\npub use graph::{CompiledGraph, END};");
+        assert_eq!(reexports, ["Budget", "RunConfig", "CompiledGraph", "END"]);
+    }
+}
+
+#[cfg(test)]
 mod object_safety {
     //! Every contract users hold as a trait object must stay object-safe.
     use super::*;

@@ -13,7 +13,8 @@ use crate::checkpoint::{
 use crate::error::{BuildError, Error, GraphProblem};
 use crate::exec::FinishedThread;
 use crate::exec::durable::{Command, Decision, Durable, rebuild, to_json};
-use crate::exec::executor::{Executor, Scope, Stop, Task, status_of};
+use crate::exec::executor::{Executor, Stop, Task, status_of};
+use crate::node::Scope;
 use crate::exec::shared::RunShared;
 use crate::exec::{RunFailure, RunOutput, RunSummary, StepRecord};
 use crate::graph::Inner;

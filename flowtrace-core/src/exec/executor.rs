@@ -19,7 +19,9 @@ use crate::error::SubgraphPause;
 use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
 use crate::exec::durable::check_value_depth;
 use crate::exec::durable::{Durable, to_json};
-use crate::exec::shared::{Amount, RunShared, StopReason};
+use crate::exec::shared::{RunShared, StopReason};
+use crate::node::Scope;
+use crate::pricing::Amount;
 use crate::graph::compile::{CompiledNode, Target};
 use crate::graph::{Inner, Routes};
 use crate::ids::StepId;
@@ -58,46 +60,6 @@ impl Task {
             subgraph: None,
             saved: None,
         }
-    }
-}
-
-/// The id prefix, subgraph path and task positions of an executor: empty
-/// path at the top level; one entry per subgraph task it runs inside.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Scope {
-    /// `{thread}:` at the top level, then `{super-step}:{node}.{task}/` per
-    /// subgraph level.
-    pub(crate) id_prefix: String,
-    pub(crate) path: Vec<crate::ids::NodeId>,
-    pub(crate) tasks: Vec<u32>,
-}
-
-impl Scope {
-    /// The top-level scope of `thread` (the run id stands in without one).
-    pub(crate) fn top(thread: &str) -> Self {
-        Self {
-            id_prefix: format!("{thread}:"),
-            path: Vec::new(),
-            tasks: Vec::new(),
-        }
-    }
-
-    /// The scope of a subgraph run by task `task` of `node` in super-step
-    /// `superstep` of this scope.
-    pub(crate) fn child(&self, superstep: u64, node: &crate::ids::NodeId, task: u32) -> Self {
-        let mut path = self.path.clone();
-        path.push(node.clone());
-        let mut tasks = self.tasks.clone();
-        tasks.push(task);
-        Self {
-            id_prefix: format!("{}{superstep}:{node}.{task}/", self.id_prefix),
-            path,
-            tasks,
-        }
-    }
-
-    pub(crate) fn is_nested(&self) -> bool {
-        !self.path.is_empty()
     }
 }
 
@@ -1400,7 +1362,8 @@ impl<'g, S: State> Executor<'g, S> {
         );
         let cancel = group.unwrap_or(&self.cancel);
         let step = Arc::new(StepShared {
-            run: run.clone(),
+            run: run.services.clone(),
+            engine: run.clone(),
             step_id,
             parent_step: self.parent_step,
             node: cn.id.clone(),
@@ -2005,7 +1968,8 @@ mod future_sizes {
         );
         let c = run.cancel.clone();
         let step = Arc::new(StepShared {
-            run: run.clone(),
+            run: run.services.clone(),
+            engine: run.clone(),
             step_id: StepId(1),
             parent_step: None,
             node: "a".into(),

@@ -23,7 +23,7 @@ pub use crate::trace::{ErrorSummary, RunSummary, StepRecord};
 pub use durable::{
     ASYNC_WRITE_QUEUE, Command, Decision, Durability, HaltSignal, HaltSwitch, SnapshotPolicy,
 };
-pub(crate) use executor::{Executor, Nested, Scope};
+pub(crate) use executor::{Executor, Nested};
 pub use handle::RunHandle;
 pub use output::{RunFailure, RunOutput};
 

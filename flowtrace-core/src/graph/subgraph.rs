@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::NodeError;
+use crate::exec::shared::RunShared;
 use crate::exec::{Executor, Nested};
 use crate::graph::CompiledGraph;
 use crate::node::{Node, NodeContext, NodeOutput, NodeResult};
@@ -59,7 +60,11 @@ impl<P: State, C: State> Node<P> for Subgraph<P, C> {
             None => (self.input)(&state),
         };
         drop(state);
-        let run = ctx.run_shared().clone();
+        let run = ctx
+            .engine_state()
+            .clone()
+            .downcast::<RunShared>()
+            .map_err(|_| NodeError::permanent("a subgraph node ran outside a FlowTrace run"))?;
         let mut exec = Executor::new(
             &self.graph.inner,
             run,

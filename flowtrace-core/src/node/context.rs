@@ -10,7 +10,8 @@ use tracing::Instrument;
 
 use crate::cache::CacheKey;
 use crate::error::{Error, NodeError};
-use crate::exec::shared::{Amount, Ledger, RunShared};
+use crate::node::{RunServices, Scope};
+use crate::pricing::{Amount, Ledger};
 use crate::ids::{NodeId, RunId, StepId, ThreadId};
 use crate::model::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ModelError, ModelErrorKind, StreamEvent,
@@ -40,7 +41,10 @@ pub(crate) struct StepMeter {
 
 /// Per-step data shared between the executor and the node's context.
 pub(crate) struct StepShared {
-    pub(crate) run: Arc<RunShared>,
+    pub(crate) run: Arc<RunServices>,
+    /// The engine's own per-run state, opaque here (a subgraph node takes
+    /// it back to run its graph inside the same run).
+    pub(crate) engine: Arc<dyn std::any::Any + Send + Sync>,
     pub(crate) step_id: StepId,
     pub(crate) parent_step: Option<StepId>,
     pub(crate) node: NodeId,
@@ -64,7 +68,7 @@ pub(crate) struct StepShared {
     pub(crate) attempt_cancel: Mutex<Option<CancellationToken>>,
     /// Where the executor running this task sits (for interrupt ids and
     /// subgraph paths).
-    pub(crate) scope: Arc<crate::exec::Scope>,
+    pub(crate) scope: Arc<Scope>,
     /// The durable thread, super-step and task position (for idempotency keys).
     pub(crate) thread: Option<ThreadId>,
     pub(crate) superstep: u64,
@@ -306,14 +310,15 @@ impl NodeContext {
     }
 
     /// The scope of a subgraph run by this task.
-    pub(crate) fn child_scope(&self) -> crate::exec::Scope {
+    pub(crate) fn child_scope(&self) -> Scope {
         self.step
             .scope
             .child(self.step.superstep, &self.step.node, self.step.task_index)
     }
 
-    pub(crate) fn run_shared(&self) -> &Arc<RunShared> {
-        &self.step.run
+    /// The engine's per-run state, as the engine stored it.
+    pub(crate) fn engine_state(&self) -> &Arc<dyn std::any::Any + Send + Sync> {
+        &self.step.engine
     }
 
     /// Emits an event scoped to this step.

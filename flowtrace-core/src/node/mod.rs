@@ -6,9 +6,11 @@
 //! Write one as an async closure with [`node_fn`], or implement [`Node`].
 
 mod context;
+mod run;
 
 pub use context::NodeContext;
 pub(crate) use context::{StepMeter, StepShared};
+pub(crate) use run::{RunServices, Scope};
 
 use std::fmt;
 use std::future::Future;

@@ -6,9 +6,11 @@
 //! for common models that JSON can extend or override.
 
 mod cost;
+mod ledger;
 mod table;
 
 pub use cost::{Cost, CostOverflow, ParseAmountError, TokenUsage};
+pub(crate) use ledger::{Amount, Ledger};
 pub use table::{BUILTIN_PRICES_AS_OF, PriceTable, PriceTableError};
 
 use std::fmt;
