@@ -23,13 +23,16 @@ pub enum Error {
     Build(#[from] BuildError),
 
     /// A node failed permanently, or kept failing until its retries ran out.
-    #[error("node {node:?} failed after {attempts} attempt(s): {error}")]
+    /// The node's last error is the [`source`](std::error::Error::source);
+    /// [`Error::report`] prints the whole chain.
+    #[error("node {node:?} failed after {attempts} attempt(s)")]
     Node {
         /// The failing node.
         node: NodeId,
         /// How many attempts were made.
         attempts: u32,
         /// The node's last error.
+        #[source]
         error: NodeError,
     },
 
@@ -129,8 +132,14 @@ pub enum Error {
     Sink(#[from] SinkError),
 
     /// The executor task was lost (for example its runtime shut down).
-    #[error("run task ended abnormally: {0}")]
-    Aborted(String),
+    #[error("run task ended abnormally: {reason}")]
+    Aborted {
+        /// What happened.
+        reason: String,
+        /// The task's join error, when the task panicked or was aborted.
+        #[source]
+        source: Option<Arc<tokio::task::JoinError>>,
+    },
 
     /// The checkpointer failed (including a fencing conflict with another
     /// writer of the same thread).
@@ -281,6 +290,52 @@ pub enum Error {
     },
 }
 
+/// Prints an error and its chain of causes, separated by `: `. Made by
+/// [`Error::report`] or [`Report::new`] for any error.
+///
+/// ```
+/// use flowtrace_core::error::{NodeError, ErrorClass, Report};
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let e = NodeError::transient("cannot reach the search service").with_source(io);
+/// assert_eq!(
+///     Report::new(&e).to_string(),
+///     "cannot reach the search service (transient): connection refused"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
+
+impl<'a> Report<'a> {
+    /// A report of `error` and its causes.
+    pub fn new(error: &'a (dyn std::error::Error + 'static)) -> Self {
+        Self(error)
+    }
+}
+
+impl fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        // Bounded: a cyclic or absurdly deep chain stops printing.
+        let mut depth = 0;
+        while let Some(e) = cause {
+            depth += 1;
+            if depth > 32 {
+                return f.write_str(": ...");
+            }
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
 fn node_suffix(node: &Option<NodeId>) -> String {
     match node {
         Some(n) => format!(" while node {n:?} was running"),
@@ -289,6 +344,23 @@ fn node_suffix(node: &Option<NodeId>) -> String {
 }
 
 impl Error {
+    /// The error and every cause under it, one after another
+    /// (`node "fetch" failed after 3 attempt(s): connection refused (transient)`).
+    ///
+    /// Each error's own message leaves out its cause (it is the
+    /// [`source`](std::error::Error::source)), so printing only `{error}`
+    /// shows the top level; print `{}` of this for the whole story.
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+
+    pub(crate) fn aborted(reason: impl Into<String>) -> Self {
+        Error::Aborted {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
     /// The node the failure belongs to, when there is one.
     pub fn node(&self) -> Option<&NodeId> {
         match self {
@@ -324,7 +396,7 @@ impl Error {
             Error::MissingPrice { .. } => "missing_price",
             Error::NodePanicked { .. } => "node_panicked",
             Error::Sink(_) => "sink",
-            Error::Aborted(_) => "aborted",
+            Error::Aborted { .. } => "aborted",
             Error::Checkpoint(_) => "checkpoint",
             Error::ThreadNotFound { .. } => "thread_not_found",
             Error::ThreadExists { .. } => "thread_exists",
@@ -366,7 +438,10 @@ pub struct NodeError {
 enum NodeErrorRepr {
     Failure {
         class: ErrorClass,
-        message: String,
+        /// The node's own message; `None` when the error only wraps
+        /// `source` (made by [`NodeError::from_error`]): then the source's
+        /// message is shown and its causes follow.
+        message: Option<String>,
         retry_after: Option<Duration>,
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
@@ -402,14 +477,16 @@ impl NodeError {
         Self {
             repr: NodeErrorRepr::Failure {
                 class,
-                message,
+                message: Some(message),
                 retry_after: None,
                 source: None,
             },
         }
     }
 
-    /// Wraps any error with a classification.
+    /// Wraps any error with a classification. The error's message is this
+    /// error's message and its causes follow (it is not printed twice);
+    /// [`get_ref`](Self::get_ref) gives the wrapped error back.
     pub fn from_error<E>(class: ErrorClass, error: E) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -417,10 +494,42 @@ impl NodeError {
         Self {
             repr: NodeErrorRepr::Failure {
                 class,
-                message: error.to_string(),
+                message: None,
                 retry_after: None,
                 source: Some(Arc::new(error)),
             },
+        }
+    }
+
+    /// Records `cause` as this error's [`source`](std::error::Error::source)
+    /// (the node's own message stays in front). On a run error or an
+    /// interrupt it does nothing.
+    pub fn with_source<E>(mut self, cause: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if let NodeErrorRepr::Failure {
+            message, source, ..
+        } = &mut self.repr
+        {
+            // A wrapped error becomes the message's cause: keep its text as
+            // the message so nothing is lost.
+            if message.is_none()
+                && let Some(old) = source.take()
+            {
+                *message = Some(old.to_string());
+            }
+            *source = Some(Arc::new(cause));
+        }
+        self
+    }
+
+    /// The error this one wraps or was caused by, for downcasting
+    /// (`e.get_ref().and_then(|e| e.downcast_ref::<std::io::Error>())`).
+    pub fn get_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match &self.repr {
+            NodeErrorRepr::Failure { source, .. } => source.as_deref(),
+            NodeErrorRepr::Run(_) | NodeErrorRepr::Interrupt(_) | NodeErrorRepr::Paused(_) => None,
         }
     }
 
@@ -514,12 +623,21 @@ impl NodeError {
 impl fmt::Display for NodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            NodeErrorRepr::Failure { class, message, .. } => {
+            NodeErrorRepr::Failure {
+                class,
+                message,
+                source,
+                ..
+            } => {
                 let c = match class {
                     ErrorClass::Transient => "transient",
                     ErrorClass::Permanent => "permanent",
                 };
-                write!(f, "{message} ({c})")
+                match (message, source) {
+                    (Some(m), _) => write!(f, "{m} ({c})"),
+                    (None, Some(s)) => write!(f, "{s} ({c})"),
+                    (None, None) => write!(f, "{c} failure"),
+                }
             }
             NodeErrorRepr::Run(e) => e.fmt(f),
             NodeErrorRepr::Interrupt(p) => write!(f, "interrupted for a human decision: {p}"),
@@ -535,10 +653,18 @@ impl fmt::Display for NodeError {
 impl std::error::Error for NodeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.repr {
+            // A wrapped error's message is this error's message: its
+            // causes come next.
+            NodeErrorRepr::Failure {
+                message: None,
+                source,
+                ..
+            } => source.as_deref().and_then(|e| e.source()),
             NodeErrorRepr::Failure { source, .. } => source
                 .as_deref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
-            NodeErrorRepr::Run(e) => Some(e.as_ref()),
+            // A run error's message is shown: its causes come next.
+            NodeErrorRepr::Run(e) => e.source(),
             NodeErrorRepr::Interrupt(_) | NodeErrorRepr::Paused(_) => None,
         }
     }

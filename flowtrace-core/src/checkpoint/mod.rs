@@ -559,9 +559,88 @@ pub enum CheckpointError {
         #[source]
         source: Arc<std::io::Error>,
     },
-    /// The backing store failed.
-    #[error("checkpoint store failed: {0}")]
-    Store(String),
+    /// The file at a store's path is not one this store wrote (another
+    /// program's file, a symbolic link, a device): it is neither read nor
+    /// written.
+    #[error("{} is not a checkpoint log this store wrote ({reason}); refusing to read or write it", .path.display())]
+    ForeignFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The store cannot work as configured or called (no Tokio runtime, a
+    /// setting out of range).
+    #[error("checkpoint store misconfigured: {message}")]
+    Misconfigured {
+        /// What is wrong.
+        message: String,
+    },
+    /// The backing store (a database, a remote service, a background task)
+    /// failed; the driver's error is the [`source`](std::error::Error::source).
+    #[error("checkpoint store failed: {message}")]
+    Backend {
+        /// What the store was doing.
+        message: String,
+        /// The driver's error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// What kind of failure a [`CheckpointError`] is, for callers that branch
+/// on it (retry a conflict elsewhere, report corruption, page an operator
+/// on I/O).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CheckpointErrorKind {
+    /// The thread or checkpoint does not exist (or was pruned).
+    NotFound,
+    /// Another writer got there first, or the target already exists.
+    Conflict,
+    /// The store is used or configured wrongly; the request is invalid.
+    Misconfigured,
+    /// Stored data cannot be read: invalid, an unknown format, or not ours.
+    Corrupt,
+    /// A value is over a documented limit and was refused before storing.
+    LimitExceeded,
+    /// A file operation failed.
+    Io,
+    /// The backing database or service failed.
+    Backend,
+}
+
+impl CheckpointError {
+    /// The kind of failure.
+    pub fn kind(&self) -> CheckpointErrorKind {
+        use CheckpointErrorKind as K;
+        match self {
+            CheckpointError::Conflict { .. } | CheckpointError::ThreadExists { .. } => K::Conflict,
+            CheckpointError::UnsupportedVersion { .. }
+            | CheckpointError::Corrupt { .. }
+            | CheckpointError::ForeignFile { .. } => K::Corrupt,
+            CheckpointError::TooDeep { .. } => K::LimitExceeded,
+            CheckpointError::Pruned { .. }
+            | CheckpointError::ThreadNotFound { .. }
+            | CheckpointError::CheckpointNotFound { .. } => K::NotFound,
+            CheckpointError::InvalidBatch { .. } | CheckpointError::Misconfigured { .. } => {
+                K::Misconfigured
+            }
+            CheckpointError::Io { .. } => K::Io,
+            CheckpointError::Backend { .. } => K::Backend,
+        }
+    }
+
+    /// A backend failure with the driver's error as its cause.
+    pub fn backend<E>(message: impl Into<String>, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        CheckpointError::Backend {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
 }
 
 impl Checkpoint {

@@ -619,7 +619,7 @@ pub(crate) async fn drive<S: State>(
             cost,
             node_executions,
             elapsed_us: elapsed.as_micros() as u64,
-            error: result.as_ref().err().map(|e| e.to_string()),
+            error: result.as_ref().err().map(|e| e.report().to_string()),
         },
     );
     let flushed = run.bus.flush().await;
@@ -650,7 +650,7 @@ pub(crate) async fn drive<S: State>(
             thread,
         }),
         (Ok(_), None) => Err(RunFailure {
-            error: Error::Aborted("run ended without a state".into()),
+            error: Error::aborted("run ended without a state"),
             summary: Box::new(summary),
             state: None,
         }),

@@ -388,7 +388,7 @@ impl Durable {
             match task.await {
                 Ok(r) => r?,
                 Err(e) => {
-                    return Err(Error::Aborted(format!(
+                    return Err(Error::aborted(format!(
                         "the background checkpoint writer of thread {:?} stopped: {e}",
                         self.thread
                     )));

@@ -97,7 +97,7 @@ enum Failure {
 impl Failure {
     fn describe(&self) -> String {
         match self {
-            Failure::Node(e) => e.to_string(),
+            Failure::Node(e) => crate::error::Report::new(e).to_string(),
             Failure::Timeout(t) => format!("attempt timed out after {t:?}"),
             Failure::Canceled | Failure::SiblingCanceled => "canceled".into(),
             Failure::Stop(StopReason::Deadline) => "run deadline passed".into(),
@@ -268,8 +268,8 @@ impl<'g, S: State> Executor<'g, S> {
             Ok(ready) => match self.execute(ready).await {
                 Ok(Stop::Interrupted(interrupts)) => match self.paused.take() {
                     Some(state) => Ok(Some(SubgraphPause { state, interrupts })),
-                    None => Err(Error::Aborted(
-                        "a subgraph paused without saving where it stood".into(),
+                    None => Err(Error::aborted(
+                        "a subgraph paused without saving where it stood",
                     )),
                 },
                 Ok(_) => Ok(None),
@@ -300,7 +300,7 @@ impl<'g, S: State> Executor<'g, S> {
                 cost,
                 node_executions: executions,
                 elapsed_us: finished.saturating_duration_since(started).as_micros() as u64,
-                error: result.as_ref().err().map(|e| e.to_string()),
+                error: result.as_ref().err().map(|e| e.report().to_string()),
             },
         );
         let records = std::mem::take(&mut self.records);
@@ -455,7 +455,7 @@ impl<'g, S: State> Executor<'g, S> {
                     0,
                     EventKind::Error {
                         error_kind: e.kind().to_string(),
-                        message: e.to_string(),
+                        message: e.report().to_string(),
                     },
                 );
                 return Err(Box::pin(self.fail(&ready, None, e)).await);
@@ -925,7 +925,7 @@ impl<'g, S: State> Executor<'g, S> {
             self.records.push(o.record);
         }
         let error =
-            error.unwrap_or_else(|| Error::Aborted("a task failed without an error".into()));
+            error.unwrap_or_else(|| Error::aborted("a task failed without an error"));
         self.fail(ready, Some(failed_task), error).await
     }
 
@@ -945,7 +945,7 @@ impl<'g, S: State> Executor<'g, S> {
             node,
             task,
             kind: error.kind().to_string(),
-            message: error.to_string(),
+            message: error.report().to_string(),
         };
         if let Err(e) = self
             .commit_stop(ready, ThreadStatus::Failed, Vec::new(), Some(record))
@@ -1485,7 +1485,7 @@ impl<'g, S: State> Executor<'g, S> {
             }
         };
         let latency = finished.saturating_duration_since(started);
-        let error_text = error.as_ref().map(|e| e.to_string());
+        let error_text = error.as_ref().map(|e| e.report().to_string());
         self.emit(
             finished,
             Some(step_id),
@@ -1508,7 +1508,7 @@ impl<'g, S: State> Executor<'g, S> {
                 attempt,
                 EventKind::Error {
                     error_kind: e.kind().to_string(),
-                    message: e.to_string(),
+                    message: e.report().to_string(),
                 },
             );
         }

@@ -88,7 +88,14 @@ impl<S> RunHandle<S> {
             Ok(result) => result,
             Err(e) => Err(RunFailure {
                 state: None,
-                error: Error::Aborted(e.to_string()),
+                error: Error::Aborted {
+                    reason: if e.is_panic() {
+                        "the run's task panicked".into()
+                    } else {
+                        "the run's task was aborted".into()
+                    },
+                    source: Some(std::sync::Arc::new(e)),
+                },
                 summary: Box::new(RunSummary {
                     run_id: self.shared.run_id.clone(),
                     graph: String::new(),

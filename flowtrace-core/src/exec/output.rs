@@ -26,9 +26,11 @@ impl<S> RunOutput<S> {
 
 /// A failed run: why, and the report of what happened until then.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("run {} failed: {error}", .summary.run_id)]
+#[error("run {} failed", .summary.run_id)]
 pub struct RunFailure {
-    /// Why it failed.
+    /// Why it failed (also the [`source`](std::error::Error::source); print
+    /// [`RunFailure::report`] for the whole chain).
+    #[source]
     pub error: Error,
     /// What ran, what it cost.
     pub summary: Box<RunSummary>,
@@ -36,4 +38,12 @@ pub struct RunFailure {
     /// serialized as JSON — to see what the completed steps produced. `None`
     /// when the run never got a state or it could not be serialized.
     pub state: Option<Box<serde_json::Value>>,
+}
+
+impl RunFailure {
+    /// The failure and every cause under it, on one line
+    /// (`run r-1 failed: node "fetch" failed after 3 attempt(s): ...`).
+    pub fn report(&self) -> crate::error::Report<'_> {
+        crate::error::Report::new(self)
+    }
 }

@@ -76,7 +76,7 @@ impl From<&Error> for ErrorSummary {
     fn from(e: &Error) -> Self {
         Self {
             kind: e.kind().to_string(),
-            message: e.to_string(),
+            message: e.report().to_string(),
         }
     }
 }

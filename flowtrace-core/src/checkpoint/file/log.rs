@@ -157,7 +157,7 @@ impl ThreadLog {
                 return Ok(None);
             }
             let Some(open) = &self.file else {
-                return Err(CheckpointError::Store("checkpoint log not open".into()));
+                return Err(not_open(&self.path));
             };
             let lock = FileLock::new(&open.file, exclusive, &self.path)?;
             let meta = stat(&lock.file, &self.path)?;
@@ -171,10 +171,14 @@ impl ThreadLog {
             self.complete(need)?;
             return Ok(Some((lock, meta.len())));
         }
-        Err(CheckpointError::Store(format!(
-            "{}: replaced {MAX_REOPENS} times in a row while being opened",
-            self.path.display()
-        )))
+        Err(io_error(
+            "cannot open checkpoint log",
+            &self.path,
+            io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!("replaced {MAX_REOPENS} times in a row while being opened"),
+            ),
+        ))
     }
 
     /// Reads and indexes what was appended since the last look. A new
@@ -378,7 +382,7 @@ impl ThreadLog {
             Commit::Checkpoint { .. } | Commit::Batch { .. } => Need::Latest,
         };
         let Some((lock, len)) = self.lock(true, true, need)? else {
-            return Err(CheckpointError::Store("checkpoint log not open".into()));
+            return Err(not_open(&self.path));
         };
         let frame = match commit {
             Commit::Checkpoint { seq, frame } => {
@@ -495,7 +499,7 @@ impl ThreadLog {
     /// thread has a checkpoint ([`CheckpointError::ThreadExists`]).
     pub(super) fn create_from(&mut self, dir: &Path, frame: &[u8]) -> Result<(), CheckpointError> {
         let Some((lock, _)) = self.lock(true, true, Need::Latest)? else {
-            return Err(CheckpointError::Store("checkpoint log not open".into()));
+            return Err(not_open(&self.path));
         };
         if self.index.latest().is_some() {
             return Err(CheckpointError::ThreadExists {
@@ -682,7 +686,10 @@ impl Span {
         usize::try_from(loc.at - self.at)
             .ok()
             .and_then(|from| self.buf.get(from..from.checked_add(loc.len as usize)?))
-            .ok_or_else(|| CheckpointError::Store("checkpoint log read short".into()))
+            .ok_or_else(|| CheckpointError::Backend {
+                message: "checkpoint log read short (an index points past what was read)".into(),
+                source: None,
+            })
     }
 
     fn all(&self, locs: &[Loc]) -> Result<Vec<Vec<u8>>, CheckpointError> {
@@ -772,13 +779,22 @@ fn open_error(path: &Path, e: io::Error) -> CheckpointError {
     io_error("cannot open checkpoint log", path, e)
 }
 
+/// The log handle was used while detached (an internal invariant).
+fn not_open(path: &Path) -> CheckpointError {
+    io_error(
+        "cannot use checkpoint log",
+        path,
+        io::Error::new(io::ErrorKind::NotConnected, "the log is not open"),
+    )
+}
+
 /// The file at a log's path is not a log this store wrote: it is refused
 /// and never written or truncated.
 pub(super) fn not_a_log(path: &Path, why: &str) -> CheckpointError {
-    CheckpointError::Store(format!(
-        "{} is not a checkpoint log this store wrote ({why}); refusing to read or write it",
-        path.display()
-    ))
+    CheckpointError::ForeignFile {
+        path: path.to_path_buf(),
+        reason: why.to_string(),
+    }
 }
 
 /// Whether a log whose first record is not valid starts like one of this
@@ -839,7 +855,13 @@ pub(super) fn read_range(
     len: u64,
 ) -> Result<Vec<u8>, CheckpointError> {
     let n = usize::try_from(len)
-        .map_err(|_| CheckpointError::Store(format!("{}: read too large", path.display())))?;
+        .map_err(|_| {
+            io_error(
+                "cannot read checkpoint log",
+                path,
+                io::Error::new(io::ErrorKind::OutOfMemory, "read too large for this platform"),
+            )
+        })?;
     let mut buf = vec![0; n];
     #[cfg(unix)]
     let read = {

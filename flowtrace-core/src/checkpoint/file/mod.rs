@@ -161,7 +161,7 @@ const DEFAULT_CACHED_THREADS: usize = 256;
 /// ([`spawn_blocking`](tokio::task::spawn_blocking)), so an fsync or a lock
 /// held by another process never stalls an async worker. The methods must
 /// therefore be called from within a Tokio runtime; outside one they fail
-/// with [`CheckpointError::Store`].
+/// with [`CheckpointError::Misconfigured`].
 ///
 /// # Cancel safety
 ///
@@ -263,13 +263,15 @@ impl FileCheckpointer {
         F: FnOnce(&Inner) -> Result<T, CheckpointError> + Send + 'static,
     {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-            CheckpointError::Store(format!("FileCheckpointer needs a Tokio runtime: {e}"))
+            CheckpointError::Misconfigured {
+                message: format!("FileCheckpointer needs a Tokio runtime ({e})"),
+            }
         })?;
         let inner = Arc::clone(&self.inner);
         runtime
             .spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| CheckpointError::Store(format!("checkpoint file task failed: {e}")))?
+            .map_err(|e| CheckpointError::backend("the checkpoint file task ended abnormally", e))?
     }
 }
 

@@ -413,7 +413,7 @@ fn outside_a_runtime_calls_fail_cleanly() {
     let result = fut.as_mut().poll(&mut cx);
     assert!(matches!(
         result,
-        std::task::Poll::Ready(Err(CheckpointError::Store(_)))
+        std::task::Poll::Ready(Err(CheckpointError::Misconfigured { .. }))
     ));
 }
 
