@@ -31,7 +31,8 @@ fn node_failure(failure: &RunFailure) -> NodeFailure {
     let flowtrace_core::Error::Node { error, .. } = &failure.error else {
         panic!("not a node failure: {}", failure.error);
     };
-    std::error::Error::source(error)
+    error
+        .get_ref()
         .and_then(|s| s.downcast_ref::<NodeFailure>())
         .cloned()
         .unwrap_or_else(|| panic!("no NodeFailure behind: {error}"))
@@ -289,7 +290,7 @@ async fn read_file_uses_the_runtime_limit() {
     let workflow = compile_value(&doc, &runtime);
     let failure = workflow.run(json!({}), |c| c).await.unwrap_err();
     assert!(
-        failure.error.to_string().contains("1000-byte limit"),
+        failure.error.report().to_string().contains("1000-byte limit"),
         "{}",
         failure.error
     );
@@ -316,10 +317,11 @@ async fn transform_json_bounds_its_evaluation_by_the_tool_output_limit() {
     assert!(
         failure
             .error
+            .report()
             .to_string()
             .contains("over the `max_output_bytes` limit of 1000 bytes"),
         "{}",
-        failure.error
+        failure.error.report()
     );
 }
 

@@ -406,7 +406,7 @@ async fn rendered_tool_arguments_are_validated_before_the_call() {
         })
         .await
         .unwrap_err();
-    let message = failure.error.to_string();
+    let message = failure.error.report().to_string();
     assert!(message.contains("node `read`"), "{message}");
     assert!(
         message.contains("the arguments for tool `read_file` do not fit its schema"),
