@@ -227,7 +227,7 @@ fn router_fanout(w: usize, one_label: bool) -> CompiledGraph<Conversation> {
             b.add_conditional_edges(
                 "route",
                 |_s: &Conversation| "all",
-                (0..w).map(|i| ("all".to_string(), format!("l{i}"))),
+                (0..w).map(|i| ("all", format!("l{i}"))),
             )
         } else {
             let labels: Arc<Vec<Cow<'static, str>>> =
@@ -235,7 +235,7 @@ fn router_fanout(w: usize, one_label: bool) -> CompiledGraph<Conversation> {
             b.add_conditional_fanout(
                 "route",
                 move |_s: &Conversation, _ctx: &RouteContext<'_>| labels.as_ref().clone(),
-                (0..w).map(|i| (format!("b{i}"), format!("l{i}"))),
+                (0..w).map(|i| (Cow::Owned(format!("b{i}")), format!("l{i}"))),
             )
         };
         b.compile().unwrap()

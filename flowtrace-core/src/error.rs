@@ -864,6 +864,13 @@ pub enum GraphProblem {
         /// The routing node.
         node: NodeId,
     },
+    /// A value of a router's closed label type (an enum) has no branch.
+    UnmappedBranch {
+        /// The routing node.
+        node: NodeId,
+        /// The label's name.
+        label: String,
+    },
     /// A node has more than one router.
     DuplicateRouter {
         /// The node.
@@ -902,6 +909,10 @@ impl fmt::Display for GraphProblem {
             Self::EmptyBranches { node } => {
                 write!(f, "conditional edge from node {node:?} declares no branch")
             }
+            Self::UnmappedBranch { node, label } => write!(
+                f,
+                "conditional edge from node {node:?} has no branch for label {label:?}: map every value of the label type"
+            ),
             Self::DuplicateRouter { node } => {
                 write!(f, "node {node:?} has more than one conditional edge router")
             }

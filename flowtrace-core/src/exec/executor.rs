@@ -1751,20 +1751,23 @@ impl<'g, S: State> Executor<'g, S> {
                         node: cn.id.clone(),
                         message: format!("router panicked: {}", panic_message(p.as_ref())),
                     })?;
-            let labels: &[std::borrow::Cow<'static, str>] = match &routes {
-                Routes::One(label) => std::slice::from_ref(label),
-                Routes::Many(labels) => labels,
+            let positions: &[usize] = match &routes {
+                Routes::One(i) => std::slice::from_ref(i),
+                Routes::Many(is) => is,
+                Routes::Unknown(label) => {
+                    return Err(Error::UnknownBranch {
+                        node: cn.id.clone(),
+                        branch: label.clone(),
+                        known: router.branches.iter().map(|b| b.label.clone()).collect(),
+                    });
+                }
             };
             let mut names: Vec<String> = Vec::new();
             self.named.clear(n);
             let mut end_named = false;
-            for label in labels {
-                let Some(branch) = router.branch(label) else {
-                    return Err(Error::UnknownBranch {
-                        node: cn.id.clone(),
-                        branch: label.to_string(),
-                        known: router.branches.iter().map(|b| b.label.clone()).collect(),
-                    });
+            for &position in positions {
+                let Some(branch) = router.branches.get(position) else {
+                    continue;
                 };
                 for t in &branch.targets {
                     match *t {
@@ -1782,11 +1785,13 @@ impl<'g, S: State> Executor<'g, S> {
                     }
                 }
             }
+            let label_of = |i: &usize| router.branches.get(*i).map_or("", |b| b.label.as_str());
             let chosen_label = match &routes {
-                Routes::One(label) => label.to_string(),
-                Routes::Many(labels) => labels.join(","),
+                Routes::One(i) => label_of(i).to_string(),
+                Routes::Many(is) => is.iter().map(label_of).collect::<Vec<_>>().join(","),
+                Routes::Unknown(label) => label.clone(),
             };
-            skip_reason = match labels.len() {
+            skip_reason = match positions.len() {
                 0 => format!("router {:?} chose no branch", cn.id.as_str()),
                 1 => format!(
                     "branch {:?} of {:?} was chosen",

@@ -1,10 +1,10 @@
 //! The graph builder.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::error::BuildError;
+use crate::graph::route::{self, BranchLabel, RouterFn};
 use crate::graph::{CompiledGraph, compile};
 use crate::ids::NodeId;
 use crate::node::{Node, NodeConfig};
@@ -14,17 +14,6 @@ use crate::state::State;
 pub const START: &str = "__start__";
 /// The virtual node after the finish: `add_edge("z", END)` is `set_finish("z")`.
 pub const END: &str = "__end__";
-
-/// A router: reads the merged state after its node's super-step and returns
-/// the branch label(s) to take.
-pub(crate) type RouterFn<S> = Arc<dyn Fn(&S, &RouteContext<'_>) -> Routes + Send + Sync>;
-
-/// The branches a router chose: one label (the common case, no
-/// allocation), or any number of them (fan-out; none ends the branch).
-pub(crate) enum Routes {
-    One(Cow<'static, str>),
-    Many(Vec<Cow<'static, str>>),
-}
 
 /// What a router can know about its run besides the state.
 pub struct RouteContext<'a> {
@@ -66,7 +55,10 @@ pub(crate) struct NodeDef<S: State> {
 pub(crate) struct RouterDef<S: State> {
     pub(crate) from: NodeId,
     pub(crate) route: RouterFn<S>,
-    pub(crate) branches: Vec<(String, NodeId)>,
+    /// `(name, targets)` by branch position.
+    pub(crate) branches: Vec<(String, Vec<NodeId>)>,
+    /// Values of a closed label type with no branch.
+    pub(crate) unmapped: Vec<String>,
 }
 
 /// Builds a graph of nodes over state `S`, then [`compile`](Self::compile)s it.
@@ -186,6 +178,12 @@ impl<S: State> GraphBuilder<S> {
     /// branch run, and every other branch target is recorded as skipped
     /// (unless another active edge leads to it). A label may appear several
     /// times to fan out to several nodes; a target may be [`END`].
+    ///
+    /// Labels are any [`BranchLabel`]: strings, `bool`, integers, or your
+    /// own enum (see [`branch_label!`](crate::branch_label)), mapped to
+    /// branches here; a variant of an enum with no branch fails
+    /// [`compile`](Self::compile). Branch keys convert into the router's
+    /// label type (`"billing"` keys for a router returning `String`).
     pub fn add_conditional_edges<F, L, B, K, T>(
         self,
         from: impl Into<NodeId>,
@@ -194,16 +192,12 @@ impl<S: State> GraphBuilder<S> {
     ) -> Self
     where
         F: Fn(&S) -> L + Send + Sync + 'static,
-        L: Into<Cow<'static, str>>,
+        L: BranchLabel,
         B: IntoIterator<Item = (K, T)>,
-        K: Into<String>,
+        K: Into<L>,
         T: Into<NodeId>,
     {
-        self.push_router(
-            from.into(),
-            Arc::new(move |s: &S, _: &RouteContext<'_>| Routes::One(router(s).into())),
-            branches,
-        )
+        self.add_conditional_edges_with_context(from, move |s: &S, _: &RouteContext<'_>| router(s), branches)
     }
 
     /// Like [`add_conditional_edges`](Self::add_conditional_edges), with a
@@ -217,15 +211,18 @@ impl<S: State> GraphBuilder<S> {
     ) -> Self
     where
         F: Fn(&S, &RouteContext<'_>) -> L + Send + Sync + 'static,
-        L: Into<Cow<'static, str>>,
+        L: BranchLabel,
         B: IntoIterator<Item = (K, T)>,
-        K: Into<String>,
+        K: Into<L>,
         T: Into<NodeId>,
     {
+        let declared = route::declare(branches.into_iter().map(|(k, t)| (k.into(), t)));
+        let map = declared.map;
         self.push_router(
             from.into(),
-            Arc::new(move |s: &S, ctx: &RouteContext<'_>| Routes::One(router(s, ctx).into())),
-            branches,
+            Arc::new(move |s: &S, ctx: &RouteContext<'_>| map.route(&router(s, ctx))),
+            declared.branches,
+            declared.unmapped,
         )
     }
 
@@ -255,7 +252,7 @@ impl<S: State> GraphBuilder<S> {
     ///     .set_finish("support")
     ///     .compile()
     ///     .unwrap();
-    /// let out = graph.run(JsonState::new(), RunConfig::new()).await.unwrap();
+    /// let out = graph.invoke(JsonState::new(), RunConfig::new()).await.unwrap();
     /// assert_eq!(out.summary.node_executions, 3);
     /// assert_eq!(out.summary.steps_of("triage").next().unwrap().branch.as_deref(), Some("billing,legal"));
     /// # });
@@ -269,33 +266,33 @@ impl<S: State> GraphBuilder<S> {
     where
         F: Fn(&S, &RouteContext<'_>) -> I + Send + Sync + 'static,
         I: IntoIterator<Item = L>,
-        L: Into<Cow<'static, str>>,
+        L: BranchLabel,
         B: IntoIterator<Item = (K, T)>,
-        K: Into<String>,
+        K: Into<L>,
         T: Into<NodeId>,
     {
+        let declared = route::declare(branches.into_iter().map(|(k, t)| (k.into(), t)));
+        let map = declared.map;
         self.push_router(
             from.into(),
-            Arc::new(move |s: &S, ctx: &RouteContext<'_>| {
-                Routes::Many(router(s, ctx).into_iter().map(Into::into).collect())
-            }),
-            branches,
+            Arc::new(move |s: &S, ctx: &RouteContext<'_>| map.route_many(router(s, ctx))),
+            declared.branches,
+            declared.unmapped,
         )
     }
 
-    fn push_router<B, K, T>(mut self, from: NodeId, route: RouterFn<S>, branches: B) -> Self
-    where
-        B: IntoIterator<Item = (K, T)>,
-        K: Into<String>,
-        T: Into<NodeId>,
-    {
+    fn push_router(
+        mut self,
+        from: NodeId,
+        route: RouterFn<S>,
+        branches: Vec<(String, Vec<NodeId>)>,
+        unmapped: Vec<String>,
+    ) -> Self {
         self.routers.push(RouterDef {
             from,
             route,
-            branches: branches
-                .into_iter()
-                .map(|(label, to)| (label.into(), to.into()))
-                .collect(),
+            branches,
+            unmapped,
         });
         self
     }

@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{BuildError, GraphProblem};
-use crate::graph::builder::{END, GraphBuilder, RouterFn, START};
+use crate::graph::builder::{END, GraphBuilder, START};
+use crate::graph::route::RouterFn;
 use crate::graph::{CompiledGraph, Inner};
 use crate::ids::NodeId;
 use crate::node::{Node, NodeConfig};
@@ -24,24 +25,8 @@ pub(crate) struct Branch {
 
 pub(crate) struct Router<S> {
     pub(crate) route: RouterFn<S>,
+    /// By position: the router returns positions into this list.
     pub(crate) branches: Vec<Branch>,
-    /// Label → position in `branches`; empty for a router with a few
-    /// branches, where a scan is faster.
-    by_label: HashMap<String, usize>,
-}
-
-/// Up to this many branches, a router's labels are scanned, not hashed.
-const SCAN_BRANCHES: usize = 8;
-
-impl<S> Router<S> {
-    /// The branch with this label.
-    pub(crate) fn branch(&self, label: &str) -> Option<&Branch> {
-        if self.by_label.is_empty() {
-            self.branches.iter().find(|b| b.label == label)
-        } else {
-            self.by_label.get(label).and_then(|&i| self.branches.get(i))
-        }
-    }
 }
 
 pub(crate) struct CompiledNode<S: State> {
@@ -148,31 +133,30 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
                 node: r.from.clone(),
             });
         }
-        let mut branches: Vec<Branch> = Vec::new();
-        let mut by_label: HashMap<String, usize> = HashMap::new();
-        for (label, to) in &r.branches {
-            let by = || format!("branch {label:?} of conditional edge from {:?}", r.from);
-            let Some(t) = resolve(&index, &mut problems, to, false, true, &by) else {
-                continue;
-            };
-            let target = match t {
-                Ref::Node(t) => Target::Node(t),
-                _ => Target::End,
-            };
-            pairs.add(Ref::Node(f), t);
-            match by_label.get(label).and_then(|&i| branches.get_mut(i)) {
-                Some(br) => br.targets.push(target),
-                None => {
-                    by_label.insert(label.clone(), branches.len());
-                    branches.push(Branch {
-                        label: label.clone(),
-                        targets: vec![target],
-                    });
-                }
-            }
+        for label in &r.unmapped {
+            problems.push(GraphProblem::UnmappedBranch {
+                node: r.from.clone(),
+                label: label.clone(),
+            });
         }
-        if branches.len() <= SCAN_BRANCHES {
-            by_label = HashMap::new();
+        let mut branches: Vec<Branch> = Vec::with_capacity(r.branches.len());
+        for (label, targets) in &r.branches {
+            let mut resolved = Vec::with_capacity(targets.len());
+            for to in targets {
+                let by = || format!("branch {label:?} of conditional edge from {:?}", r.from);
+                let Some(t) = resolve(&index, &mut problems, to, false, true, &by) else {
+                    continue;
+                };
+                resolved.push(match t {
+                    Ref::Node(t) => Target::Node(t),
+                    _ => Target::End,
+                });
+                pairs.add(Ref::Node(f), t);
+            }
+            branches.push(Branch {
+                label: label.clone(),
+                targets: resolved,
+            });
         }
         if routers[f].is_some() {
             problems.push(GraphProblem::DuplicateRouter {
@@ -183,7 +167,6 @@ pub(crate) fn compile<S: State>(b: GraphBuilder<S>) -> Result<CompiledGraph<S>, 
         routers[f] = Some(Router {
             route: r.route,
             branches,
-            by_label,
         });
     }
 

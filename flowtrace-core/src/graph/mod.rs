@@ -2,10 +2,12 @@
 
 mod builder;
 pub(crate) mod compile;
+mod route;
 mod subgraph;
 
-pub(crate) use builder::Routes;
 pub use builder::{END, GraphBuilder, RouteContext, START};
+pub(crate) use route::Routes;
+pub use route::BranchLabel;
 pub use subgraph::Subgraph;
 
 use std::collections::HashMap;
