@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Crash recovery around human decisions, for real: a child process runs a
 //! graph whose subgraph pauses at a static gate and then asks a question
 //! (with a sibling finishing in the same super-step), on a
@@ -15,7 +14,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,8 @@ use flowtrace_core::checkpoint::{Checkpointer, FileCheckpointer, InterruptWhen, 
 use flowtrace_core::exec::{Command, Durability};
 use flowtrace_core::{CompiledGraph, END, GraphBuilder, NodeContext, RunConfig, State, node_fn};
 use serde::{Deserialize, Serialize};
+
+use crate::support::rerun_test;
 
 const CHILD_ENV: &str = "FLOWTRACE_HITL_CHILD";
 
@@ -190,13 +191,7 @@ fn child_process_entry() {
 fn spawn(mode: &str, base: &Path, durability: &str) -> std::process::Child {
     let result = base.join("result.json");
     let _ = fs::remove_file(&result);
-    Process::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    rerun_test(module_path!(), "child_process_entry")
         .env(CHILD_ENV, "1")
         .env("HITL_MODE", mode)
         .env("HITL_STORE", base.join("store"))

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Integration tests of the graph builder and the super-step executor:
 //! linear chains, conditional edges and skips, fan-out/fan-in, map-reduce
 //! dispatch, loops and the recursion limit, compile errors, subgraphs,

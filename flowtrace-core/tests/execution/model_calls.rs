@@ -1,8 +1,6 @@
 //! Model calls through the node context: streaming, wrappers reporting
 //! through the call observer, fallback pricing and wrapper cache hits.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use async_trait::async_trait;

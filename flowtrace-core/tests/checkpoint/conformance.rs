@@ -1,10 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The checkpointer conformance kit against the stores FlowTrace ships, and
 //! against a deliberately broken store, to show the kit catches it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,31 +14,7 @@ use flowtrace_core::checkpoint::{
     StateRecord, ThreadFilter, ThreadInfo, value_depth,
 };
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "flowtrace-conformance-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        assert!(!dir.exists());
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::TempDir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_checkpointer_conforms() {
@@ -55,7 +28,7 @@ async fn memory_checkpointer_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_checkpointer_conforms() {
     let dir = TempDir::new("file");
-    let path = dir.0.clone();
+    let path = dir.path().to_path_buf();
     // Every call opens a new handle on the same directory: a "restart".
     let result = conformance::run(move || -> Arc<dyn Checkpointer> {
         Arc::new(FileCheckpointer::open(&path).unwrap())
@@ -64,13 +37,13 @@ async fn file_checkpointer_conforms() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert!(std::fs::read_dir(&dir.0).unwrap().count() > 0);
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0);
 }
 
 #[tokio::test]
 async fn file_checkpointer_conforms_on_a_current_thread_runtime() {
     let dir = TempDir::new("file-current-thread");
-    let path = dir.0.clone();
+    let path = dir.path().to_path_buf();
     let result = conformance::run(move || -> Arc<dyn Checkpointer> {
         Arc::new(FileCheckpointer::open(&path).unwrap())
     })
