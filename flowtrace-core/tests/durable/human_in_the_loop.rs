@@ -17,7 +17,7 @@ use flowtrace_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, durable};
+use crate::support::{TempDir, assert_error, durable};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Log {
@@ -118,11 +118,7 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
             )
             .await
             .unwrap_err();
-        assert!(
-            matches!(err.error, Error::NotInterrupted { .. }),
-            "{label}: {}",
-            err.error
-        );
+        assert_error!(err.error, Error::NotInterrupted { .. }, "{label}");
     }
 }
 
@@ -203,11 +199,7 @@ async fn every_paused_instance_is_surfaced_and_answered_alone() {
                 .resume_with(Command::approve(&ids[1], json!("again")), cfg())
                 .await
                 .unwrap_err();
-            assert!(
-                matches!(err.error, Error::StaleInterrupt { .. }),
-                "{}",
-                err.error
-            );
+            assert_error!(err.error, Error::StaleInterrupt { .. });
 
             // Answer the other two together.
             let out = graph
@@ -731,11 +723,7 @@ async fn too_deep_values_are_refused_before_saving() {
         .run(JsonState::new(), durable(store.clone(), "d"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::ValueTooDeep { limit: 96, .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::ValueTooDeep { limit: 96, .. });
     // What was saved can be read back.
     graph
         .state_at(store.as_ref(), &"d".into(), None)

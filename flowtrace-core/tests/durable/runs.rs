@@ -16,7 +16,7 @@ use flowtrace_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::support::durable;
+use crate::support::{assert_error, durable};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Ledger {
@@ -261,11 +261,7 @@ async fn static_interrupt_before_then_approve() {
 
     // No decision, a stale decision, then the right one.
     let err = graph.resume(durable(store.clone(), "t")).await.unwrap_err();
-    assert!(
-        matches!(err.error, Error::DecisionRequired { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::DecisionRequired { .. });
     let err = graph
         .resume_with(
             Command::approve("nope", json!(null)),
@@ -273,11 +269,7 @@ async fn static_interrupt_before_then_approve() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::StaleInterrupt { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::StaleInterrupt { .. });
 
     let out = graph
         .resume_with(
@@ -307,11 +299,7 @@ async fn static_interrupt_before_then_approve() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::NotInterrupted { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::NotInterrupted { .. });
 }
 
 #[tokio::test]
@@ -595,20 +583,12 @@ async fn starting_an_existing_thread_is_refused() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::ThreadExists { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::ThreadExists { .. });
     let err = graph
         .resume(durable(store.clone(), "missing"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::ThreadNotFound { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::ThreadNotFound { .. });
 }
 
 #[tokio::test]

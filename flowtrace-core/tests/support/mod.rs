@@ -98,3 +98,27 @@ pub fn rerun_test(module: &str, name: &str) -> Command {
     cmd.args(["--exact", &path, "--nocapture", "--test-threads=1"]);
     cmd
 }
+
+// ===== Assertions =====
+
+/// Asserts that an error matches a pattern, printing the error (and the
+/// optional context after the pattern) when it does not.
+///
+/// Unused in some binaries, as the helpers above are (a macro and its
+/// re-export are not covered by `dead_code`).
+#[allow(unused_macros)]
+macro_rules! assert_error {
+    ($error:expr, $pattern:pat $(,)?) => {
+        assert!(matches!($error, $pattern), "unexpected error: {}", $error)
+    };
+    ($error:expr, $pattern:pat, $($context:tt)+) => {
+        assert!(
+            matches!($error, $pattern),
+            "{}: unexpected error: {}",
+            format_args!($($context)+),
+            $error
+        )
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use assert_error;
