@@ -300,30 +300,41 @@ async fn retry_after_raises_the_next_delay() {
 // 3. Permanent errors vs exhausted retries
 // ---------------------------------------------------------------------------
 
-#[tokio::test(start_paused = true)]
-async fn permanent_errors_are_not_retried() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let node = {
+/// A node failing with `error()` on every attempt, counting its calls.
+fn always_failing(
+    error: fn() -> NodeError,
+    calls: Arc<AtomicU32>,
+) -> impl flowtrace_core::Node<Items> {
+    node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
         let calls = calls.clone();
-        node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<NodeOutput<Vec<String>>, _>(NodeError::permanent("bad input"))
-            }
-        })
-    };
-    let graph = single(
-        node,
-        NodeConfig::new().retry(RetryPolicy::new(5).initial_delay(ms(10))),
-    );
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<NodeOutput<Vec<String>>, _>(error())
+        }
+    })
+}
+
+/// Runs `graph`, which must fail, with a memory sink attached.
+async fn fail_with_sink(graph: &CompiledGraph<Items>) -> (RunFailure, MemorySink) {
     let sink = MemorySink::new();
-    let t0 = Instant::now();
     let f = failure(
         graph
             .run(Items::default(), RunConfig::new().sink(sink.clone()))
             .await,
     );
+    (f, sink)
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_not_retried() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let node = always_failing(|| NodeError::permanent("bad input"), calls.clone());
+    let graph = single(
+        node,
+        NodeConfig::new().retry(RetryPolicy::new(5).initial_delay(ms(10))),
+    );
+    let t0 = Instant::now();
+    let (f, sink) = fail_with_sink(&graph).await;
 
     match &f.error {
         Error::Node {
@@ -349,25 +360,11 @@ async fn permanent_errors_are_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn transient_errors_exhaust_max_attempts() {
     let calls = Arc::new(AtomicU32::new(0));
-    let node = {
-        let calls = calls.clone();
-        node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<NodeOutput<Vec<String>>, _>(NodeError::transient("still down"))
-            }
-        })
-    };
+    let node = always_failing(|| NodeError::transient("still down"), calls.clone());
     let policy = RetryPolicy::new(3).initial_delay(ms(10)).multiplier(3.0);
     let graph = single(node, NodeConfig::new().retry(policy));
-    let sink = MemorySink::new();
     let t0 = Instant::now();
-    let f = failure(
-        graph
-            .run(Items::default(), RunConfig::new().sink(sink.clone()))
-            .await,
-    );
+    let (f, sink) = fail_with_sink(&graph).await;
 
     match &f.error {
         Error::Node {
@@ -496,13 +493,8 @@ async fn timeouts_are_retried_by_the_retry_policy() {
         slow_until(u32::MAX, secs(10), calls.clone()),
         NodeConfig::new().timeout(secs(1)).retry(policy.clone()),
     );
-    let sink = MemorySink::new();
     let t0 = Instant::now();
-    let f = failure(
-        graph
-            .run(Items::default(), RunConfig::new().sink(sink.clone()))
-            .await,
-    );
+    let (f, sink) = fail_with_sink(&graph).await;
     assert!(
         matches!(&f.error, Error::Timeout { after, attempts: 3, .. } if *after == secs(1)),
         "{:?}",
