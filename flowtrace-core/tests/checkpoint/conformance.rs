@@ -25,11 +25,11 @@ async fn memory_checkpointer_conforms() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn file_checkpointer_conforms() {
-    let dir = TempDir::new("file");
+/// Runs the kit on file stores in a fresh directory; every call of the
+/// kit's `open` opens a new handle on it: a "restart".
+async fn file_checkpointer_conforms_in(label: &str) -> TempDir {
+    let dir = TempDir::new(label);
     let path = dir.path().to_path_buf();
-    // Every call opens a new handle on the same directory: a "restart".
     let result = conformance::run(move || -> Arc<dyn Checkpointer> {
         Arc::new(FileCheckpointer::open(&path).unwrap())
     })
@@ -37,20 +37,18 @@ async fn file_checkpointer_conforms() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_checkpointer_conforms() {
+    let dir = file_checkpointer_conforms_in("file").await;
     assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0);
 }
 
 #[tokio::test]
 async fn file_checkpointer_conforms_on_a_current_thread_runtime() {
-    let dir = TempDir::new("file-current-thread");
-    let path = dir.path().to_path_buf();
-    let result = conformance::run(move || -> Arc<dyn Checkpointer> {
-        Arc::new(FileCheckpointer::open(&path).unwrap())
-    })
-    .await;
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    file_checkpointer_conforms_in("file-current-thread").await;
 }
 
 /// Stores checkpoints by seq, overwriting whatever is there: it never

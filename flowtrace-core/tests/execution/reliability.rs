@@ -20,7 +20,7 @@ use flowtrace_core::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::support::{Items, cost};
+use crate::support::{Items, cost, run_with_sink};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -244,11 +244,7 @@ async fn retry_delays_are_capped_at_max_delay() {
         failing_until(5, None, seen.clone()),
         NodeConfig::new().retry(policy),
     );
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
 
     assert_eq!(retry_delays(&sink), [400, 800, 1000, 1000]);
     assert_eq!(
@@ -269,11 +265,7 @@ async fn retry_after_raises_the_next_delay() {
         failing_until(2, Some(secs(5)), seen.clone()),
         NodeConfig::new().retry(policy),
     );
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
     assert_eq!(retry_delays(&sink), [5000]);
     assert_eq!(gaps(&seen.lock().unwrap()), [secs(5)]);
     assert_eq!(out.summary.steps[0].attempts, 2);
@@ -1353,11 +1345,7 @@ async fn missing_price_error_policy_fails_before_calling() {
 async fn missing_price_default_policy_counts_zero_and_warns() {
     let model = Arc::new(ScriptedModel::new("acme").reply("hi", TokenUsage::new(10, 5)));
     let graph = unpriced_graph(model.clone());
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
     assert_eq!(model.calls(), 1);
     assert_eq!(out.summary.cost, Cost::ZERO);
     assert_eq!(

@@ -19,7 +19,7 @@ use flowtrace_core::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::support::{Items, cost};
+use crate::support::{Items, cost, run_with_sink};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1034,11 +1034,7 @@ async fn tool_loop_agent_runs_tools_through_the_context() {
             .compile()
             .unwrap()
     };
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
 
     assert_eq!(out.state.items, ["2 + 3 = 5"]);
     let agent_out = outputs.lock().unwrap().pop().unwrap();

@@ -17,6 +17,8 @@ use flowtrace_core::{
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::support::run_with_sink;
+
 // ---------------------------------------------------------------------------
 // Shared state types and helpers
 // ---------------------------------------------------------------------------
@@ -1278,11 +1280,7 @@ async fn subgraph_runs_as_a_node_with_nested_steps_and_events() {
         .compile()
         .unwrap();
 
-    let sink = MemorySink::new();
-    let out = parent
-        .run(Doc::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&parent, Doc::default()).await;
 
     // The child's result flowed back into the parent.
     assert_eq!(out.state.words, 4);

@@ -11,7 +11,7 @@ use flowtrace_core::{
     node_fn,
 };
 
-use crate::support::Items;
+use crate::support::{Items, run_with_sink};
 
 /// Appends its name, and its dispatch input if it has one.
 fn item(name: &'static str) -> impl flowtrace_core::Node<Items> {
@@ -128,11 +128,7 @@ async fn one_label_with_many_targets_runs_them_all_in_graph_order() {
         )
         .compile()
         .unwrap();
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
     let mut want = vec!["r".to_string()];
     want.extend((0..width).map(|i| format!("l{i}")));
     want.push("join".into());

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flowtrace_core::checkpoint::Checkpointer;
-use flowtrace_core::{Cost, RunConfig, State, reducer};
+use flowtrace_core::trace::MemorySink;
+use flowtrace_core::{CompiledGraph, Cost, RunConfig, RunOutput, State, reducer};
 use serde::{Deserialize, Serialize};
 
 // ===== State =====
@@ -35,6 +36,19 @@ impl State for Items {
 /// A durable run of `thread` on `store`.
 pub fn durable(store: Arc<dyn Checkpointer>, thread: &str) -> RunConfig {
     RunConfig::new().checkpointer(store).thread(thread)
+}
+
+/// Runs `graph` on `input` with a memory sink attached; the run must succeed.
+pub async fn run_with_sink<S: State>(
+    graph: &CompiledGraph<S>,
+    input: S,
+) -> (RunOutput<S>, MemorySink) {
+    let sink = MemorySink::new();
+    let out = graph
+        .run(input, RunConfig::new().sink(sink.clone()))
+        .await
+        .unwrap();
+    (out, sink)
 }
 
 /// A cost from its decimal dollar amount, e.g. `cost("0.000015")`.
