@@ -1151,22 +1151,24 @@ where
     b.compile().unwrap()
 }
 
+/// A fan-out of workers estimated at $0.10 each that count their runs.
+fn counting_fan_out(ran: Arc<AtomicU32>) -> CompiledGraph<Items> {
+    fan_out(NodeConfig::new().estimated_cost(cost("0.10")), move |_| {
+        let ran = ran.clone();
+        Arc::new(node_fn(move |_s: Arc<Items>, _ctx| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(NodeOutput::none())
+            }
+        }))
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn node_estimates_are_reserved_before_a_fan_out_is_dispatched() {
     let ran = Arc::new(AtomicU32::new(0));
-    let graph = {
-        let ran = ran.clone();
-        fan_out(NodeConfig::new().estimated_cost(cost("0.10")), move |_| {
-            let ran = ran.clone();
-            Arc::new(node_fn(move |_s: Arc<Items>, _ctx| {
-                let ran = ran.clone();
-                async move {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    Ok(NodeOutput::none())
-                }
-            }))
-        })
-    };
+    let graph = counting_fan_out(ran.clone());
     let sink = MemorySink::new();
     let config = RunConfig::new()
         .parallel(10)
@@ -1198,19 +1200,7 @@ async fn node_estimates_are_reserved_before_a_fan_out_is_dispatched() {
 async fn node_estimates_within_the_cap_let_the_fan_out_run() {
     // Control for the test above: with room for all ten estimates, all run.
     let ran = Arc::new(AtomicU32::new(0));
-    let graph = {
-        let ran = ran.clone();
-        fan_out(NodeConfig::new().estimated_cost(cost("0.10")), move |_| {
-            let ran = ran.clone();
-            Arc::new(node_fn(move |_s: Arc<Items>, _ctx| {
-                let ran = ran.clone();
-                async move {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    Ok(NodeOutput::none())
-                }
-            }))
-        })
-    };
+    let graph = counting_fan_out(ran.clone());
     let config = RunConfig::new()
         .parallel(10)
         .budget(Budget::default().max_cost(cost("1.00")));
