@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Crash recovery for real: a child process running a durable graph on a
 //! [`FileCheckpointer`] is killed with SIGKILL at many points of the run, a
 //! new process resumes the thread, and the test counts node executions and
@@ -20,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,8 @@ use flowtrace_core::{
     RunConfig, State, StepRecord, StepStatus, ThreadId, node_fn, reducer,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::support::rerun_test;
 
 const CHILD_ENV: &str = "FLOWTRACE_KILL_CHILD";
 const ENV_MODE: &str = "FLOWTRACE_KILL_MODE";
@@ -325,13 +326,7 @@ impl Paths {
         let _ = fs::remove_file(&self.result);
         let out = File::create(self.root.join(format!("{tag}.stdout"))).unwrap();
         let err = File::create(self.root.join(format!("{tag}.stderr"))).unwrap();
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_process_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        rerun_test(module_path!(), "child_process_entry")
             .env(CHILD_ENV, "1")
             .env(ENV_MODE, mode)
             .env(ENV_STORE, &self.store)

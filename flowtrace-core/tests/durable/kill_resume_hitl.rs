@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Crash recovery around human decisions, for real: a child process runs a
 //! graph whose subgraph pauses at a static gate and then asks a question
 //! (with a sibling finishing in the same super-step), on a
@@ -15,14 +14,18 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtrace_core::checkpoint::{Checkpointer, FileCheckpointer, InterruptWhen, ThreadStatus};
+use flowtrace_core::checkpoint::{
+    Checkpointer, FileCheckpointer, Interrupt, InterruptWhen, ThreadStatus,
+};
 use flowtrace_core::exec::{Command, Durability};
 use flowtrace_core::{CompiledGraph, END, GraphBuilder, NodeContext, RunConfig, State, node_fn};
 use serde::{Deserialize, Serialize};
+
+use crate::support::{TempDir, rerun_test};
 
 const CHILD_ENV: &str = "FLOWTRACE_HITL_CHILD";
 
@@ -121,6 +124,17 @@ fn config(store: Arc<dyn Checkpointer>, durability: Durability) -> RunConfig {
         .parallel(4)
 }
 
+/// Approves every gate and answers every question "yes".
+fn answers(interrupts: &[Interrupt]) -> Vec<Command<More>> {
+    interrupts
+        .iter()
+        .map(|i| match i.when {
+            InterruptWhen::During => Command::approve(&i.id, serde_json::json!("yes")),
+            _ => Command::approve(&i.id, serde_json::Value::Null),
+        })
+        .collect()
+}
+
 fn durability(name: &str) -> Durability {
     match name {
         "exit" => Durability::Exit,
@@ -161,15 +175,9 @@ fn child_process_entry() {
             graph.run(Items::default(), config(store, d)).await
         } else {
             let latest = store.get(&"t".into(), None).await.unwrap().unwrap();
-            let commands = latest
-                .interrupts
-                .iter()
-                .map(|i| match i.when {
-                    InterruptWhen::During => Command::approve(&i.id, serde_json::json!("yes")),
-                    _ => Command::approve(&i.id, serde_json::Value::Null),
-                })
-                .collect();
-            graph.resume_with_all(commands, config(store, d)).await
+            graph
+                .resume_with_all(answers(&latest.interrupts), config(store, d))
+                .await
         };
         let out = out.unwrap();
         Report {
@@ -190,13 +198,7 @@ fn child_process_entry() {
 fn spawn(mode: &str, base: &Path, durability: &str) -> std::process::Child {
     let result = base.join("result.json");
     let _ = fs::remove_file(&result);
-    Process::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    rerun_test(module_path!(), "child_process_entry")
         .env(CHILD_ENV, "1")
         .env("HITL_MODE", mode)
         .env("HITL_STORE", base.join("store"))
@@ -247,10 +249,8 @@ fn executions(base: &Path, node: &str) -> usize {
 }
 
 async fn expected() -> Items {
-    let dir = std::env::temp_dir().join(format!("flowtrace-hitl-expected-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let graph = build(&dir.join("exec.log"));
+    let dir = TempDir::new("hitl-expected");
+    let graph = build(&dir.path().join("exec.log"));
     let store: Arc<dyn Checkpointer> =
         Arc::new(flowtrace_core::checkpoint::MemoryCheckpointer::new());
     let mut out = graph
@@ -258,20 +258,12 @@ async fn expected() -> Items {
         .await
         .unwrap();
     while !out.interrupts.is_empty() {
-        let commands = out
-            .interrupts
-            .iter()
-            .map(|i| match i.when {
-                InterruptWhen::During => Command::approve(&i.id, serde_json::json!("yes")),
-                _ => Command::approve(&i.id, serde_json::Value::Null),
-            })
-            .collect();
+        let commands = answers(&out.interrupts);
         out = graph
             .resume_with_all(commands, config(store.clone(), Durability::Sync))
             .await
             .unwrap();
     }
-    let _ = fs::remove_dir_all(&dir);
     out.state
 }
 

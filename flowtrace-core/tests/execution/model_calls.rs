@@ -1,17 +1,16 @@
 //! Model calls through the node context: streaming, wrappers reporting
 //! through the call observer, fallback pricing and wrapper cache hits.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use flowtrace_core::testing::ScriptedModel;
-use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, Cost, EventKind, GraphBuilder, JsonState,
     ModelError, NodeContext, NodeOutput, RunConfig, TokenUsage, node_fn,
 };
+
+use crate::support::run_with_sink;
 
 fn one_call<F>(call: F) -> flowtrace_core::CompiledGraph<JsonState>
 where
@@ -53,11 +52,7 @@ async fn streamed_replies_emit_deltas_then_the_whole_response() {
                 .await
         })
     });
-    let sink = MemorySink::new();
-    let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, JsonState::new()).await;
     let deltas: Vec<String> = sink
         .events()
         .into_iter()
@@ -123,11 +118,7 @@ async fn wrappers_report_through_the_context_and_are_priced_as_the_answering_pro
                 .await
         })
     });
-    let sink = MemorySink::new();
-    let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, JsonState::new()).await;
     assert!(sink.kinds().contains(&"fallback"));
     let fallback = sink
         .events()

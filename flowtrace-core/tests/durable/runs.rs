@@ -1,8 +1,6 @@
 //! Durable execution: checkpoints per super-step, resume, interrupts,
 //! decisions, halt and durability modes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,6 +15,8 @@ use flowtrace_core::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::support::{assert_error, durable};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Ledger {
@@ -86,17 +86,13 @@ fn chain(c: &Counters) -> GraphBuilder<Ledger> {
         .set_finish("charge")
 }
 
-fn durable(store: &Arc<MemoryCheckpointer>, thread: &str) -> RunConfig {
-    RunConfig::new().checkpointer(store.clone()).thread(thread)
-}
-
 #[tokio::test]
 async fn each_super_step_is_checkpointed_as_a_delta() {
     let c = counters();
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(Ledger::default(), durable(&store, "t1"))
+        .run(Ledger::default(), durable(store.clone(), "t1"))
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
@@ -207,7 +203,7 @@ async fn a_failed_run_resumes_without_rerunning_committed_steps() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let failed = graph
-        .run(Ledger::default(), durable(&store, "crash"))
+        .run(Ledger::default(), durable(store.clone(), "crash"))
         .await
         .unwrap_err();
     assert!(matches!(failed.error, Error::Node { .. }));
@@ -222,7 +218,7 @@ async fn a_failed_run_resumes_without_rerunning_committed_steps() {
 
     let sink = MemorySink::new();
     let out = graph
-        .resume(durable(&store, "crash").sink(sink.clone()))
+        .resume(durable(store.clone(), "crash").sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
@@ -247,7 +243,10 @@ async fn static_interrupt_before_then_approve() {
     let store = Arc::new(MemoryCheckpointer::new());
     let sink = MemorySink::new();
     let out = graph
-        .run(Ledger::default(), durable(&store, "t").sink(sink.clone()))
+        .run(
+            Ledger::default(),
+            durable(store.clone(), "t").sink(sink.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Interrupted);
@@ -261,26 +260,21 @@ async fn static_interrupt_before_then_approve() {
     assert_eq!(latest.interrupts[0].id, interrupt.id);
 
     // No decision, a stale decision, then the right one.
-    let err = graph.resume(durable(&store, "t")).await.unwrap_err();
-    assert!(
-        matches!(err.error, Error::DecisionRequired { .. }),
-        "{}",
-        err.error
-    );
+    let err = graph.resume(durable(store.clone(), "t")).await.unwrap_err();
+    assert_error!(err.error, Error::DecisionRequired { .. });
     let err = graph
-        .resume_with(Command::approve("nope", json!(null)), durable(&store, "t"))
+        .resume_with(
+            Command::approve("nope", json!(null)),
+            durable(store.clone(), "t"),
+        )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::StaleInterrupt { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::StaleInterrupt { .. });
 
     let out = graph
         .resume_with(
             Command::approve(interrupt.id.clone(), json!({"ok": true})).by("alice"),
-            durable(&store, "t"),
+            durable(store.clone(), "t"),
         )
         .await
         .unwrap();
@@ -301,15 +295,11 @@ async fn static_interrupt_before_then_approve() {
     let err = graph
         .resume_with(
             Command::approve(interrupt.id, json!(null)),
-            durable(&store, "t"),
+            durable(store.clone(), "t"),
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::NotInterrupted { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::NotInterrupted { .. });
 }
 
 #[tokio::test]
@@ -320,7 +310,7 @@ async fn interrupt_after_set_per_run_and_reject_ends_the_run() {
     let out = graph
         .run(
             Ledger::default(),
-            durable(&store, "t").interrupt_after(["billing_approval"]),
+            durable(store.clone(), "t").interrupt_after(["billing_approval"]),
         )
         .await
         .unwrap();
@@ -329,7 +319,7 @@ async fn interrupt_after_set_per_run_and_reject_ends_the_run() {
     assert_eq!(c.b.load(Ordering::SeqCst), 1);
     assert_eq!(c.c.load(Ordering::SeqCst), 0);
     let out = graph
-        .resume_with(Command::reject(interrupt.id), durable(&store, "t"))
+        .resume_with(Command::reject(interrupt.id), durable(store.clone(), "t"))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
@@ -350,14 +340,14 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(Ledger::default(), durable(&store, "r"))
+        .run(Ledger::default(), durable(store.clone(), "r"))
         .await
         .unwrap();
     let id = out.interrupt().cloned().unwrap().id;
     let out = graph
         .resume_with(
             Command::reject_to(id, "notify").by("bob"),
-            durable(&store, "r"),
+            durable(store.clone(), "r"),
         )
         .await
         .unwrap();
@@ -365,7 +355,7 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
     assert_eq!(c.b.load(Ordering::SeqCst), 0);
 
     let out = graph
-        .run(Ledger::default(), durable(&store, "u"))
+        .run(Ledger::default(), durable(store.clone(), "u"))
         .await
         .unwrap();
     let id = out.interrupt().cloned().unwrap().id;
@@ -379,7 +369,7 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
                     ..Entry::default()
                 },
             ),
-            durable(&store, "u"),
+            durable(store.clone(), "u"),
         )
         .await
         .unwrap();
@@ -436,7 +426,7 @@ async fn dynamic_interrupt_returns_the_human_answer_and_keeps_sibling_results() 
         .compile()
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
-    let cfg = || durable(&store, "d").parallel(4);
+    let cfg = || durable(store.clone(), "d").parallel(4);
     let out = graph.run(Ledger::default(), cfg()).await.unwrap();
     let interrupt = out.interrupt().cloned().unwrap();
     assert_eq!(interrupt.when, InterruptWhen::During);
@@ -493,7 +483,7 @@ async fn halt_stops_at_a_safe_point_and_the_thread_resumes() {
     let out = graph
         .run(
             Ledger::default(),
-            durable(&store, "h")
+            durable(store.clone(), "h")
                 .halt_signal(Arc::new(switch))
                 .sink(sink.clone()),
         )
@@ -510,7 +500,7 @@ async fn halt_stops_at_a_safe_point_and_the_thread_resumes() {
         flowtrace_core::EventKind::Log { message, .. } if message.contains("halt")
     )));
     // Without the switch, the thread continues where it stopped.
-    let out = graph.resume(durable(&store, "h")).await.unwrap();
+    let out = graph.resume(durable(store.clone(), "h")).await.unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval"]);
     assert_eq!(c.b.load(Ordering::SeqCst), 1);
 }
@@ -565,7 +555,10 @@ async fn durability_modes_write_the_same_history() {
         let graph = chain(&c).compile().unwrap();
         let store = Arc::new(MemoryCheckpointer::new());
         graph
-            .run(Ledger::default(), durable(&store, "m").durability(mode))
+            .run(
+                Ledger::default(),
+                durable(store.clone(), "m").durability(mode),
+            )
             .await
             .unwrap();
         let history = store.list(&"m".into(), None, 100).await.unwrap();
@@ -580,27 +573,22 @@ async fn starting_an_existing_thread_is_refused() {
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     graph
-        .run(Ledger::default(), durable(&store, "x"))
+        .run(Ledger::default(), durable(store.clone(), "x"))
         .await
         .unwrap();
     let err = graph
         .run(
             Ledger::default(),
-            durable(&store, "x").finished_thread(FinishedThread::Refuse),
+            durable(store.clone(), "x").finished_thread(FinishedThread::Refuse),
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::ThreadExists { .. }),
-        "{}",
-        err.error
-    );
-    let err = graph.resume(durable(&store, "missing")).await.unwrap_err();
-    assert!(
-        matches!(err.error, Error::ThreadNotFound { .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::ThreadExists { .. });
+    let err = graph
+        .resume(durable(store.clone(), "missing"))
+        .await
+        .unwrap_err();
+    assert_error!(err.error, Error::ThreadNotFound { .. });
 }
 
 #[tokio::test]
@@ -631,12 +619,12 @@ async fn idempotency_keys_are_stable_across_attempts_and_resumes() {
     let store = Arc::new(MemoryCheckpointer::new());
     assert!(
         graph
-            .run(Ledger::default(), durable(&store, "pay-1"))
+            .run(Ledger::default(), durable(store.clone(), "pay-1"))
             .await
             .is_err()
     );
-    assert!(graph.resume(durable(&store, "pay-1")).await.is_err());
-    graph.resume(durable(&store, "pay-1")).await.unwrap();
+    assert!(graph.resume(durable(store.clone(), "pay-1")).await.is_err());
+    graph.resume(durable(store.clone(), "pay-1")).await.unwrap();
     let keys = keys.lock().unwrap().clone();
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
@@ -649,7 +637,7 @@ async fn time_travel_reads_past_states_and_forks_without_touching_the_original()
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     graph
-        .run(Ledger::default(), durable(&store, "orig"))
+        .run(Ledger::default(), durable(store.clone(), "orig"))
         .await
         .unwrap();
     let orig: flowtrace_core::ThreadId = "orig".into();
@@ -683,7 +671,7 @@ async fn time_travel_reads_past_states_and_forks_without_touching_the_original()
         .await
         .unwrap();
     assert_eq!(first.forked_from, Some((orig.clone(), 1)));
-    let out = graph.resume(durable(&store, "fork")).await.unwrap();
+    let out = graph.resume(durable(store.clone(), "fork")).await.unwrap();
     assert_eq!(
         out.state.log,
         ["intake", "corrected by ops", "billing_approval", "charge"]
@@ -719,7 +707,7 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let cfg = |t: &str, d: DefaultDecision, after: Duration| {
-        durable(&store, t).interrupt_deadline(after, d)
+        durable(store.clone(), t).interrupt_deadline(after, d)
     };
     let out = graph
         .run(
@@ -730,7 +718,10 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .unwrap();
     let i = out.interrupt().cloned().unwrap();
     assert!(i.deadline.is_some());
-    let err = graph.resume(durable(&store, "later")).await.unwrap_err();
+    let err = graph
+        .resume(durable(store.clone(), "later"))
+        .await
+        .unwrap_err();
     assert!(matches!(err.error, Error::DecisionRequired { .. }));
 
     // Due immediately: approve by default.
@@ -746,7 +737,10 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Interrupted);
-    let out = graph.resume(durable(&store, "approve")).await.unwrap();
+    let out = graph
+        .resume(durable(store.clone(), "approve"))
+        .await
+        .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
     let approvals: Vec<_> = store
         .list(&"approve".into(), None, 100)
@@ -781,7 +775,7 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .resume(durable(&store, "esc").sink(sink.clone()))
+        .resume(durable(store.clone(), "esc").sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "supervisor"]);
@@ -820,14 +814,14 @@ async fn a_node_released_from_interrupt_before_sees_the_approval_payload() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(Ledger::default(), durable(&store, "a"))
+        .run(Ledger::default(), durable(store.clone(), "a"))
         .await
         .unwrap();
     let id = out.interrupt().cloned().unwrap().id;
     let out = graph
         .resume_with(
             Command::approve(id, json!({"limit": 500})),
-            durable(&store, "a"),
+            durable(store.clone(), "a"),
         )
         .await
         .unwrap();
@@ -845,7 +839,7 @@ async fn resumes_can_be_watched_live() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let paused = graph
-        .run(Ledger::default(), durable(&store, "live"))
+        .run(Ledger::default(), durable(store.clone(), "live"))
         .await
         .unwrap();
     let id = paused.interrupt().cloned().unwrap().id;
@@ -853,7 +847,7 @@ async fn resumes_can_be_watched_live() {
     // The decision's run, watched through its handle as it goes.
     let mut handle = graph.start_resume_with(
         Command::approve(id, json!({"ok": true})).by("bob"),
-        durable(&store, "live"),
+        durable(store.clone(), "live"),
     );
     let kinds: Vec<&'static str> = handle
         .events()
@@ -881,7 +875,7 @@ async fn resumes_can_be_watched_live() {
     // A plain resume of a halted-or-failed thread works the same way; here
     // the thread is finished, so it returns its final state at once.
     let again = graph
-        .start_resume(durable(&store, "live"))
+        .start_resume(durable(store.clone(), "live"))
         .wait()
         .await
         .unwrap();
@@ -904,7 +898,8 @@ async fn periodic_snapshots_keep_the_resume_chain_short() {
     let graph = b.set_entry("n0").set_finish("n39").compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let cfg = || {
-        durable(&store, "snap").snapshots(flowtrace_core::exec::SnapshotPolicy::default().every(8))
+        durable(store.clone(), "snap")
+            .snapshots(flowtrace_core::exec::SnapshotPolicy::default().every(8))
     };
     let out = graph.run(Ledger::default(), cfg()).await.unwrap();
     assert_eq!(out.state.log.len(), 40);
@@ -934,7 +929,7 @@ async fn periodic_snapshots_keep_the_resume_chain_short() {
     graph
         .run(
             Ledger::default(),
-            durable(&store2, "bytes")
+            durable(store2.clone(), "bytes")
                 .snapshots(flowtrace_core::exec::SnapshotPolicy::default().max_delta_bytes(1)),
         )
         .await

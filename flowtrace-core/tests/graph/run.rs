@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Integration tests of the graph builder and the super-step executor:
 //! linear chains, conditional edges and skips, fan-out/fan-in, map-reduce
 //! dispatch, loops and the recursion limit, compile errors, subgraphs,
@@ -17,6 +16,8 @@ use flowtrace_core::{
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::support::run_with_sink;
 
 // ---------------------------------------------------------------------------
 // Shared state types and helpers
@@ -174,20 +175,22 @@ impl Node<Doc> for WordCounter {
     }
 }
 
+/// A node named `name` that sets the text to `text`.
+fn text_node(name: &'static str, text: &'static str) -> impl Node<Doc> {
+    node_fn(move |_s: Arc<Doc>, _ctx: NodeContext| async move {
+        Ok(NodeOutput::update(DocUpdate {
+            text: Some(text.into()),
+            trail: vec![name.into()],
+            ..DocUpdate::default()
+        }))
+    })
+}
+
 #[tokio::test]
 async fn linear_chain_with_closures_and_struct_node() {
     let calls = Arc::new(AtomicUsize::new(0));
     let graph = GraphBuilder::<Doc>::new("linear")
-        .add_node(
-            "fetch",
-            node_fn(|_s: Arc<Doc>, _ctx: NodeContext| async move {
-                Ok(NodeOutput::update(DocUpdate {
-                    text: Some("the quick brown fox jumps".into()),
-                    trail: vec!["fetch".into()],
-                    ..DocUpdate::default()
-                }))
-            }),
-        )
+        .add_node("fetch", text_node("fetch", "the quick brown fox jumps"))
         .add_node(
             "count",
             WordCounter {
@@ -1239,16 +1242,7 @@ fn words_graph() -> flowtrace_core::CompiledGraph<Words> {
 async fn subgraph_runs_as_a_node_with_nested_steps_and_events() {
     let child = words_graph();
     let parent = GraphBuilder::<Doc>::new("parent")
-        .add_node(
-            "load",
-            node_fn(|_s: Arc<Doc>, _ctx: NodeContext| async move {
-                Ok(NodeOutput::update(DocUpdate {
-                    text: Some("the quick brown fox".into()),
-                    trail: vec!["load".into()],
-                    ..DocUpdate::default()
-                }))
-            }),
-        )
+        .add_node("load", text_node("load", "the quick brown fox"))
         .add_node(
             "analyze",
             child.as_node(
@@ -1279,11 +1273,7 @@ async fn subgraph_runs_as_a_node_with_nested_steps_and_events() {
         .compile()
         .unwrap();
 
-    let sink = MemorySink::new();
-    let out = parent
-        .run(Doc::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&parent, Doc::default()).await;
 
     // The child's result flowed back into the parent.
     assert_eq!(out.state.words, 4);

@@ -3,28 +3,15 @@
 //! dispatches to several targets, and a chain too long for a recursive
 //! graph search.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    Dispatch, END, Error, EventKind, GraphBuilder, NodeContext, NodeOutput, RunConfig, State,
-    StepStatus, node_fn,
+    Dispatch, END, Error, EventKind, GraphBuilder, NodeContext, NodeOutput, RunConfig, StepStatus,
+    node_fn,
 };
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Items {
-    items: Vec<String>,
-}
-
-impl State for Items {
-    type Update = Vec<String>;
-    fn apply(&mut self, u: Vec<String>) {
-        self.items.extend(u);
-    }
-}
+use crate::support::{Items, run_with_sink};
 
 /// Appends its name, and its dispatch input if it has one.
 fn item(name: &'static str) -> impl flowtrace_core::Node<Items> {
@@ -141,11 +128,7 @@ async fn one_label_with_many_targets_runs_them_all_in_graph_order() {
         )
         .compile()
         .unwrap();
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
     let mut want = vec!["r".to_string()];
     want.extend((0..width).map(|i| format!("l{i}")));
     want.push("join".into());

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The file checkpointer never touches a file it did not write: a symbolic
 //! link planted at a thread's log or sidecar path, a foreign file or a FIFO
 //! there, is refused, and the target is left exactly as it was.
@@ -6,7 +5,6 @@
 #![cfg(unix)]
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowtrace_core::ThreadId;
@@ -14,12 +12,7 @@ use flowtrace_core::checkpoint::conformance::sample_checkpoint;
 use flowtrace_core::checkpoint::{Checkpointer, FileCheckpointer, StateRecord};
 use serde_json::json;
 
-fn dir(label: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("flowtrace-hostile-{label}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&p);
-    fs::create_dir_all(&p).unwrap();
-    p
-}
+use crate::support::TempDir;
 
 fn first(thread: &ThreadId) -> flowtrace_core::checkpoint::Checkpoint {
     sample_checkpoint(thread, 0, StateRecord::Full(json!({ "n": 0 })))
@@ -27,7 +20,8 @@ fn first(thread: &ThreadId) -> flowtrace_core::checkpoint::Checkpoint {
 
 #[tokio::test]
 async fn a_symlink_at_a_log_path_is_refused_and_its_target_untouched() {
-    let d = dir("symlink");
+    let tmp = TempDir::new("hostile-symlink");
+    let d = tmp.path();
     let victim = d.join("victim.txt");
     fs::write(&victim, b"precious data\n").unwrap();
     let store_dir = d.join("store");
@@ -40,32 +34,32 @@ async fn a_symlink_at_a_log_path_is_refused_and_its_target_untouched() {
     let err = store.get(&thread, None).await.unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert_eq!(fs::read(&victim).unwrap(), b"precious data\n");
-    let _ = fs::remove_dir_all(&d);
 }
 
 #[tokio::test]
 async fn a_foreign_file_at_a_log_path_is_never_truncated() {
-    let d = dir("foreign");
+    let tmp = TempDir::new("hostile-foreign");
+    let d = tmp.path();
     let path = d.join("t-notes.log");
     let content = b"these are somebody's notes, not a checkpoint log\n".repeat(10);
     fs::write(&path, &content).unwrap();
-    let store = FileCheckpointer::open(&d).unwrap();
+    let store = FileCheckpointer::open(d).unwrap();
     let thread = ThreadId::new("notes");
     let err = store.append(first(&thread)).await.unwrap_err();
     assert!(err.to_string().contains("not a checkpoint log"), "{err}");
     assert_eq!(fs::read(&path).unwrap(), content);
-    let _ = fs::remove_dir_all(&d);
 }
 
 #[tokio::test]
 async fn a_fifo_at_a_log_path_is_refused_without_blocking() {
-    let d = dir("fifo");
+    let tmp = TempDir::new("hostile-fifo");
+    let d = tmp.path();
     let status = std::process::Command::new("mkfifo")
         .arg(d.join("t-pipe.log"))
         .status()
         .unwrap();
     assert!(status.success());
-    let store = FileCheckpointer::open(&d).unwrap();
+    let store = FileCheckpointer::open(d).unwrap();
     let thread = ThreadId::new("pipe");
     let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(5), store.get(&thread, None)).await;
@@ -74,12 +68,12 @@ async fn a_fifo_at_a_log_path_is_refused_without_blocking() {
     let result = tokio::time::timeout(Duration::from_secs(5), store.append(first(&thread))).await;
     assert!(result.expect("must not block").is_err());
     assert!(started.elapsed() < Duration::from_secs(2));
-    let _ = fs::remove_dir_all(&d);
 }
 
 #[tokio::test]
 async fn a_symlink_at_a_sidecar_path_is_never_written_through() {
-    let d = dir("sidecar");
+    let tmp = TempDir::new("hostile-sidecar");
+    let d = tmp.path();
     let victim = d.join("victim.txt");
     fs::write(&victim, b"precious data\n").unwrap();
     let store_dir = d.join("store");
@@ -102,12 +96,12 @@ async fn a_symlink_at_a_sidecar_path_is_never_written_through() {
     // A fresh handle still reads the thread (from the log).
     let fresh = FileCheckpointer::open(&store_dir).unwrap();
     assert_eq!(fresh.get(&thread, None).await.unwrap().unwrap().seq, 4);
-    let _ = fs::remove_dir_all(&d);
 }
 
 #[tokio::test]
 async fn our_own_torn_first_record_is_still_recovered() {
-    let d = dir("torn");
+    let tmp = TempDir::new("hostile-torn");
+    let d = tmp.path();
     let thread = ThreadId::new("torn");
     // A crash during the very first write: a frame header announcing more
     // bytes than were written, then the start of a checkpoint record.
@@ -116,8 +110,7 @@ async fn our_own_torn_first_record_is_still_recovered() {
     bytes.extend_from_slice(&0u64.to_le_bytes());
     bytes.extend_from_slice(b"{\"checkpoint\":{\"thr");
     fs::write(d.join("t-torn.log"), &bytes).unwrap();
-    let store = FileCheckpointer::open(&d).unwrap();
+    let store = FileCheckpointer::open(d).unwrap();
     store.append(first(&thread)).await.unwrap();
     assert_eq!(store.get(&thread, None).await.unwrap().unwrap().seq, 0);
-    let _ = fs::remove_dir_all(&d);
 }

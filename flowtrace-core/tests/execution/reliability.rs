@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Reliability guarantees of the executor: retries and their delays,
 //! timeouts, the run deadline, cancellation, budgets and missing prices.
 //!
@@ -15,29 +14,17 @@ use flowtrace_core::trace::{LogLevel, MemorySink};
 use flowtrace_core::{
     Budget, BudgetBreach, CancellationToken, ChatRequest, CompiledGraph, Cost, Error, ErrorClass,
     EventKind, GraphBuilder, MissingPrice, ModelPrice, NodeConfig, NodeContext, NodeError,
-    NodeOutput, PriceTable, RetryPolicy, RunConfig, RunFailure, RunStatus, State, StepStatus,
-    TokenUsage, TraceEvent, node_fn, reducer,
+    NodeOutput, PriceTable, RetryPolicy, RunConfig, RunFailure, RunStatus, StepStatus, TokenUsage,
+    TraceEvent, node_fn,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::support::{Items, cost, run_with_sink};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A state recording which nodes ran, in merge order.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Trail {
-    visited: Vec<String>,
-}
-
-impl State for Trail {
-    type Update = Vec<String>;
-    fn apply(&mut self, u: Vec<String>) {
-        reducer::append(&mut self.visited, u);
-    }
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -45,10 +32,6 @@ fn ms(n: u64) -> Duration {
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-fn cost(s: &str) -> Cost {
-    s.parse().unwrap()
 }
 
 fn failure<T: std::fmt::Debug>(r: Result<T, RunFailure>) -> RunFailure {
@@ -84,15 +67,15 @@ fn sleepy_chain(
     len: usize,
     each: Duration,
     started: Arc<Mutex<Vec<String>>>,
-) -> CompiledGraph<Trail> {
-    let mut b = GraphBuilder::<Trail>::new("sleepy");
+) -> CompiledGraph<Items> {
+    let mut b = GraphBuilder::<Items>::new("sleepy");
     for i in 1..=len {
         let name = format!("n{i}");
         let started = started.clone();
         let node_name = name.clone();
         b = b.add_node(
             name.as_str(),
-            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
                 let started = started.clone();
                 let name = node_name.clone();
                 async move {
@@ -113,11 +96,11 @@ fn sleepy_chain(
 }
 
 /// A one-node graph running `node` with `config`.
-fn single<N>(node: N, config: NodeConfig) -> CompiledGraph<Trail>
+fn single<N>(node: N, config: NodeConfig) -> CompiledGraph<Items>
 where
-    N: flowtrace_core::Node<Trail>,
+    N: flowtrace_core::Node<Items>,
 {
-    GraphBuilder::<Trail>::new("single")
+    GraphBuilder::<Items>::new("single")
         .add_node_with("flaky", node, config)
         .set_entry("flaky")
         .set_finish("flaky")
@@ -139,8 +122,8 @@ fn prices(input: u64, output: u64) -> Arc<PriceTable> {
 }
 
 /// A node calling `model` once with `request`.
-fn chat_node(model: Arc<ScriptedModel>, request: ChatRequest) -> impl flowtrace_core::Node<Trail> {
-    node_fn(move |_s: Arc<Trail>, ctx: NodeContext| {
+fn chat_node(model: Arc<ScriptedModel>, request: ChatRequest) -> impl flowtrace_core::Node<Items> {
+    node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
         let model = model.clone();
         let request = request.clone();
         async move {
@@ -159,7 +142,7 @@ async fn transient_failures_are_retried_with_exponential_delays() {
     let seen: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
     let node = {
         let seen = seen.clone();
-        node_fn(move |_s: Arc<Trail>, ctx: NodeContext| {
+        node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
             let seen = seen.clone();
             async move {
                 seen.lock().unwrap().push((ctx.attempt(), Instant::now()));
@@ -182,11 +165,11 @@ async fn transient_failures_are_retried_with_exponential_delays() {
     let sink = MemorySink::new();
     let t0 = Instant::now();
     let out = graph
-        .run(Trail::default(), RunConfig::new().sink(sink.clone()))
+        .run(Items::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
 
-    assert_eq!(out.state.visited, ["done"]);
+    assert_eq!(out.state.items, ["done"]);
     let seen = seen.lock().unwrap().clone();
     let attempts: Vec<u32> = seen.iter().map(|(a, _)| *a).collect();
     assert_eq!(
@@ -232,8 +215,8 @@ fn failing_until(
     succeed_at: u32,
     retry_after: Option<Duration>,
     seen: Arc<Mutex<Vec<Instant>>>,
-) -> impl flowtrace_core::Node<Trail> {
-    node_fn(move |_s: Arc<Trail>, ctx: NodeContext| {
+) -> impl flowtrace_core::Node<Items> {
+    node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
         let seen = seen.clone();
         async move {
             seen.lock().unwrap().push(Instant::now());
@@ -261,11 +244,7 @@ async fn retry_delays_are_capped_at_max_delay() {
         failing_until(5, None, seen.clone()),
         NodeConfig::new().retry(policy),
     );
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Trail::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
 
     assert_eq!(retry_delays(&sink), [400, 800, 1000, 1000]);
     assert_eq!(
@@ -286,11 +265,7 @@ async fn retry_after_raises_the_next_delay() {
         failing_until(2, Some(secs(5)), seen.clone()),
         NodeConfig::new().retry(policy),
     );
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Trail::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
     assert_eq!(retry_delays(&sink), [5000]);
     assert_eq!(gaps(&seen.lock().unwrap()), [secs(5)]);
     assert_eq!(out.summary.steps[0].attempts, 2);
@@ -306,7 +281,7 @@ async fn retry_after_raises_the_next_delay() {
     );
     let sink = MemorySink::new();
     graph
-        .run(Trail::default(), RunConfig::new().sink(sink.clone()))
+        .run(Items::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(retry_delays(&sink), [100]);
@@ -317,30 +292,41 @@ async fn retry_after_raises_the_next_delay() {
 // 3. Permanent errors vs exhausted retries
 // ---------------------------------------------------------------------------
 
+/// A node failing with `error()` on every attempt, counting its calls.
+fn always_failing(
+    error: fn() -> NodeError,
+    calls: Arc<AtomicU32>,
+) -> impl flowtrace_core::Node<Items> {
+    node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<NodeOutput<Vec<String>>, _>(error())
+        }
+    })
+}
+
+/// Runs `graph`, which must fail, with a memory sink attached.
+async fn fail_with_sink(graph: &CompiledGraph<Items>) -> (RunFailure, MemorySink) {
+    let sink = MemorySink::new();
+    let f = failure(
+        graph
+            .run(Items::default(), RunConfig::new().sink(sink.clone()))
+            .await,
+    );
+    (f, sink)
+}
+
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_are_not_retried() {
     let calls = Arc::new(AtomicU32::new(0));
-    let node = {
-        let calls = calls.clone();
-        node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<NodeOutput<Vec<String>>, _>(NodeError::permanent("bad input"))
-            }
-        })
-    };
+    let node = always_failing(|| NodeError::permanent("bad input"), calls.clone());
     let graph = single(
         node,
         NodeConfig::new().retry(RetryPolicy::new(5).initial_delay(ms(10))),
     );
-    let sink = MemorySink::new();
     let t0 = Instant::now();
-    let f = failure(
-        graph
-            .run(Trail::default(), RunConfig::new().sink(sink.clone()))
-            .await,
-    );
+    let (f, sink) = fail_with_sink(&graph).await;
 
     match &f.error {
         Error::Node {
@@ -366,25 +352,11 @@ async fn permanent_errors_are_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn transient_errors_exhaust_max_attempts() {
     let calls = Arc::new(AtomicU32::new(0));
-    let node = {
-        let calls = calls.clone();
-        node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<NodeOutput<Vec<String>>, _>(NodeError::transient("still down"))
-            }
-        })
-    };
+    let node = always_failing(|| NodeError::transient("still down"), calls.clone());
     let policy = RetryPolicy::new(3).initial_delay(ms(10)).multiplier(3.0);
     let graph = single(node, NodeConfig::new().retry(policy));
-    let sink = MemorySink::new();
     let t0 = Instant::now();
-    let f = failure(
-        graph
-            .run(Trail::default(), RunConfig::new().sink(sink.clone()))
-            .await,
-    );
+    let (f, sink) = fail_with_sink(&graph).await;
 
     match &f.error {
         Error::Node {
@@ -411,14 +383,14 @@ async fn run_default_retry_policy_applies_to_nodes_without_one() {
     let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let graph = single(failing_until(3, None, seen.clone()), NodeConfig::new());
     let config = RunConfig::new().retry(RetryPolicy::new(3).initial_delay(ms(50)));
-    let out = graph.run(Trail::default(), config).await.unwrap();
+    let out = graph.run(Items::default(), config).await.unwrap();
     assert_eq!(out.summary.steps[0].attempts, 3);
     assert_eq!(gaps(&seen.lock().unwrap()), [ms(50), ms(100)]);
 
     // Without any policy, a transient failure is not retried.
     let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let graph = single(failing_until(3, None, seen.clone()), NodeConfig::new());
-    let f = failure(graph.run(Trail::default(), RunConfig::new()).await);
+    let f = failure(graph.run(Items::default(), RunConfig::new()).await);
     assert!(
         matches!(f.error, Error::Node { attempts: 1, .. }),
         "{:?}",
@@ -437,8 +409,8 @@ fn slow_until(
     fast_from: u32,
     sleep: Duration,
     calls: Arc<AtomicU32>,
-) -> impl flowtrace_core::Node<Trail> {
-    node_fn(move |_s: Arc<Trail>, ctx: NodeContext| {
+) -> impl flowtrace_core::Node<Items> {
+    node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
         let calls = calls.clone();
         async move {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -461,7 +433,7 @@ async fn node_timeout_fails_the_attempt() {
         NodeConfig::new().timeout(secs(1)),
     );
     let t0 = Instant::now();
-    let f = failure(graph.run(Trail::default(), RunConfig::new()).await);
+    let f = failure(graph.run(Items::default(), RunConfig::new()).await);
     match &f.error {
         Error::Timeout {
             node,
@@ -493,7 +465,7 @@ async fn run_default_node_timeout_applies() {
     let t0 = Instant::now();
     let f = failure(
         graph
-            .run(Trail::default(), RunConfig::new().node_timeout(ms(250)))
+            .run(Items::default(), RunConfig::new().node_timeout(ms(250)))
             .await,
     );
     assert!(
@@ -513,13 +485,8 @@ async fn timeouts_are_retried_by_the_retry_policy() {
         slow_until(u32::MAX, secs(10), calls.clone()),
         NodeConfig::new().timeout(secs(1)).retry(policy.clone()),
     );
-    let sink = MemorySink::new();
     let t0 = Instant::now();
-    let f = failure(
-        graph
-            .run(Trail::default(), RunConfig::new().sink(sink.clone()))
-            .await,
-    );
+    let (f, sink) = fail_with_sink(&graph).await;
     assert!(
         matches!(&f.error, Error::Timeout { after, attempts: 3, .. } if *after == secs(1)),
         "{:?}",
@@ -536,8 +503,8 @@ async fn timeouts_are_retried_by_the_retry_policy() {
         NodeConfig::new().timeout(secs(1)).retry(policy.clone()),
     );
     let t0 = Instant::now();
-    let out = graph.run(Trail::default(), RunConfig::new()).await.unwrap();
-    assert_eq!(out.state.visited, ["attempt 2"]);
+    let out = graph.run(Items::default(), RunConfig::new()).await.unwrap();
+    assert_eq!(out.state.items, ["attempt 2"]);
     assert_eq!(out.summary.steps[0].attempts, 2);
     assert_eq!(Instant::now() - t0, ms(1100));
 
@@ -550,7 +517,7 @@ async fn timeouts_are_retried_by_the_retry_policy() {
             .retry(policy.retry_timeouts(false)),
     );
     let t0 = Instant::now();
-    let f = failure(graph.run(Trail::default(), RunConfig::new()).await);
+    let f = failure(graph.run(Items::default(), RunConfig::new()).await);
     assert!(
         matches!(f.error, Error::Timeout { attempts: 1, .. }),
         "{:?}",
@@ -571,7 +538,7 @@ async fn run_deadline_stops_a_long_chain() {
     let sink = MemorySink::new();
     let t0 = Instant::now();
     let config = RunConfig::new().timeout(ms(3500)).sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
 
     match &f.error {
         Error::DeadlineExceeded { elapsed, node } => {
@@ -621,7 +588,7 @@ async fn run_deadline_interrupts_a_retry_backoff() {
     let f = failure(
         graph
             .run(
-                Trail::default(),
+                Items::default(),
                 RunConfig::new().timeout(secs(2)).sink(sink.clone()),
             )
             .await,
@@ -645,11 +612,11 @@ async fn run_deadline_interrupts_a_retry_backoff() {
 }
 
 /// One node sleeping `nap`.
-fn napper(nap: Duration) -> CompiledGraph<Trail> {
-    GraphBuilder::<Trail>::new("nap")
+fn napper(nap: Duration) -> CompiledGraph<Items> {
+    GraphBuilder::<Items>::new("nap")
         .add_node(
             "nap",
-            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| async move {
+            node_fn(move |_s: Arc<Items>, _ctx: NodeContext| async move {
                 tokio::time::sleep(nap).await;
                 Ok(NodeOutput::update(vec!["nap".to_string()]))
             }),
@@ -667,13 +634,13 @@ async fn run_timeout_counts_from_each_run_start_not_from_the_config() {
     tokio::time::advance(secs(5)).await;
 
     let out = napper(ms(500))
-        .run(Trail::default(), config.clone())
+        .run(Items::default(), config.clone())
         .await
         .expect("a 500ms run fits a 1s timeout that starts with the run");
     assert_eq!(out.summary.status, RunStatus::Succeeded);
 
     let t0 = Instant::now();
-    let f = failure(napper(secs(2)).run(Trail::default(), config).await);
+    let f = failure(napper(secs(2)).run(Items::default(), config).await);
     match &f.error {
         Error::DeadlineExceeded { elapsed, node } => {
             assert_eq!(*elapsed, secs(1));
@@ -689,26 +656,26 @@ async fn run_deadline_and_timeout_the_earlier_wins() {
     // An absolute deadline earlier than the timeout.
     let t0 = Instant::now();
     let config = RunConfig::new().timeout(secs(10)).deadline(t0 + secs(1));
-    let f = failure(napper(secs(5)).run(Trail::default(), config).await);
+    let f = failure(napper(secs(5)).run(Items::default(), config).await);
     assert_eq!(f.error.kind(), "deadline_exceeded");
     assert_eq!(Instant::now() - t0, secs(1));
 
     // A timeout earlier than the absolute deadline.
     let t1 = Instant::now();
     let config = RunConfig::new().deadline(t1 + secs(10)).timeout(secs(2));
-    let f = failure(napper(secs(5)).run(Trail::default(), config).await);
+    let f = failure(napper(secs(5)).run(Items::default(), config).await);
     assert_eq!(f.error.kind(), "deadline_exceeded");
     assert_eq!(Instant::now() - t1, secs(2));
 
     // An absolute deadline keeps its instant: once passed, runs fail at once.
     let config = RunConfig::new().deadline(Instant::now() + secs(1));
     tokio::time::advance(secs(5)).await;
-    let f = failure(napper(ms(1)).run(Trail::default(), config).await);
+    let f = failure(napper(ms(1)).run(Items::default(), config).await);
     assert_eq!(f.error.kind(), "deadline_exceeded");
 
     // A timeout too long for an instant means no deadline.
     let out = napper(secs(5))
-        .run(Trail::default(), RunConfig::new().timeout(Duration::MAX))
+        .run(Items::default(), RunConfig::new().timeout(Duration::MAX))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
@@ -718,13 +685,13 @@ async fn run_deadline_and_timeout_the_earlier_wins() {
 async fn a_started_run_counts_its_timeout_from_start() {
     let config = RunConfig::new().timeout(secs(1));
     tokio::time::advance(secs(5)).await;
-    let handle = napper(ms(500)).start(Trail::default(), config.clone());
+    let handle = napper(ms(500)).start(Items::default(), config.clone());
     let out = handle
         .wait()
         .await
         .expect("the timeout starts with the run");
     assert_eq!(out.summary.status, RunStatus::Succeeded);
-    let handle = napper(secs(2)).start(Trail::default(), config);
+    let handle = napper(secs(2)).start(Items::default(), config);
     assert_eq!(
         failure(handle.wait().await).error.kind(),
         "deadline_exceeded"
@@ -736,11 +703,11 @@ async fn a_started_run_counts_its_timeout_from_start() {
 // ---------------------------------------------------------------------------
 
 /// `a` (signals `began`, then sleeps an hour) -> `b` (sets `b_ran`).
-fn cancelable_graph(began: Arc<Notify>, b_ran: Arc<AtomicBool>) -> CompiledGraph<Trail> {
-    GraphBuilder::<Trail>::new("cancelable")
+fn cancelable_graph(began: Arc<Notify>, b_ran: Arc<AtomicBool>) -> CompiledGraph<Items> {
+    GraphBuilder::<Items>::new("cancelable")
         .add_node(
             "a",
-            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
                 let began = began.clone();
                 async move {
                     began.notify_one();
@@ -751,7 +718,7 @@ fn cancelable_graph(began: Arc<Notify>, b_ran: Arc<AtomicBool>) -> CompiledGraph
         )
         .add_node(
             "b",
-            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
                 let b_ran = b_ran.clone();
                 async move {
                     b_ran.store(true, Ordering::SeqCst);
@@ -773,7 +740,7 @@ async fn cancel_through_the_handle_stops_the_running_node() {
     let graph = cancelable_graph(began.clone(), b_ran.clone());
     let sink = MemorySink::new();
     let t0 = Instant::now();
-    let handle = graph.start(Trail::default(), RunConfig::new().sink(sink.clone()));
+    let handle = graph.start(Items::default(), RunConfig::new().sink(sink.clone()));
     began.notified().await;
     assert!(!handle.is_canceled());
     handle.cancel();
@@ -834,7 +801,7 @@ async fn cancel_through_a_config_token() {
     let t0 = Instant::now();
     let f = failure(
         graph
-            .run(Trail::default(), RunConfig::new().cancellation_token(token))
+            .run(Items::default(), RunConfig::new().cancellation_token(token))
             .await,
     );
     canceler.await.unwrap();
@@ -860,7 +827,7 @@ async fn a_token_canceled_before_the_run_runs_nothing() {
     token.cancel();
     let f = failure(
         graph
-            .run(Trail::default(), RunConfig::new().cancellation_token(token))
+            .run(Items::default(), RunConfig::new().cancellation_token(token))
             .await,
     );
     assert!(
@@ -907,7 +874,7 @@ async fn max_node_executions_is_enforced_before_running() {
     let config = RunConfig::new()
         .budget(Budget::default().max_node_executions(3))
         .sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -936,10 +903,10 @@ async fn max_node_executions_is_enforced_before_running() {
 #[tokio::test(start_paused = true)]
 async fn max_node_executions_counts_a_fan_out_before_it_runs() {
     let ran = Arc::new(AtomicU32::new(0));
-    let mut b = GraphBuilder::<Trail>::new("fan")
+    let mut b = GraphBuilder::<Items>::new("fan")
         .add_node(
             "start",
-            node_fn(|_s: Arc<Trail>, _ctx| async { Ok(NodeOutput::none()) }),
+            node_fn(|_s: Arc<Items>, _ctx| async { Ok(NodeOutput::none()) }),
         )
         .set_entry("start");
     for i in 0..5 {
@@ -948,7 +915,7 @@ async fn max_node_executions_counts_a_fan_out_before_it_runs() {
         b = b
             .add_node(
                 id.as_str(),
-                node_fn(move |_s: Arc<Trail>, _ctx| {
+                node_fn(move |_s: Arc<Items>, _ctx| {
                     let ran = ran.clone();
                     async move {
                         ran.fetch_add(1, Ordering::SeqCst);
@@ -963,7 +930,7 @@ async fn max_node_executions_counts_a_fan_out_before_it_runs() {
     let config = RunConfig::new()
         .parallel(8)
         .budget(Budget::default().max_node_executions(3));
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
     let b = budget_error(&f);
     assert_eq!(
         b.breach,
@@ -992,7 +959,7 @@ async fn max_tokens_refuses_a_call_whose_estimate_does_not_fit() {
     let second = ChatRequest::new("gpt-4o-mini").user("hi").max_tokens(400);
     let estimate = second.approx_input_tokens() + 400;
     assert!(estimate < 1000, "the call would fit an empty budget");
-    let graph = GraphBuilder::<Trail>::new("tokens")
+    let graph = GraphBuilder::<Items>::new("tokens")
         .add_node("a", chat_node(model.clone(), first))
         .add_node("b", chat_node(model.clone(), second))
         .set_entry("a")
@@ -1004,7 +971,7 @@ async fn max_tokens_refuses_a_call_whose_estimate_does_not_fit() {
     let config = RunConfig::new()
         .budget(Budget::default().max_tokens(1000))
         .sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1041,7 +1008,7 @@ async fn max_tokens_overspend_is_detected_after_the_call() {
     // The estimate (prompt + 100) fits, but the model reports 700 tokens.
     let model = Arc::new(ScriptedModel::new("openai").reply("long", TokenUsage::new(600, 100)));
     let request = ChatRequest::new("gpt-4o-mini").user("hi").max_tokens(100);
-    let graph = GraphBuilder::<Trail>::new("overspend")
+    let graph = GraphBuilder::<Items>::new("overspend")
         .add_node("a", chat_node(model.clone(), request))
         .set_entry("a")
         .set_finish("a")
@@ -1052,7 +1019,7 @@ async fn max_tokens_overspend_is_detected_after_the_call() {
         .budget(Budget::default().max_tokens(500))
         .sink(sink.clone())
         .retry(RetryPolicy::new(3));
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
     let b = budget_error(&f);
     assert_eq!(
         b.breach,
@@ -1088,7 +1055,7 @@ async fn max_cost_refuses_a_call_whose_worst_case_does_not_fit() {
     assert!(second_worst < cap, "the call would fit an empty budget");
     assert!(first_cost + second_worst > cap);
 
-    let graph = GraphBuilder::<Trail>::new("cost")
+    let graph = GraphBuilder::<Items>::new("cost")
         .add_node("a", chat_node(model.clone(), first))
         .add_node("b", chat_node(model.clone(), second))
         .set_entry("a")
@@ -1101,7 +1068,7 @@ async fn max_cost_refuses_a_call_whose_worst_case_does_not_fit() {
         .pricing(pricing)
         .budget(Budget::default().max_cost(cap))
         .sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1133,7 +1100,7 @@ async fn max_duration_stops_the_run() {
     let config = RunConfig::new()
         .budget(Budget::default().max_duration(ms(2500)))
         .sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1159,18 +1126,18 @@ async fn max_duration_stops_the_run() {
 // ---------------------------------------------------------------------------
 
 /// `start` -> w0..w9 (each with `config`, running `worker`) -> `join`.
-fn fan_out<F>(config: NodeConfig, worker: F) -> CompiledGraph<Trail>
+fn fan_out<F>(config: NodeConfig, worker: F) -> CompiledGraph<Items>
 where
-    F: Fn(usize) -> Arc<dyn flowtrace_core::Node<Trail>>,
+    F: Fn(usize) -> Arc<dyn flowtrace_core::Node<Items>>,
 {
-    let mut b = GraphBuilder::<Trail>::new("fan-out")
+    let mut b = GraphBuilder::<Items>::new("fan-out")
         .add_node(
             "start",
-            node_fn(|_s: Arc<Trail>, _ctx| async { Ok(NodeOutput::none()) }),
+            node_fn(|_s: Arc<Items>, _ctx| async { Ok(NodeOutput::none()) }),
         )
         .add_node(
             "join",
-            node_fn(|_s: Arc<Trail>, _ctx| async { Ok(NodeOutput::none()) }),
+            node_fn(|_s: Arc<Items>, _ctx| async { Ok(NodeOutput::none()) }),
         )
         .set_entry("start")
         .set_finish("join");
@@ -1184,28 +1151,30 @@ where
     b.compile().unwrap()
 }
 
+/// A fan-out of workers estimated at $0.10 each that count their runs.
+fn counting_fan_out(ran: Arc<AtomicU32>) -> CompiledGraph<Items> {
+    fan_out(NodeConfig::new().estimated_cost(cost("0.10")), move |_| {
+        let ran = ran.clone();
+        Arc::new(node_fn(move |_s: Arc<Items>, _ctx| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(NodeOutput::none())
+            }
+        }))
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn node_estimates_are_reserved_before_a_fan_out_is_dispatched() {
     let ran = Arc::new(AtomicU32::new(0));
-    let graph = {
-        let ran = ran.clone();
-        fan_out(NodeConfig::new().estimated_cost(cost("0.10")), move |_| {
-            let ran = ran.clone();
-            Arc::new(node_fn(move |_s: Arc<Trail>, _ctx| {
-                let ran = ran.clone();
-                async move {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    Ok(NodeOutput::none())
-                }
-            }))
-        })
-    };
+    let graph = counting_fan_out(ran.clone());
     let sink = MemorySink::new();
     let config = RunConfig::new()
         .parallel(10)
         .budget(Budget::default().max_cost(cost("0.35")))
         .sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1231,23 +1200,11 @@ async fn node_estimates_are_reserved_before_a_fan_out_is_dispatched() {
 async fn node_estimates_within_the_cap_let_the_fan_out_run() {
     // Control for the test above: with room for all ten estimates, all run.
     let ran = Arc::new(AtomicU32::new(0));
-    let graph = {
-        let ran = ran.clone();
-        fan_out(NodeConfig::new().estimated_cost(cost("0.10")), move |_| {
-            let ran = ran.clone();
-            Arc::new(node_fn(move |_s: Arc<Trail>, _ctx| {
-                let ran = ran.clone();
-                async move {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    Ok(NodeOutput::none())
-                }
-            }))
-        })
-    };
+    let graph = counting_fan_out(ran.clone());
     let config = RunConfig::new()
         .parallel(10)
         .budget(Budget::default().max_cost(cost("1.00")));
-    let out = graph.run(Trail::default(), config).await.unwrap();
+    let out = graph.run(Items::default(), config).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 10);
     assert_eq!(out.summary.node_executions, 12);
 }
@@ -1268,7 +1225,7 @@ async fn fan_out_chats(model: Arc<ScriptedModel>) -> (RunFailure, MemorySink, Co
         .pricing(prices(1_000_000, 1_000_000))
         .budget(Budget::default().max_cost(cap))
         .sink(sink.clone());
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
     (f, sink, cap)
 }
 
@@ -1337,8 +1294,8 @@ async fn settled_model_calls_never_overshoot_the_cost_cap() {
 // 9. Missing prices
 // ---------------------------------------------------------------------------
 
-fn unpriced_graph(model: Arc<ScriptedModel>) -> CompiledGraph<Trail> {
-    GraphBuilder::<Trail>::new("unpriced")
+fn unpriced_graph(model: Arc<ScriptedModel>) -> CompiledGraph<Items> {
+    GraphBuilder::<Items>::new("unpriced")
         .add_node(
             "ask",
             chat_node(model, ChatRequest::new("mystery-1").user("hello")),
@@ -1356,7 +1313,7 @@ async fn missing_price_error_policy_fails_before_calling() {
     let config = RunConfig::new()
         .missing_price(MissingPrice::Error)
         .retry(RetryPolicy::new(3));
-    let f = failure(graph.run(Trail::default(), config).await);
+    let f = failure(graph.run(Items::default(), config).await);
     match &f.error {
         Error::MissingPrice {
             node,
@@ -1378,11 +1335,7 @@ async fn missing_price_error_policy_fails_before_calling() {
 async fn missing_price_default_policy_counts_zero_and_warns() {
     let model = Arc::new(ScriptedModel::new("acme").reply("hi", TokenUsage::new(10, 5)));
     let graph = unpriced_graph(model.clone());
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Trail::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
     assert_eq!(model.calls(), 1);
     assert_eq!(out.summary.cost, Cost::ZERO);
     assert_eq!(
@@ -1419,10 +1372,10 @@ async fn canceling_one_run_leaves_its_siblings_and_the_caller_alone() {
     let (began_1, began_2) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let b1 = Arc::new(AtomicBool::new(false));
     let g1 = cancelable_graph(began_1.clone(), b1.clone());
-    let g2 = GraphBuilder::<Trail>::new("other")
+    let g2 = GraphBuilder::<Items>::new("other")
         .add_node(
             "wait",
-            node_fn(move |_s: Arc<Trail>, _ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, _ctx: NodeContext| {
                 let began = began_2.clone();
                 async move {
                     began.notify_one();
@@ -1436,11 +1389,11 @@ async fn canceling_one_run_leaves_its_siblings_and_the_caller_alone() {
         .compile()
         .unwrap();
     let h1 = g1.start(
-        Trail::default(),
+        Items::default(),
         RunConfig::new().cancellation_token(caller.clone()),
     );
     let h2 = g2.start(
-        Trail::default(),
+        Items::default(),
         RunConfig::new().cancellation_token(caller.clone()),
     );
     began_1.notified().await;
@@ -1450,7 +1403,7 @@ async fn canceling_one_run_leaves_its_siblings_and_the_caller_alone() {
     assert!(!caller.is_cancelled(), "the caller's token is untouched");
     let out = h2.wait().await.unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
-    assert_eq!(out.state.visited, ["done"]);
+    assert_eq!(out.state.items, ["done"]);
     assert!(!b1.load(Ordering::SeqCst));
 }
 
@@ -1463,10 +1416,10 @@ async fn an_attempt_token_is_a_child_canceled_on_timeout() {
     let c = cleaned.clone();
     let attempts = Arc::new(AtomicU32::new(0));
     let a = attempts.clone();
-    let graph = GraphBuilder::<Trail>::new("attempts")
+    let graph = GraphBuilder::<Items>::new("attempts")
         .add_node(
             "self_cancel",
-            node_fn(|_s: Arc<Trail>, ctx: NodeContext| async move {
+            node_fn(|_s: Arc<Items>, ctx: NodeContext| async move {
                 // A node may cancel its own attempt's token...
                 let t = ctx.cancellation_token();
                 t.cancel();
@@ -1476,7 +1429,7 @@ async fn an_attempt_token_is_a_child_canceled_on_timeout() {
         )
         .add_node_with(
             "slow",
-            node_fn(move |_s: Arc<Trail>, ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
                 let c = c.clone();
                 let a = a.clone();
                 async move {
@@ -1504,13 +1457,13 @@ async fn an_attempt_token_is_a_child_canceled_on_timeout() {
         .unwrap();
     let out = graph
         .run(
-            Trail::default(),
+            Items::default(),
             RunConfig::new().cancellation_token(caller.clone()),
         )
         .await
         .unwrap();
     // ...and the run goes on.
-    assert_eq!(out.state.visited, ["self_cancel", "slow"]);
+    assert_eq!(out.state.items, ["self_cancel", "slow"]);
     assert!(!caller.is_cancelled());
     tokio::task::yield_now().await;
     assert!(

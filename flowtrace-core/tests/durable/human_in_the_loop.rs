@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Human decisions land exactly where they belong: several questions per
 //! node, several paused instances at once, gates and questions inside
 //! subgraphs, rejections that keep finished siblings, failed threads, new
@@ -13,11 +12,12 @@ use flowtrace_core::checkpoint::{
 use flowtrace_core::exec::{Command, Durability, FinishedThread};
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    Dispatch, END, Error, GraphBuilder, JsonState, NodeOutput, RunConfig, RunStatus, State,
-    node_fn, reducer,
+    Dispatch, END, Error, GraphBuilder, JsonState, NodeOutput, RunStatus, State, node_fn, reducer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::support::{TempDir, assert_error, durable};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Log {
@@ -45,45 +45,13 @@ fn add(s: impl Into<String>) -> Add {
     }
 }
 
-fn durable(store: &Arc<dyn Checkpointer>, thread: &str) -> RunConfig {
-    RunConfig::new()
-        .checkpointer(store.clone())
-        .thread(thread.to_string())
-}
-
-fn stores() -> Vec<(&'static str, Arc<dyn Checkpointer>, Option<tempdir::Dir>)> {
-    let dir = tempdir::Dir::new("hitl");
+fn stores() -> Vec<(&'static str, Arc<dyn Checkpointer>, Option<TempDir>)> {
+    let dir = TempDir::new("hitl");
     let file: Arc<dyn Checkpointer> = Arc::new(FileCheckpointer::open(dir.path()).unwrap());
     vec![
         ("memory", Arc::new(MemoryCheckpointer::new()), None),
         ("file", file, Some(dir)),
     ]
-}
-
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    pub struct Dir(PathBuf);
-    impl Dir {
-        pub fn new(label: &str) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "flowtrace-{label}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// 1. A node that asks one question per item: each call is its own
@@ -115,7 +83,7 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
             .compile()
             .unwrap();
         let mut out = graph
-            .run(Log::default(), durable(&store, "q"))
+            .run(Log::default(), durable(store.clone(), "q"))
             .await
             .unwrap();
         let mut ids = Vec::new();
@@ -132,7 +100,10 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
             );
             ids.push(i.id.clone());
             out = graph
-                .resume_with(Command::approve(&i.id, json!(answer)), durable(&store, "q"))
+                .resume_with(
+                    Command::approve(&i.id, json!(answer)),
+                    durable(store.clone(), "q"),
+                )
                 .await
                 .unwrap();
         }
@@ -141,14 +112,13 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
         assert_eq!(runs.load(Ordering::SeqCst), 4, "{label}");
         // An answer to an already-answered question is refused.
         let err = graph
-            .resume_with(Command::approve(&ids[0], json!("x")), durable(&store, "q"))
+            .resume_with(
+                Command::approve(&ids[0], json!("x")),
+                durable(store.clone(), "q"),
+            )
             .await
             .unwrap_err();
-        assert!(
-            matches!(err.error, Error::NotInterrupted { .. }),
-            "{label}: {}",
-            err.error
-        );
+        assert_error!(err.error, Error::NotInterrupted { .. }, "{label}");
     }
 }
 
@@ -197,7 +167,7 @@ async fn every_paused_instance_is_surfaced_and_answered_alone() {
             let graph = workers_graph(asks.clone());
             let thread = format!("w-{parallel}");
             let cfg = || {
-                let c = durable(&store, &thread);
+                let c = durable(store.clone(), &thread);
                 if parallel { c.parallel(4) } else { c }
             };
             let out = graph.run(JsonState::new(), cfg()).await.unwrap();
@@ -229,11 +199,7 @@ async fn every_paused_instance_is_surfaced_and_answered_alone() {
                 .resume_with(Command::approve(&ids[1], json!("again")), cfg())
                 .await
                 .unwrap_err();
-            assert!(
-                matches!(err.error, Error::StaleInterrupt { .. }),
-                "{}",
-                err.error
-            );
+            assert_error!(err.error, Error::StaleInterrupt { .. });
 
             // Answer the other two together.
             let out = graph
@@ -263,12 +229,15 @@ async fn rejecting_one_instance_keeps_finished_siblings() {
     let asks = Arc::new(AtomicUsize::new(0));
     let graph = workers_graph(asks.clone());
     let out = graph
-        .run(JsonState::new(), durable(&store, "r"))
+        .run(JsonState::new(), durable(store.clone(), "r"))
         .await
         .unwrap();
     let ids: Vec<String> = out.interrupts.iter().map(|i| i.id.clone()).collect();
     let out = graph
-        .resume_with(Command::approve(&ids[0], json!("A")), durable(&store, "r"))
+        .resume_with(
+            Command::approve(&ids[0], json!("A")),
+            durable(store.clone(), "r"),
+        )
         .await
         .unwrap();
     assert_eq!(out.interrupts.len(), 2);
@@ -278,7 +247,7 @@ async fn rejecting_one_instance_keeps_finished_siblings() {
                 Command::reject(&ids[1]).by("carol"),
                 Command::approve(&ids[2], json!("C")),
             ],
-            durable(&store, "r"),
+            durable(store.clone(), "r"),
         )
         .await
         .unwrap();
@@ -357,7 +326,10 @@ async fn subgraph_gates_and_questions_pause_the_parent() {
             .unwrap();
         let sink = MemorySink::new();
         let out = top
-            .run(Log::default(), durable(&store, "sub").sink(sink.clone()))
+            .run(
+                Log::default(),
+                durable(store.clone(), "sub").sink(sink.clone()),
+            )
             .await
             .unwrap();
         // The static gate inside the subgraph stops the whole run.
@@ -380,7 +352,7 @@ async fn subgraph_gates_and_questions_pause_the_parent() {
         let out = top
             .resume_with(
                 Command::approve(&gate.id, Value::Null).by("ops"),
-                durable(&store, "sub"),
+                durable(store.clone(), "sub"),
             )
             .await
             .unwrap();
@@ -399,7 +371,7 @@ async fn subgraph_gates_and_questions_pause_the_parent() {
         let out = top
             .resume_with(
                 Command::approve(&q.id, json!("alice")),
-                durable(&store, "sub"),
+                durable(store.clone(), "sub"),
             )
             .await
             .unwrap();
@@ -459,7 +431,7 @@ async fn exit_durability_keeps_finished_siblings_of_a_pause() {
             .add_edge("work", END)
             .compile()
             .unwrap();
-        let cfg = || durable(&store, "exit").durability(Durability::Exit);
+        let cfg = || durable(store.clone(), "exit").durability(Durability::Exit);
         let out = graph.run(Log::default(), cfg()).await.unwrap();
         let id = out.interrupt().unwrap().id.clone();
         assert_eq!(sibling_runs.load(Ordering::SeqCst), 1);
@@ -520,7 +492,7 @@ async fn a_failed_thread_resumes_only_the_failed_task() {
                 .compile()
                 .unwrap();
             let thread = format!("fail-{mode:?}");
-            let cfg = || durable(&store, &thread).durability(mode).parallel(2);
+            let cfg = || durable(store.clone(), &thread).durability(mode).parallel(2);
             let err = graph.run(Log::default(), cfg()).await.unwrap_err();
             assert!(matches!(err.error, Error::Node { .. }));
             let latest = store
@@ -570,7 +542,7 @@ async fn a_finished_thread_accepts_the_next_run() {
                 Log {
                     items: vec!["hi".into()],
                 },
-                durable(&store, "chat"),
+                durable(store.clone(), "chat"),
             )
             .await
             .unwrap();
@@ -579,7 +551,7 @@ async fn a_finished_thread_accepts_the_next_run() {
                 Log {
                     items: vec!["how are you".into()],
                 },
-                durable(&store, "chat"),
+                durable(store.clone(), "chat"),
             )
             .await
             .unwrap();
@@ -595,7 +567,7 @@ async fn a_finished_thread_accepts_the_next_run() {
         let err = graph
             .run(
                 Log::default(),
-                durable(&store, "chat").finished_thread(FinishedThread::Refuse),
+                durable(store.clone(), "chat").finished_thread(FinishedThread::Refuse),
             )
             .await
             .unwrap_err();
@@ -605,11 +577,11 @@ async fn a_finished_thread_accepts_the_next_run() {
     let store: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
     let graph = workers_graph(Arc::new(AtomicUsize::new(0)));
     graph
-        .run(JsonState::new(), durable(&store, "busy"))
+        .run(JsonState::new(), durable(store.clone(), "busy"))
         .await
         .unwrap();
     let err = graph
-        .run(JsonState::new(), durable(&store, "busy"))
+        .run(JsonState::new(), durable(store.clone(), "busy"))
         .await
         .unwrap_err();
     assert!(
@@ -673,7 +645,7 @@ async fn update_state_as_node_reroutes() {
         .compile()
         .unwrap();
     let out = graph
-        .run(JsonState::new(), durable(&store, "e"))
+        .run(JsonState::new(), durable(store.clone(), "e"))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Interrupted);
@@ -704,10 +676,13 @@ async fn update_state_as_node_reroutes() {
     let nodes: Vec<&str> = cp.frontier.iter().map(|t| t.node.as_str()).collect();
     assert_eq!(nodes, ["question"], "the refund task no longer applies");
     assert_eq!(cp.approvals[0].decision, DecisionKind::Update);
-    let out = graph.resume(durable(&store, "e")).await.unwrap();
+    let out = graph.resume(durable(store.clone(), "e")).await.unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     assert_eq!(out.state.values["handled"], json!("question"));
-    let out = graph.resume(durable(&store, "e-fork")).await.unwrap();
+    let out = graph
+        .resume(durable(store.clone(), "e-fork"))
+        .await
+        .unwrap();
     assert_eq!(out.state.values["handled"], json!("question"));
 
     let err = graph
@@ -745,14 +720,10 @@ async fn too_deep_values_are_refused_before_saving() {
         .compile()
         .unwrap();
     let err = graph
-        .run(JsonState::new(), durable(&store, "d"))
+        .run(JsonState::new(), durable(store.clone(), "d"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.error, Error::ValueTooDeep { limit: 96, .. }),
-        "{}",
-        err.error
-    );
+    assert_error!(err.error, Error::ValueTooDeep { limit: 96, .. });
     // What was saved can be read back.
     graph
         .state_at(store.as_ref(), &"d".into(), None)

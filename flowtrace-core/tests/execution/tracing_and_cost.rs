@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Traces and money: event order and content, live streams, sinks, exact
 //! cost totals, the response cache and the tool-calling agent.
 
@@ -13,33 +12,18 @@ use flowtrace_core::testing::ScriptedModel;
 use flowtrace_core::trace::{JsonLinesSink, LogLevel, MemorySink, SinkError};
 use flowtrace_core::{
     Agent, Cache, CacheKey, ChatModel, ChatRequest, ChatResponse, CompiledGraph, Cost, Error,
-    EventKind, GraphBuilder, Message, NodeContext, NodeOutput, Role, RunConfig, RunStatus, State,
+    EventKind, GraphBuilder, Message, NodeContext, NodeOutput, Role, RunConfig, RunStatus,
     StepStatus, StreamItem, TokenUsage, Tool, ToolError, ToolLoopAgent, TraceEvent, TraceSink,
-    node_fn, reducer,
+    node_fn,
 };
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::support::{Items, cost, run_with_sink};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Notes {
-    items: Vec<String>,
-}
-
-impl State for Notes {
-    type Update = Vec<String>;
-    fn apply(&mut self, u: Vec<String>) {
-        reducer::append(&mut self.items, u);
-    }
-}
-
-fn cost(s: &str) -> Cost {
-    s.parse().unwrap()
-}
 
 /// A tool returning the weather of the city it is asked about.
 struct Weather {
@@ -95,11 +79,11 @@ impl Tool for Add {
 }
 
 /// `think` (one model call) -> `act` (one tool call).
-fn two_step_graph(model: Arc<ScriptedModel>, tool: Arc<Weather>) -> CompiledGraph<Notes> {
-    GraphBuilder::<Notes>::new("two-step")
+fn two_step_graph(model: Arc<ScriptedModel>, tool: Arc<Weather>) -> CompiledGraph<Items> {
+    GraphBuilder::<Items>::new("two-step")
         .add_node(
             "think",
-            node_fn(move |_s: Arc<Notes>, ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
                 let model = model.clone();
                 async move {
                     let r = ctx
@@ -114,7 +98,7 @@ fn two_step_graph(model: Arc<ScriptedModel>, tool: Arc<Weather>) -> CompiledGrap
         )
         .add_node(
             "act",
-            node_fn(move |_s: Arc<Notes>, ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
                 let tool = tool.clone();
                 async move {
                     let out = ctx
@@ -131,7 +115,7 @@ fn two_step_graph(model: Arc<ScriptedModel>, tool: Arc<Weather>) -> CompiledGrap
         .unwrap()
 }
 
-fn two_step_fixture() -> (CompiledGraph<Notes>, Arc<ScriptedModel>, Arc<Weather>) {
+fn two_step_fixture() -> (CompiledGraph<Items>, Arc<ScriptedModel>, Arc<Weather>) {
     let model = Arc::new(
         ScriptedModel::new("openai").reply("call the weather tool", TokenUsage::new(10, 5)),
     );
@@ -157,8 +141,8 @@ const TWO_STEP_KINDS: [&str; 10] = [
 fn chat_node(
     model: Arc<ScriptedModel>,
     requests: Vec<ChatRequest>,
-) -> impl flowtrace_core::Node<Notes> {
-    node_fn(move |_s: Arc<Notes>, ctx: NodeContext| {
+) -> impl flowtrace_core::Node<Items> {
+    node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
         let model = model.clone();
         let requests = requests.clone();
         async move {
@@ -171,8 +155,8 @@ fn chat_node(
     })
 }
 
-fn noop() -> impl flowtrace_core::Node<Notes> {
-    node_fn(|_s: Arc<Notes>, _ctx| async { Ok(NodeOutput::none()) })
+fn noop() -> impl flowtrace_core::Node<Items> {
+    node_fn(|_s: Arc<Items>, _ctx| async { Ok(NodeOutput::none()) })
 }
 
 // ---------------------------------------------------------------------------
@@ -185,7 +169,7 @@ async fn events_of_a_two_step_chain_are_ordered_and_complete() {
     let sink = MemorySink::new();
     let out = graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new().run_id("run-1").sink(sink.clone()),
         )
         .await
@@ -349,7 +333,7 @@ async fn events_of_a_two_step_chain_are_ordered_and_complete() {
 async fn live_stream_sees_the_same_events_as_a_sink() {
     let (graph, _model, _tool) = two_step_fixture();
     let sink = MemorySink::new();
-    let mut handle = graph.start(Notes::default(), RunConfig::new().sink(sink.clone()));
+    let mut handle = graph.start(Items::default(), RunConfig::new().sink(sink.clone()));
     let stream = handle.events();
     let items: Vec<StreamItem> = tokio::time::timeout(Duration::from_secs(10), stream.collect())
         .await
@@ -372,7 +356,7 @@ async fn live_stream_sees_the_same_events_as_a_sink() {
 #[tokio::test]
 async fn a_second_subscriber_stream_also_ends_with_the_run() {
     let (graph, _model, _tool) = two_step_fixture();
-    let mut handle = graph.start(Notes::default(), RunConfig::new());
+    let mut handle = graph.start(Items::default(), RunConfig::new());
     let first = handle.events();
     let second = handle.events();
     let (a, b) = tokio::time::timeout(
@@ -393,10 +377,10 @@ async fn a_second_subscriber_stream_also_ends_with_the_run() {
 
 #[tokio::test]
 async fn a_lagging_subscriber_never_blocks_the_run() {
-    let graph = GraphBuilder::<Notes>::new("chatty")
+    let graph = GraphBuilder::<Items>::new("chatty")
         .add_node(
             "chatty",
-            node_fn(|_s: Arc<Notes>, ctx: NodeContext| async move {
+            node_fn(|_s: Arc<Items>, ctx: NodeContext| async move {
                 for i in 0..100 {
                     ctx.log(LogLevel::Info, format!("line {i}"));
                 }
@@ -409,7 +393,7 @@ async fn a_lagging_subscriber_never_blocks_the_run() {
         .unwrap();
     let sink = MemorySink::new();
     let mut handle = graph.start(
-        Notes::default(),
+        Items::default(),
         RunConfig::new().event_capacity(4).sink(sink.clone()),
     );
     let mut stream = handle.events();
@@ -483,13 +467,13 @@ fn split_lagged(items: &[StreamItem]) -> (TraceEvent, u64, Vec<TraceEvent>) {
 }
 
 /// A chain of `n` nodes that finish at once.
-fn quick_chain(n: usize) -> CompiledGraph<Notes> {
-    let mut b = GraphBuilder::<Notes>::new("quick");
+fn quick_chain(n: usize) -> CompiledGraph<Items> {
+    let mut b = GraphBuilder::<Items>::new("quick");
     for i in 0..n {
         let name = format!("q{i}");
         b = b.add_node(
             name.as_str(),
-            node_fn(|_s: Arc<Notes>, _ctx: NodeContext| async move { Ok(NodeOutput::none()) }),
+            node_fn(|_s: Arc<Items>, _ctx: NodeContext| async move { Ok(NodeOutput::none()) }),
         );
         if i > 0 {
             b = b.add_edge(format!("q{}", i - 1).as_str(), name.as_str());
@@ -505,7 +489,7 @@ fn quick_chain(n: usize) -> CompiledGraph<Notes> {
 async fn a_slow_subscriber_still_begins_with_run_started() {
     let sink = MemorySink::new();
     let mut handle = quick_chain(50).start(
-        Notes::default(),
+        Items::default(),
         RunConfig::new().event_capacity(4).sink(sink.clone()),
     );
     let mut stream = handle.events();
@@ -535,7 +519,7 @@ async fn a_slow_subscriber_still_begins_with_run_started() {
 #[tokio::test]
 async fn a_subscriber_that_keeps_up_sees_run_started_once() {
     let sink = MemorySink::new();
-    let mut handle = quick_chain(50).start(Notes::default(), RunConfig::new().sink(sink.clone()));
+    let mut handle = quick_chain(50).start(Items::default(), RunConfig::new().sink(sink.clone()));
     let mut stream = handle.events();
     let items = drain(&mut stream).await;
     handle.wait().await.unwrap();
@@ -559,10 +543,10 @@ async fn a_late_subscriber_begins_with_run_started_then_reports_what_it_missed()
     let began = Arc::new(tokio::sync::Notify::new());
     let go = Arc::new(tokio::sync::Notify::new());
     let (b, g) = (began.clone(), go.clone());
-    let graph = GraphBuilder::<Notes>::new("late")
+    let graph = GraphBuilder::<Items>::new("late")
         .add_node(
             "wait",
-            node_fn(move |_s: Arc<Notes>, ctx: NodeContext| {
+            node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
                 let (began, go) = (b.clone(), g.clone());
                 async move {
                     ctx.log(LogLevel::Info, "before the subscriber");
@@ -578,7 +562,7 @@ async fn a_late_subscriber_begins_with_run_started_then_reports_what_it_missed()
         .compile()
         .unwrap();
     let sink = MemorySink::new();
-    let mut handle = graph.start(Notes::default(), RunConfig::new().sink(sink.clone()));
+    let mut handle = graph.start(Items::default(), RunConfig::new().sink(sink.clone()));
     drop(handle.events());
     began.notified().await;
     let mut late = handle.events();
@@ -656,7 +640,7 @@ async fn sinks_are_flushed_after_run_finished_and_before_run_returns() {
     let probe = Arc::new(FlushProbe::default());
     let out = graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new().shared_sink(probe.clone()),
         )
         .await
@@ -693,7 +677,7 @@ async fn a_failing_flush_fails_the_run() {
     let memory = MemorySink::new();
     let f = graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new()
                 .shared_sink(probe.clone())
                 .sink(memory.clone()),
@@ -733,7 +717,7 @@ async fn totals_are_exact_sums_across_branches_and_subgraphs() {
             .collect()
     };
 
-    let sub = GraphBuilder::<Notes>::new("sub")
+    let sub = GraphBuilder::<Items>::new("sub")
         .add_node("s1", chat_node(model(&[(12_345, 678)]), ask(1)))
         .add_node("s2", chat_node(model(&[(5, 3)]), ask(1)))
         .set_entry("s1")
@@ -742,7 +726,7 @@ async fn totals_are_exact_sums_across_branches_and_subgraphs() {
         .compile()
         .unwrap();
 
-    let graph = GraphBuilder::<Notes>::new("totals")
+    let graph = GraphBuilder::<Items>::new("totals")
         .add_node("fan", noop())
         .add_node("a", chat_node(model(&[(1_000_003, 7)]), ask(1)))
         .add_node("b", chat_node(model(&[(333_333, 1_000_001)]), ask(1)))
@@ -750,7 +734,7 @@ async fn totals_are_exact_sums_across_branches_and_subgraphs() {
         .add_node("join", chat_node(model(&[(0, 999_999)]), ask(1)))
         .add_node(
             "sub",
-            sub.as_node(|_p: &Notes| Notes::default(), |c: Notes| c.items),
+            sub.as_node(|_p: &Items| Items::default(), |c: Items| c.items),
         )
         .set_entry("fan")
         .add_edge("fan", "a")
@@ -767,7 +751,7 @@ async fn totals_are_exact_sums_across_branches_and_subgraphs() {
     let sink = MemorySink::new();
     let out = graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new().parallel(4).sink(sink.clone()),
         )
         .await
@@ -885,7 +869,7 @@ async fn a_repeated_call_is_answered_from_the_cache() {
     let model =
         Arc::new(ScriptedModel::new("openai").reply("cached answer", TokenUsage::new(1000, 500)));
     let request = ChatRequest::new("gpt-4o-mini").user("same question");
-    let graph = GraphBuilder::<Notes>::new("cached")
+    let graph = GraphBuilder::<Items>::new("cached")
         .add_node("first", chat_node(model.clone(), vec![request.clone()]))
         .add_node("second", chat_node(model.clone(), vec![request.clone()]))
         .set_entry("first")
@@ -897,7 +881,7 @@ async fn a_repeated_call_is_answered_from_the_cache() {
     let sink = MemorySink::new();
     let out = graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new().cache(cache.clone()).sink(sink.clone()),
         )
         .await
@@ -962,7 +946,7 @@ async fn a_different_request_is_not_a_cache_hit() {
             .reply("one", TokenUsage::new(1, 1))
             .reply("two", TokenUsage::new(1, 1)),
     );
-    let graph = GraphBuilder::<Notes>::new("uncached")
+    let graph = GraphBuilder::<Items>::new("uncached")
         .add_node(
             "first",
             chat_node(
@@ -989,7 +973,7 @@ async fn a_different_request_is_not_a_cache_hit() {
     let sink = MemorySink::new();
     let out = graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new()
                 .cache(Arc::new(MemCache::default()))
                 .sink(sink.clone()),
@@ -1028,10 +1012,10 @@ async fn tool_loop_agent_runs_tools_through_the_context() {
     let outputs: Arc<Mutex<Vec<flowtrace_core::AgentOutput>>> = Arc::default();
     let graph = {
         let outputs = outputs.clone();
-        GraphBuilder::<Notes>::new("agent")
+        GraphBuilder::<Items>::new("agent")
             .add_node(
                 "agent",
-                node_fn(move |_s: Arc<Notes>, ctx: NodeContext| {
+                node_fn(move |_s: Arc<Items>, ctx: NodeContext| {
                     let agent = agent.clone();
                     let outputs = outputs.clone();
                     async move {
@@ -1050,11 +1034,7 @@ async fn tool_loop_agent_runs_tools_through_the_context() {
             .compile()
             .unwrap()
     };
-    let sink = MemorySink::new();
-    let out = graph
-        .run(Notes::default(), RunConfig::new().sink(sink.clone()))
-        .await
-        .unwrap();
+    let (out, sink) = run_with_sink(&graph, Items::default()).await;
 
     assert_eq!(out.state.items, ["2 + 3 = 5"]);
     let agent_out = outputs.lock().unwrap().pop().unwrap();
@@ -1132,7 +1112,7 @@ async fn json_lines_sink_writes_one_parseable_line_per_event() {
     let memory = MemorySink::new();
     graph
         .run(
-            Notes::default(),
+            Items::default(),
             RunConfig::new()
                 .sink(JsonLinesSink::new(buf.clone()))
                 .sink(memory.clone()),

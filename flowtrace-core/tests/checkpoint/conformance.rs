@@ -1,10 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The checkpointer conformance kit against the stores FlowTrace ships, and
 //! against a deliberately broken store, to show the kit catches it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,31 +14,7 @@ use flowtrace_core::checkpoint::{
     StateRecord, ThreadFilter, ThreadInfo, value_depth,
 };
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "flowtrace-conformance-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        assert!(!dir.exists());
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::TempDir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_checkpointer_conforms() {
@@ -52,11 +25,11 @@ async fn memory_checkpointer_conforms() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn file_checkpointer_conforms() {
-    let dir = TempDir::new("file");
-    let path = dir.0.clone();
-    // Every call opens a new handle on the same directory: a "restart".
+/// Runs the kit on file stores in a fresh directory; every call of the
+/// kit's `open` opens a new handle on it: a "restart".
+async fn file_checkpointer_conforms_in(label: &str) -> TempDir {
+    let dir = TempDir::new(label);
+    let path = dir.path().to_path_buf();
     let result = conformance::run(move || -> Arc<dyn Checkpointer> {
         Arc::new(FileCheckpointer::open(&path).unwrap())
     })
@@ -64,20 +37,18 @@ async fn file_checkpointer_conforms() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert!(std::fs::read_dir(&dir.0).unwrap().count() > 0);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_checkpointer_conforms() {
+    let dir = file_checkpointer_conforms_in("file").await;
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0);
 }
 
 #[tokio::test]
 async fn file_checkpointer_conforms_on_a_current_thread_runtime() {
-    let dir = TempDir::new("file-current-thread");
-    let path = dir.0.clone();
-    let result = conformance::run(move || -> Arc<dyn Checkpointer> {
-        Arc::new(FileCheckpointer::open(&path).unwrap())
-    })
-    .await;
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    file_checkpointer_conforms_in("file-current-thread").await;
 }
 
 /// Stores checkpoints by seq, overwriting whatever is there: it never
@@ -327,27 +298,70 @@ async fn a_store_that_never_fences_fails_the_fencing_check() {
     assert!(message.contains("expected Conflict"), "{message}");
 }
 
-/// Fences, but checks and inserts in two steps with a pause between, so
-/// two concurrent appends of the same seq both pass the check.
-#[derive(Default)]
-struct RacyFence {
-    inner: NoFence,
+/// A store that forwards to `inner` but for one planted fault, so the kit
+/// must fail it on that check alone.
+struct Faulty {
+    inner: Box<dyn Checkpointer>,
+    fault: Fault,
+}
+
+enum Fault {
+    /// Fences, but checks and inserts in two steps with a pause between, so
+    /// two concurrent appends of the same seq both pass the check.
+    RacyFence,
+    /// Right about everything but snapshots: `chain` starts at the thread's
+    /// first full state instead of the last one before `seq`.
+    ChainFromTheStart,
+}
+
+impl Faulty {
+    fn racy_fence() -> Self {
+        Self {
+            inner: Box::new(NoFence::default()),
+            fault: Fault::RacyFence,
+        }
+    }
+
+    fn chain_from_the_start() -> Self {
+        Self {
+            inner: Box::new(MemoryCheckpointer::new()),
+            fault: Fault::ChainFromTheStart,
+        }
+    }
 }
 
 #[async_trait]
-impl Checkpointer for RacyFence {
+impl Checkpointer for Faulty {
     async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
-        let latest = self.inner.get(&checkpoint.thread_id, None).await?;
-        let expected = latest.map_or(0, |c| c.seq + 1);
-        if checkpoint.seq != expected {
-            return Err(CheckpointError::Conflict {
-                thread: checkpoint.thread_id,
-                seq: checkpoint.seq,
-                expected,
-            });
+        if let Fault::RacyFence = self.fault {
+            let latest = self.inner.get(&checkpoint.thread_id, None).await?;
+            let expected = latest.map_or(0, |c| c.seq + 1);
+            if checkpoint.seq != expected {
+                return Err(CheckpointError::Conflict {
+                    thread: checkpoint.thread_id,
+                    seq: checkpoint.seq,
+                    expected,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
         self.inner.append(checkpoint).await
+    }
+
+    async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
+        let Fault::ChainFromTheStart = self.fault else {
+            return self.inner.chain(thread, seq).await;
+        };
+        let mut all = self
+            .inner
+            .list(thread, Some(seq.saturating_add(1)), usize::MAX)
+            .await?;
+        all.reverse();
+        let first_full = all
+            .iter()
+            .position(|c| matches!(c.state, StateRecord::Full(_)))
+            .unwrap_or(0);
+        Ok(all.split_off(first_full))
     }
 
     async fn get(
@@ -418,7 +432,7 @@ impl Checkpointer for RacyFence {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_with_a_check_then_insert_race_fails_the_fencing_check() {
-    let store = Arc::new(RacyFence::default());
+    let store = Arc::new(Faulty::racy_fence());
     let err = conformance::run(|| -> Arc<dyn Checkpointer> { store.clone() })
         .await
         .expect_err("a racy fence must not conform");
@@ -448,101 +462,9 @@ async fn sample_checkpoints_are_appendable() {
     assert_eq!(store.get(&thread, None).await.unwrap(), Some(cp));
 }
 
-/// Right about everything but snapshots: `chain` starts at the thread's
-/// first full state instead of the last one before `seq`.
-#[derive(Default)]
-struct ChainFromTheStart {
-    inner: MemoryCheckpointer,
-}
-
-#[async_trait]
-impl Checkpointer for ChainFromTheStart {
-    async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
-        self.inner.append(checkpoint).await
-    }
-
-    async fn get(
-        &self,
-        thread: &ThreadId,
-        seq: Option<u64>,
-    ) -> Result<Option<Checkpoint>, CheckpointError> {
-        self.inner.get(thread, seq).await
-    }
-
-    async fn list(
-        &self,
-        thread: &ThreadId,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<Checkpoint>, CheckpointError> {
-        self.inner.list(thread, before, limit).await
-    }
-
-    async fn put_write(
-        &self,
-        thread: &ThreadId,
-        seq: u64,
-        write: PendingWrite,
-    ) -> Result<(), CheckpointError> {
-        self.inner.put_write(thread, seq, write).await
-    }
-
-    async fn writes(
-        &self,
-        thread: &ThreadId,
-        seq: u64,
-    ) -> Result<Vec<PendingWrite>, CheckpointError> {
-        self.inner.writes(thread, seq).await
-    }
-
-    async fn append_batch(
-        &self,
-        thread: &ThreadId,
-        batch: CheckpointBatch,
-    ) -> Result<(), CheckpointError> {
-        self.inner.append_batch(thread, batch).await
-    }
-
-    async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
-        let mut all = self
-            .inner
-            .list(thread, Some(seq.saturating_add(1)), usize::MAX)
-            .await?;
-        all.reverse();
-        let first_full = all
-            .iter()
-            .position(|c| matches!(c.state, StateRecord::Full(_)))
-            .unwrap_or(0);
-        Ok(all.split_off(first_full))
-    }
-
-    async fn delete_thread(&self, thread: &ThreadId) -> Result<bool, CheckpointError> {
-        self.inner.delete_thread(thread).await
-    }
-
-    async fn prune(
-        &self,
-        thread: &ThreadId,
-        keep: Retention,
-    ) -> Result<PruneOutcome, CheckpointError> {
-        self.inner.prune(thread, keep).await
-    }
-
-    async fn list_threads(
-        &self,
-        filter: &ThreadFilter,
-    ) -> Result<Vec<ThreadInfo>, CheckpointError> {
-        self.inner.list_threads(filter).await
-    }
-
-    async fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
-        self.inner.copy_thread(from, to).await
-    }
-}
-
 #[tokio::test]
 async fn a_store_whose_chain_ignores_snapshots_fails_the_snapshot_check() {
-    let store = Arc::new(ChainFromTheStart::default());
+    let store = Arc::new(Faulty::chain_from_the_start());
     let open = || -> Arc<dyn Checkpointer> { store.clone() };
     let failure = conformance::chain_from_snapshot(&open).await.unwrap_err();
     assert_eq!(failure.check, Check::ChainFromSnapshot);

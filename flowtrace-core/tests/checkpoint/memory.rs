@@ -1,9 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The file checkpointer's memory does not grow with the number of threads
-//! it serves. Alone in its test binary: it measures the process's resident
-//! memory, which other tests running alongside would disturb.
+//! it serves. Measured alone: the test runs itself again in a child process
+//! with only this test, since it measures the process's resident memory,
+//! which other tests of the binary running alongside would disturb.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +14,10 @@ use flowtrace_core::checkpoint::{
 };
 use futures::StreamExt;
 use serde_json::json;
+
+use crate::support::TempDir;
+
+use crate::support::rerun_test;
 
 const THREADS: usize = 10_000;
 const STEPS: u64 = 20;
@@ -60,16 +63,33 @@ fn thread_of(i: usize) -> (ThreadId, Vec<Checkpoint>) {
     (thread, checkpoints)
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// Set in the child process that runs only this test.
+const CHILD_ENV: &str = "FLOWTRACE_MEMORY_CHILD";
 
 #[test]
 fn file_store_memory_stays_bounded() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        let out = rerun_test(module_path!(), "file_store_memory_stays_bounded")
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        // The figures the child printed.
+        eprint!("{stderr}");
+        assert!(
+            out.status.success(),
+            "the child failed:\n{stdout}\n{stderr}"
+        );
+        // A filter matching no test would succeed without measuring.
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test:\n{stdout}"
+        );
+        return;
+    }
     let Some(start) = rss() else {
         eprintln!("no /proc/self/status: resident memory can't be measured here");
         return;
@@ -83,15 +103,14 @@ fn file_store_memory_stays_bounded() {
     } else {
         std::env::temp_dir()
     };
-    let dir = TempDir(base.join(format!("flowtrace-memory-bound-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new_in(&base, "memory-bound");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
         .enable_all()
         .build()
         .unwrap();
-    let store = Arc::new(FileCheckpointer::open(&dir.0).unwrap());
+    let store = Arc::new(FileCheckpointer::open(dir.path()).unwrap());
     let began = Instant::now();
 
     // Write every thread through one handle: one batch record each.
@@ -144,7 +163,7 @@ fn file_store_memory_stays_bounded() {
     assert!(page.iter().all(|t| t.status == ThreadStatus::Completed));
     let end = rss().unwrap_or(start);
 
-    let disk: u64 = std::fs::read_dir(&dir.0)
+    let disk: u64 = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
