@@ -188,7 +188,7 @@ async fn check_history(
 ) -> usize {
     let thread = ThreadId::new(format!("check-{size}"));
     let out = graph
-        .run(conversation(size), durable(store.clone(), thread.clone()))
+        .invoke(conversation(size), durable(store.clone(), thread.clone()))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
@@ -213,7 +213,7 @@ fn bench_checkpoint_step(c: &mut Criterion) {
             b.to_async(&rt).iter_batched(
                 || state.clone(),
                 // The output (and its large state) is dropped outside the timing.
-                |s| async { graph.run(s, config()).await.unwrap() },
+                |s| async { graph.invoke(s, config()).await.unwrap() },
                 BatchSize::SmallInput,
             )
         });
@@ -239,7 +239,10 @@ fn bench_checkpoint_step(c: &mut Criterion) {
                 // The output and the store (with its history) are dropped
                 // outside the timing.
                 |(s, store, thread)| async {
-                    let out = graph.run(s, durable(store.clone(), thread)).await.unwrap();
+                    let out = graph
+                        .invoke(s, durable(store.clone(), thread))
+                        .await
+                        .unwrap();
                     (out, store)
                 },
                 BatchSize::SmallInput,
@@ -281,7 +284,10 @@ fn bench_file_sync(c: &mut Criterion) {
                     (state.clone(), store, thread)
                 },
                 |(s, store, thread)| async {
-                    let out = graph.run(s, durable(store.clone(), thread)).await.unwrap();
+                    let out = graph
+                        .invoke(s, durable(store.clone(), thread))
+                        .await
+                        .unwrap();
                     (out, store)
                 },
                 BatchSize::SmallInput,
@@ -345,7 +351,7 @@ async fn interrupt_then_resume(
     thread: ThreadId,
 ) -> (RunOutput<Conversation>, RunOutput<Conversation>) {
     let paused = graph
-        .run(
+        .invoke(
             Conversation::default(),
             durable(store.clone(), thread.clone()),
         )
@@ -353,7 +359,7 @@ async fn interrupt_then_resume(
         .unwrap();
     let id = paused.interrupt().map(|i| i.id.clone()).unwrap();
     let done = graph
-        .resume_with(
+        .invoke(
             Command::approve(id, json!({"by": "alice"})).by("alice"),
             durable(store, thread),
         )
@@ -507,7 +513,7 @@ fn bench_footprint(c: &mut Criterion) {
         let graph = &graph;
         async move {
             graph
-                .run(conversation(10), durable(store, ThreadId::new(thread)))
+                .invoke(conversation(10), durable(store, ThreadId::new(thread)))
                 .await
                 .unwrap();
         }

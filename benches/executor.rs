@@ -76,7 +76,10 @@ fn bench_chain(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_noop_nodes", |b| {
         b.to_async(&rt).iter(|| async {
-            let out = graph.run(Conversation::default(), config()).await.unwrap();
+            let out = graph
+                .invoke(Conversation::default(), config())
+                .await
+                .unwrap();
             black_box(out.summary.node_executions)
         })
     });
@@ -102,7 +105,7 @@ fn bench_fanout(c: &mut Criterion) {
     g.bench_function("100_parallel_noop_nodes", |b| {
         b.to_async(&rt).iter(|| async {
             let out = graph
-                .run(Conversation::default(), config().parallel(100))
+                .invoke(Conversation::default(), config().parallel(100))
                 .await
                 .unwrap();
             assert_eq!(out.state.counter, 100);
@@ -121,7 +124,10 @@ fn bench_three_node(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let mut total = 0;
             for _ in 0..1000 {
-                let out = graph.run(Conversation::default(), config()).await.unwrap();
+                let out = graph
+                    .invoke(Conversation::default(), config())
+                    .await
+                    .unwrap();
                 total += out.state.counter;
             }
             black_box(total)
@@ -146,7 +152,7 @@ fn bench_state_size(c: &mut Criterion) {
             b.to_async(&rt).iter_batched(
                 || state.clone(),
                 // The output (and its large state) is dropped outside the timing.
-                |s| async { graph.run(s, config()).await.unwrap() },
+                |s| async { graph.invoke(s, config()).await.unwrap() },
                 BatchSize::SmallInput,
             )
         });

@@ -96,12 +96,14 @@ fn resume(c: &mut Criterion) {
         // In memory.
         let memory: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
         let out = rt
-            .block_on(g.run(Counter::default(), config(memory.clone())))
+            .block_on(g.invoke(Counter::default(), config(memory.clone())))
             .unwrap();
         assert_eq!(out.state.n, n);
         group.bench_with_input(BenchmarkId::new("memory", n), &n, |b, _| {
             b.iter(|| {
-                let out = rt.block_on(g.resume(config(memory.clone()))).unwrap();
+                let out = rt
+                    .block_on(g.invoke(flowtrace::RunInput::Resume, config(memory.clone())))
+                    .unwrap();
                 black_box(out.state.n)
             })
         });
@@ -111,7 +113,7 @@ fn resume(c: &mut Criterion) {
         let path = dir(&n.to_string());
         {
             let file: Arc<dyn Checkpointer> = Arc::new(FileCheckpointer::open(&path).unwrap());
-            rt.block_on(g.run(
+            rt.block_on(g.invoke(
                 Counter::default(),
                 config(file).durability(Durability::Exit),
             ))
@@ -120,7 +122,9 @@ fn resume(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("file_cold", n), &n, |b, _| {
             b.iter(|| {
                 let file: Arc<dyn Checkpointer> = Arc::new(FileCheckpointer::open(&path).unwrap());
-                let out = rt.block_on(g.resume(config(file))).unwrap();
+                let out = rt
+                    .block_on(g.invoke(flowtrace::RunInput::Resume, config(file)))
+                    .unwrap();
                 black_box(out.state.n)
             })
         });

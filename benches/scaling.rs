@@ -197,7 +197,7 @@ fn chain_on(c: &mut Criterion, group: &str, store: fn() -> Arc<dyn Checkpointer>
                         .thread(thread)
                         .durability(Durability::Sync);
                     let out = graph
-                        .run(Conversation::default(), cfg)
+                        .invoke(Conversation::default(), cfg)
                         .await
                         .map_err(|f| f.error)
                         .unwrap();
@@ -253,7 +253,7 @@ fn bench_router_fanout(c: &mut Criterion) {
             g.bench_function(format!("{name}/{w}"), |b| {
                 b.to_async(&rt).iter(|| async {
                     let out = graph
-                        .run(Conversation::default(), config())
+                        .invoke(Conversation::default(), config())
                         .await
                         .map_err(|f| f.error)
                         .unwrap();

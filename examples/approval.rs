@@ -20,7 +20,7 @@
 //!    the charge, but an operator hits the kill switch ([`HaltSwitch`]) from
 //!    another task while the payment is in flight: the payment completes and
 //!    is committed, and the run stops `halted` at the next safe point with its
-//!    checkpoint kept. `graph.resume(..)` then finishes the thread without
+//!    checkpoint kept. `graph.invoke(flowtrace::RunInput::Resume, ..)` then finishes the thread without
 //!    charging again.
 //!
 //! The live trace of every call is printed with [`Timeline`]. Runs offline in
@@ -427,7 +427,7 @@ async fn main() {
         "Acme",
         &[("seat", 3, 12_000), ("support", 1, 6_000)],
     );
-    let out = ok(graph.run(order, durable(&store, &thread)).await);
+    let out = ok(graph.invoke(order, durable(&store, &thread)).await);
     let interrupt = pending(&out);
     assert_eq!(interrupt.node, "billing_approval");
     assert_eq!(interrupt.when, InterruptWhen::Before);
@@ -445,7 +445,7 @@ async fn main() {
         json!({"approved_by": "finance", "limit": 500}),
     )
     .by("alice@finance");
-    let out = ok(graph.resume_with(decision, durable(&store, &thread)).await);
+    let out = ok(graph.invoke(decision, durable(&store, &thread)).await);
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     assert_eq!(out.state.charged_cents, Some(42_000));
     println!("\n{}", out.state.receipt.as_deref().unwrap_or("no receipt"));
@@ -465,7 +465,7 @@ async fn main() {
         discount_requested_pct: Some(15),
         ..Order::new("A-1002", "Globex", &[("seat", 4, 12_000)])
     };
-    let out = ok(graph.run(order, durable(&store, &thread)).await);
+    let out = ok(graph.invoke(order, durable(&store, &thread)).await);
     let ask = pending(&out);
     assert_eq!(ask.node, "sales_discount");
     assert_eq!(ask.when, InterruptWhen::During);
@@ -473,7 +473,7 @@ async fn main() {
 
     println!("\n== order 1002: sales grants 10%; the node re-runs with the answer ==");
     let decision = Command::approve(ask.id.clone(), json!({"approved_pct": 10})).by("bob@sales");
-    let out = ok(graph.resume_with(decision, durable(&store, &thread)).await);
+    let out = ok(graph.invoke(decision, durable(&store, &thread)).await);
     assert_eq!(out.state.discount_pct, 10);
     let sign_off = pending(&out);
     assert_eq!(sign_off.node, "billing_approval");
@@ -510,7 +510,7 @@ async fn main() {
         json!({"approved_by": "finance", "limit": 500}),
     )
     .by("alice@finance");
-    let out = ok(graph.resume_with(decision, config).await);
+    let out = ok(graph.invoke(decision, config).await);
     operator.await.expect("the operator task");
     assert_eq!(out.summary.status, RunStatus::Halted);
     assert_eq!(
@@ -534,7 +534,9 @@ async fn main() {
     assert_eq!(next, ["receipt"]);
 
     println!("\n== order 1002: resume after the halt ==");
-    let out = ok(graph.resume(durable(&store, &thread)).await);
+    let out = ok(graph
+        .invoke(flowtrace::RunInput::Resume, durable(&store, &thread))
+        .await);
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     println!("\n{}", out.state.receipt.as_deref().unwrap_or("no receipt"));
     println!("{}", out.summary);

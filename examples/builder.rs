@@ -297,7 +297,7 @@ async fn run_once(
         question: "LLM agent observability".into(),
         ..Research::default()
     };
-    let mut handle = graph.start(input, config);
+    let mut handle = graph.stream(input, config);
     let mut lines = Timeline::new().follow(handle.events());
     while let Some(line) = lines.next().await {
         println!("{line}");

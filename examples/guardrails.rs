@@ -97,7 +97,7 @@ async fn fan_out_over_budget() {
     let config = RunConfig::new()
         .parallel(6)
         .budget(Budget::default().max_cost("0.05".parse().unwrap()));
-    let failure = expect_failure(graph.run(Notes::default(), config).await);
+    let failure = expect_failure(graph.invoke(Notes::default(), config).await);
 
     println!("error: {}", failure.error);
     println!(
@@ -159,7 +159,7 @@ async fn model_call_over_token_budget() {
         .compile()
         .expect("valid graph");
     let config = RunConfig::new().budget(Budget::default().max_tokens(1_000));
-    let failure = expect_failure(graph.run(Notes::default(), config).await);
+    let failure = expect_failure(graph.invoke(Notes::default(), config).await);
 
     println!("error: {}", failure.error);
     println!(
@@ -212,7 +212,7 @@ async fn flaky_node_retried() {
         .expect("valid graph");
     let sink = MemorySink::new();
     let out = graph
-        .run(Notes::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Notes::default(), RunConfig::new().sink(sink.clone()))
         .await
         .expect("the third attempt succeeds");
 
@@ -255,7 +255,7 @@ async fn node_timeout() {
         .set_finish("slow")
         .compile()
         .expect("valid graph");
-    let failure = expect_failure(graph.run(Notes::default(), RunConfig::new()).await);
+    let failure = expect_failure(graph.invoke(Notes::default(), RunConfig::new()).await);
 
     println!("error: {}", failure.error);
     println!("run took {:.0?}", failure.summary.elapsed);
@@ -286,7 +286,7 @@ async fn canceled_from_another_task() {
         .compile()
         .expect("valid graph");
 
-    let mut handle = graph.start(Notes::default(), RunConfig::new());
+    let mut handle = graph.stream(Notes::default(), RunConfig::new());
     let mut events = handle.events();
     // The watchdog owns the handle: it follows the live events and cancels
     // the run once it has seen enough, then waits for the run to end.
@@ -364,7 +364,7 @@ async fn runaway_agent_loop() {
         .expect("valid graph");
     let failure = expect_failure(
         graph
-            .run(Notes::default(), RunConfig::new().recursion_limit(8))
+            .invoke(Notes::default(), RunConfig::new().recursion_limit(8))
             .await,
     );
 

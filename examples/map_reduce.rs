@@ -252,7 +252,7 @@ async fn main() {
         question: "LLM agent workflows".into(),
         ..Report::default()
     };
-    let mut handle = graph.start(input, RunConfig::new().parallel(3));
+    let mut handle = graph.stream(input, RunConfig::new().parallel(3));
     let mut events = handle.events();
     let mut timeline = Timeline::new();
     // The order in which research instances finished, by their input.

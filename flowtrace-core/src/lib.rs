@@ -38,7 +38,7 @@
 //!     .compile()
 //!     .unwrap();
 //!
-//! let out = graph.run(Doc::default(), RunConfig::new()).await.unwrap();
+//! let out = graph.invoke(Doc::default(), RunConfig::new()).await.unwrap();
 //! assert_eq!(out.state.steps, ["fetched", "summarized 1 item(s)"]);
 //! assert_eq!(out.summary.node_executions, 2);
 //! # });
@@ -75,10 +75,8 @@ pub use checkpoint::Checkpointer;
 pub use error::{
     BudgetBreach, BudgetExceeded, BuildError, Error, ErrorClass, GraphProblem, NodeError,
 };
-pub use exec::{
-    Budget, RetryPolicy, RunConfig, RunFailure, RunHandle, RunOutput, RunSummary, StepRecord,
-};
-pub use graph::{CompiledGraph, END, GraphBuilder, START, Subgraph};
+pub use exec::{Budget, RunConfig, RunFailure, RunHandle, RunInput, RunOutput, StateSnapshot};
+pub use graph::{BranchLabel, CompiledGraph, END, GraphBuilder, START, Subgraph};
 pub use ids::{NodeId, RunId, StepId, ThreadId};
 pub use model::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Message,
@@ -86,9 +84,13 @@ pub use model::{
 };
 pub use node::{Dispatch, Node, NodeConfig, NodeContext, NodeFn, NodeOutput, NodeResult, node_fn};
 pub use pricing::{Cost, MissingPrice, ModelPrice, PriceTable, Pricing, TokenUsage};
+pub use retry::RetryPolicy;
 pub use state::{JsonState, State, reducer};
 pub use tool::{Tool, ToolError};
-pub use trace::{EventKind, EventStream, RunStatus, StepStatus, StreamItem, TraceEvent, TraceSink};
+pub use trace::{
+    EventKind, EventStream, RunStatus, RunSummary, StepRecord, StepStatus, StreamItem, TraceEvent,
+    TraceSink,
+};
 
 /// Re-exported so users can name the cancellation token type.
 pub use tokio_util::sync::CancellationToken;
@@ -104,8 +106,19 @@ mod layering {
 
     const ENGINE: &[&str] = &["exec", "graph"];
     const CONTRACTS: &[&str] = &[
-        "agent", "cache", "checkpoint", "error.rs", "ids.rs", "model", "node", "pricing",
-        "retry.rs", "state.rs", "testing", "tool", "trace",
+        "agent",
+        "cache",
+        "checkpoint",
+        "error.rs",
+        "ids.rs",
+        "model",
+        "node",
+        "pricing",
+        "retry.rs",
+        "state.rs",
+        "testing",
+        "tool",
+        "trace",
     ];
 
     fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
@@ -169,15 +182,18 @@ mod layering {
                 for f in &forbidden {
                     let hit = code.match_indices(f.as_str()).any(|(i, _)| {
                         // A whole path segment: `crate::exec` but not `crate::execution`.
-                        !code[i + f.len()..]
-                            .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                        !code[i + f.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
                     });
                     if hit {
                         offences.push(format!("{}:{}: {f}", file.display(), n + 1));
                     }
                 }
                 if code.starts_with("use crate::{") && ENGINE.iter().any(|m| code.contains(m)) {
-                    offences.push(format!("{}:{}: grouped engine import", file.display(), n + 1));
+                    offences.push(format!(
+                        "{}:{}: grouped engine import",
+                        file.display(),
+                        n + 1
+                    ));
                 }
             }
         }
@@ -192,7 +208,9 @@ mod layering {
     fn the_check_catches_an_engine_import() {
         let line = "use crate::exec::RunConfig;";
         assert!(line.contains("crate::exec"));
-        let reexports = engine_reexports("pub use exec::{\n    Budget, RunConfig,\n};\npub use graph::{CompiledGraph, END};");
+        let reexports = engine_reexports(
+            "pub use exec::{\n    Budget, RunConfig,\n};\npub use graph::{CompiledGraph, END};",
+        );
         assert_eq!(reexports, ["Budget", "RunConfig", "CompiledGraph", "END"]);
     }
 }

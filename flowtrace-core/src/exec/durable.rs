@@ -470,25 +470,7 @@ pub(crate) fn check_value_depth(
 pub(crate) fn rebuild<S: State>(thread: &ThreadId, chain: &[Checkpoint]) -> Result<S, Error> {
     let mut state: Option<S> = None;
     for cp in chain {
-        match &cp.state {
-            StateRecord::Full(v) => {
-                state = Some(S::deserialize(v).map_err(|e| corrupt(thread, cp.seq, e))?);
-            }
-            StateRecord::Delta(updates) => {
-                let s = state.as_mut().ok_or_else(|| {
-                    Error::Checkpoint(CheckpointError::Corrupt {
-                        thread: thread.clone(),
-                        seq: cp.seq,
-                        message: "delta without a full state before it".into(),
-                    })
-                })?;
-                for u in updates {
-                    let update =
-                        S::Update::deserialize(u).map_err(|e| corrupt(thread, cp.seq, e))?;
-                    s.apply(update);
-                }
-            }
-        }
+        apply_record(thread, &mut state, cp)?;
     }
     state.ok_or_else(|| {
         Error::Checkpoint(CheckpointError::Corrupt {
@@ -497,6 +479,34 @@ pub(crate) fn rebuild<S: State>(thread: &ThreadId, chain: &[Checkpoint]) -> Resu
             message: "no full state in the thread's history".into(),
         })
     })
+}
+
+/// Applies one checkpoint's state record: a full state replaces `state`,
+/// deltas go through the reducers.
+pub(crate) fn apply_record<S: State>(
+    thread: &ThreadId,
+    state: &mut Option<S>,
+    cp: &Checkpoint,
+) -> Result<(), Error> {
+    match &cp.state {
+        StateRecord::Full(v) => {
+            *state = Some(S::deserialize(v).map_err(|e| corrupt(thread, cp.seq, e))?);
+        }
+        StateRecord::Delta(updates) => {
+            let s = state.as_mut().ok_or_else(|| {
+                Error::Checkpoint(CheckpointError::Corrupt {
+                    thread: thread.clone(),
+                    seq: cp.seq,
+                    message: "delta without a full state before it".into(),
+                })
+            })?;
+            for u in updates {
+                let update = S::Update::deserialize(u).map_err(|e| corrupt(thread, cp.seq, e))?;
+                s.apply(update);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn corrupt(thread: &ThreadId, seq: u64, e: serde_json::Error) -> Error {

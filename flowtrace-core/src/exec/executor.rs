@@ -20,12 +20,12 @@ use crate::error::{BudgetBreach, BudgetExceeded, Error, NodeError};
 use crate::exec::durable::check_value_depth;
 use crate::exec::durable::{Durable, to_json};
 use crate::exec::shared::{RunShared, StopReason};
-use crate::node::Scope;
-use crate::pricing::Amount;
 use crate::graph::compile::{CompiledNode, Target};
 use crate::graph::{Inner, Routes};
 use crate::ids::StepId;
+use crate::node::Scope;
 use crate::node::{Dispatch, NodeContext, NodeOutput, StepMeter, StepShared};
+use crate::pricing::Amount;
 use crate::pricing::{Cost, TokenUsage};
 use crate::state::State;
 use crate::trace::StepRecord;
@@ -447,6 +447,8 @@ impl<'g, S: State> Executor<'g, S> {
                     return Box::pin(self.pause(&ready, gates)).await;
                 }
             }
+            // A sink over its buffer bound slows the run down here.
+            self.run.bus.backpressure(cancel).await;
             if let Err(e) = self.safe_point(&ready, cancel) {
                 self.emit(
                     Instant::now(),
@@ -924,8 +926,7 @@ impl<'g, S: State> Executor<'g, S> {
             }
             self.records.push(o.record);
         }
-        let error =
-            error.unwrap_or_else(|| Error::aborted("a task failed without an error"));
+        let error = error.unwrap_or_else(|| Error::aborted("a task failed without an error"));
         self.fail(ready, Some(failed_task), error).await
     }
 

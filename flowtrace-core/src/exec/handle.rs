@@ -13,7 +13,7 @@ use crate::ids::RunId;
 use crate::trace::{EventStream, RunStatus, Timestamp};
 
 /// Watches, cancels or waits for a run started with
-/// [`CompiledGraph::start`](crate::CompiledGraph::start).
+/// [`CompiledGraph::stream`](crate::CompiledGraph::stream).
 pub struct RunHandle<S> {
     shared: Arc<RunShared>,
     first_stream: Option<EventStream>,

@@ -9,6 +9,7 @@
 //! Between super-steps — the *safe points* — the executor checks
 //! cancellation, the deadline, the recursion limit and the budgets.
 
+mod api;
 mod drive;
 mod durable;
 mod executor;
@@ -20,6 +21,7 @@ pub(crate) mod shared;
 
 pub use crate::retry::RetryPolicy;
 pub use crate::trace::{ErrorSummary, RunSummary, StepRecord};
+pub use api::{RunInput, StateSnapshot};
 pub use durable::{
     ASYNC_WRITE_QUEUE, Command, Decision, Durability, HaltSignal, HaltSwitch, SnapshotPolicy,
 };
@@ -35,12 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
 use crate::checkpoint::{Checkpointer, DefaultDecision};
-use crate::graph::CompiledGraph;
 use crate::ids::{NodeId, RunId, ThreadId};
 use crate::pricing::{Cost, MissingPrice, PriceTable, Pricing};
-use crate::state::State;
 use crate::trace::TraceSink;
-use shared::RunShared;
 
 /// Per-run guardrails. A breach ends the run with
 /// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) naming the limit,
@@ -92,14 +91,6 @@ impl Budget {
         self.max_duration = Some(d);
         self
     }
-}
-
-/// A state edit applied to a stored position (see `CompiledGraph::edit`).
-struct Edited {
-    checkpoint: crate::checkpoint::Checkpoint,
-    full_state: serde_json::Value,
-    deltas: Vec<serde_json::Value>,
-    writes: Vec<crate::checkpoint::PendingWrite>,
 }
 
 static DEFAULT_PRICING: LazyLock<Arc<PriceTable>> =
@@ -337,7 +328,7 @@ impl RunConfig {
     }
 
     /// Cancels the run when `token` is canceled (the run also has its own
-    /// handle; see [`CompiledGraph::start`]).
+    /// handle; see [`CompiledGraph::stream`]).
     pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);
         self
@@ -404,7 +395,7 @@ impl RunConfig {
     /// Gives every interrupt of this run a deadline: once `after` has passed
     /// since the interrupt, resuming the thread without a decision applies
     /// `default` (approve, reject or escalate), recorded as decided by
-    /// `deadline`. A sweeper can simply call [`CompiledGraph::resume`] on
+    /// `deadline`. A sweeper can simply call [`CompiledGraph::invoke`] with `RunInput::Resume` on
     /// waiting threads.
     pub fn interrupt_deadline(mut self, after: Duration, default: DefaultDecision) -> Self {
         self.interrupt_deadline = Some((after, default));
@@ -459,367 +450,5 @@ impl RunConfig {
     /// The concurrency cap, when parallel.
     pub fn get_parallel(&self) -> Option<usize> {
         self.parallel
-    }
-}
-
-impl<S: State> CompiledGraph<S> {
-    /// Runs the graph from `input` to the end and returns the final state and
-    /// the run's report, or why it failed (with the report so far).
-    ///
-    /// Sinks are flushed before this returns.
-    ///
-    /// # Cancel safety
-    /// Dropping the future stops the run wherever it is; nothing is flushed.
-    /// To stop a run cleanly, cancel it through a token or [`start`](Self::start)'s handle.
-    pub async fn run(&self, input: S, config: RunConfig) -> Result<RunOutput<S>, RunFailure> {
-        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
-        let shared = Arc::new(RunShared::new(&config, run_id));
-        drive::drive(&self.inner, shared, drive::Start::Fresh(input)).await
-    }
-
-    /// Continues a durable thread (`config` must name the checkpointer and
-    /// the thread) from its latest checkpoint: after a crash, after a halt,
-    /// or after a failure (only the failed task runs again; its finished
-    /// siblings are replayed). Steps whose results were committed are not
-    /// run again. The summary covers this run's steps. A thread waiting for
-    /// a human fails with [`Error::DecisionRequired`](crate::Error::DecisionRequired)
-    /// unless an interrupt's deadline passed (its default decision is then
-    /// applied): use [`resume_with`](Self::resume_with).
-    ///
-    /// # Cancel safety
-    /// As for [`run`](Self::run); committed checkpoints stay committed.
-    pub async fn resume(&self, config: RunConfig) -> Result<RunOutput<S>, RunFailure> {
-        self.resume_with_all(Vec::new(), config).await
-    }
-
-    /// Resumes an interrupted thread with a human decision: approve (a node
-    /// that called `interrupt` receives the payload), edit the state first,
-    /// or reject (skip the node, optionally going to another). The decision
-    /// is checkpointed as an [`ApprovalRecord`](crate::checkpoint::ApprovalRecord)
-    /// and emitted as a `resume` event before anything runs. When other
-    /// interrupts of the thread are still waiting, the decision is recorded
-    /// and the run stops again at once, reporting them in
-    /// [`RunOutput::interrupts`].
-    pub async fn resume_with(
-        &self,
-        command: Command<S::Update>,
-        config: RunConfig,
-    ) -> Result<RunOutput<S>, RunFailure> {
-        self.resume_with_all(vec![command], config).await
-    }
-
-    /// Resumes an interrupted thread with several decisions at once (one per
-    /// pending interrupt, for example one per dispatched worker that asked);
-    /// each reaches only the interrupt it names. All are checkpointed
-    /// together before anything runs.
-    pub async fn resume_with_all(
-        &self,
-        commands: Vec<Command<S::Update>>,
-        config: RunConfig,
-    ) -> Result<RunOutput<S>, RunFailure> {
-        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
-        let shared = Arc::new(RunShared::new(&config, run_id));
-        drive::drive(&self.inner, shared, drive::Start::Resume(commands)).await
-    }
-
-    /// Time travel: the state of `thread` at checkpoint `seq` (its latest
-    /// when `None`), rebuilt from the last full state and the deltas after it.
-    pub async fn state_at(
-        &self,
-        store: &dyn Checkpointer,
-        thread: &ThreadId,
-        seq: Option<u64>,
-    ) -> Result<S, crate::Error> {
-        let seq = match seq {
-            Some(s) => s,
-            None => {
-                store
-                    .get(thread, None)
-                    .await?
-                    .ok_or_else(|| crate::Error::ThreadNotFound {
-                        thread: thread.clone(),
-                    })?
-                    .seq
-            }
-        };
-        let chain = store.chain(thread, seq).await?;
-        if chain.last().map(|c| c.seq) != Some(seq) {
-            return Err(crate::Error::CheckpointNotFound {
-                thread: thread.clone(),
-                seq,
-            });
-        }
-        durable::rebuild(thread, &chain)
-    }
-
-    /// Time travel: starts thread `to` from checkpoint `seq` of thread
-    /// `from`, optionally editing the state first (through the reducers;
-    /// with `as_node`, as if that node had produced the edit: its edges are
-    /// evaluated again, see [`update_state`](Self::update_state)).
-    /// Run it forward with [`resume`](Self::resume) on thread `to`; thread
-    /// `from` is not touched. Returns the new thread's first checkpoint.
-    pub async fn fork(
-        &self,
-        store: &dyn Checkpointer,
-        from: &ThreadId,
-        seq: u64,
-        to: impl Into<ThreadId>,
-        update: Option<S::Update>,
-        as_node: Option<&str>,
-    ) -> Result<crate::checkpoint::Checkpoint, crate::Error> {
-        let to = to.into();
-        let source =
-            store
-                .get(from, Some(seq))
-                .await?
-                .ok_or_else(|| crate::Error::CheckpointNotFound {
-                    thread: from.clone(),
-                    seq,
-                })?;
-        let state = self.state_at(store, from, Some(seq)).await?;
-        let writes = store.writes(from, seq).await?;
-        let edited = self.edit(&source, state, writes, update, as_node)?;
-        let mut checkpoint = edited.checkpoint;
-        checkpoint.thread_id = to.clone();
-        checkpoint.seq = 0;
-        checkpoint.parent_seq = None;
-        checkpoint.forked_from = Some((from.clone(), seq));
-        checkpoint.state = crate::checkpoint::StateRecord::Full(edited.full_state);
-        checkpoint.metadata = source.metadata.clone();
-        store
-            .append_batch(
-                &to,
-                crate::checkpoint::CheckpointBatch {
-                    checkpoints: vec![checkpoint.clone()],
-                    writes: edited.writes.into_iter().map(|w| (0, w)).collect(),
-                },
-            )
-            .await?;
-        Ok(checkpoint)
-    }
-
-    /// A human edits a thread's state between runs (LangGraph's
-    /// `update_state`): `update` is applied through the reducers as if
-    /// `as_node` had produced it, the edges out of `as_node` are evaluated
-    /// again on the edited state, and tasks that `as_node`'s earlier
-    /// routing scheduled (its successors and dispatched instances) are
-    /// replaced by what the new routing chooses. Without `as_node` only the
-    /// state changes. The edit is appended as a checkpoint (with an
-    /// [`ApprovalRecord`](crate::checkpoint::ApprovalRecord) of decision
-    /// `update`); continue the thread with [`resume`](Self::resume).
-    /// Pending interrupts whose tasks are no longer scheduled are dropped.
-    pub async fn update_state(
-        &self,
-        store: &dyn Checkpointer,
-        thread: &ThreadId,
-        update: S::Update,
-        as_node: Option<&str>,
-    ) -> Result<crate::checkpoint::Checkpoint, crate::Error> {
-        let latest =
-            store
-                .get(thread, None)
-                .await?
-                .ok_or_else(|| crate::Error::ThreadNotFound {
-                    thread: thread.clone(),
-                })?;
-        let state = self.state_at(store, thread, Some(latest.seq)).await?;
-        let writes = store.writes(thread, latest.seq).await?;
-        let edited = self.edit(&latest, state, writes, Some(update), as_node)?;
-        let mut checkpoint = edited.checkpoint;
-        checkpoint.thread_id = thread.clone();
-        checkpoint.seq = latest.seq + 1;
-        checkpoint.parent_seq = Some(latest.seq);
-        checkpoint.state = crate::checkpoint::StateRecord::Delta(edited.deltas);
-        store
-            .append_batch(
-                thread,
-                crate::checkpoint::CheckpointBatch {
-                    checkpoints: vec![checkpoint.clone()],
-                    writes: edited
-                        .writes
-                        .into_iter()
-                        .map(|w| (latest.seq + 1, w))
-                        .collect(),
-                },
-            )
-            .await?;
-        Ok(checkpoint)
-    }
-
-    /// Applies a human's state edit to a stored position: the checkpoint
-    /// that records it (thread, seq and state to be filled in by the
-    /// caller), the edited full state, the deltas, and the saved results of
-    /// the tasks that stay scheduled.
-    fn edit(
-        &self,
-        source: &crate::checkpoint::Checkpoint,
-        state: S,
-        writes: Vec<crate::checkpoint::PendingWrite>,
-        update: Option<S::Update>,
-        as_node: Option<&str>,
-    ) -> Result<Edited, crate::Error> {
-        use crate::checkpoint::ThreadStatus;
-        let node = match as_node {
-            None => None,
-            Some(name) => match self.inner.index.get(name) {
-                Some(&i) => Some(i),
-                None => {
-                    return Err(crate::Error::InvalidStateEdit {
-                        node: name.to_string(),
-                        reason: if name == crate::graph::START || name == crate::graph::END {
-                            "START and END produce no updates".into()
-                        } else {
-                            format!("graph {:?} has no such node", self.inner.name)
-                        },
-                    });
-                }
-            },
-        };
-        let run = Arc::new(RunShared::new(&RunConfig::new(), RunId::generate()));
-        run.set_step_base(source.step_ids);
-        run.executions
-            .store(source.node_executions, std::sync::atomic::Ordering::Release);
-        let mut exec = Executor::new(
-            &self.inner,
-            run.clone(),
-            None,
-            run.cancel.clone(),
-            Arc::new(state),
-        );
-        exec.superstep = source.step;
-        exec.restore_joins(&source.joins)?;
-        let mut tasks = exec.tasks_from(source.frontier.clone(), writes)?;
-        let mut deltas = Vec::new();
-        let mut payload = serde_json::Value::Null;
-        if let Some(u) = update {
-            let v = durable::to_json(&u, None)?;
-            Arc::make_mut(&mut exec.state).apply(u);
-            payload = v.clone();
-            deltas.push(v);
-        }
-        let mut interrupts = source.interrupts.clone();
-        if let Some(node) = node {
-            // Tasks the node's earlier routing scheduled no longer apply.
-            let successors = exec.successors(node);
-            let mut kept = Vec::with_capacity(tasks.len());
-            let mut moved: Vec<Option<u32>> = Vec::with_capacity(tasks.len());
-            for t in tasks {
-                if successors.contains(&t.node) {
-                    moved.push(None);
-                } else {
-                    moved.push(Some(kept.len() as u32));
-                    kept.push(t);
-                }
-            }
-            let node_id = &self.inner.nodes[node].id;
-            interrupts.retain_mut(|i| {
-                if i.when == crate::checkpoint::InterruptWhen::After {
-                    // The edit decides what follows this node.
-                    return i.path.is_empty() && &i.node != node_id || !i.path.is_empty();
-                }
-                match i.tasks.first().copied() {
-                    Some(t) => match moved.get(t as usize).copied().flatten() {
-                        Some(new) => {
-                            i.tasks[0] = new;
-                            true
-                        }
-                        None => false,
-                    },
-                    None => true,
-                }
-            });
-            exec.reroute(node, &mut kept)?;
-            tasks = kept;
-        }
-        let status = match (interrupts.is_empty(), tasks.is_empty()) {
-            (false, _) if source.status == ThreadStatus::Interrupted => ThreadStatus::Interrupted,
-            (_, true) => ThreadStatus::Completed,
-            _ => ThreadStatus::Running,
-        };
-        if status != ThreadStatus::Interrupted {
-            interrupts.clear();
-        }
-        let full_state = durable::to_json(&*exec.state, None)?;
-        let mut checkpoint = exec.checkpoint(
-            crate::checkpoint::StateRecord::Delta(Vec::new()),
-            &tasks,
-            node.map(|n| vec![self.inner.nodes[n].id.clone()])
-                .unwrap_or_default(),
-            Vec::new(),
-            status,
-            interrupts,
-        )?;
-        checkpoint
-            .approvals
-            .push(crate::checkpoint::ApprovalRecord {
-                interrupt_id: String::new(),
-                node: node
-                    .map(|n| self.inner.nodes[n].id.clone())
-                    .unwrap_or_else(|| NodeId::new("")),
-                path: Vec::new(),
-                decided_by: "update_state".into(),
-                decided_at: crate::trace::Timestamp::now(),
-                decision: crate::checkpoint::DecisionKind::Update,
-                payload,
-                checkpoint_seq: source.seq,
-            });
-        let writes = Executor::<S>::saved_writes(&tasks);
-        Ok(Edited {
-            checkpoint,
-            full_state,
-            deltas,
-            writes,
-        })
-    }
-
-    /// Starts the run on the Tokio runtime and returns a handle to watch its
-    /// events live, cancel it, or wait for it.
-    ///
-    /// Must be called from within a Tokio runtime.
-    pub fn start(&self, input: S, config: RunConfig) -> RunHandle<S> {
-        self.spawn(drive::Start::Fresh(input), config)
-    }
-
-    /// Like [`resume`](Self::resume), started on the Tokio runtime with a
-    /// handle to watch its events live, cancel it, or wait for it.
-    ///
-    /// Must be called from within a Tokio runtime.
-    pub fn start_resume(&self, config: RunConfig) -> RunHandle<S> {
-        self.spawn(drive::Start::Resume(Vec::new()), config)
-    }
-
-    /// Like [`resume_with`](Self::resume_with), started on the Tokio
-    /// runtime with a handle to watch its events live, cancel it, or wait
-    /// for it.
-    ///
-    /// Must be called from within a Tokio runtime.
-    pub fn start_resume_with(
-        &self,
-        command: Command<S::Update>,
-        config: RunConfig,
-    ) -> RunHandle<S> {
-        self.spawn(drive::Start::Resume(vec![command]), config)
-    }
-
-    /// Like [`resume_with_all`](Self::resume_with_all), started on the
-    /// Tokio runtime with a handle.
-    ///
-    /// Must be called from within a Tokio runtime.
-    pub fn start_resume_with_all(
-        &self,
-        commands: Vec<Command<S::Update>>,
-        config: RunConfig,
-    ) -> RunHandle<S> {
-        self.spawn(drive::Start::Resume(commands), config)
-    }
-
-    fn spawn(&self, start: drive::Start<S>, config: RunConfig) -> RunHandle<S> {
-        let run_id = config.run_id.clone().unwrap_or_else(RunId::generate);
-        let shared = Arc::new(RunShared::new(&config, run_id));
-        let events = shared.bus.subscribe();
-        let graph = self.inner.clone();
-        let task_shared = shared.clone();
-        let join = tokio::spawn(async move { drive::drive(&graph, task_shared, start).await });
-        RunHandle::new(shared, events, join)
     }
 }

@@ -171,4 +171,3 @@ pub(crate) enum StopReason {
     Deadline,
     DurationBudget,
 }
-

@@ -197,7 +197,11 @@ impl<S: State> GraphBuilder<S> {
         K: Into<L>,
         T: Into<NodeId>,
     {
-        self.add_conditional_edges_with_context(from, move |s: &S, _: &RouteContext<'_>| router(s), branches)
+        self.add_conditional_edges_with_context(
+            from,
+            move |s: &S, _: &RouteContext<'_>| router(s),
+            branches,
+        )
     }
 
     /// Like [`add_conditional_edges`](Self::add_conditional_edges), with a

@@ -6,8 +6,8 @@ mod route;
 mod subgraph;
 
 pub use builder::{END, GraphBuilder, RouteContext, START};
-pub(crate) use route::Routes;
 pub use route::BranchLabel;
+pub(crate) use route::Routes;
 pub use subgraph::Subgraph;
 
 use std::collections::HashMap;
@@ -29,8 +29,8 @@ pub(crate) struct Inner<S: State> {
 
 /// A validated graph, ready to run any number of times (concurrently too).
 ///
-/// Cheap to clone. Run it with [`run`](Self::run) or
-/// [`start`](Self::start); use it as a node of another graph with
+/// Cheap to clone. Run it with [`invoke`](Self::invoke) or
+/// [`stream`](Self::stream); use it as a node of another graph with
 /// [`as_node`](Self::as_node).
 pub struct CompiledGraph<S: State> {
     pub(crate) inner: Arc<Inner<S>>,

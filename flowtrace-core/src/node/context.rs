@@ -10,12 +10,12 @@ use tracing::Instrument;
 
 use crate::cache::CacheKey;
 use crate::error::{Error, NodeError};
-use crate::node::{RunServices, Scope};
-use crate::pricing::{Amount, Ledger};
 use crate::ids::{NodeId, RunId, StepId, ThreadId};
 use crate::model::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ModelError, ModelErrorKind, StreamEvent,
 };
+use crate::node::{RunServices, Scope};
+use crate::pricing::{Amount, Ledger};
 use crate::pricing::{Cost, MissingPrice, TokenUsage};
 use crate::tool::Tool;
 use crate::trace::{EventKind, LogLevel};

@@ -103,4 +103,3 @@ impl Scope {
         !self.path.is_empty()
     }
 }
-

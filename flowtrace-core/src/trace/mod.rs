@@ -12,7 +12,7 @@ mod timeline;
 
 pub use event::{EventKind, LogLevel, RunStatus, StepStatus, Timestamp, TraceEvent};
 pub use record::{ErrorSummary, RunSummary, StepRecord};
-pub use sink::{JsonLinesSink, MemorySink, SinkError, TraceSink};
+pub use sink::{JSON_LINES_QUEUE_BYTES, JsonLinesSink, MemorySink, SinkError, TraceSink};
 pub use stream::{EventStream, StreamItem};
 pub use timeline::Timeline;
 
@@ -101,6 +101,20 @@ impl EventBus {
         if live && let Some(tx) = self.live.get() {
             // An error only means every receiver is gone.
             let _ = tx.send(event);
+        }
+    }
+
+    /// Waits while a sink is over its buffer bound (see
+    /// [`TraceSink::backpressure`]), or until `cancel` fires. Allocation-free
+    /// when every sink has room.
+    pub(crate) async fn backpressure(&self, cancel: &tokio_util::sync::CancellationToken) {
+        for sink in &self.sinks {
+            if let Some(wait) = sink.backpressure() {
+                tokio::select! {
+                    () = wait => {}
+                    () = cancel.cancelled() => return,
+                }
+            }
         }
     }
 

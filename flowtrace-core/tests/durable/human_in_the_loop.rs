@@ -83,7 +83,7 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
             .compile()
             .unwrap();
         let mut out = graph
-            .run(Log::default(), durable(store.clone(), "q"))
+            .invoke(Log::default(), durable(store.clone(), "q"))
             .await
             .unwrap();
         let mut ids = Vec::new();
@@ -100,7 +100,7 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
             );
             ids.push(i.id.clone());
             out = graph
-                .resume_with(
+                .invoke(
                     Command::approve(&i.id, json!(answer)),
                     durable(store.clone(), "q"),
                 )
@@ -112,7 +112,7 @@ async fn a_node_asks_one_question_per_item_and_finishes() {
         assert_eq!(runs.load(Ordering::SeqCst), 4, "{label}");
         // An answer to an already-answered question is refused.
         let err = graph
-            .resume_with(
+            .invoke(
                 Command::approve(&ids[0], json!("x")),
                 durable(store.clone(), "q"),
             )
@@ -170,7 +170,7 @@ async fn every_paused_instance_is_surfaced_and_answered_alone() {
                 let c = durable(store.clone(), &thread);
                 if parallel { c.parallel(4) } else { c }
             };
-            let out = graph.run(JsonState::new(), cfg()).await.unwrap();
+            let out = graph.invoke(JsonState::new(), cfg()).await.unwrap();
             assert_eq!(out.interrupts.len(), 3, "{label}");
             let ids: Vec<String> = out.interrupts.iter().map(|i| i.id.clone()).collect();
             let mut unique = ids.clone();
@@ -187,7 +187,7 @@ async fn every_paused_instance_is_surfaced_and_answered_alone() {
             // Answer the second one alone: the run stops again at once with
             // the other two still pending; nothing runs.
             let out = graph
-                .resume_with(Command::approve(&ids[1], json!("B")), cfg())
+                .invoke(Command::approve(&ids[1], json!("B")), cfg())
                 .await
                 .unwrap();
             assert_eq!(out.summary.status, RunStatus::Interrupted);
@@ -196,14 +196,14 @@ async fn every_paused_instance_is_surfaced_and_answered_alone() {
             assert_eq!(asks.load(Ordering::SeqCst), 3, "nothing re-asked");
             // A decision for the already-answered one is stale.
             let err = graph
-                .resume_with(Command::approve(&ids[1], json!("again")), cfg())
+                .invoke(Command::approve(&ids[1], json!("again")), cfg())
                 .await
                 .unwrap_err();
             assert_error!(err.error, Error::StaleInterrupt { .. });
 
             // Answer the other two together.
             let out = graph
-                .resume_with_all(
+                .invoke(
                     vec![
                         Command::approve(&ids[0], json!("A")),
                         Command::approve(&ids[2], json!("C")),
@@ -229,12 +229,12 @@ async fn rejecting_one_instance_keeps_finished_siblings() {
     let asks = Arc::new(AtomicUsize::new(0));
     let graph = workers_graph(asks.clone());
     let out = graph
-        .run(JsonState::new(), durable(store.clone(), "r"))
+        .invoke(JsonState::new(), durable(store.clone(), "r"))
         .await
         .unwrap();
     let ids: Vec<String> = out.interrupts.iter().map(|i| i.id.clone()).collect();
     let out = graph
-        .resume_with(
+        .invoke(
             Command::approve(&ids[0], json!("A")),
             durable(store.clone(), "r"),
         )
@@ -242,7 +242,7 @@ async fn rejecting_one_instance_keeps_finished_siblings() {
         .unwrap();
     assert_eq!(out.interrupts.len(), 2);
     let out = graph
-        .resume_with_all(
+        .invoke(
             vec![
                 Command::reject(&ids[1]).by("carol"),
                 Command::approve(&ids[2], json!("C")),
@@ -326,7 +326,7 @@ async fn subgraph_gates_and_questions_pause_the_parent() {
             .unwrap();
         let sink = MemorySink::new();
         let out = top
-            .run(
+            .invoke(
                 Log::default(),
                 durable(store.clone(), "sub").sink(sink.clone()),
             )
@@ -350,7 +350,7 @@ async fn subgraph_gates_and_questions_pause_the_parent() {
 
         // Approve the gate: "send" now runs and asks its question.
         let out = top
-            .resume_with(
+            .invoke(
                 Command::approve(&gate.id, Value::Null).by("ops"),
                 durable(store.clone(), "sub"),
             )
@@ -369,7 +369,7 @@ async fn subgraph_gates_and_questions_pause_the_parent() {
         );
 
         let out = top
-            .resume_with(
+            .invoke(
                 Command::approve(&q.id, json!("alice")),
                 durable(store.clone(), "sub"),
             )
@@ -432,11 +432,11 @@ async fn exit_durability_keeps_finished_siblings_of_a_pause() {
             .compile()
             .unwrap();
         let cfg = || durable(store.clone(), "exit").durability(Durability::Exit);
-        let out = graph.run(Log::default(), cfg()).await.unwrap();
+        let out = graph.invoke(Log::default(), cfg()).await.unwrap();
         let id = out.interrupt().unwrap().id.clone();
         assert_eq!(sibling_runs.load(Ordering::SeqCst), 1);
         let out = graph
-            .resume_with(Command::approve(&id, json!("yes")), cfg())
+            .invoke(Command::approve(&id, json!("yes")), cfg())
             .await
             .unwrap();
         assert_eq!(out.summary.status, RunStatus::Succeeded, "{label}");
@@ -493,7 +493,7 @@ async fn a_failed_thread_resumes_only_the_failed_task() {
                 .unwrap();
             let thread = format!("fail-{mode:?}");
             let cfg = || durable(store.clone(), &thread).durability(mode).parallel(2);
-            let err = graph.run(Log::default(), cfg()).await.unwrap_err();
+            let err = graph.invoke(Log::default(), cfg()).await.unwrap_err();
             assert!(matches!(err.error, Error::Node { .. }));
             let latest = store
                 .get(&thread.as_str().into(), None)
@@ -504,7 +504,10 @@ async fn a_failed_thread_resumes_only_the_failed_task() {
             let e = latest.error.clone().unwrap();
             assert_eq!(e.node.unwrap(), "shaky");
             assert!(e.message.contains("down"));
-            let out = graph.resume(cfg()).await.unwrap();
+            let out = graph
+                .invoke(flowtrace_core::RunInput::Resume, cfg())
+                .await
+                .unwrap();
             assert_eq!(out.summary.status, RunStatus::Succeeded, "{label} {mode:?}");
             assert_eq!(
                 ok_runs.load(Ordering::SeqCst),
@@ -538,7 +541,7 @@ async fn a_finished_thread_accepts_the_next_run() {
             .compile()
             .unwrap();
         let first = graph
-            .run(
+            .invoke(
                 Log {
                     items: vec!["hi".into()],
                 },
@@ -547,7 +550,7 @@ async fn a_finished_thread_accepts_the_next_run() {
             .await
             .unwrap();
         let second = graph
-            .run(
+            .invoke(
                 Log {
                     items: vec!["how are you".into()],
                 },
@@ -565,7 +568,7 @@ async fn a_finished_thread_accepts_the_next_run() {
         assert_eq!(history.len(), 4, "{label}");
         assert_eq!(history[0].status, ThreadStatus::Completed);
         let err = graph
-            .run(
+            .invoke(
                 Log::default(),
                 durable(store.clone(), "chat").finished_thread(FinishedThread::Refuse),
             )
@@ -577,11 +580,11 @@ async fn a_finished_thread_accepts_the_next_run() {
     let store: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
     let graph = workers_graph(Arc::new(AtomicUsize::new(0)));
     graph
-        .run(JsonState::new(), durable(store.clone(), "busy"))
+        .invoke(JsonState::new(), durable(store.clone(), "busy"))
         .await
         .unwrap();
     let err = graph
-        .run(JsonState::new(), durable(store.clone(), "busy"))
+        .invoke(JsonState::new(), durable(store.clone(), "busy"))
         .await
         .unwrap_err();
     assert!(
@@ -645,7 +648,7 @@ async fn update_state_as_node_reroutes() {
         .compile()
         .unwrap();
     let out = graph
-        .run(JsonState::new(), durable(store.clone(), "e"))
+        .invoke(JsonState::new(), durable(store.clone(), "e"))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Interrupted);
@@ -676,11 +679,20 @@ async fn update_state_as_node_reroutes() {
     let nodes: Vec<&str> = cp.frontier.iter().map(|t| t.node.as_str()).collect();
     assert_eq!(nodes, ["question"], "the refund task no longer applies");
     assert_eq!(cp.approvals[0].decision, DecisionKind::Update);
-    let out = graph.resume(durable(store.clone(), "e")).await.unwrap();
+    let out = graph
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "e"),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     assert_eq!(out.state.values["handled"], json!("question"));
     let out = graph
-        .resume(durable(store.clone(), "e-fork"))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "e-fork"),
+        )
         .await
         .unwrap();
     assert_eq!(out.state.values["handled"], json!("question"));
@@ -720,14 +732,15 @@ async fn too_deep_values_are_refused_before_saving() {
         .compile()
         .unwrap();
     let err = graph
-        .run(JsonState::new(), durable(store.clone(), "d"))
+        .invoke(JsonState::new(), durable(store.clone(), "d"))
         .await
         .unwrap_err();
     assert_error!(err.error, Error::ValueTooDeep { limit: 96, .. });
     // What was saved can be read back.
     graph
-        .state_at(store.as_ref(), &"d".into(), None)
+        .get_state(store.as_ref(), &"d".into(), None)
         .await
+        .map(|snapshot| snapshot.values)
         .unwrap();
     let latest = store.get(&"d".into(), None).await.unwrap().unwrap();
     assert_eq!(latest.status, ThreadStatus::Failed);

@@ -268,8 +268,8 @@ fn child_process_entry() {
         let store = Arc::new(FileCheckpointer::open(&store_dir).unwrap());
         let cfg = config(store, &thread);
         let out = match mode.as_str() {
-            "run" => graph.run(Trail::default(), cfg).await,
-            "resume" => graph.resume(cfg).await,
+            "run" => graph.invoke(Trail::default(), cfg).await,
+            "resume" => graph.invoke(flowtrace_core::RunInput::Resume, cfg).await,
             other => panic!("unknown mode {other:?}"),
         };
         match out {
@@ -904,7 +904,7 @@ fn baseline(base: &Path) -> (Baseline, Vec<String>) {
     // The same graph in this process, without a checkpointer.
     let local_log = paths.root.join("in-process.log");
     let local = rt
-        .block_on(build_graph(&local_log).run(Trail::default(), RunConfig::new().parallel(4)))
+        .block_on(build_graph(&local_log).invoke(Trail::default(), RunConfig::new().parallel(4)))
         .unwrap();
     assert_eq!(local.state, state, "in-process run == child run");
     assert_eq!(set(&read_log(&local_log)), executions);

@@ -172,11 +172,11 @@ fn child_process_entry() {
         let graph = build(&log);
         let store: Arc<dyn Checkpointer> = Arc::new(FileCheckpointer::open(&dir).unwrap());
         let out = if mode == "run" {
-            graph.run(Items::default(), config(store, d)).await
+            graph.invoke(Items::default(), config(store, d)).await
         } else {
             let latest = store.get(&"t".into(), None).await.unwrap().unwrap();
             graph
-                .resume_with_all(answers(&latest.interrupts), config(store, d))
+                .invoke(answers(&latest.interrupts), config(store, d))
                 .await
         };
         let out = out.unwrap();
@@ -254,13 +254,13 @@ async fn expected() -> Items {
     let store: Arc<dyn Checkpointer> =
         Arc::new(flowtrace_core::checkpoint::MemoryCheckpointer::new());
     let mut out = graph
-        .run(Items::default(), config(store.clone(), Durability::Sync))
+        .invoke(Items::default(), config(store.clone(), Durability::Sync))
         .await
         .unwrap();
     while !out.interrupts.is_empty() {
         let commands = answers(&out.interrupts);
         out = graph
-            .resume_with_all(commands, config(store.clone(), Durability::Sync))
+            .invoke(commands, config(store.clone(), Durability::Sync))
             .await
             .unwrap();
     }

@@ -92,7 +92,7 @@ async fn each_super_step_is_checkpointed_as_a_delta() {
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(Ledger::default(), durable(store.clone(), "t1"))
+        .invoke(Ledger::default(), durable(store.clone(), "t1"))
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
@@ -147,7 +147,7 @@ async fn delta_size_does_not_grow_with_the_state() {
         messages: (0..1000).map(|i| format!("old message {i}")).collect(),
     };
     graph
-        .run(
+        .invoke(
             big,
             RunConfig::new().checkpointer(store.clone()).thread("big"),
         )
@@ -166,7 +166,10 @@ async fn delta_size_does_not_grow_with_the_state() {
     // Resuming the finished thread runs nothing and rebuilds the final state
     // exactly (what a caller needs after a crash right after the last commit).
     let resumed = graph
-        .resume(RunConfig::new().checkpointer(store.clone()).thread("big"))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            RunConfig::new().checkpointer(store.clone()).thread("big"),
+        )
         .await
         .unwrap();
     assert_eq!(resumed.state.messages.len(), 1005);
@@ -203,7 +206,7 @@ async fn a_failed_run_resumes_without_rerunning_committed_steps() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let failed = graph
-        .run(Ledger::default(), durable(store.clone(), "crash"))
+        .invoke(Ledger::default(), durable(store.clone(), "crash"))
         .await
         .unwrap_err();
     assert!(matches!(failed.error, Error::Node { .. }));
@@ -218,7 +221,10 @@ async fn a_failed_run_resumes_without_rerunning_committed_steps() {
 
     let sink = MemorySink::new();
     let out = graph
-        .resume(durable(store.clone(), "crash").sink(sink.clone()))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "crash").sink(sink.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
@@ -243,7 +249,7 @@ async fn static_interrupt_before_then_approve() {
     let store = Arc::new(MemoryCheckpointer::new());
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             Ledger::default(),
             durable(store.clone(), "t").sink(sink.clone()),
         )
@@ -260,10 +266,16 @@ async fn static_interrupt_before_then_approve() {
     assert_eq!(latest.interrupts[0].id, interrupt.id);
 
     // No decision, a stale decision, then the right one.
-    let err = graph.resume(durable(store.clone(), "t")).await.unwrap_err();
+    let err = graph
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "t"),
+        )
+        .await
+        .unwrap_err();
     assert_error!(err.error, Error::DecisionRequired { .. });
     let err = graph
-        .resume_with(
+        .invoke(
             Command::approve("nope", json!(null)),
             durable(store.clone(), "t"),
         )
@@ -272,7 +284,7 @@ async fn static_interrupt_before_then_approve() {
     assert_error!(err.error, Error::StaleInterrupt { .. });
 
     let out = graph
-        .resume_with(
+        .invoke(
             Command::approve(interrupt.id.clone(), json!({"ok": true})).by("alice"),
             durable(store.clone(), "t"),
         )
@@ -293,7 +305,7 @@ async fn static_interrupt_before_then_approve() {
 
     // A finished thread takes no more decisions.
     let err = graph
-        .resume_with(
+        .invoke(
             Command::approve(interrupt.id, json!(null)),
             durable(store.clone(), "t"),
         )
@@ -308,7 +320,7 @@ async fn interrupt_after_set_per_run_and_reject_ends_the_run() {
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(
+        .invoke(
             Ledger::default(),
             durable(store.clone(), "t").interrupt_after(["billing_approval"]),
         )
@@ -319,7 +331,7 @@ async fn interrupt_after_set_per_run_and_reject_ends_the_run() {
     assert_eq!(c.b.load(Ordering::SeqCst), 1);
     assert_eq!(c.c.load(Ordering::SeqCst), 0);
     let out = graph
-        .resume_with(Command::reject(interrupt.id), durable(store.clone(), "t"))
+        .invoke(Command::reject(interrupt.id), durable(store.clone(), "t"))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
@@ -340,12 +352,12 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(Ledger::default(), durable(store.clone(), "r"))
+        .invoke(Ledger::default(), durable(store.clone(), "r"))
         .await
         .unwrap();
     let id = out.interrupt().cloned().unwrap().id;
     let out = graph
-        .resume_with(
+        .invoke(
             Command::reject_to(id, "notify").by("bob"),
             durable(store.clone(), "r"),
         )
@@ -355,12 +367,12 @@ async fn reject_to_routes_elsewhere_and_update_edits_the_state() {
     assert_eq!(c.b.load(Ordering::SeqCst), 0);
 
     let out = graph
-        .run(Ledger::default(), durable(store.clone(), "u"))
+        .invoke(Ledger::default(), durable(store.clone(), "u"))
         .await
         .unwrap();
     let id = out.interrupt().cloned().unwrap().id;
     let out = graph
-        .resume_with(
+        .invoke(
             Command::update(
                 id,
                 Entry {
@@ -427,14 +439,14 @@ async fn dynamic_interrupt_returns_the_human_answer_and_keeps_sibling_results() 
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let cfg = || durable(store.clone(), "d").parallel(4);
-    let out = graph.run(Ledger::default(), cfg()).await.unwrap();
+    let out = graph.invoke(Ledger::default(), cfg()).await.unwrap();
     let interrupt = out.interrupt().cloned().unwrap();
     assert_eq!(interrupt.when, InterruptWhen::During);
     assert_eq!(interrupt.payload, json!({"question": "discount 20%?"}));
     assert_eq!(sibling_runs.load(Ordering::SeqCst), 1);
 
     let out = graph
-        .resume_with(
+        .invoke(
             Command::approve(interrupt.id, json!({"percent": 15})),
             cfg(),
         )
@@ -481,7 +493,7 @@ async fn halt_stops_at_a_safe_point_and_the_thread_resumes() {
     let store = Arc::new(MemoryCheckpointer::new());
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             Ledger::default(),
             durable(store.clone(), "h")
                 .halt_signal(Arc::new(switch))
@@ -500,7 +512,13 @@ async fn halt_stops_at_a_safe_point_and_the_thread_resumes() {
         flowtrace_core::EventKind::Log { message, .. } if message.contains("halt")
     )));
     // Without the switch, the thread continues where it stopped.
-    let out = graph.resume(durable(store.clone(), "h")).await.unwrap();
+    let out = graph
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "h"),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval"]);
     assert_eq!(c.b.load(Ordering::SeqCst), 1);
 }
@@ -538,7 +556,7 @@ async fn a_router_can_see_the_halt_and_route_to_clean_up() {
         .compile()
         .unwrap();
     let out = graph
-        .run(
+        .invoke(
             Ledger::default(),
             RunConfig::new().halt_signal(Arc::new(switch)),
         )
@@ -555,7 +573,7 @@ async fn durability_modes_write_the_same_history() {
         let graph = chain(&c).compile().unwrap();
         let store = Arc::new(MemoryCheckpointer::new());
         graph
-            .run(
+            .invoke(
                 Ledger::default(),
                 durable(store.clone(), "m").durability(mode),
             )
@@ -573,11 +591,11 @@ async fn starting_an_existing_thread_is_refused() {
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     graph
-        .run(Ledger::default(), durable(store.clone(), "x"))
+        .invoke(Ledger::default(), durable(store.clone(), "x"))
         .await
         .unwrap();
     let err = graph
-        .run(
+        .invoke(
             Ledger::default(),
             durable(store.clone(), "x").finished_thread(FinishedThread::Refuse),
         )
@@ -585,7 +603,10 @@ async fn starting_an_existing_thread_is_refused() {
         .unwrap_err();
     assert_error!(err.error, Error::ThreadExists { .. });
     let err = graph
-        .resume(durable(store.clone(), "missing"))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "missing"),
+        )
         .await
         .unwrap_err();
     assert_error!(err.error, Error::ThreadNotFound { .. });
@@ -619,12 +640,26 @@ async fn idempotency_keys_are_stable_across_attempts_and_resumes() {
     let store = Arc::new(MemoryCheckpointer::new());
     assert!(
         graph
-            .run(Ledger::default(), durable(store.clone(), "pay-1"))
+            .invoke(Ledger::default(), durable(store.clone(), "pay-1"))
             .await
             .is_err()
     );
-    assert!(graph.resume(durable(store.clone(), "pay-1")).await.is_err());
-    graph.resume(durable(store.clone(), "pay-1")).await.unwrap();
+    assert!(
+        graph
+            .invoke(
+                flowtrace_core::RunInput::Resume,
+                durable(store.clone(), "pay-1")
+            )
+            .await
+            .is_err()
+    );
+    graph
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "pay-1"),
+        )
+        .await
+        .unwrap();
     let keys = keys.lock().unwrap().clone();
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
@@ -637,23 +672,29 @@ async fn time_travel_reads_past_states_and_forks_without_touching_the_original()
     let graph = chain(&c).compile().unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     graph
-        .run(Ledger::default(), durable(store.clone(), "orig"))
+        .invoke(Ledger::default(), durable(store.clone(), "orig"))
         .await
         .unwrap();
     let orig: flowtrace_core::ThreadId = "orig".into();
 
     // The state after each super-step.
     let at1 = graph
-        .state_at(store.as_ref(), &orig, Some(1))
+        .get_state(store.as_ref(), &orig, Some(1))
         .await
+        .map(|snapshot| snapshot.values)
         .unwrap();
     assert_eq!(at1.log, ["intake"]);
-    let latest = graph.state_at(store.as_ref(), &orig, None).await.unwrap();
+    let latest = graph
+        .get_state(store.as_ref(), &orig, None)
+        .await
+        .map(|snapshot| snapshot.values)
+        .unwrap();
     assert_eq!(latest.log, ["intake", "billing_approval", "charge"]);
     assert!(
         graph
-            .state_at(store.as_ref(), &orig, Some(99))
+            .get_state(store.as_ref(), &orig, Some(99))
             .await
+            .map(|snapshot| snapshot.values)
             .is_err()
     );
 
@@ -671,7 +712,13 @@ async fn time_travel_reads_past_states_and_forks_without_touching_the_original()
         .await
         .unwrap();
     assert_eq!(first.forked_from, Some((orig.clone(), 1)));
-    let out = graph.resume(durable(store.clone(), "fork")).await.unwrap();
+    let out = graph
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "fork"),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         out.state.log,
         ["intake", "corrected by ops", "billing_approval", "charge"]
@@ -710,7 +757,7 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         durable(store.clone(), t).interrupt_deadline(after, d)
     };
     let out = graph
-        .run(
+        .invoke(
             Ledger::default(),
             cfg("later", DefaultDecision::Reject, Duration::from_secs(3600)),
         )
@@ -719,14 +766,17 @@ async fn interrupt_deadlines_apply_the_default_decision() {
     let i = out.interrupt().cloned().unwrap();
     assert!(i.deadline.is_some());
     let err = graph
-        .resume(durable(store.clone(), "later"))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "later"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err.error, Error::DecisionRequired { .. }));
 
     // Due immediately: approve by default.
     let out = graph
-        .run(
+        .invoke(
             Ledger::default(),
             cfg(
                 "approve",
@@ -738,7 +788,10 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Interrupted);
     let out = graph
-        .resume(durable(store.clone(), "approve"))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "approve"),
+        )
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "billing_approval", "charge"]);
@@ -763,7 +816,7 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .compile()
         .unwrap();
     graph
-        .run(
+        .invoke(
             Ledger::default(),
             cfg(
                 "esc",
@@ -775,7 +828,10 @@ async fn interrupt_deadlines_apply_the_default_decision() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .resume(durable(store.clone(), "esc").sink(sink.clone()))
+        .invoke(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "esc").sink(sink.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(out.state.log, ["intake", "supervisor"]);
@@ -814,12 +870,12 @@ async fn a_node_released_from_interrupt_before_sees_the_approval_payload() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let out = graph
-        .run(Ledger::default(), durable(store.clone(), "a"))
+        .invoke(Ledger::default(), durable(store.clone(), "a"))
         .await
         .unwrap();
     let id = out.interrupt().cloned().unwrap().id;
     let out = graph
-        .resume_with(
+        .invoke(
             Command::approve(id, json!({"limit": 500})),
             durable(store.clone(), "a"),
         )
@@ -839,13 +895,13 @@ async fn resumes_can_be_watched_live() {
         .unwrap();
     let store = Arc::new(MemoryCheckpointer::new());
     let paused = graph
-        .run(Ledger::default(), durable(store.clone(), "live"))
+        .invoke(Ledger::default(), durable(store.clone(), "live"))
         .await
         .unwrap();
     let id = paused.interrupt().cloned().unwrap().id;
 
     // The decision's run, watched through its handle as it goes.
-    let mut handle = graph.start_resume_with(
+    let mut handle = graph.stream(
         Command::approve(id, json!({"ok": true})).by("bob"),
         durable(store.clone(), "live"),
     );
@@ -875,7 +931,10 @@ async fn resumes_can_be_watched_live() {
     // A plain resume of a halted-or-failed thread works the same way; here
     // the thread is finished, so it returns its final state at once.
     let again = graph
-        .start_resume(durable(store.clone(), "live"))
+        .stream(
+            flowtrace_core::RunInput::Resume,
+            durable(store.clone(), "live"),
+        )
         .wait()
         .await
         .unwrap();
@@ -901,7 +960,7 @@ async fn periodic_snapshots_keep_the_resume_chain_short() {
         durable(store.clone(), "snap")
             .snapshots(flowtrace_core::exec::SnapshotPolicy::default().every(8))
     };
-    let out = graph.run(Ledger::default(), cfg()).await.unwrap();
+    let out = graph.invoke(Ledger::default(), cfg()).await.unwrap();
     assert_eq!(out.state.log.len(), 40);
     let history = store.list(&"snap".into(), None, 100).await.unwrap();
     let full: Vec<u64> = history
@@ -919,15 +978,16 @@ async fn periodic_snapshots_keep_the_resume_chain_short() {
     // Every checkpoint still rebuilds to the same state as replaying deltas.
     for seq in [5, 8, 13, 39] {
         let s = graph
-            .state_at(store.as_ref(), &"snap".into(), Some(seq))
+            .get_state(store.as_ref(), &"snap".into(), Some(seq))
             .await
+            .map(|snapshot| snapshot.values)
             .unwrap();
         assert_eq!(s.log.len() as u64, seq, "state at {seq}");
     }
     // Size-based snapshots: a tiny byte budget makes every checkpoint full.
     let store2 = Arc::new(MemoryCheckpointer::new());
     graph
-        .run(
+        .invoke(
             Ledger::default(),
             durable(store2.clone(), "bytes")
                 .snapshots(flowtrace_core::exec::SnapshotPolicy::default().max_delta_bytes(1)),

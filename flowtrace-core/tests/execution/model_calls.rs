@@ -154,7 +154,10 @@ async fn a_wrapper_cache_hit_costs_nothing() {
                 .await
         })
     });
-    let out = graph.run(JsonState::new(), RunConfig::new()).await.unwrap();
+    let out = graph
+        .invoke(JsonState::new(), RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(out.summary.cost, Cost::ZERO);
     assert_eq!(out.summary.usage.total(), 0);
     assert_eq!(out.summary.steps[0].cache_hits, 1);
@@ -200,7 +203,7 @@ async fn model_wrappers_see_the_remaining_budget() {
         })
     });
     graph
-        .run(
+        .invoke(
             JsonState::new(),
             RunConfig::new().budget(flowtrace_core::Budget::default().max_tokens(1_000)),
         )

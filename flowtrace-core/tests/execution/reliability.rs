@@ -165,7 +165,7 @@ async fn transient_failures_are_retried_with_exponential_delays() {
     let sink = MemorySink::new();
     let t0 = Instant::now();
     let out = graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Items::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
 
@@ -281,7 +281,7 @@ async fn retry_after_raises_the_next_delay() {
     );
     let sink = MemorySink::new();
     graph
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Items::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(retry_delays(&sink), [100]);
@@ -311,7 +311,7 @@ async fn fail_with_sink(graph: &CompiledGraph<Items>) -> (RunFailure, MemorySink
     let sink = MemorySink::new();
     let f = failure(
         graph
-            .run(Items::default(), RunConfig::new().sink(sink.clone()))
+            .invoke(Items::default(), RunConfig::new().sink(sink.clone()))
             .await,
     );
     (f, sink)
@@ -383,14 +383,14 @@ async fn run_default_retry_policy_applies_to_nodes_without_one() {
     let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let graph = single(failing_until(3, None, seen.clone()), NodeConfig::new());
     let config = RunConfig::new().retry(RetryPolicy::new(3).initial_delay(ms(50)));
-    let out = graph.run(Items::default(), config).await.unwrap();
+    let out = graph.invoke(Items::default(), config).await.unwrap();
     assert_eq!(out.summary.steps[0].attempts, 3);
     assert_eq!(gaps(&seen.lock().unwrap()), [ms(50), ms(100)]);
 
     // Without any policy, a transient failure is not retried.
     let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let graph = single(failing_until(3, None, seen.clone()), NodeConfig::new());
-    let f = failure(graph.run(Items::default(), RunConfig::new()).await);
+    let f = failure(graph.invoke(Items::default(), RunConfig::new()).await);
     assert!(
         matches!(f.error, Error::Node { attempts: 1, .. }),
         "{:?}",
@@ -433,7 +433,7 @@ async fn node_timeout_fails_the_attempt() {
         NodeConfig::new().timeout(secs(1)),
     );
     let t0 = Instant::now();
-    let f = failure(graph.run(Items::default(), RunConfig::new()).await);
+    let f = failure(graph.invoke(Items::default(), RunConfig::new()).await);
     match &f.error {
         Error::Timeout {
             node,
@@ -465,7 +465,7 @@ async fn run_default_node_timeout_applies() {
     let t0 = Instant::now();
     let f = failure(
         graph
-            .run(Items::default(), RunConfig::new().node_timeout(ms(250)))
+            .invoke(Items::default(), RunConfig::new().node_timeout(ms(250)))
             .await,
     );
     assert!(
@@ -503,7 +503,10 @@ async fn timeouts_are_retried_by_the_retry_policy() {
         NodeConfig::new().timeout(secs(1)).retry(policy.clone()),
     );
     let t0 = Instant::now();
-    let out = graph.run(Items::default(), RunConfig::new()).await.unwrap();
+    let out = graph
+        .invoke(Items::default(), RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(out.state.items, ["attempt 2"]);
     assert_eq!(out.summary.steps[0].attempts, 2);
     assert_eq!(Instant::now() - t0, ms(1100));
@@ -517,7 +520,7 @@ async fn timeouts_are_retried_by_the_retry_policy() {
             .retry(policy.retry_timeouts(false)),
     );
     let t0 = Instant::now();
-    let f = failure(graph.run(Items::default(), RunConfig::new()).await);
+    let f = failure(graph.invoke(Items::default(), RunConfig::new()).await);
     assert!(
         matches!(f.error, Error::Timeout { attempts: 1, .. }),
         "{:?}",
@@ -538,7 +541,7 @@ async fn run_deadline_stops_a_long_chain() {
     let sink = MemorySink::new();
     let t0 = Instant::now();
     let config = RunConfig::new().timeout(ms(3500)).sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
 
     match &f.error {
         Error::DeadlineExceeded { elapsed, node } => {
@@ -587,7 +590,7 @@ async fn run_deadline_interrupts_a_retry_backoff() {
     let t0 = Instant::now();
     let f = failure(
         graph
-            .run(
+            .invoke(
                 Items::default(),
                 RunConfig::new().timeout(secs(2)).sink(sink.clone()),
             )
@@ -634,13 +637,13 @@ async fn run_timeout_counts_from_each_run_start_not_from_the_config() {
     tokio::time::advance(secs(5)).await;
 
     let out = napper(ms(500))
-        .run(Items::default(), config.clone())
+        .invoke(Items::default(), config.clone())
         .await
         .expect("a 500ms run fits a 1s timeout that starts with the run");
     assert_eq!(out.summary.status, RunStatus::Succeeded);
 
     let t0 = Instant::now();
-    let f = failure(napper(secs(2)).run(Items::default(), config).await);
+    let f = failure(napper(secs(2)).invoke(Items::default(), config).await);
     match &f.error {
         Error::DeadlineExceeded { elapsed, node } => {
             assert_eq!(*elapsed, secs(1));
@@ -656,26 +659,26 @@ async fn run_deadline_and_timeout_the_earlier_wins() {
     // An absolute deadline earlier than the timeout.
     let t0 = Instant::now();
     let config = RunConfig::new().timeout(secs(10)).deadline(t0 + secs(1));
-    let f = failure(napper(secs(5)).run(Items::default(), config).await);
+    let f = failure(napper(secs(5)).invoke(Items::default(), config).await);
     assert_eq!(f.error.kind(), "deadline_exceeded");
     assert_eq!(Instant::now() - t0, secs(1));
 
     // A timeout earlier than the absolute deadline.
     let t1 = Instant::now();
     let config = RunConfig::new().deadline(t1 + secs(10)).timeout(secs(2));
-    let f = failure(napper(secs(5)).run(Items::default(), config).await);
+    let f = failure(napper(secs(5)).invoke(Items::default(), config).await);
     assert_eq!(f.error.kind(), "deadline_exceeded");
     assert_eq!(Instant::now() - t1, secs(2));
 
     // An absolute deadline keeps its instant: once passed, runs fail at once.
     let config = RunConfig::new().deadline(Instant::now() + secs(1));
     tokio::time::advance(secs(5)).await;
-    let f = failure(napper(ms(1)).run(Items::default(), config).await);
+    let f = failure(napper(ms(1)).invoke(Items::default(), config).await);
     assert_eq!(f.error.kind(), "deadline_exceeded");
 
     // A timeout too long for an instant means no deadline.
     let out = napper(secs(5))
-        .run(Items::default(), RunConfig::new().timeout(Duration::MAX))
+        .invoke(Items::default(), RunConfig::new().timeout(Duration::MAX))
         .await
         .unwrap();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
@@ -685,13 +688,13 @@ async fn run_deadline_and_timeout_the_earlier_wins() {
 async fn a_started_run_counts_its_timeout_from_start() {
     let config = RunConfig::new().timeout(secs(1));
     tokio::time::advance(secs(5)).await;
-    let handle = napper(ms(500)).start(Items::default(), config.clone());
+    let handle = napper(ms(500)).stream(Items::default(), config.clone());
     let out = handle
         .wait()
         .await
         .expect("the timeout starts with the run");
     assert_eq!(out.summary.status, RunStatus::Succeeded);
-    let handle = napper(secs(2)).start(Items::default(), config);
+    let handle = napper(secs(2)).stream(Items::default(), config);
     assert_eq!(
         failure(handle.wait().await).error.kind(),
         "deadline_exceeded"
@@ -740,7 +743,7 @@ async fn cancel_through_the_handle_stops_the_running_node() {
     let graph = cancelable_graph(began.clone(), b_ran.clone());
     let sink = MemorySink::new();
     let t0 = Instant::now();
-    let handle = graph.start(Items::default(), RunConfig::new().sink(sink.clone()));
+    let handle = graph.stream(Items::default(), RunConfig::new().sink(sink.clone()));
     began.notified().await;
     assert!(!handle.is_canceled());
     handle.cancel();
@@ -801,7 +804,7 @@ async fn cancel_through_a_config_token() {
     let t0 = Instant::now();
     let f = failure(
         graph
-            .run(Items::default(), RunConfig::new().cancellation_token(token))
+            .invoke(Items::default(), RunConfig::new().cancellation_token(token))
             .await,
     );
     canceler.await.unwrap();
@@ -827,7 +830,7 @@ async fn a_token_canceled_before_the_run_runs_nothing() {
     token.cancel();
     let f = failure(
         graph
-            .run(Items::default(), RunConfig::new().cancellation_token(token))
+            .invoke(Items::default(), RunConfig::new().cancellation_token(token))
             .await,
     );
     assert!(
@@ -874,7 +877,7 @@ async fn max_node_executions_is_enforced_before_running() {
     let config = RunConfig::new()
         .budget(Budget::default().max_node_executions(3))
         .sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -930,7 +933,7 @@ async fn max_node_executions_counts_a_fan_out_before_it_runs() {
     let config = RunConfig::new()
         .parallel(8)
         .budget(Budget::default().max_node_executions(3));
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
     let b = budget_error(&f);
     assert_eq!(
         b.breach,
@@ -971,7 +974,7 @@ async fn max_tokens_refuses_a_call_whose_estimate_does_not_fit() {
     let config = RunConfig::new()
         .budget(Budget::default().max_tokens(1000))
         .sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1019,7 +1022,7 @@ async fn max_tokens_overspend_is_detected_after_the_call() {
         .budget(Budget::default().max_tokens(500))
         .sink(sink.clone())
         .retry(RetryPolicy::new(3));
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
     let b = budget_error(&f);
     assert_eq!(
         b.breach,
@@ -1068,7 +1071,7 @@ async fn max_cost_refuses_a_call_whose_worst_case_does_not_fit() {
         .pricing(pricing)
         .budget(Budget::default().max_cost(cap))
         .sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1100,7 +1103,7 @@ async fn max_duration_stops_the_run() {
     let config = RunConfig::new()
         .budget(Budget::default().max_duration(ms(2500)))
         .sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1174,7 +1177,7 @@ async fn node_estimates_are_reserved_before_a_fan_out_is_dispatched() {
         .parallel(10)
         .budget(Budget::default().max_cost(cost("0.35")))
         .sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
 
     let b = budget_error(&f);
     assert_eq!(
@@ -1204,7 +1207,7 @@ async fn node_estimates_within_the_cap_let_the_fan_out_run() {
     let config = RunConfig::new()
         .parallel(10)
         .budget(Budget::default().max_cost(cost("1.00")));
-    let out = graph.run(Items::default(), config).await.unwrap();
+    let out = graph.invoke(Items::default(), config).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 10);
     assert_eq!(out.summary.node_executions, 12);
 }
@@ -1225,7 +1228,7 @@ async fn fan_out_chats(model: Arc<ScriptedModel>) -> (RunFailure, MemorySink, Co
         .pricing(prices(1_000_000, 1_000_000))
         .budget(Budget::default().max_cost(cap))
         .sink(sink.clone());
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
     (f, sink, cap)
 }
 
@@ -1313,7 +1316,7 @@ async fn missing_price_error_policy_fails_before_calling() {
     let config = RunConfig::new()
         .missing_price(MissingPrice::Error)
         .retry(RetryPolicy::new(3));
-    let f = failure(graph.run(Items::default(), config).await);
+    let f = failure(graph.invoke(Items::default(), config).await);
     match &f.error {
         Error::MissingPrice {
             node,
@@ -1388,11 +1391,11 @@ async fn canceling_one_run_leaves_its_siblings_and_the_caller_alone() {
         .set_finish("wait")
         .compile()
         .unwrap();
-    let h1 = g1.start(
+    let h1 = g1.stream(
         Items::default(),
         RunConfig::new().cancellation_token(caller.clone()),
     );
-    let h2 = g2.start(
+    let h2 = g2.stream(
         Items::default(),
         RunConfig::new().cancellation_token(caller.clone()),
     );
@@ -1456,7 +1459,7 @@ async fn an_attempt_token_is_a_child_canceled_on_timeout() {
         .compile()
         .unwrap();
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new().cancellation_token(caller.clone()),
         )

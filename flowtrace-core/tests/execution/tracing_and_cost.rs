@@ -168,7 +168,7 @@ async fn events_of_a_two_step_chain_are_ordered_and_complete() {
     let (graph, model, tool) = two_step_fixture();
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new().run_id("run-1").sink(sink.clone()),
         )
@@ -333,7 +333,7 @@ async fn events_of_a_two_step_chain_are_ordered_and_complete() {
 async fn live_stream_sees_the_same_events_as_a_sink() {
     let (graph, _model, _tool) = two_step_fixture();
     let sink = MemorySink::new();
-    let mut handle = graph.start(Items::default(), RunConfig::new().sink(sink.clone()));
+    let mut handle = graph.stream(Items::default(), RunConfig::new().sink(sink.clone()));
     let stream = handle.events();
     let items: Vec<StreamItem> = tokio::time::timeout(Duration::from_secs(10), stream.collect())
         .await
@@ -356,7 +356,7 @@ async fn live_stream_sees_the_same_events_as_a_sink() {
 #[tokio::test]
 async fn a_second_subscriber_stream_also_ends_with_the_run() {
     let (graph, _model, _tool) = two_step_fixture();
-    let mut handle = graph.start(Items::default(), RunConfig::new());
+    let mut handle = graph.stream(Items::default(), RunConfig::new());
     let first = handle.events();
     let second = handle.events();
     let (a, b) = tokio::time::timeout(
@@ -392,7 +392,7 @@ async fn a_lagging_subscriber_never_blocks_the_run() {
         .compile()
         .unwrap();
     let sink = MemorySink::new();
-    let mut handle = graph.start(
+    let mut handle = graph.stream(
         Items::default(),
         RunConfig::new().event_capacity(4).sink(sink.clone()),
     );
@@ -488,7 +488,7 @@ fn quick_chain(n: usize) -> CompiledGraph<Items> {
 #[tokio::test(start_paused = true)]
 async fn a_slow_subscriber_still_begins_with_run_started() {
     let sink = MemorySink::new();
-    let mut handle = quick_chain(50).start(
+    let mut handle = quick_chain(50).stream(
         Items::default(),
         RunConfig::new().event_capacity(4).sink(sink.clone()),
     );
@@ -519,7 +519,7 @@ async fn a_slow_subscriber_still_begins_with_run_started() {
 #[tokio::test]
 async fn a_subscriber_that_keeps_up_sees_run_started_once() {
     let sink = MemorySink::new();
-    let mut handle = quick_chain(50).start(Items::default(), RunConfig::new().sink(sink.clone()));
+    let mut handle = quick_chain(50).stream(Items::default(), RunConfig::new().sink(sink.clone()));
     let mut stream = handle.events();
     let items = drain(&mut stream).await;
     handle.wait().await.unwrap();
@@ -562,7 +562,7 @@ async fn a_late_subscriber_begins_with_run_started_then_reports_what_it_missed()
         .compile()
         .unwrap();
     let sink = MemorySink::new();
-    let mut handle = graph.start(Items::default(), RunConfig::new().sink(sink.clone()));
+    let mut handle = graph.stream(Items::default(), RunConfig::new().sink(sink.clone()));
     drop(handle.events());
     began.notified().await;
     let mut late = handle.events();
@@ -639,7 +639,7 @@ async fn sinks_are_flushed_after_run_finished_and_before_run_returns() {
     let (graph, _model, _tool) = two_step_fixture();
     let probe = Arc::new(FlushProbe::default());
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new().shared_sink(probe.clone()),
         )
@@ -676,7 +676,7 @@ async fn a_failing_flush_fails_the_run() {
     });
     let memory = MemorySink::new();
     let f = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new()
                 .shared_sink(probe.clone())
@@ -750,7 +750,7 @@ async fn totals_are_exact_sums_across_branches_and_subgraphs() {
 
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new().parallel(4).sink(sink.clone()),
         )
@@ -880,7 +880,7 @@ async fn a_repeated_call_is_answered_from_the_cache() {
     let cache = Arc::new(MemCache::default());
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new().cache(cache.clone()).sink(sink.clone()),
         )
@@ -972,7 +972,7 @@ async fn a_different_request_is_not_a_cache_hit() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new()
                 .cache(Arc::new(MemCache::default()))
@@ -1111,7 +1111,7 @@ async fn json_lines_sink_writes_one_parseable_line_per_event() {
     let buf = SharedBuf::default();
     let memory = MemorySink::new();
     graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new()
                 .sink(JsonLinesSink::new(buf.clone()))

@@ -219,7 +219,10 @@ async fn linear_chain_with_closures_and_struct_node() {
         ["fetch", "count", "report"]
     );
 
-    let out = graph.run(Doc::default(), RunConfig::new()).await.unwrap();
+    let out = graph
+        .invoke(Doc::default(), RunConfig::new())
+        .await
+        .unwrap();
 
     assert_eq!(out.state.text, "the quick brown fox jumps");
     assert_eq!(out.state.words, 5);
@@ -253,7 +256,10 @@ async fn linear_chain_with_closures_and_struct_node() {
     assert_eq!(s.count(StepStatus::Skipped), 0);
 
     // The graph is reusable: a second run gives the same result.
-    let again = graph.run(Doc::default(), RunConfig::new()).await.unwrap();
+    let again = graph
+        .invoke(Doc::default(), RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(again.state.trail, out.state.trail);
     assert_ne!(again.summary.run_id, out.summary.run_id);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -360,7 +366,7 @@ async fn conditional_edges_run_only_the_chosen_branch_and_skip_the_other() {
             ..Ticket::default()
         };
         let out = graph
-            .run(input, RunConfig::new().sink(sink.clone()))
+            .invoke(input, RunConfig::new().sink(sink.clone()))
             .await
             .unwrap();
 
@@ -473,7 +479,7 @@ async fn router_returning_unknown_label_fails_with_unknown_branch() {
 
     let sink = MemorySink::new();
     let failure = graph
-        .run(Ticket::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Ticket::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap_err();
 
@@ -573,7 +579,7 @@ async fn fan_out_fan_in_merges_in_insertion_order_and_joins_once() {
         join_runs.store(0, Ordering::SeqCst);
         let t0 = Instant::now();
         let out = graph
-            .run(ListState::default(), RunConfig::new().parallel(3))
+            .invoke(ListState::default(), RunConfig::new().parallel(3))
             .await
             .unwrap();
         total_elapsed += t0.elapsed();
@@ -627,7 +633,7 @@ async fn parallel_one_caps_concurrency_at_one() {
         for _ in 0..5 {
             tracker.reset();
             let out = graph
-                .run(ListState::default(), config.clone())
+                .invoke(ListState::default(), config.clone())
                 .await
                 .unwrap();
             assert_eq!(
@@ -646,7 +652,7 @@ async fn parallel_one_caps_concurrency_at_one() {
     for _ in 0..5 {
         tracker.reset();
         graph
-            .run(ListState::default(), RunConfig::new().parallel(2))
+            .invoke(ListState::default(), RunConfig::new().parallel(2))
             .await
             .unwrap();
         assert_eq!(tracker.high_water(), 2);
@@ -741,7 +747,7 @@ async fn map_reduce_dispatch_runs_instances_and_merges_in_dispatch_order() {
         tracker.reset();
         join_runs.store(0, Ordering::SeqCst);
         let parallel = config.get_parallel().is_some();
-        let out = graph.run(ListState::default(), config).await.unwrap();
+        let out = graph.invoke(ListState::default(), config).await.unwrap();
 
         assert_eq!(out.state.items, expected, "run {i}");
         assert_eq!(join_runs.load(Ordering::SeqCst), 1, "run {i}");
@@ -784,7 +790,7 @@ async fn dispatch_to_undeclared_target_fails() {
         .compile()
         .unwrap();
     let failure = graph
-        .run(ListState::default(), RunConfig::new())
+        .invoke(ListState::default(), RunConfig::new())
         .await
         .unwrap_err();
     match &failure.error {
@@ -809,7 +815,7 @@ async fn dispatch_to_undeclared_target_fails() {
         .compile()
         .unwrap();
     let failure = graph
-        .run(ListState::default(), RunConfig::new())
+        .invoke(ListState::default(), RunConfig::new())
         .await
         .unwrap_err();
     assert!(
@@ -837,7 +843,7 @@ async fn zero_dispatches_skip_the_worker() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             ListState::default(),
             RunConfig::new().parallel(4).sink(sink.clone()),
         )
@@ -871,7 +877,7 @@ async fn zero_dispatches_skip_the_worker() {
         .unwrap();
     join_runs.store(0, Ordering::SeqCst);
     let out = graph
-        .run(ListState::default(), RunConfig::new())
+        .invoke(ListState::default(), RunConfig::new())
         .await
         .unwrap();
     assert_eq!(out.state.items, ["split"]);
@@ -948,7 +954,7 @@ fn agent_loop(max_tool_calls: Option<u32>) -> flowtrace_core::CompiledGraph<Loop
 async fn agent_loop_runs_the_expected_number_of_iterations() {
     let sink = MemorySink::new();
     let out = agent_loop(Some(3))
-        .run(Loop::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Loop::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     // agent, tools, agent, tools, agent, tools, agent(done)
@@ -998,7 +1004,7 @@ async fn agent_loop_runs_the_expected_number_of_iterations() {
 async fn infinite_loop_hits_the_recursion_limit() {
     let sink = MemorySink::new();
     let failure = agent_loop(None)
-        .run(
+        .invoke(
             Loop::default(),
             RunConfig::new().recursion_limit(10).sink(sink.clone()),
         )
@@ -1424,7 +1430,7 @@ async fn panicking_node_fails_the_run_cleanly() {
 
     let sink = MemorySink::new();
     let failure = graph
-        .run(Doc::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Doc::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap_err();
     match &failure.error {
@@ -1445,7 +1451,7 @@ async fn panicking_node_fails_the_run_cleanly() {
 
     // The graph still works afterwards.
     let ok = graph
-        .run(
+        .invoke(
             Doc {
                 text: "fine".into(),
                 ..Doc::default()
@@ -1483,7 +1489,7 @@ async fn panicking_branch_in_parallel_fan_out_fails_the_run() {
         .compile()
         .unwrap();
     let failure = graph
-        .run(ListState::default(), RunConfig::new().parallel(2))
+        .invoke(ListState::default(), RunConfig::new().parallel(2))
         .await
         .unwrap_err();
     assert!(
@@ -1551,8 +1557,8 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let graph = prop_graph(width, &delays);
         let (seq, par) = rt.block_on(async {
-            let seq = graph.run(ListState::default(), RunConfig::new()).await.unwrap();
-            let par = graph.run(ListState::default(), RunConfig::new().parallel(cap)).await.unwrap();
+            let seq = graph.invoke(ListState::default(), RunConfig::new()).await.unwrap();
+            let par = graph.invoke(ListState::default(), RunConfig::new().parallel(cap)).await.unwrap();
             (seq, par)
         });
         prop_assert_eq!(&par.state, &seq.state);
@@ -1600,7 +1606,7 @@ fn fanout_graph(choose: &'static [&'static str]) -> flowtrace_core::CompiledGrap
 async fn a_fanout_router_runs_every_chosen_branch_then_joins_once() {
     let sink = MemorySink::new();
     let out = fanout_graph(&["legal", "billing"])
-        .run(
+        .invoke(
             ListState::default(),
             RunConfig::new().parallel(4).sink(sink.clone()),
         )
@@ -1639,7 +1645,7 @@ async fn a_fanout_router_runs_every_chosen_branch_then_joins_once() {
 #[tokio::test]
 async fn a_fanout_router_choosing_nothing_skips_every_branch() {
     let out = fanout_graph(&[])
-        .run(ListState::default(), RunConfig::new())
+        .invoke(ListState::default(), RunConfig::new())
         .await
         .unwrap();
     assert_eq!(out.state.items, ["triage"]);
@@ -1662,7 +1668,7 @@ async fn a_fanout_router_choosing_nothing_skips_every_branch() {
 #[tokio::test]
 async fn a_fanout_router_naming_an_unknown_branch_fails_the_run() {
     let failure = fanout_graph(&["billing", "marketing"])
-        .run(ListState::default(), RunConfig::new())
+        .invoke(ListState::default(), RunConfig::new())
         .await
         .unwrap_err();
     match &failure.error {

@@ -59,7 +59,7 @@ fn wide_router(labels: &'static [&'static str]) -> flowtrace_core::CompiledGraph
     branches.push(("b3".into(), END.into()));
     b.add_conditional_fanout(
         "r",
-        move |_s: &Items, _ctx| labels.iter().copied(),
+        move |_s: &Items, _ctx| labels.iter().map(|l| l.to_string()),
         branches,
     )
     .compile()
@@ -70,7 +70,7 @@ fn wide_router(labels: &'static [&'static str]) -> flowtrace_core::CompiledGraph
 async fn a_wide_router_names_each_target_once_in_the_order_first_chosen() {
     let sink = MemorySink::new();
     let out = wide_router(&["b3", "b0", "b1", "b2", "b0"])
-        .run(Items::default(), RunConfig::new().sink(sink.clone()))
+        .invoke(Items::default(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.state.items, ["r", "l0", "l1", "l2", "l3"]);
@@ -90,7 +90,7 @@ async fn a_wide_router_names_each_target_once_in_the_order_first_chosen() {
 #[tokio::test]
 async fn a_wide_router_naming_an_unknown_label_lists_every_known_one_in_order() {
     let failure = wide_router(&["b11", "nope"])
-        .run(Items::default(), RunConfig::new())
+        .invoke(Items::default(), RunConfig::new())
         .await
         .unwrap_err();
     match failure.error {
@@ -168,7 +168,10 @@ async fn dispatches_to_several_targets_keep_each_targets_order() {
         .set_finish("join")
         .compile()
         .unwrap();
-    let out = graph.run(Items::default(), RunConfig::new()).await.unwrap();
+    let out = graph
+        .invoke(Items::default(), RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(
         out.state.items,
         ["split", "w1:2", "w1:4", "w2:1", "w2:3", "join"]
@@ -202,7 +205,7 @@ async fn a_long_chain_with_a_loop_compiles_and_runs() {
         .compile()
         .unwrap();
     let out = graph
-        .run(
+        .invoke(
             Items::default(),
             RunConfig::new().recursion_limit(1_000_000),
         )

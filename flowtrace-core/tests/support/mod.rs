@@ -45,7 +45,7 @@ pub async fn run_with_sink<S: State>(
 ) -> (RunOutput<S>, MemorySink) {
     let sink = MemorySink::new();
     let out = graph
-        .run(input, RunConfig::new().sink(sink.clone()))
+        .invoke(input, RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     (out, sink)

@@ -290,7 +290,11 @@ async fn read_file_uses_the_runtime_limit() {
     let workflow = compile_value(&doc, &runtime);
     let failure = workflow.run(json!({}), |c| c).await.unwrap_err();
     assert!(
-        failure.error.report().to_string().contains("1000-byte limit"),
+        failure
+            .error
+            .report()
+            .to_string()
+            .contains("1000-byte limit"),
         "{}",
         failure.error
     );

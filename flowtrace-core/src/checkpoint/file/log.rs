@@ -854,14 +854,16 @@ pub(super) fn read_range(
     at: u64,
     len: u64,
 ) -> Result<Vec<u8>, CheckpointError> {
-    let n = usize::try_from(len)
-        .map_err(|_| {
-            io_error(
-                "cannot read checkpoint log",
-                path,
-                io::Error::new(io::ErrorKind::OutOfMemory, "read too large for this platform"),
-            )
-        })?;
+    let n = usize::try_from(len).map_err(|_| {
+        io_error(
+            "cannot read checkpoint log",
+            path,
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "read too large for this platform",
+            ),
+        )
+    })?;
     let mut buf = vec![0; n];
     #[cfg(unix)]
     let read = {

@@ -262,11 +262,10 @@ impl FileCheckpointer {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, CheckpointError> + Send + 'static,
     {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-            CheckpointError::Misconfigured {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|e| CheckpointError::Misconfigured {
                 message: format!("FileCheckpointer needs a Tokio runtime ({e})"),
-            }
-        })?;
+            })?;
         let inner = Arc::clone(&self.inner);
         runtime
             .spawn_blocking(move || f(&inner))
