@@ -384,6 +384,11 @@ pub struct ModelError {
     pub model: String,
     /// What happened, in the provider's words where safe.
     pub message: String,
+    /// The underlying error (a transport failure), exposed as
+    /// [`source()`](std::error::Error::source) and not repeated in
+    /// `message`.
+    #[source]
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ModelError {
@@ -399,7 +404,27 @@ impl ModelError {
             provider: provider.into(),
             model: model.into(),
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// Attaches the underlying error, exposed as
+    /// [`source()`](std::error::Error::source). It must not contain
+    /// credentials.
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// use flowtrace_core::{ModelError, ModelErrorKind};
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+    /// let e = ModelError::new(ModelErrorKind::Transport, "openai", "gpt-4o", "the request could not be sent")
+    ///     .with_source(io);
+    /// assert_eq!(e.to_string(), r#"openai model "gpt-4o" failed (transport): the request could not be sent"#);
+    /// assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("connection refused"));
+    /// ```
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(std::sync::Arc::new(source));
+        self
     }
 
     /// Whether retrying may succeed.
@@ -686,7 +711,8 @@ impl<T: ObservedModel> ChatModel for T {
 /// }
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let model = Shout(ScriptedModel::new("openai").reply("hi", TokenUsage::new(1, 1)));
-/// assert_eq!(model.provider(), "openai");
+/// // With `ModelWrapper` in scope, name the trait of shared method names.
+/// assert_eq!(ChatModel::provider(&model), "openai");
 /// assert_eq!(model.chat(ChatRequest::new("m")).await.unwrap().text, "HI");
 /// # });
 /// ```
