@@ -496,7 +496,7 @@ impl TransformJson {
     pub const DEFAULT_MAX_EXPRESSION_LEN: usize = 4096;
     /// The most operator characters (`.`, `|`, `[`, `(`, `{`, `!`, `&`,
     /// `<`, `>`, `=`, `?`, `*`, `@`, outside quotes and literals) an
-    /// expression may contain; this bounds its nesting depth.
+    /// expression may contain; this bounds the parser's recursion.
     pub const MAX_OPERATORS: usize = 256;
     /// The deepest parsed expression accepted: the height of its syntax
     /// tree (a lone field is 1; each operator adds at most 2 levels, and a
