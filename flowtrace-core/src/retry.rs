@@ -61,6 +61,12 @@ impl RetryPolicy {
         Self::new(1)
     }
 
+    /// Sets the most attempts in all (1 = no retry), keeping the delays.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
     /// Sets the delay before the first retry.
     pub fn initial_delay(mut self, delay: Duration) -> Self {
         self.initial_delay = delay;
@@ -163,6 +169,37 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The delay to wait before a retry whose schedule says `scheduled`
+    /// (an item of [`delays`](Self::delays)) when the failure asked for
+    /// `retry_after` (a provider's `Retry-After`): the longer of the two, or
+    /// `None` when `retry_after` exceeds [`max_delay`](Self::max_delay) —
+    /// the caller should then give up (or move on) rather than wait that
+    /// long.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flowtrace_core::RetryPolicy;
+    /// let p = RetryPolicy::new(3).max_delay(Duration::from_secs(10));
+    /// let ms = Duration::from_millis;
+    /// assert_eq!(p.delay_with_retry_after(ms(500), None), Some(ms(500)));
+    /// assert_eq!(p.delay_with_retry_after(ms(500), Some(ms(2000))), Some(ms(2000)));
+    /// assert_eq!(p.delay_with_retry_after(ms(500), Some(ms(100))), Some(ms(500)));
+    /// assert_eq!(p.delay_with_retry_after(ms(500), Some(ms(11_000))), None);
+    /// ```
+    pub fn delay_with_retry_after(
+        &self,
+        scheduled: Duration,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        match retry_after {
+            Some(wait) if wait > self.max_delay => None,
+            Some(wait) => Some(wait.max(scheduled)),
+            None => Some(scheduled),
+        }
+    }
+}
+
 fn round_to_micros(d: Duration) -> Duration {
     Duration::from_micros(((d.as_nanos() + 500) / 1000) as u64)
 }
@@ -190,6 +227,28 @@ mod tests {
             );
             base *= 2;
         }
+    }
+
+    #[test]
+    fn retry_after_raises_the_delay_up_to_max_delay() {
+        let ms = Duration::from_millis;
+        let p = RetryPolicy::new(4)
+            .initial_delay(ms(100))
+            .max_delay(ms(1000));
+        let mut delays = p.delays();
+        let first = delays.next().unwrap_or_default();
+        assert_eq!(p.delay_with_retry_after(first, None), Some(ms(100)));
+        assert_eq!(p.delay_with_retry_after(first, Some(ms(50))), Some(ms(100)));
+        assert_eq!(
+            p.delay_with_retry_after(first, Some(ms(400))),
+            Some(ms(400))
+        );
+        // Exactly max_delay still waits; beyond it gives up.
+        assert_eq!(
+            p.delay_with_retry_after(first, Some(ms(1000))),
+            Some(ms(1000))
+        );
+        assert_eq!(p.delay_with_retry_after(first, Some(ms(1001))), None);
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! Time is read from [`tokio::time::Instant`], so tests can drive breakers
 //! with Tokio's paused clock.
 //!
-//! [`Breakered`] applies breakers to a [`ChatModel`], one per model name.
+//! [`Breakered`] applies breakers to a [`ChatModel`], one per model name;
+//! [`BreakerLayer`] builds it as a layer of a
+//! [`ModelStack`](crate::layer::ModelStack).
 //! [`FallbackChain`](crate::fallback::FallbackChain) candidates can carry a
 //! breaker too, so an open breaker skips straight to the next candidate.
 
@@ -33,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowtrace_core::model::NoopObserver;
+use flowtrace_core::model::ModelWrapper;
 use flowtrace_core::trace::LogLevel;
 use flowtrace_core::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, EventKind, ModelError,
@@ -41,6 +43,8 @@ use flowtrace_core::{
 };
 use futures::StreamExt;
 use tokio::time::Instant;
+
+use crate::layer::Layer;
 
 /// When a [`CircuitBreaker`] opens and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,13 +464,10 @@ impl<M: ChatModel> Breakered<M> {
         Self::with_config(inner, BreakerConfig::default())
     }
 
-    /// `inner` behind breakers configured with `config`.
+    /// `inner` behind breakers configured with `config` (the same as
+    /// [`BreakerLayer::new`]`(config).layer(inner)`).
     pub fn with_config(inner: M, config: BreakerConfig) -> Self {
-        Self {
-            inner,
-            config,
-            breakers: Mutex::new(HashMap::new()),
-        }
+        BreakerLayer::new(config).layer(inner)
     }
 
     /// The wrapped model.
@@ -502,24 +503,16 @@ impl<M: ChatModel> Breakered<M> {
 }
 
 #[async_trait]
-impl<M: ChatModel> ChatModel for Breakered<M> {
-    fn provider(&self) -> &str {
-        self.inner.provider()
+impl<M: ChatModel> ModelWrapper for Breakered<M> {
+    type Inner = M;
+
+    fn inner(&self) -> &M {
+        &self.inner
     }
 
     /// # Cancel safety
     /// Dropping the future abandons the call; the breaker counts it as
     /// neither success nor failure.
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.chat_observed(request, &NoopObserver).await
-    }
-
-    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
-        self.chat_stream_observed(request, &NoopObserver)
-    }
-
-    /// # Cancel safety
-    /// As for [`chat`](Self::chat).
     async fn chat_observed(
         &self,
         request: ChatRequest,
@@ -567,9 +560,51 @@ impl<M: ChatModel> ChatModel for Breakered<M> {
                 }),
         )
     }
+}
 
-    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
-        self.inner.estimate_input_tokens(request)
+/// A [`Layer`] putting a model behind [`Breakered`] circuit breakers, one per
+/// requested model name, configured with its [`BreakerConfig`].
+///
+/// ```
+/// use flowtrace_core::{ChatModel, ChatRequest, ModelErrorKind};
+/// use flowtrace_core::testing::ScriptedModel;
+/// use flowtrace_providers::breaker::{BreakerConfig, BreakerLayer};
+/// use flowtrace_providers::layer::ModelStack;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let model = ModelStack::new(ScriptedModel::new("openai").fail(ModelErrorKind::Overloaded))
+///     .layer(BreakerLayer::new(BreakerConfig::default().failure_threshold(1)));
+/// assert!(model.chat(ChatRequest::new("gpt-4o")).await.is_err());
+/// let refused = model.chat(ChatRequest::new("gpt-4o")).await.unwrap_err();
+/// assert!(refused.message.contains("circuit open"));
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct BreakerLayer {
+    config: BreakerConfig,
+}
+
+impl BreakerLayer {
+    /// Breakers configured with `config`.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self { config }
+    }
+
+    /// The breakers' configuration.
+    pub fn get_config(&self) -> BreakerConfig {
+        self.config
+    }
+}
+
+impl<M: ChatModel> Layer<M> for BreakerLayer {
+    type Service = Breakered<M>;
+
+    fn layer(&self, inner: M) -> Breakered<M> {
+        Breakered {
+            inner,
+            config: self.config,
+            breakers: Mutex::new(HashMap::new()),
+        }
     }
 }
 

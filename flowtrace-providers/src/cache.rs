@@ -1,6 +1,8 @@
 //! Exact-match response caching as a [`ChatModel`] wrapper.
 //!
-//! [`Cached`] looks every request up in a [`ResponseCache`] under
+//! [`Cached`] (built directly or by a [`CacheLayer`] in a
+//! [`ModelStack`](crate::layer::ModelStack)) looks every request up in a
+//! [`Cache`] — core's one cache trait — under
 //! [`CacheKey::for_request`]`(provider, &request)` — provider, model, system
 //! prompt, messages, tools and sampling parameters, so a hit never answers a
 //! different question. A hit skips the provider: the stored reply comes back
@@ -8,7 +10,9 @@
 //! and a `cache.hit` event reports the cost and tokens it saved, priced
 //! through [`CallObserver::price`].
 //!
-//! With [`MemoryResponseCache`] (built on `moka`), concurrent identical
+//! Any [`Cache`] works, core's [`MemoryCache`](flowtrace_core::MemoryCache)
+//! included. With [`MemoryResponseCache`] (built on `moka`: bounded, with a
+//! TTL), concurrent identical
 //! misses are coalesced: one caller calls the provider and the others wait
 //! for its reply, which they receive as hits. Failures are never cached (and
 //! the callers waiting on a failed call receive the same error).
@@ -35,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowtrace_core::model::NoopObserver;
+use flowtrace_core::model::ModelWrapper;
 use flowtrace_core::trace::LogLevel;
 use flowtrace_core::{
     CacheKey, CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, Cost, EventKind,
@@ -44,56 +48,11 @@ use flowtrace_core::{
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-/// The outcome of [`ResponseCache::get_or_fetch`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Lookup {
-    /// The reply was stored (or fetched by a concurrent identical call).
-    Hit(ChatResponse),
-    /// This call fetched the reply (and stored it).
-    Miss(ChatResponse),
-}
+pub use flowtrace_core::cache::{Cache, Lookup};
 
-/// A store of model replies for [`Cached`].
-///
-/// Implementations decide eviction (TTL, size). Only
-/// [`get`](Self::get) and [`insert`](Self::insert) are required;
-/// [`get_or_fetch`](Self::get_or_fetch) should be overridden by stores that
-/// can coalesce concurrent identical misses.
-#[async_trait]
-pub trait ResponseCache: Send + Sync {
-    /// The stored reply for `key`, if any.
-    ///
-    /// # Cancel safety
-    /// Dropping the future has no effect on the store.
-    async fn get(&self, key: &CacheKey) -> Option<ChatResponse>;
+use crate::layer::Layer;
 
-    /// Stores `response` under `key`.
-    ///
-    /// # Cancel safety
-    /// Dropping the future may leave the reply unstored.
-    async fn insert(&self, key: CacheKey, response: ChatResponse);
-
-    /// The stored reply for `key`; on a miss, awaits `fetch` and stores its
-    /// reply (an error is returned and not stored). The default looks up,
-    /// fetches and inserts without coalescing concurrent misses.
-    ///
-    /// # Cancel safety
-    /// Dropping the future abandons `fetch` (nothing is stored).
-    async fn get_or_fetch(
-        &self,
-        key: CacheKey,
-        fetch: BoxFuture<'_, Result<ChatResponse, ModelError>>,
-    ) -> Result<Lookup, ModelError> {
-        if let Some(hit) = self.get(&key).await {
-            return Ok(Lookup::Hit(hit));
-        }
-        let response = fetch.await?;
-        self.insert(key, response.clone()).await;
-        Ok(Lookup::Miss(response))
-    }
-}
-
-/// An in-memory [`ResponseCache`] on `moka`: at most `max_entries` replies
+/// An in-memory [`Cache`] on `moka`: at most `max_entries` replies
 /// (least recently used evicted first), each kept for at most its TTL.
 /// Concurrent identical misses make one upstream call.
 ///
@@ -166,12 +125,12 @@ impl MemoryResponseCache {
 }
 
 #[async_trait]
-impl ResponseCache for MemoryResponseCache {
+impl Cache for MemoryResponseCache {
     async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
         self.entries.get(key).await
     }
 
-    async fn insert(&self, key: CacheKey, response: ChatResponse) {
+    async fn put(&self, key: CacheKey, response: ChatResponse) {
         self.entries.insert(key, response).await;
     }
 
@@ -197,7 +156,111 @@ impl ResponseCache for MemoryResponseCache {
     }
 }
 
-/// A [`ChatModel`] answering repeated requests from a [`ResponseCache`].
+/// How a [`Cached`] model uses its store: the store, on or off, sampled
+/// requests or not, and a key namespace. As a [`Layer`], it puts a model
+/// behind the cache.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flowtrace_core::{ChatModel, ChatRequest, MemoryCache, TokenUsage};
+/// use flowtrace_core::testing::ScriptedModel;
+/// use flowtrace_providers::cache::CacheLayer;
+/// use flowtrace_providers::layer::ModelStack;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let model = ModelStack::new(ScriptedModel::new("openai").reply("hi", TokenUsage::new(5, 1)))
+///     .layer(CacheLayer::new(Arc::new(MemoryCache::new(100))).namespace("node-a"));
+/// let request = ChatRequest::new("gpt-4o-mini").user("hello");
+/// assert!(!model.chat(request.clone()).await.unwrap().cached);
+/// assert!(model.chat(request).await.unwrap().cached);
+/// # });
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct CacheLayer {
+    store: Arc<dyn Cache>,
+    enabled: bool,
+    deterministic_only: bool,
+    namespace: String,
+}
+
+impl fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("enabled", &self.enabled)
+            .field("deterministic_only", &self.deterministic_only)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheLayer {
+    /// Caching in `store` (which other layers may share), on, for every
+    /// request, without a namespace.
+    pub fn new(store: Arc<dyn Cache>) -> Self {
+        Self {
+            store,
+            enabled: true,
+            deterministic_only: false,
+            namespace: String::new(),
+        }
+    }
+
+    /// Caching in a default [`MemoryResponseCache`].
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(MemoryResponseCache::default()))
+    }
+
+    /// Turns the cache on or off (off: every call goes to the model and
+    /// nothing is stored).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// When `true`, caches only requests with `temperature` set to zero;
+    /// others go to the model and are not stored. Default `false`.
+    pub fn deterministic_only(mut self, only: bool) -> Self {
+        self.deterministic_only = only;
+        self
+    }
+
+    /// Keys entries under `namespace` (see [`CacheKey::for_request_in`]):
+    /// models sharing a store but not a namespace never answer each other's
+    /// requests. Default: none, so identical requests to the same provider
+    /// share entries.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Whether the cache is on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Cache> {
+        &self.store
+    }
+
+    /// Whether `request` goes through the cache.
+    pub fn caches(&self, request: &ChatRequest) -> bool {
+        self.enabled && (!self.deterministic_only || request.temperature == Some(0.0))
+    }
+}
+
+impl<M: ChatModel> Layer<M> for CacheLayer {
+    type Service = Cached<M>;
+
+    fn layer(&self, inner: M) -> Cached<M> {
+        Cached {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// A [`ChatModel`] answering repeated requests from a [`Cache`].
 /// See the [module docs](self).
 ///
 /// ```
@@ -214,65 +277,55 @@ impl ResponseCache for MemoryResponseCache {
 /// ```
 pub struct Cached<M> {
     inner: M,
-    store: Arc<dyn ResponseCache>,
-    enabled: bool,
-    deterministic_only: bool,
-    namespace: String,
+    config: CacheLayer,
 }
 
 impl<M: ChatModel> fmt::Debug for Cached<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
             .field("provider", &self.inner.provider())
-            .field("enabled", &self.enabled)
-            .field("deterministic_only", &self.deterministic_only)
+            .field("enabled", &self.config.enabled)
+            .field("deterministic_only", &self.config.deterministic_only)
             .finish_non_exhaustive()
     }
 }
 
 impl<M: ChatModel> Cached<M> {
-    /// `inner` behind `store` (which other wrappers may share).
-    pub fn new(inner: M, store: Arc<dyn ResponseCache>) -> Self {
-        Self {
-            inner,
-            store,
-            enabled: true,
-            deterministic_only: false,
-            namespace: String::new(),
-        }
+    /// `inner` behind `store` (the same as
+    /// [`CacheLayer::new`]`(store).layer(inner)`).
+    pub fn new(inner: M, store: Arc<dyn Cache>) -> Self {
+        CacheLayer::new(store).layer(inner)
     }
 
     /// `inner` behind a default [`MemoryResponseCache`].
     pub fn in_memory(inner: M) -> Self {
-        Self::new(inner, Arc::new(MemoryResponseCache::default()))
+        CacheLayer::in_memory().layer(inner)
     }
 
-    /// Turns the cache on or off for this wrapper (off: every call goes to
-    /// the model and nothing is stored).
+    /// See [`CacheLayer::enabled`].
+    #[must_use]
     pub fn enabled(mut self, enabled: bool) -> Self {
-        self.enabled = enabled;
+        self.config = self.config.enabled(enabled);
         self
     }
 
-    /// When `true`, caches only requests with `temperature` set to zero;
-    /// others go to the model and are not stored. Default `false`.
+    /// See [`CacheLayer::deterministic_only`].
+    #[must_use]
     pub fn deterministic_only(mut self, only: bool) -> Self {
-        self.deterministic_only = only;
+        self.config = self.config.deterministic_only(only);
         self
     }
 
-    /// Keys this wrapper's entries under `namespace` (see
-    /// [`CacheKey::for_request_in`]): wrappers sharing a store but not a
-    /// namespace never answer each other's requests. Default: none, so
-    /// identical requests to the same provider share entries.
+    /// See [`CacheLayer::namespace`].
+    #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
+        self.config = self.config.namespace(namespace);
         self
     }
 
     /// Whether the cache is on.
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.config.enabled
     }
 
     /// The wrapped model.
@@ -281,13 +334,13 @@ impl<M: ChatModel> Cached<M> {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn ResponseCache> {
-        &self.store
+    pub fn store(&self) -> &Arc<dyn Cache> {
+        &self.config.store
     }
 
     /// Whether `request` goes through the cache.
     pub fn caches(&self, request: &ChatRequest) -> bool {
-        self.enabled && (!self.deterministic_only || request.temperature == Some(0.0))
+        self.config.caches(request)
     }
 
     /// Turns a stored reply into a hit and reports it.
@@ -337,24 +390,16 @@ impl<M: ChatModel> Cached<M> {
 }
 
 #[async_trait]
-impl<M: ChatModel> ChatModel for Cached<M> {
-    fn provider(&self) -> &str {
-        self.inner.provider()
+impl<M: ChatModel> ModelWrapper for Cached<M> {
+    type Inner = M;
+
+    fn inner(&self) -> &M {
+        &self.inner
     }
 
     /// # Cancel safety
     /// Dropping the future abandons the call; nothing is stored (callers
     /// waiting on the same miss then make the call themselves).
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.chat_observed(request, &NoopObserver).await
-    }
-
-    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
-        self.chat_stream_observed(request, &NoopObserver)
-    }
-
-    /// # Cancel safety
-    /// As for [`chat`](Self::chat).
     async fn chat_observed(
         &self,
         request: ChatRequest,
@@ -363,10 +408,10 @@ impl<M: ChatModel> ChatModel for Cached<M> {
         if !self.caches(&request) {
             return self.inner.chat_observed(request, observer).await;
         }
-        let key = CacheKey::for_request_in(&self.namespace, self.inner.provider(), &request);
+        let key = CacheKey::for_request_in(&self.config.namespace, self.inner.provider(), &request);
         let requested_model = request.model.clone();
         let fetch = Box::pin(self.inner.chat_observed(request, observer));
-        match self.store.get_or_fetch(key, fetch).await? {
+        match self.config.store.get_or_fetch(key, fetch).await? {
             Lookup::Miss(response) => Ok(response),
             Lookup::Hit(response) => Ok(self.hit(response, &requested_model, observer)),
         }
@@ -380,9 +425,9 @@ impl<M: ChatModel> ChatModel for Cached<M> {
         if !self.caches(&request) {
             return self.inner.chat_stream_observed(request, observer);
         }
-        let key = CacheKey::for_request_in(&self.namespace, self.inner.provider(), &request);
+        let key = CacheKey::for_request_in(&self.config.namespace, self.inner.provider(), &request);
         let opened = async move {
-            if let Some(stored) = self.store.get(&key).await {
+            if let Some(stored) = self.config.store.get(&key).await {
                 let response = self.hit(stored, &request.model, observer);
                 let mut events = Vec::with_capacity(2);
                 if !response.text.is_empty() {
@@ -393,7 +438,7 @@ impl<M: ChatModel> ChatModel for Cached<M> {
                 return replay;
             }
             let mut key = Some(key);
-            let store = &self.store;
+            let store = &self.config.store;
             Box::pin(
                 self.inner
                     .chat_stream_observed(request, observer)
@@ -406,7 +451,7 @@ impl<M: ChatModel> ChatModel for Cached<M> {
                         };
                         async move {
                             if let Some((key, response)) = record {
-                                store.insert(key, response).await;
+                                store.put(key, response).await;
                             }
                             item
                         }
@@ -414,10 +459,6 @@ impl<M: ChatModel> ChatModel for Cached<M> {
             )
         };
         Box::pin(futures::stream::once(opened).flatten())
-    }
-
-    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
-        self.inner.estimate_input_tokens(request)
     }
 }
 
@@ -454,46 +495,5 @@ mod tests {
         model.chat(request.clone()).await.unwrap();
         assert!(!model.chat(request).await.unwrap().cached);
         assert_eq!(model.inner().calls(), 2);
-    }
-
-    #[tokio::test]
-    async fn default_get_or_fetch_stores_replies_but_not_errors() {
-        struct Plain(MemoryResponseCache);
-        #[async_trait]
-        impl ResponseCache for Plain {
-            async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
-                self.0.get(key).await
-            }
-            async fn insert(&self, key: CacheKey, response: ChatResponse) {
-                self.0.insert(key, response).await;
-            }
-        }
-        let store = Plain(MemoryResponseCache::without_ttl(10));
-        let key = CacheKey::for_request("p", &ChatRequest::new("m"));
-        let failing = store
-            .get_or_fetch(
-                key.clone(),
-                Box::pin(async {
-                    Err(ModelError::new(
-                        flowtrace_core::ModelErrorKind::Overloaded,
-                        "p",
-                        "m",
-                        "down",
-                    ))
-                }),
-            )
-            .await;
-        assert!(failing.is_err());
-        let reply = ChatResponse::text("m", "ok", TokenUsage::new(1, 1));
-        let first = store
-            .get_or_fetch(key.clone(), Box::pin(async { Ok(reply.clone()) }))
-            .await
-            .unwrap();
-        assert_eq!(first, Lookup::Miss(reply.clone()));
-        let second = store
-            .get_or_fetch(key, Box::pin(async { panic!("fetched twice") }))
-            .await
-            .unwrap();
-        assert_eq!(second, Lookup::Hit(reply));
     }
 }

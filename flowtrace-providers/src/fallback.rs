@@ -7,13 +7,16 @@
 //!
 //! 1. if its breaker is open, the chain moves on at once (`circuit_open`);
 //! 2. otherwise it is called; a retryable failure (rate limit, overload,
-//!    transport, malformed response) is retried after the provider's
-//!    `Retry-After` or an exponential back-off (see [`RetrySettings`]), up to
-//!    the candidate's retry count (default 1), each retry reported as a
-//!    `retry` event (failed attempt, delay, error) through the
+//!    transport, malformed response) is retried on the chain's
+//!    [`RetryPolicy`] — core's policy, the one the executor uses for node
+//!    retries, with its [`delays`](RetryPolicy::delays) schedule (default:
+//!    2 attempts per candidate, 500 ms, capped at 10 s), raised to the
+//!    provider's `Retry-After` when that is longer — each retry reported as
+//!    a `retry` event (failed attempt, delay, error) through the
 //!    [`CallObserver`];
 //! 3. a retryable failure that outlasts the retries, a `Retry-After` longer
-//!    than [`RetrySettings::max_delay`], or a timeout (the provider's, or the
+//!    than the policy's [`max_delay`](RetryPolicy::get_max_delay), or a
+//!    timeout (the provider's, or the
 //!    candidate's attempt timeout — never retried, a slow provider is not
 //!    asked twice) moves on to the next candidate, emitting a `fallback`
 //!    event through the [`CallObserver`] naming both sides and the reason
@@ -32,6 +35,10 @@
 //!
 //! Streams fall back only before their first piece of output: once a
 //! [`StreamEvent::Delta`] has been yielded, a later error is returned as is.
+//!
+//! A chain is a [`ModelWrapper`] around its first candidate (whose provider
+//! and token estimates it reports), and [`FallbackLayer`] builds one over
+//! the model of a [`ModelStack`](crate::layer::ModelStack).
 
 use std::fmt;
 use std::future::Future;
@@ -39,48 +46,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowtrace_core::model::NoopObserver;
+use flowtrace_core::model::ModelWrapper;
 use flowtrace_core::trace::LogLevel;
 use flowtrace_core::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, EventKind, ModelError,
-    ModelErrorKind, StreamEvent,
+    ModelErrorKind, RetryPolicy, StreamEvent,
 };
 use futures::StreamExt;
 
 use crate::breaker::{BreakerConfig, BreakerPermit, CircuitBreaker};
+use crate::layer::Layer;
 
-/// How a [`FallbackChain`] retries a candidate before moving on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetrySettings {
-    /// Retries per candidate after its first attempt (a
-    /// [`Candidate::retries`] overrides it). Default 1.
-    pub retries: u32,
-    /// The first back-off delay when the provider gave no `Retry-After`;
-    /// doubled on each further retry. Default 500 ms.
-    pub base_delay: Duration,
-    /// The longest delay waited before a retry. A `Retry-After` longer than
-    /// this moves on to the next candidate instead of waiting. Default 10 s.
-    pub max_delay: Duration,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        Self {
-            retries: 1,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetrySettings {
-    /// The back-off before retry number `retry` (0-based), without a
-    /// `Retry-After`.
-    fn backoff(&self, retry: u32) -> Duration {
-        self.base_delay
-            .saturating_mul(2u32.saturating_pow(retry))
-            .min(self.max_delay)
-    }
+/// The chain's default retries: 2 attempts per candidate, 500 ms before the
+/// retry, a `Retry-After` over 10 s moves on.
+fn default_retry() -> RetryPolicy {
+    RetryPolicy::new(2).max_delay(Duration::from_secs(10))
 }
 
 /// One entry of a [`FallbackChain`].
@@ -138,7 +118,8 @@ impl Candidate {
     }
 
     /// Retries this candidate `retries` times (instead of the chain's
-    /// [`RetrySettings::retries`]) before moving on.
+    /// [`RetryPolicy::get_max_attempts`] − 1), on the chain's delays, before
+    /// moving on.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
         self
@@ -191,11 +172,23 @@ impl Candidate {
 /// assert_eq!(reply.model, "claude-sonnet-4");
 /// # });
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FallbackChain {
+    /// The first candidate's model: the provider and estimates reported.
+    primary: Arc<dyn ChatModel>,
     candidates: Vec<Candidate>,
-    retry: RetrySettings,
+    retry: RetryPolicy,
     attempt_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for FallbackChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackChain")
+            .field("candidates", &self.candidates)
+            .field("retry", &self.retry)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish()
+    }
 }
 
 /// Why a candidate was given up on.
@@ -218,8 +211,9 @@ impl FallbackChain {
     /// A chain starting with `first`.
     pub fn new(first: Candidate) -> Self {
         Self {
+            primary: Arc::clone(&first.model),
             candidates: vec![first],
-            retry: RetrySettings::default(),
+            retry: default_retry(),
             attempt_timeout: None,
         }
     }
@@ -230,16 +224,24 @@ impl FallbackChain {
         self
     }
 
-    /// Sets how candidates are retried.
-    pub fn retry(mut self, settings: RetrySettings) -> Self {
-        self.retry = settings;
+    /// Sets how each candidate is retried before the chain moves on: its
+    /// attempts, delays and the longest `Retry-After` worth waiting for
+    /// ([`RetryPolicy::get_max_delay`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
-    /// Sets the retries per candidate (see [`RetrySettings::retries`]).
+    /// Sets the retries per candidate after its first attempt, keeping the
+    /// policy's delays.
     pub fn retries(mut self, retries: u32) -> Self {
-        self.retry.retries = retries;
+        self.retry = self.retry.max_attempts(retries.saturating_add(1));
         self
+    }
+
+    /// How candidates are retried.
+    pub fn get_retry(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// Gives each attempt at most `timeout`, for candidates without their
@@ -341,7 +343,11 @@ impl FallbackChain {
         Fut: Future<Output = Result<T, ModelError>> + Send + 'a,
         T: Send,
     {
-        let retries = candidate.retries.unwrap_or(self.retry.retries);
+        let policy = match candidate.retries {
+            Some(retries) => self.retry.clone().max_attempts(retries.saturating_add(1)),
+            None => self.retry.clone(),
+        };
+        let mut delays = policy.delays();
         let timeout = candidate.timeout.or(self.attempt_timeout);
         let mut retry = 0u32;
         loop {
@@ -387,15 +393,13 @@ impl FallbackChain {
                 return Err(GaveUp::Fatal(error));
             }
             let reason = error.kind.as_str().to_string();
-            if error.kind == ModelErrorKind::Timeout || retry >= retries {
+            if error.kind == ModelErrorKind::Timeout {
                 return Err(GaveUp::Next { error, reason });
             }
-            let delay = match error.retry_after() {
-                Some(wait) if wait > self.retry.max_delay => {
-                    return Err(GaveUp::Next { error, reason });
-                }
-                Some(wait) => wait,
-                None => self.retry.backoff(retry),
+            let Some(delay) = delays.next().and_then(|scheduled| {
+                policy.delay_with_retry_after(scheduled, error.retry_after())
+            }) else {
+                return Err(GaveUp::Next { error, reason });
             };
             observer.event(EventKind::Retry {
                 failed_attempt: retry + 1,
@@ -444,27 +448,17 @@ async fn first_output<'a>(
 }
 
 #[async_trait]
-impl ChatModel for FallbackChain {
-    /// The first candidate's provider.
-    fn provider(&self) -> &str {
-        self.candidates
-            .first()
-            .map_or("fallback", Candidate::provider)
+impl ModelWrapper for FallbackChain {
+    /// The first candidate's model.
+    type Inner = dyn ChatModel;
+
+    fn inner(&self) -> &(dyn ChatModel + 'static) {
+        self.primary.as_ref()
     }
 
     /// # Cancel safety
     /// Dropping the future abandons the current attempt (its breaker counts
     /// it as neither success nor failure) and tries no further candidate.
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.chat_observed(request, &NoopObserver).await
-    }
-
-    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
-        self.chat_stream_observed(request, &NoopObserver)
-    }
-
-    /// # Cancel safety
-    /// As for [`chat`](Self::chat).
     async fn chat_observed(
         &self,
         request: ChatRequest,
@@ -531,12 +525,80 @@ impl ChatModel for FallbackChain {
             }),
         )
     }
+}
 
-    fn estimate_input_tokens(&self, request: &ChatRequest) -> u64 {
-        self.candidates.first().map_or_else(
-            || request.approx_input_tokens(),
-            |c| c.model.estimate_input_tokens(request),
-        )
+/// A [`Layer`] making the wrapped model the first candidate of a
+/// [`FallbackChain`] (with the request's own model name), followed by the
+/// layer's candidates.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flowtrace_core::{ChatModel, ChatRequest, ModelErrorKind, RetryPolicy, TokenUsage};
+/// use flowtrace_core::testing::ScriptedModel;
+/// use flowtrace_providers::fallback::{Candidate, FallbackLayer};
+/// use flowtrace_providers::layer::ModelStack;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+/// let backup = Arc::new(ScriptedModel::new("anthropic").reply("hi", TokenUsage::new(5, 1)));
+/// let model = ModelStack::new(ScriptedModel::new("openai").fail(ModelErrorKind::Overloaded))
+///     .layer(FallbackLayer::new(Candidate::new(backup).model("claude-sonnet-4")).retry(RetryPolicy::never()));
+/// let reply = model.chat(ChatRequest::new("gpt-4o").user("hello")).await.unwrap();
+/// assert_eq!(reply.provider.as_deref(), Some("anthropic"));
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct FallbackLayer {
+    next: Vec<Candidate>,
+    retry: RetryPolicy,
+    attempt_timeout: Option<Duration>,
+}
+
+impl FallbackLayer {
+    /// Falls back to `next` when the wrapped model fails.
+    pub fn new(next: Candidate) -> Self {
+        Self {
+            next: vec![next],
+            retry: default_retry(),
+            attempt_timeout: None,
+        }
+    }
+
+    /// Appends `next`, tried when every earlier candidate failed.
+    pub fn or(mut self, next: Candidate) -> Self {
+        self.next.push(next);
+        self
+    }
+
+    /// See [`FallbackChain::retry`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// See [`FallbackChain::attempt_timeout`].
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<M: ChatModel + 'static> Layer<M> for FallbackLayer {
+    type Service = FallbackChain;
+
+    fn layer(&self, inner: M) -> FallbackChain {
+        let chain = self
+            .next
+            .iter()
+            .cloned()
+            .fold(
+                FallbackChain::new(Candidate::new(Arc::new(inner))),
+                FallbackChain::or,
+            )
+            .retry(self.retry.clone());
+        match self.attempt_timeout {
+            Some(limit) => chain.attempt_timeout(limit),
+            None => chain,
+        }
     }
 }
 
@@ -544,19 +606,6 @@ impl ChatModel for FallbackChain {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let s = RetrySettings {
-            retries: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(350),
-        };
-        assert_eq!(s.backoff(0), Duration::from_millis(100));
-        assert_eq!(s.backoff(1), Duration::from_millis(200));
-        assert_eq!(s.backoff(2), Duration::from_millis(350));
-        assert_eq!(s.backoff(40), Duration::from_millis(350));
-    }
 
     #[test]
     fn stamp_keeps_a_nested_provider_and_a_reported_model() {

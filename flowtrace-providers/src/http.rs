@@ -206,26 +206,50 @@ pub(crate) fn error_message(body: &str) -> String {
     }
 }
 
-/// Maps a reqwest failure (no HTTP answer, or a body that could not be read).
-pub(crate) fn transport_error(
-    e: &reqwest::Error,
-    redactor: &Redactor,
-    provider: &str,
-    model: &str,
-) -> ModelError {
-    let kind = if e.is_timeout() {
-        ModelErrorKind::Timeout
+/// Maps a reqwest failure (no HTTP answer, or a body that could not be
+/// read): the message says what failed, and the reqwest error — stripped of
+/// its URL, which may carry credentials — is the error's `source()`.
+pub(crate) fn transport_error(e: reqwest::Error, provider: &str, model: &str) -> ModelError {
+    let (kind, message) = if e.is_timeout() {
+        (ModelErrorKind::Timeout, "the request timed out")
     } else if e.is_decode() || e.is_body() {
-        ModelErrorKind::MalformedResponse
+        (
+            ModelErrorKind::MalformedResponse,
+            "the response body could not be read",
+        )
     } else {
-        ModelErrorKind::Transport
+        (ModelErrorKind::Transport, "the request could not be sent")
     };
-    ModelError::new(kind, provider, model, redactor.redact(&e.to_string()))
+    ModelError::new(kind, provider, model, message).with_source(e.without_url())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_keep_their_cause_without_the_url() {
+        use std::error::Error as _;
+        // Nothing listens on port 1 of the loopback address.
+        let url = "http://user:sk-secret-123456@127.0.0.1:1/v1?key=sk-secret-123456";
+        let failure = client().unwrap().get(url).send().await.unwrap_err();
+        let e = transport_error(failure, "openai", "gpt-4o");
+        assert_eq!(e.kind, ModelErrorKind::Transport);
+        assert_eq!(
+            e.to_string(),
+            r#"openai model "gpt-4o" failed (transport): the request could not be sent"#
+        );
+        let mut chain = Vec::new();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert!(!chain.is_empty());
+        let everything = format!("{e} {e:?} {}", chain.join(" "));
+        assert!(!everything.contains("sk-secret"), "{everything}");
+        assert!(!everything.contains("127.0.0.1:1/v1"), "{everything}");
+    }
 
     #[test]
     fn keys_never_print() {

@@ -112,7 +112,7 @@ mod profile;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flowtrace_core::model::{NoopObserver, ResponseFormat, Role};
+use flowtrace_core::model::{ObservedModel, ResponseFormat, Role};
 use flowtrace_core::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, Cost, EventKind, ModelError,
     ModelErrorKind, StreamEvent, TokenUsage,
@@ -544,7 +544,7 @@ fn stamp(response: &mut ChatResponse, provider: &str, model: &str) {
 }
 
 #[async_trait]
-impl ChatModel for ModelRouter {
+impl ObservedModel for ModelRouter {
     /// [`ROUTER_PROVIDER`]; replies name the provider that answered.
     fn provider(&self) -> &str {
         ROUTER_PROVIDER
@@ -553,16 +553,6 @@ impl ChatModel for ModelRouter {
     /// # Cancel safety
     /// Dropping the future abandons the routed call (its breaker counts it
     /// as neither success nor failure).
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.chat_observed(request, &NoopObserver).await
-    }
-
-    fn chat_stream(&self, request: ChatRequest) -> ChatStream<'_> {
-        self.chat_stream_observed(request, &NoopObserver)
-    }
-
-    /// # Cancel safety
-    /// As for [`chat`](Self::chat).
     async fn chat_observed(
         &self,
         request: ChatRequest,

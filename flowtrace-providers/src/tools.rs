@@ -6,13 +6,18 @@
 //!   [JMESPath](https://jmespath.org/) expression.
 //!
 //! Both describe their arguments with a JSON Schema
-//! ([`Tool::parameters`]) and fail with [`ToolError::permanent`] on bad
-//! arguments, so a retry policy does not call them again in vain.
+//! ([`Tool::parameters`]) and fail with a [`ToolError`] whose
+//! [`ToolErrorKind`] says why (invalid input, not found, permission denied,
+//! limit exceeded, …), with the underlying I/O error as its `source()`; bad
+//! arguments are never retryable, so a retry policy does not call them again
+//! in vain.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 
 use async_trait::async_trait;
+use flowtrace_core::tool::ToolErrorKind;
 use flowtrace_core::{Tool, ToolError};
 use jmespath::ast::Ast;
 use serde_json::{Value, json};
@@ -83,36 +88,58 @@ impl ReadFile {
         &self.root
     }
 
-    fn error(&self, message: impl Into<String>) -> ToolError {
-        ToolError::permanent(READ_FILE, message)
+    fn error(&self, kind: ToolErrorKind, message: impl Into<String>) -> ToolError {
+        ToolError::new(READ_FILE, kind, message)
+    }
+
+    /// A failed file operation, with the I/O error as its source.
+    fn io_error(&self, message: String, e: std::io::Error) -> ToolError {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ToolErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => ToolErrorKind::PermissionDenied,
+            _ => ToolErrorKind::Failed,
+        };
+        self.error(kind, message).with_source(e)
     }
 
     /// Checks the requested path's shape: relative, no `..`, not empty.
     fn check_relative<'a>(&self, path: &'a str) -> Result<&'a Path, ToolError> {
         if path.is_empty() {
-            return Err(self.error("\"path\" must not be empty"));
+            return Err(self.error(ToolErrorKind::InvalidInput, "\"path\" must not be empty"));
         }
         if path.contains('\0') {
-            return Err(self.error("\"path\" must not contain NUL characters"));
+            return Err(self.error(
+                ToolErrorKind::InvalidInput,
+                "\"path\" must not contain NUL characters",
+            ));
         }
         let rel = Path::new(path);
         let mut named = false;
         for component in rel.components() {
             match component {
                 Component::Prefix(_) | Component::RootDir => {
-                    return Err(self.error(format!(
-                        "{path:?} is an absolute path; give a path relative to the root directory"
-                    )));
+                    return Err(self.error(
+                        ToolErrorKind::PermissionDenied,
+                        format!(
+                            "{path:?} is an absolute path; give a path relative to the root directory"
+                        ),
+                    ));
                 }
                 Component::ParentDir => {
-                    return Err(self.error(format!("{path:?} must not contain \"..\" components")));
+                    return Err(self.error(
+                        ToolErrorKind::PermissionDenied,
+                        format!("{path:?} must not contain \"..\" components"),
+                    ));
                 }
                 Component::CurDir => {}
                 Component::Normal(_) => named = true,
             }
         }
         if !named {
-            return Err(self.error(format!("{path:?} does not name a file")));
+            return Err(self.error(
+                ToolErrorKind::InvalidInput,
+                format!("{path:?} does not name a file"),
+            ));
         }
         Ok(rel)
     }
@@ -120,31 +147,30 @@ impl ReadFile {
     /// Resolves, checks and reads `rel` (blocking).
     fn read_blocking(&self, path: &str, rel: &Path) -> Result<(String, u64), ToolError> {
         let root = std::fs::canonicalize(&self.root).map_err(|e| {
-            self.error(format!(
-                "the root directory is not available ({})",
-                e.kind()
-            ))
+            let message = format!("the root directory is not available ({})", e.kind());
+            self.io_error(message, e)
         })?;
         let full = std::fs::canonicalize(root.join(rel)).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => self.error(format!("file not found: {path:?}")),
-            kind => self.error(format!("cannot open {path:?} ({kind})")),
+            std::io::ErrorKind::NotFound => self.io_error(format!("file not found: {path:?}"), e),
+            kind => self.io_error(format!("cannot open {path:?} ({kind})"), e),
         })?;
         if !full.starts_with(&root) {
-            return Err(self.error(format!(
-                "{path:?} resolves outside the root directory (through a symlink)"
-            )));
+            return Err(self.error(
+                ToolErrorKind::PermissionDenied,
+                format!("{path:?} resolves outside the root directory (through a symlink)"),
+            ));
         }
         // Check the type before opening: opening a FIFO blocks until a
         // writer appears, and a device may never end.
         let meta = std::fs::symlink_metadata(&full)
-            .map_err(|e| self.error(format!("cannot open {path:?} ({})", e.kind())))?;
+            .map_err(|e| self.io_error(format!("cannot open {path:?} ({})", e.kind()), e))?;
         self.check_regular(path, &meta)?;
         let file = open_nonblocking(&full)
-            .map_err(|e| self.error(format!("cannot open {path:?} ({})", e.kind())))?;
+            .map_err(|e| self.io_error(format!("cannot open {path:?} ({})", e.kind()), e))?;
         // The path may have been swapped between the check and the open.
         let meta = file
             .metadata()
-            .map_err(|e| self.error(format!("cannot read {path:?} ({})", e.kind())))?;
+            .map_err(|e| self.io_error(format!("cannot read {path:?} ({})", e.kind()), e))?;
         self.check_regular(path, &meta)?;
         if meta.len() > self.max_bytes {
             return Err(self.too_large(path, meta.len()));
@@ -154,13 +180,18 @@ impl ReadFile {
         let mut bytes = Vec::new();
         file.take(self.max_bytes.saturating_add(1))
             .read_to_end(&mut bytes)
-            .map_err(|e| self.error(format!("cannot read {path:?} ({})", e.kind())))?;
+            .map_err(|e| self.io_error(format!("cannot read {path:?} ({})", e.kind()), e))?;
         let len = bytes.len() as u64;
         if len > self.max_bytes {
             return Err(self.too_large(path, len));
         }
-        let content = String::from_utf8(bytes)
-            .map_err(|_| self.error(format!("{path:?} is not valid UTF-8 text")))?;
+        let content = String::from_utf8(bytes).map_err(|e| {
+            self.error(
+                ToolErrorKind::InvalidInput,
+                format!("{path:?} is not valid UTF-8 text"),
+            )
+            .with_source(e.utf8_error())
+        })?;
         Ok((content, len))
     }
 
@@ -177,14 +208,20 @@ impl ReadFile {
         } else {
             special_file_kind(&kind)
         };
-        Err(self.error(format!("{path:?} is not a regular file (it is {what})")))
+        Err(self.error(
+            ToolErrorKind::InvalidInput,
+            format!("{path:?} is not a regular file (it is {what})"),
+        ))
     }
 
     fn too_large(&self, path: &str, len: u64) -> ToolError {
-        self.error(format!(
-            "{path:?} is {len} bytes, over the {}-byte limit",
-            self.max_bytes
-        ))
+        self.error(
+            ToolErrorKind::LimitExceeded,
+            format!(
+                "{path:?} is {len} bytes, over the {}-byte limit",
+                self.max_bytes
+            ),
+        )
     }
 }
 
@@ -264,16 +301,22 @@ impl Tool for ReadFile {
         let path = args
             .get("path")
             .and_then(Value::as_str)
-            .ok_or_else(|| self.error("missing string argument \"path\""))?
+            .ok_or_else(|| {
+                self.error(
+                    ToolErrorKind::InvalidInput,
+                    "missing string argument \"path\"",
+                )
+            })?
             .to_string();
         let csv = match args.get("format") {
             None | Some(Value::Null) => false,
             Some(Value::String(f)) if f == "text" => false,
             Some(Value::String(f)) if f == "csv" => true,
             Some(other) => {
-                return Err(self.error(format!(
-                    "\"format\" must be \"text\" or \"csv\", got {other}"
-                )));
+                return Err(self.error(
+                    ToolErrorKind::InvalidInput,
+                    format!("\"format\" must be \"text\" or \"csv\", got {other}"),
+                ));
             }
         };
         self.check_relative(&path)?;
@@ -283,11 +326,22 @@ impl Tool for ReadFile {
             tool.read_blocking(&read_path, Path::new(&read_path))
         })
         .await
-        .map_err(|_| ToolError::transient(READ_FILE, "the file read was interrupted"))??;
+        .map_err(|e| {
+            ToolError::new(
+                READ_FILE,
+                ToolErrorKind::Unavailable,
+                "the file read was interrupted",
+            )
+            .with_source(e)
+        })??;
         let mut result = json!({"content": content, "path": path, "bytes": bytes});
         if csv {
-            let (columns, rows) = parse_csv(&content)
-                .map_err(|e| self.error(format!("{path:?} is not valid CSV: {e}")))?;
+            let (columns, rows) = parse_csv(&content).map_err(|e| {
+                self.error(
+                    ToolErrorKind::InvalidInput,
+                    format!("{path:?} is not valid CSV: {e}"),
+                )
+            })?;
             result["columns"] = Value::Array(columns.into_iter().map(Value::String).collect());
             result["rows"] = Value::Array(rows);
         }
@@ -375,11 +429,21 @@ fn is_plain_number(field: &str) -> bool {
 /// ([`DEFAULT_MAX_EXPRESSION_LEN`](Self::DEFAULT_MAX_EXPRESSION_LEN)
 /// characters unless set with
 /// [`max_expression_len`](Self::max_expression_len)) or with more than
-/// [`MAX_OPERATORS`](Self::MAX_OPERATORS) operators are refused: the
-/// JMESPath parser and interpreter recurse once per nesting level, and a
-/// deep enough expression would overflow the stack. Evaluation runs on a
-/// thread of its own with a [`STACK_BYTES`](Self::STACK_BYTES) stack, which
-/// leaves a wide margin for the largest accepted expression.
+/// [`MAX_OPERATORS`](Self::MAX_OPERATORS) operators are refused, and so
+/// are parsed expressions nested deeper than
+/// [`MAX_EXPRESSION_DEPTH`](Self::MAX_EXPRESSION_DEPTH) and inputs whose
+/// arrays and objects nest deeper than
+/// [`MAX_INPUT_DEPTH`](Self::MAX_INPUT_DEPTH) (both measured without
+/// recursion): the JMESPath parser recurses once per operator, and the
+/// interpreter and the conversions once per level of the expression and of
+/// the values. Within these bounds an evaluation needs several MiB of
+/// stack in an unoptimised build — more than the 2 MiB that Tokio gives its
+/// workers and blocking threads by default — so evaluations run on a small,
+/// fixed pool of threads with [`STACK_BYTES`](Self::STACK_BYTES) stacks
+/// (at most [`EVAL_THREADS`](Self::EVAL_THREADS), started on first use and
+/// shared by every call; calls beyond that queue), never on the caller's
+/// async worker and never on a thread started for the call. A unit test
+/// runs the worst accepted cases on a thread with half that stack.
 ///
 /// A short expression can still build a huge value (`[@,@]` doubles its
 /// input; twenty of them in a row make megabytes into terabytes) or do
@@ -432,10 +496,23 @@ impl TransformJson {
     pub const DEFAULT_MAX_EXPRESSION_LEN: usize = 4096;
     /// The most operator characters (`.`, `|`, `[`, `(`, `{`, `!`, `&`,
     /// `<`, `>`, `=`, `?`, `*`, `@`, outside quotes and literals) an
-    /// expression may contain; this bounds its nesting depth.
+    /// expression may contain; this bounds the parser's recursion.
     pub const MAX_OPERATORS: usize = 256;
-    /// The stack of the thread that evaluates expressions.
+    /// The deepest parsed expression accepted: the height of its syntax
+    /// tree (a lone field is 1; each operator adds at most 2 levels, and a
+    /// literal adds its own nesting). This bounds the interpreter's
+    /// recursion.
+    pub const MAX_EXPRESSION_DEPTH: usize = 2 * Self::MAX_OPERATORS + 8;
+    /// The deepest input accepted: arrays and objects nested at most this
+    /// many levels (`serde_json` refuses deeper text when parsing, so any
+    /// parsed JSON passes). This bounds the conversions' recursion.
+    pub const MAX_INPUT_DEPTH: usize = 128;
+    /// The stack of each thread of the evaluation pool: 16 MiB, twice what
+    /// the worst accepted evaluation needs in an unoptimised build.
     pub const STACK_BYTES: usize = 16 * 1024 * 1024;
+    /// The most threads in the evaluation pool (fewer on machines with
+    /// fewer CPUs).
+    pub const EVAL_THREADS: usize = 4;
     /// The default largest result (and intermediate value), as compact
     /// JSON: 16 MiB, the default `tool_output_bytes` of the `flowtrace`
     /// facade.
@@ -484,8 +561,9 @@ impl TransformJson {
     fn check_expression(&self, expression: &str) -> Result<(), ToolError> {
         let len = expression.chars().count();
         if len > self.max_expression_len {
-            return Err(ToolError::permanent(
+            return Err(ToolError::new(
                 TRANSFORM_JSON,
+                ToolErrorKind::LimitExceeded,
                 format!(
                     "expression is {len} characters, over the {}-character limit",
                     self.max_expression_len
@@ -494,8 +572,9 @@ impl TransformJson {
         }
         let operators = count_operators(expression);
         if operators > Self::MAX_OPERATORS {
-            return Err(ToolError::permanent(
+            return Err(ToolError::new(
                 TRANSFORM_JSON,
+                ToolErrorKind::LimitExceeded,
                 format!(
                     "expression has {operators} operators, over the limit of {}",
                     Self::MAX_OPERATORS
@@ -504,6 +583,82 @@ impl TransformJson {
         }
         Ok(())
     }
+}
+
+/// The nesting of `value`'s arrays and objects (a scalar is 0), measured
+/// without recursion.
+fn value_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The nesting of a JMESPath value's arrays and objects (a scalar is 0),
+/// measured without recursion.
+fn variable_depth(value: &jmespath::Variable) -> usize {
+    use jmespath::Variable;
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Variable::Array(items) => stack.extend(items.iter().map(|v| (&**v, depth + 1))),
+            Variable::Object(map) => stack.extend(map.values().map(|v| (&**v, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The height of `ast` (a leaf is 1; a literal adds its nesting), measured
+/// without recursion.
+fn ast_depth(ast: &Ast) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(ast, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        let below = depth + 1;
+        match node {
+            Ast::Comparison { lhs, rhs, .. }
+            | Ast::Subexpr { lhs, rhs, .. }
+            | Ast::Projection { lhs, rhs, .. }
+            | Ast::And { lhs, rhs, .. }
+            | Ast::Or { lhs, rhs, .. } => {
+                stack.push((lhs, below));
+                stack.push((rhs, below));
+            }
+            Ast::Condition {
+                predicate, then, ..
+            } => {
+                stack.push((predicate, below));
+                stack.push((then, below));
+            }
+            Ast::Expref { ast: node, .. }
+            | Ast::Flatten { node, .. }
+            | Ast::Not { node, .. }
+            | Ast::ObjectValues { node, .. } => stack.push((node, below)),
+            Ast::Function { args: nodes, .. }
+            | Ast::MultiList {
+                elements: nodes, ..
+            } => stack.extend(nodes.iter().map(|n| (n, below))),
+            Ast::MultiHash { elements, .. } => {
+                stack.extend(elements.iter().map(|pair| (&pair.value, below)));
+            }
+            Ast::Literal { value, .. } => {
+                deepest = deepest.max(depth.saturating_add(variable_depth(value)));
+            }
+            Ast::Identity { .. } | Ast::Field { .. } | Ast::Index { .. } | Ast::Slice { .. } => {}
+        }
+    }
+    deepest
 }
 
 /// Counts the characters that can open a nesting level, outside quoted
@@ -557,7 +712,8 @@ fn json_bytes(value: &impl serde::Serialize) -> u64 {
 /// Refuses `ast` when its bounds over an input of `input_bytes` pass the
 /// budget.
 fn check_cost(ast: &Ast, input_bytes: u64, budget: Budget) -> Result<(), ToolError> {
-    let refuse = |message: String| ToolError::permanent(TRANSFORM_JSON, message);
+    let refuse =
+        |message: String| ToolError::new(TRANSFORM_JSON, ToolErrorKind::LimitExceeded, message);
     let mut analysis = Analysis::default();
     let cost = analysis.cost(ast, input_bytes.max(1)).map_err(refuse)?;
     let max = budget.max_output_bytes;
@@ -586,21 +742,36 @@ fn check_cost(ast: &Ast, input_bytes: u64, budget: Budget) -> Result<(), ToolErr
     Ok(())
 }
 
-/// Compiles, bounds and evaluates `expression` (call on a large stack).
+/// Compiles, bounds and evaluates `expression` over an input within
+/// [`TransformJson::MAX_INPUT_DEPTH`] (blocking: call it off the async
+/// workers).
 fn evaluate(expression: &str, input: &Value, budget: Budget) -> Result<Value, ToolError> {
     let compiled = jmespath::compile(expression).map_err(|e| {
-        ToolError::permanent(
+        ToolError::new(
             TRANSFORM_JSON,
+            ToolErrorKind::InvalidInput,
             format!(
                 "invalid JMESPath expression: {} (at character {})",
                 e.reason, e.offset
             ),
         )
     })?;
+    let depth = ast_depth(compiled.as_ast());
+    if depth > TransformJson::MAX_EXPRESSION_DEPTH {
+        return Err(ToolError::new(
+            TRANSFORM_JSON,
+            ToolErrorKind::LimitExceeded,
+            format!(
+                "the expression nests {depth} levels deep, over the limit of {}",
+                TransformJson::MAX_EXPRESSION_DEPTH
+            ),
+        ));
+    }
     check_cost(compiled.as_ast(), json_bytes(input), budget)?;
     let result = compiled.search(input).map_err(|e| {
-        ToolError::permanent(
+        ToolError::new(
             TRANSFORM_JSON,
+            ToolErrorKind::Failed,
             format!("JMESPath evaluation failed: {}", e.reason),
         )
     })?;
@@ -608,8 +779,9 @@ fn evaluate(expression: &str, input: &Value, budget: Budget) -> Result<Value, To
     Converter { max, bytes: 0 }
         .convert(&result)
         .map_err(|seen| {
-            ToolError::permanent(
+            ToolError::new(
                 TRANSFORM_JSON,
+                ToolErrorKind::LimitExceeded,
                 format!(
                     "the result is at least {seen} bytes, over the `max_output_bytes` limit of {max} bytes"
                 ),
@@ -1027,7 +1199,7 @@ impl Tool for TransformJson {
         })
     }
 
-    /// Evaluates the expression on a dedicated thread.
+    /// Evaluates the expression on the evaluation pool.
     ///
     /// # Cancel safety
     /// Dropping the future abandons the result; an evaluation already
@@ -1038,34 +1210,77 @@ impl Tool for TransformJson {
             .get("expression")
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                ToolError::permanent(TRANSFORM_JSON, "missing string argument \"expression\"")
+                ToolError::new(
+                    TRANSFORM_JSON,
+                    ToolErrorKind::InvalidInput,
+                    "missing string argument \"expression\"",
+                )
             })?
             .to_string();
         let input = args
             .as_object_mut()
             .and_then(|o| o.remove("input"))
-            .ok_or_else(|| ToolError::permanent(TRANSFORM_JSON, "missing argument \"input\""))?;
-        self.check_expression(&expression)?;
-        let budget = self.budget();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("flowtrace-jmespath".to_string())
-            .stack_size(Self::STACK_BYTES)
-            .spawn(move || {
-                let _ = tx.send(evaluate(&expression, &input, budget));
-            })
-            .map_err(|e| {
-                ToolError::transient(
+            .ok_or_else(|| {
+                ToolError::new(
                     TRANSFORM_JSON,
-                    format!("cannot start the evaluation thread: {e}"),
+                    ToolErrorKind::InvalidInput,
+                    "missing argument \"input\"",
                 )
             })?;
+        self.check_expression(&expression)?;
+        let depth = value_depth(&input);
+        if depth > Self::MAX_INPUT_DEPTH {
+            return Err(ToolError::new(
+                TRANSFORM_JSON,
+                ToolErrorKind::LimitExceeded,
+                format!(
+                    "the input nests {depth} levels deep, over the limit of {}",
+                    Self::MAX_INPUT_DEPTH
+                ),
+            ));
+        }
+        let budget = self.budget();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        eval_pool()?.spawn(move || {
+            let _ = tx.send(evaluate(&expression, &input, budget));
+        });
         // The sender only drops unsent if evaluation panicked, which would
         // happen again on retry.
         rx.await.map_err(|_| {
-            ToolError::permanent(TRANSFORM_JSON, "the evaluation failed unexpectedly")
+            ToolError::new(
+                TRANSFORM_JSON,
+                ToolErrorKind::Failed,
+                "the evaluation failed unexpectedly",
+            )
         })?
     }
+}
+
+/// The pool evaluating JMESPath expressions (see [`TransformJson`]),
+/// started on first use.
+fn eval_pool() -> Result<&'static rayon_core::ThreadPool, ToolError> {
+    static POOL: OnceLock<Result<rayon_core::ThreadPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, TransformJson::EVAL_THREADS);
+        rayon_core::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .stack_size(TransformJson::STACK_BYTES)
+            .thread_name(|i| format!("flowtrace-jmespath-{i}"))
+            // A panicking evaluation drops its sender; the call reports it.
+            .panic_handler(|_| {})
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| {
+        ToolError::new(
+            TRANSFORM_JSON,
+            ToolErrorKind::Unavailable,
+            format!("cannot start the evaluation threads: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -1123,6 +1338,95 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An array holding an array … `depth` levels deep, built without
+    /// recursion.
+    fn nested(depth: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    /// The deepest expressions and inputs the tool accepts, evaluated and
+    /// dropped on a thread with half the pool's stack: if they needed more,
+    /// the thread would overflow and abort the test.
+    #[test]
+    fn the_worst_accepted_cases_fit_in_half_the_pool_stack() {
+        let ops = TransformJson::MAX_OPERATORS;
+        let max_depth = TransformJson::MAX_EXPRESSION_DEPTH;
+        let deep = nested(TransformJson::MAX_INPUT_DEPTH);
+        assert_eq!(value_depth(&deep), TransformJson::MAX_INPUT_DEPTH);
+        // A literal nested just deep enough to reach the depth limit.
+        let literal_depth = max_depth - (2 * ops + 1);
+        let literal = format!(
+            "`{}`",
+            serde_json::to_string(&nested(literal_depth)).unwrap()
+        );
+        let cases = [
+            (format!("{}a", "!".repeat(ops)), json!({"a": deep})),
+            (format!("a{}", ".b".repeat(ops)), json!({})),
+            (format!("a{}", "[]".repeat(ops)), json!({"a": deep})),
+            (format!("{literal}{}", "[]".repeat(ops)), json!(null)),
+            (
+                format!("{}@{}", "[".repeat(ops - 1), "]".repeat(ops - 1)),
+                deep.clone(),
+            ),
+            (
+                format!("{}@{}", "not_null(".repeat(ops / 2), ")".repeat(ops / 2)),
+                deep.clone(),
+            ),
+            (
+                format!("{}@", "to_array(".repeat(ops / 2)) + &")".repeat(ops / 2),
+                deep,
+            ),
+        ];
+        let tool = TransformJson::new();
+        for (expression, input) in cases {
+            tool.check_expression(&expression).unwrap();
+            let compiled = jmespath::compile(&expression).unwrap();
+            assert!(ast_depth(compiled.as_ast()) <= max_depth, "{expression}");
+            let budget = tool.budget();
+            let shown: String = expression.chars().take(40).collect();
+            let outcome = std::thread::Builder::new()
+                .stack_size(TransformJson::STACK_BYTES / 2)
+                .spawn(move || {
+                    let result = evaluate(&expression, &input, budget);
+                    drop(input);
+                    result.map(|value| value_depth(&value))
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(outcome.is_ok(), "{shown}…: {outcome:?}");
+        }
+        // One level more is refused before evaluation.
+        let literal = format!(
+            "`{}`",
+            serde_json::to_string(&nested(literal_depth + 1)).unwrap()
+        );
+        let too_deep = format!("{literal}{}", "[]".repeat(ops));
+        let e = evaluate(&too_deep, &json!(null), tool.budget()).unwrap_err();
+        assert_eq!(e.kind(), ToolErrorKind::LimitExceeded);
+        assert!(e.message.contains("levels deep"), "{e}");
+    }
+
+    #[test]
+    fn depths_are_measured_without_recursion() {
+        assert_eq!(value_depth(&json!(1)), 0);
+        assert_eq!(value_depth(&json!({"a": [1, {"b": []}]})), 3);
+        let very_deep = nested(100_000);
+        assert_eq!(value_depth(&very_deep), 100_000);
+        // Dropping it would recurse; this test only measures.
+        std::mem::forget(very_deep);
+        let ast = |e: &str| ast_depth(jmespath::compile(e).unwrap().as_ast());
+        assert_eq!(ast("a"), 1);
+        assert_eq!(ast("a.b"), 2);
+        assert_eq!(ast("!a"), 2);
+        assert_eq!(ast("`[[1]]`"), 3);
+        assert_eq!(ast("[a, b.c]"), 3);
     }
 
     #[test]

@@ -15,12 +15,13 @@ use flowtrace_core::testing::ScriptedModel;
 use flowtrace_core::trace::{LogLevel, MemorySink};
 use flowtrace_core::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, Cost, EventKind, GraphBuilder,
-    JsonState, ModelError, ModelErrorKind, NodeContext, NodeOutput, RunConfig, StreamEvent,
-    TokenUsage, node_fn,
+    JsonState, ModelError, ModelErrorKind, NodeContext, NodeOutput, RetryPolicy, RunConfig,
+    StreamEvent, TokenUsage, node_fn,
 };
 use flowtrace_providers::breaker::{BreakerConfig, BreakerState, Breakered, CircuitBreaker};
 use flowtrace_providers::cache::{Cached, MemoryResponseCache};
-use flowtrace_providers::fallback::{Candidate, FallbackChain};
+use flowtrace_providers::fallback::{Candidate, FallbackChain, FallbackLayer};
+use flowtrace_providers::layer::ModelStack;
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -388,6 +389,62 @@ async fn a_retry_after_longer_than_the_cap_falls_back_at_once() {
     chain.chat(request()).await.unwrap();
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(primary.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_chain_retries_on_core_retry_policy_and_retry_after_only_raises_the_delay() {
+    // Three attempts: 100 ms, then 200 ms; a 50 ms Retry-After does not
+    // shorten the schedule, a 300 ms one lengthens it.
+    let primary = Arc::new(
+        ScriptedModel::new("openai")
+            .fail(ModelErrorKind::RateLimited {
+                retry_after: Some(Duration::from_millis(50)),
+            })
+            .fail(ModelErrorKind::RateLimited {
+                retry_after: Some(Duration::from_millis(300)),
+            })
+            .reply("third time", usage()),
+    );
+    let secondary = Arc::new(ScriptedModel::new("anthropic").reply("unused", usage()));
+    let policy = RetryPolicy::new(3)
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(1));
+    let chain = chain(primary.clone(), secondary.clone()).retry(policy.clone());
+    assert_eq!(chain.get_retry(), &policy);
+    let rec = Recorder::default();
+    let started = Instant::now();
+    let r = chain.chat_observed(request(), &rec).await.unwrap();
+    assert_eq!(r.text, "third time");
+    assert_eq!(started.elapsed(), Duration::from_millis(400));
+    let delays: Vec<u64> = rec
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::Retry { delay_ms, .. } => Some(*delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, [100, 300]);
+    assert_eq!(secondary.calls(), 0);
+
+    // The same policy through the layer: `retries` overrides the attempts
+    // and keeps the delays.
+    let primary = Arc::new(
+        ScriptedModel::new("openai")
+            .fail(ModelErrorKind::Overloaded)
+            .fail(ModelErrorKind::Overloaded),
+    );
+    let secondary = Arc::new(ScriptedModel::new("anthropic").reply("backup", usage()));
+    let model = ModelStack::new(primary.clone()).layer(
+        FallbackLayer::new(Candidate::new(secondary.clone()).model("claude-sonnet-4"))
+            .retry(policy.max_attempts(2)),
+    );
+    let started = Instant::now();
+    let r = model.chat(request()).await.unwrap();
+    assert_eq!(r.text, "backup");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    assert_eq!(primary.calls(), 2);
+    assert_eq!(ChatModel::provider(&model), "openai");
 }
 
 #[tokio::test(start_paused = true)]

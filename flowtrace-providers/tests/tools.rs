@@ -613,3 +613,64 @@ async fn a_failing_tool_fails_the_step_without_retrying() {
         .unwrap();
     assert!(response.contains("\"..\""), "{response}");
 }
+
+#[tokio::test]
+async fn errors_carry_a_kind_and_their_cause() {
+    use flowtrace_core::tool::ToolErrorKind;
+    use std::error::Error as _;
+
+    let dir = TempDir::new("kinds");
+    dir.write("big.txt", "x".repeat(64));
+    let tool = ReadFile::new(dir.path()).max_bytes(10);
+    let missing = read_err(&tool, "missing.txt").await;
+    assert_eq!(missing.kind(), ToolErrorKind::NotFound);
+    // The I/O error is the source, not repeated in the message.
+    let cause = missing.source().unwrap().to_string();
+    assert!(!missing.to_string().contains(&cause), "{missing}");
+    assert_eq!(
+        read_err(&tool, "../outside.txt").await.kind(),
+        ToolErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        read_err(&tool, "big.txt").await.kind(),
+        ToolErrorKind::LimitExceeded
+    );
+    let no_path = tool.call(json!({})).await.unwrap_err();
+    assert_eq!(no_path.kind(), ToolErrorKind::InvalidInput);
+
+    let invalid = transform(json!({}), "a[").await.unwrap_err();
+    assert_eq!(invalid.kind(), ToolErrorKind::InvalidInput);
+    let huge = TransformJson::new().max_output_bytes(100);
+    let e = huge
+        .call(json!({"input": "x".repeat(200), "expression": "[@, @]"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ToolErrorKind::LimitExceeded);
+}
+
+#[tokio::test]
+async fn inputs_nested_past_the_limit_are_refused_before_evaluation() {
+    use flowtrace_core::tool::ToolErrorKind;
+
+    let limit = TransformJson::MAX_INPUT_DEPTH;
+    let nested = |depth: usize| {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    };
+    // The deepest accepted input round-trips through the evaluation pool.
+    let deepest = nested(limit);
+    assert_eq!(transform(deepest.clone(), "@").await.unwrap(), deepest);
+    let e = transform(nested(limit + 1), "@").await.unwrap_err();
+    assert_eq!(e.kind(), ToolErrorKind::LimitExceeded);
+    assert!(!e.is_retryable());
+    assert!(
+        e.message.contains(&format!(
+            "nests {} levels deep, over the limit of {limit}",
+            limit + 1
+        )),
+        "{e}"
+    );
+}

@@ -108,8 +108,8 @@ use flowtrace_core::{
     node_fn,
 };
 use flowtrace_providers::anthropic::Anthropic;
-use flowtrace_providers::cache::{Cached, MemoryResponseCache, ResponseCache};
-use flowtrace_providers::fallback::{Candidate, FallbackChain, RetrySettings};
+use flowtrace_providers::cache::{Cache, Cached, MemoryResponseCache};
+use flowtrace_providers::fallback::{Candidate, FallbackChain};
 use flowtrace_providers::openai::OpenAi;
 use flowtrace_providers::simulated::SimulatedModel;
 use flowtrace_providers::tools::{ReadFile, TransformJson};
@@ -155,7 +155,7 @@ pub type ProviderFactory =
 pub struct Runtime {
     providers: HashMap<String, ProviderFactory>,
     tools: HashMap<String, Arc<dyn Tool>>,
-    cache: Option<Arc<dyn ResponseCache>>,
+    cache: Option<Arc<dyn Cache>>,
     limits: Limits,
 }
 
@@ -239,7 +239,7 @@ impl Runtime {
     }
 
     /// Sets the response cache used by LLM nodes with `cache` on.
-    pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
+    pub fn with_cache(mut self, cache: Arc<dyn Cache>) -> Self {
         self.cache = Some(cache);
         self
     }
@@ -266,7 +266,7 @@ impl Runtime {
     }
 
     /// The response cache, if any.
-    pub fn cache(&self) -> Option<&Arc<dyn ResponseCache>> {
+    pub fn cache(&self) -> Option<&Arc<dyn Cache>> {
         self.cache.as_ref()
     }
 
@@ -686,23 +686,18 @@ fn run_config(spec: &WorkflowSpec) -> RunConfig {
 
 /// A fallback chain's per-candidate retries from a node's `retry` (the
 /// executor's defaults for unset delays; no retry when unset).
-fn chain_retry(retry: Option<RetrySpec>) -> RetrySettings {
-    let defaults = RetryPolicy::default();
-    match retry {
-        None => RetrySettings {
-            retries: 0,
-            ..RetrySettings::default()
-        },
-        Some(r) => RetrySettings {
-            retries: r.max_attempts.saturating_sub(1),
-            base_delay: r
-                .initial_delay_ms
-                .map_or(defaults.get_initial_delay(), Duration::from_millis),
-            max_delay: r
-                .max_delay_ms
-                .map_or(defaults.get_max_delay(), Duration::from_millis),
-        },
+fn chain_retry(retry: Option<RetrySpec>) -> RetryPolicy {
+    let Some(r) = retry else {
+        return RetryPolicy::never();
+    };
+    let mut policy = RetryPolicy::new(r.max_attempts);
+    if let Some(ms) = r.initial_delay_ms {
+        policy = policy.initial_delay(Duration::from_millis(ms));
     }
+    if let Some(ms) = r.max_delay_ms {
+        policy = policy.max_delay(Duration::from_millis(ms));
+    }
+    policy
 }
 
 /// The executor settings of a node: retry policy and per-attempt timeout.

@@ -10,7 +10,9 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::model::{ChatRequest, ChatResponse};
+use futures::future::BoxFuture;
+
+use crate::model::{ChatRequest, ChatResponse, ModelError};
 
 /// The exact identity of a model call: provider, model, system prompt,
 /// messages, tools and sampling parameters, as canonical JSON.
@@ -62,16 +64,55 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// A store of model responses keyed by [`CacheKey`].
+/// The outcome of [`Cache::get_or_fetch`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// The response was stored (or fetched by a concurrent identical call).
+    Hit(ChatResponse),
+    /// This call fetched the response (and stored it).
+    Miss(ChatResponse),
+}
+
+/// A store of model responses keyed by [`CacheKey`]: the one cache trait of
+/// FlowTrace, used by a run's [`RunConfig`](crate::RunConfig) cache and by
+/// the cache layer of `flowtrace-providers`.
 ///
-/// Implementations decide eviction (TTL, size); a miss is `None`.
+/// Implementations decide eviction (TTL, size); a miss is `None`. Only
+/// [`get`](Self::get) and [`put`](Self::put) are required;
+/// [`get_or_fetch`](Self::get_or_fetch) should be overridden by stores that
+/// can coalesce concurrent identical misses.
 #[async_trait]
 pub trait Cache: Send + Sync {
     /// The stored response for `key`, if any.
+    ///
+    /// # Cancel safety
+    /// Dropping the future has no effect on the store.
     async fn get(&self, key: &CacheKey) -> Option<ChatResponse>;
 
     /// Stores `response` under `key`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the response unstored.
     async fn put(&self, key: CacheKey, response: ChatResponse);
+
+    /// The stored response for `key`; on a miss, awaits `fetch` and stores
+    /// its response (an error is returned and not stored). The default
+    /// looks up, fetches and puts without coalescing concurrent misses.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons `fetch` (nothing is stored).
+    async fn get_or_fetch(
+        &self,
+        key: CacheKey,
+        fetch: BoxFuture<'_, Result<ChatResponse, ModelError>>,
+    ) -> Result<Lookup, ModelError> {
+        if let Some(hit) = self.get(&key).await {
+            return Ok(Lookup::Hit(hit));
+        }
+        let response = fetch.await?;
+        self.put(key, response.clone()).await;
+        Ok(Lookup::Miss(response))
+    }
 }
 
 /// An in-memory [`Cache`] holding at most `max_entries` responses (the
@@ -172,5 +213,45 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(c.get(&key("a")).await.is_none());
         assert_eq!(c.get(&key("c")).await, Some(resp));
+    }
+
+    #[tokio::test]
+    async fn default_get_or_fetch_stores_replies_but_not_errors() {
+        let store = MemoryCache::new(10);
+        let key = CacheKey::for_request("p", &ChatRequest::new("m"));
+        let failing = store
+            .get_or_fetch(
+                key.clone(),
+                Box::pin(async {
+                    Err(ModelError::new(
+                        crate::ModelErrorKind::Overloaded,
+                        "p",
+                        "m",
+                        "down",
+                    ))
+                }),
+            )
+            .await;
+        assert!(failing.is_err());
+        assert!(store.is_empty());
+        let reply = ChatResponse::text("m", "ok", crate::TokenUsage::new(1, 1));
+        let first = store
+            .get_or_fetch(key.clone(), Box::pin(async { Ok(reply.clone()) }))
+            .await;
+        assert_eq!(first.ok(), Some(Lookup::Miss(reply.clone())));
+        let second = store
+            .get_or_fetch(
+                key,
+                Box::pin(async {
+                    Err(ModelError::new(
+                        crate::ModelErrorKind::Overloaded,
+                        "p",
+                        "m",
+                        "fetched twice",
+                    ))
+                }),
+            )
+            .await;
+        assert_eq!(second.ok(), Some(Lookup::Hit(reply)));
     }
 }

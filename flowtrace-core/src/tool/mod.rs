@@ -3,39 +3,133 @@
 //! Call a tool through [`NodeContext::call_tool`](crate::NodeContext::call_tool)
 //! so the call appears in the trace as `tool.request` / `tool.response`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::ToolSpec;
 
-/// A failed tool call.
+/// What kind of failure a [`ToolError`] is, for callers that branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ToolErrorKind {
+    /// The arguments are wrong (missing, mistyped, malformed). Permanent.
+    InvalidInput,
+    /// What the call names does not exist (a file, a record). Permanent.
+    NotFound,
+    /// The tool refuses the call (outside its sandbox, not allowed). Permanent.
+    PermissionDenied,
+    /// The call ran out of time. Retryable.
+    Timeout,
+    /// The input or output exceeds one of the tool's limits (size, depth,
+    /// count). Permanent.
+    LimitExceeded,
+    /// Something the tool depends on is temporarily unavailable (a flaky
+    /// network, a busy server). Retryable.
+    Unavailable,
+    /// Any other failure. Permanent.
+    Failed,
+}
+
+impl ToolErrorKind {
+    /// Whether calling again may succeed: [`Timeout`](Self::Timeout) and
+    /// [`Unavailable`](Self::Unavailable).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Timeout | Self::Unavailable)
+    }
+
+    /// A short, stable name (`invalid_input`, `not_found`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::NotFound => "not_found",
+            Self::PermissionDenied => "permission_denied",
+            Self::Timeout => "timeout",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::Unavailable => "unavailable",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ToolErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed tool call: which tool, what [`kind`](ToolErrorKind) of failure,
+/// a message for people and, when there is one, the underlying error as
+/// [`source()`](std::error::Error::source) (not repeated in the message).
+///
+/// ```
+/// use std::error::Error as _;
+/// use flowtrace_core::tool::{ToolError, ToolErrorKind};
+/// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+/// let e = ToolError::new("read_file", ToolErrorKind::NotFound, "cannot open notes.txt").with_source(io);
+/// assert!(!e.is_retryable());
+/// assert_eq!(e.to_string(), r#"tool "read_file" failed: cannot open notes.txt"#);
+/// assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("no such file"));
+/// ```
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("tool {tool:?} failed: {message}")]
 #[non_exhaustive]
 pub struct ToolError {
     /// The tool's name.
     pub tool: String,
+    /// What kind of failure.
+    pub kind: ToolErrorKind,
     /// What went wrong.
     pub message: String,
-    /// Whether calling again may succeed.
+    /// Whether calling again may succeed: always
+    /// `kind.is_retryable()` for errors built by the constructors. Prefer
+    /// [`is_retryable`](Self::is_retryable); this field is kept for existing
+    /// readers and will go.
     pub retryable: bool,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ToolError {
-    /// A failure that will recur on retry (bad arguments, missing file).
-    pub fn permanent(tool: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A failure of `kind`.
+    pub fn new(tool: impl Into<String>, kind: ToolErrorKind, message: impl Into<String>) -> Self {
         Self {
             tool: tool.into(),
+            kind,
             message: message.into(),
-            retryable: false,
+            retryable: kind.is_retryable(),
+            source: None,
         }
     }
 
-    /// A failure that may pass on retry (a flaky network).
+    /// A failure that will recur on retry, of kind
+    /// [`Failed`](ToolErrorKind::Failed); prefer [`new`](Self::new) with a
+    /// precise kind.
+    pub fn permanent(tool: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(tool, ToolErrorKind::Failed, message)
+    }
+
+    /// A failure that may pass on retry, of kind
+    /// [`Unavailable`](ToolErrorKind::Unavailable).
     pub fn transient(tool: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            ..Self::permanent(tool, message)
-        }
+        Self::new(tool, ToolErrorKind::Unavailable, message)
+    }
+
+    /// Attaches the underlying error, exposed as
+    /// [`source()`](std::error::Error::source).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// What kind of failure.
+    pub fn kind(&self) -> ToolErrorKind {
+        self.kind
+    }
+
+    /// Whether calling again may succeed (from the kind).
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
     }
 }
 
@@ -87,5 +181,44 @@ pub trait Tool: Send + Sync {
             description: self.description().to_string(),
             parameters: self.parameters(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn kinds_decide_retries_and_the_source_is_printed_once() {
+        assert!(ToolError::transient("t", "busy").is_retryable());
+        assert!(ToolError::transient("t", "busy").retryable);
+        assert!(!ToolError::permanent("t", "bad").is_retryable());
+        assert_eq!(
+            ToolError::permanent("t", "bad").kind(),
+            ToolErrorKind::Failed
+        );
+        assert!(ToolError::new("t", ToolErrorKind::Timeout, "slow").is_retryable());
+        for kind in [
+            ToolErrorKind::InvalidInput,
+            ToolErrorKind::NotFound,
+            ToolErrorKind::PermissionDenied,
+            ToolErrorKind::LimitExceeded,
+            ToolErrorKind::Failed,
+        ] {
+            let e = ToolError::new("t", kind, "x");
+            assert!(!e.is_retryable() && !e.retryable, "{kind}");
+        }
+        let cause = std::io::Error::other("disk on fire");
+        let e = ToolError::new("t", ToolErrorKind::Unavailable, "cannot read").with_source(cause);
+        assert_eq!(e.to_string(), "tool \"t\" failed: cannot read");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
+        assert_eq!(
+            ToolErrorKind::PermissionDenied.to_string(),
+            "permission_denied"
+        );
     }
 }

@@ -156,8 +156,8 @@ impl Anthropic {
         ModelError::new(kind, &self.provider, model, message)
     }
 
-    fn transport_error(&self, e: &reqwest::Error, model: &str) -> ModelError {
-        http::transport_error(e, &self.redactor(), &self.provider, model)
+    fn transport_error(&self, e: reqwest::Error, model: &str) -> ModelError {
+        http::transport_error(e, &self.provider, model)
     }
 
     fn timeout_error(&self, model: &str) -> ModelError {
@@ -185,7 +185,7 @@ impl Anthropic {
             .json(body)
             .send()
             .await
-            .map_err(|e| self.transport_error(&e, model))?;
+            .map_err(|e| self.transport_error(e, model))?;
         let redactor = self.redactor();
         if let Some(refused) =
             http::refused_redirect(&endpoint, &response, &redactor, &self.provider, model)
@@ -210,7 +210,7 @@ impl Anthropic {
         let text = response
             .text()
             .await
-            .map_err(|e| self.transport_error(&e, model))?;
+            .map_err(|e| self.transport_error(e, model))?;
         let wire: WireResponse = serde_json::from_str(&text).map_err(|e| {
             let message = format!("unexpected response body: {e}");
             self.error(ModelErrorKind::MalformedResponse, model, &message)
@@ -268,7 +268,7 @@ impl Anthropic {
                     return Err(self.error(malformed, &open.model, message));
                 }
                 Ok(Some(Err(EventStreamError::Transport(e)))) => {
-                    return Err(self.transport_error(&e, &open.model));
+                    return Err(self.transport_error(e, &open.model));
                 }
                 Ok(Some(Err(e))) => {
                     let message = format!("invalid event stream: {e}");

@@ -214,8 +214,8 @@ impl OpenAi {
         ModelError::new(kind, &*self.provider, model, message)
     }
 
-    fn transport_error(&self, e: &reqwest::Error, model: &str) -> ModelError {
-        http::transport_error(e, &self.redactor(), &self.provider, model)
+    fn transport_error(&self, e: reqwest::Error, model: &str) -> ModelError {
+        http::transport_error(e, &self.provider, model)
     }
 
     fn malformed(&self, model: &str, message: &str) -> ModelError {
@@ -272,7 +272,7 @@ impl OpenAi {
         let response = builder
             .send()
             .await
-            .map_err(|e| self.transport_error(&e, model))?;
+            .map_err(|e| self.transport_error(e, model))?;
         let redactor = self.redactor();
         if let Some(refused) =
             http::refused_redirect(&endpoint, &response, &redactor, &self.provider, model)
@@ -296,7 +296,7 @@ impl OpenAi {
         response
             .text()
             .await
-            .map_err(|e| self.transport_error(&e, model))
+            .map_err(|e| self.transport_error(e, model))
     }
 
     /// Sends a streamed request and returns the reader of its events (with
@@ -357,7 +357,7 @@ impl OpenAi {
                     self.error(ModelErrorKind::Timeout, model, &message)
                 }
                 Ok(None) => self.malformed(model, "stream ended before [DONE]"),
-                Ok(Some(Err(EventStreamError::Transport(e)))) => self.transport_error(&e, model),
+                Ok(Some(Err(EventStreamError::Transport(e)))) => self.transport_error(e, model),
                 Ok(Some(Err(_))) => self.malformed(model, "invalid server-sent event stream"),
             };
             reader.end(Err(failure));

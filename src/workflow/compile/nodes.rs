@@ -463,9 +463,9 @@ pub(super) struct LlmNode {
     pub(super) max_tokens: Option<u32>,
     pub(super) primary: ModelSpec,
     pub(super) fallbacks: Vec<ModelSpec>,
-    pub(super) cache: Option<Arc<dyn ResponseCache>>,
+    pub(super) cache: Option<Arc<dyn Cache>>,
     /// How the fallback chain retries each candidate: the node's `retry`.
-    pub(super) chain_retry: RetrySettings,
+    pub(super) chain_retry: RetryPolicy,
     /// The fallback chain's timeout per model call: the node's `timeoutMs`.
     pub(super) call_timeout: Option<Duration>,
     /// Built models by rendered configuration.
@@ -580,7 +580,8 @@ impl LlmNode {
             first
         } else {
             let chain = iter.fold(
-                FallbackChain::new(Candidate::new(first).model(first_name)).retry(self.chain_retry),
+                FallbackChain::new(Candidate::new(first).model(first_name))
+                    .retry(self.chain_retry.clone()),
                 |chain, (model, name)| chain.or(Candidate::new(model).model(name)),
             );
             let chain = match self.call_timeout {
