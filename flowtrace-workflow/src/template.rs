@@ -44,7 +44,7 @@
 //! [`LimitExceeded`] with the limit and the size reached.
 //!
 //! ```
-//! use flowtrace::workflow::template::{Reference, Template, TemplateContext};
+//! use flowtrace_workflow::template::{Reference, Template, TemplateContext};
 //! use serde_json::json;
 //!
 //! let t = Template::parse("Summarise {{ node.ingest.output.content }} about {{input.topic}}")?;
@@ -59,7 +59,7 @@
 //!     .with_input(json!({"topic": "rust"}))
 //!     .with_node_output("ingest", json!({"content": "a text"}));
 //! assert_eq!(t.render(&ctx)?, "Summarise a text about rust");
-//! # Ok::<(), flowtrace::workflow::template::TemplateError>(())
+//! # Ok::<(), flowtrace_workflow::template::TemplateError>(())
 //! ```
 
 use std::collections::HashMap;
@@ -70,6 +70,7 @@ use std::sync::LazyLock;
 use serde_json::Value;
 
 use super::limits::{LimitExceeded, LimitKind, Limits};
+pub(crate) use flowtrace_report::size::rendered_len;
 
 /// Largest template source accepted by [`Template::parse`], in bytes (64 KiB).
 pub const MAX_TEMPLATE_LEN: usize = 64 * 1024;
@@ -675,102 +676,6 @@ impl Cap {
             self.already.saturating_add(tried),
         )
     }
-}
-
-/// The size of `value` as rendered (a string's length, anything else as
-/// compact JSON), if at most `max`; otherwise the size reached when
-/// measuring stopped (more than `max`). Measuring stops as soon as the
-/// size passes `max`, so its cost is bounded by `max`, not by the value.
-pub(crate) fn rendered_len(value: &Value, max: usize) -> Result<usize, usize> {
-    match value {
-        Value::String(s) if s.len() > max => Err(s.len()),
-        Value::String(s) => Ok(s.len()),
-        other => json_len(other, max),
-    }
-}
-
-/// A container being measured, with the members still to visit.
-enum Frame<'v> {
-    Array(std::slice::Iter<'v, Value>),
-    Object(serde_json::map::Iter<'v>),
-}
-
-/// The length of `value` as compact JSON (as `serde_json` writes it), if at
-/// most `max`; otherwise a length over `max` reached when measuring
-/// stopped. Iterative, so any nesting depth is fine.
-fn json_len(value: &Value, max: usize) -> Result<usize, usize> {
-    let mut total = 0usize;
-    let mut stack: Vec<Frame<'_>> = Vec::new();
-    let mut next = Some(value);
-    loop {
-        if let Some(v) = next.take() {
-            let add = match v {
-                Value::Null | Value::Bool(true) => 4,
-                Value::Bool(false) => 5,
-                Value::Number(n) => n.to_string().len(),
-                Value::String(s) => {
-                    // Escaping only lengthens: stop before scanning a
-                    // string that cannot fit.
-                    let least = total.saturating_add(s.len()).saturating_add(2);
-                    if least > max {
-                        return Err(least);
-                    }
-                    escaped_len(s) + 2
-                }
-                Value::Array(items) => {
-                    stack.push(Frame::Array(items.iter()));
-                    // Brackets and commas.
-                    1 + items.len().max(1)
-                }
-                Value::Object(map) => {
-                    stack.push(Frame::Object(map.iter()));
-                    // Braces, commas, and each key's quotes and colon.
-                    1 + map.len().max(1) + 3 * map.len()
-                }
-            };
-            total = total.saturating_add(add);
-            if total > max {
-                return Err(total);
-            }
-        }
-        let Some(frame) = stack.last_mut() else {
-            return Ok(total);
-        };
-        match frame {
-            Frame::Array(items) => match items.next() {
-                Some(item) => next = Some(item),
-                None => {
-                    stack.pop();
-                }
-            },
-            Frame::Object(members) => match members.next() {
-                Some((key, item)) => {
-                    let least = total.saturating_add(key.len());
-                    if least > max {
-                        return Err(least);
-                    }
-                    total = total.saturating_add(escaped_len(key));
-                    next = Some(item);
-                }
-                None => {
-                    stack.pop();
-                }
-            },
-        }
-    }
-}
-
-/// The length of `s` with JSON string escapes (without the quotes).
-fn escaped_len(s: &str) -> usize {
-    let extra: usize = s
-        .bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-            0..=0x1f => 5,
-            _ => 0,
-        })
-        .sum();
-    s.len() + extra
 }
 
 impl std::str::FromStr for Template {

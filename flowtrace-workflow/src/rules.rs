@@ -2,7 +2,7 @@
 //! conditions.
 //!
 //! ```
-//! use flowtrace::workflow::rules::Rule;
+//! use flowtrace_workflow::rules::Rule;
 //! use serde_json::json;
 //!
 //! let rule = Rule::parse("len(text) > 5 ? 'deep' : 'shallow'")?;
@@ -11,7 +11,7 @@
 //!
 //! let when = Rule::parse("branch == 'deep'")?;
 //! assert!(when.eval_bool(&json!({"branch": "deep"}))?);
-//! # Ok::<(), flowtrace::workflow::rules::RuleError>(())
+//! # Ok::<(), flowtrace_workflow::rules::RuleError>(())
 //! ```
 //!
 //! # Language

@@ -9,9 +9,9 @@
 //! decimal strings in US dollars (`"0.000412"`), never floating point.
 //!
 //! ```
-//! use flowtrace::workflow::compile::{Runtime, compile};
-//! use flowtrace::workflow::spec::load;
-//! use flowtrace::workflow::summary::WorkflowSummary;
+//! use flowtrace_workflow::compile::{Runtime, compile};
+//! use flowtrace_workflow::spec::load;
+//! use flowtrace_workflow::summary::WorkflowSummary;
 //! use serde_json::json;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -27,10 +27,10 @@
 //! let workflow = compile(&spec, &runtime).unwrap();
 //! let outcome = workflow.run(json!({"name": "Ada"}), |c| c).await;
 //! let summary = WorkflowSummary::new(&spec, &outcome);
-//! assert_eq!(summary.status, flowtrace::RunStatus::Succeeded);
+//! assert_eq!(summary.status, flowtrace_core::RunStatus::Succeeded);
 //! assert_eq!(summary.outputs["hello"], "Hello, Ada!");
 //! assert_eq!(summary.steps[0].tokens_input, 12);
-//! assert!(summary.totals.cost_usd > flowtrace::Cost::ZERO);
+//! assert!(summary.totals.cost_usd > flowtrace_core::Cost::ZERO);
 //! # });
 //! ```
 
@@ -43,8 +43,8 @@ use flowtrace_core::trace::TraceEvent;
 
 use super::compile::{node_key, router_key};
 use super::spec::WorkflowSpec;
-use crate::report::ReportRun;
-use crate::report::clip_value;
+use flowtrace_report::ReportRun;
+use flowtrace_report::clip_value;
 
 /// What a workflow run returns: its output, or the failure with the
 /// summary of what ran.
@@ -233,11 +233,11 @@ impl WorkflowSummary {
     }
 }
 
-/// An [`HtmlReport`](crate::report::HtmlReport) entry for a run of
+/// An [`HtmlReport`](flowtrace_report::HtmlReport) entry for a run of
 /// `spec` with the events it emitted: each node labelled with its type and
 /// name, each node's output from the final state, and each router's branch
 /// (the rule's value, rather than the executor's edge label). Outputs
-/// larger than the report shows ([`MAX_TEXT`](crate::report::MAX_TEXT))
+/// larger than the report shows ([`MAX_TEXT`](flowtrace_report::MAX_TEXT))
 /// are kept as previews.
 pub fn report_run(
     spec: &WorkflowSpec,

@@ -15,8 +15,8 @@
 //! `cached_input_per_million` and `cache_write_per_million`.
 //!
 //! ```
-//! use flowtrace::workflow::limits::Limits;
-//! use flowtrace::workflow::pricing::load_price_table;
+//! use flowtrace_workflow::limits::Limits;
+//! use flowtrace_workflow::pricing::load_price_table;
 //!
 //! let errors = load_price_table(
 //!     r#"{"models": {"openai/gpt-4o": {"input_per_million": 2.5}, "nokey": {}}}"#,

@@ -24,9 +24,9 @@
 //! static, which switches detail panels.
 //!
 //! ```
-//! use flowtrace::report::{HtmlReport, ReportRun};
-//! use flowtrace::trace::MemorySink;
-//! use flowtrace::{GraphBuilder, JsonState, NodeOutput, RunConfig, node_fn};
+//! use flowtrace_report::{HtmlReport, ReportRun};
+//! use flowtrace_core::trace::MemorySink;
+//! use flowtrace_core::{GraphBuilder, JsonState, NodeOutput, RunConfig, node_fn};
 //! use serde_json::{Map, json};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -64,9 +64,9 @@ use serde_json::Value;
 pub const MAX_TEXT: usize = 64 * 1024;
 
 mod recorder;
+pub mod size;
 
-pub use recorder::ReportRecorder;
-pub(crate) use recorder::clip_value;
+pub use recorder::{ReportRecorder, clip_value};
 
 /// One run in a report: its summary and the events it emitted.
 #[derive(Debug, Clone)]

@@ -596,7 +596,7 @@ fn limit_errors_name_the_limit_and_the_value() {
     let src = format!("{}1{}", "(".repeat(100), ")".repeat(100));
     let e = parse_err(&src);
     let limit = e.limit_exceeded().unwrap();
-    assert_eq!(limit.limit, crate::workflow::limits::LimitKind::RuleNesting);
+    assert_eq!(limit.limit, crate::limits::LimitKind::RuleNesting);
     assert_eq!(
         (limit.max, limit.value),
         (MAX_NESTING as u64, MAX_NESTING as u64 + 1)
@@ -634,10 +634,7 @@ fn evaluation_work_is_bounded() {
     let e = fast(|| rule.eval(&vars)).unwrap_err();
     assert_limit(&e, Limit::EvalWork);
     let limit = e.limit_exceeded().unwrap();
-    assert_eq!(
-        limit.limit,
-        crate::workflow::limits::LimitKind::RuleEvalWork
-    );
+    assert_eq!(limit.limit, crate::limits::LimitKind::RuleEvalWork);
     assert!(limit.value > limit.max);
     assert!(
         e.to_string()

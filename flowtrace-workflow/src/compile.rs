@@ -7,8 +7,8 @@
 //! and an optional response cache.
 //!
 //! ```
-//! use flowtrace::workflow::compile::{CompiledWorkflow, Runtime, compile};
-//! use flowtrace::workflow::spec::load;
+//! use flowtrace_workflow::compile::{CompiledWorkflow, Runtime, compile};
+//! use flowtrace_workflow::spec::load;
 //! use serde_json::json;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -23,7 +23,7 @@
 //! let workflow = compile(&spec, &runtime).unwrap();
 //! let out = workflow.run(json!({"name": "Ada"}), |config| config).await.unwrap();
 //! assert_eq!(CompiledWorkflow::output(&out.state, "greet"), Some(&json!("Hello, Ada!")));
-//! assert!(out.summary.cost > flowtrace::Cost::ZERO);
+//! assert!(out.summary.cost > flowtrace_core::Cost::ZERO);
 //! # });
 //! ```
 //!

@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::workflow::limits::{LimitKind, Limits};
+use crate::limits::{LimitKind, Limits};
 
 /// The example workflow of the format description: valid.
 fn base() -> Value {

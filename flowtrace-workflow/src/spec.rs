@@ -5,7 +5,7 @@
 //! `approval`) joined by edges, with optional run limits:
 //!
 //! ```
-//! use flowtrace::workflow::spec::{Known, NodeKind, load};
+//! use flowtrace_workflow::spec::{Known, NodeKind, load};
 //!
 //! let json = r#"{
 //!   "version": "1", "entry": "ingest",
@@ -106,7 +106,7 @@ use super::template::{Reference, Template};
 
 /// The JSON Schema (draft 2020-12) of format version `"1"`, as shipped in
 /// `schema/workflow.v1.json`.
-pub const SCHEMA_V1: &str = include_str!("../../schema/workflow.v1.json");
+pub const SCHEMA_V1: &str = include_str!("../schema/workflow.v1.json");
 
 /// The only format version this module reads.
 pub const FORMAT_VERSION: &str = "1";

@@ -10,9 +10,9 @@ use flowtrace_core::trace::{EventKind, MemorySink};
 use serde_json::json;
 
 use super::*;
-use crate::workflow::limits::LimitKind;
-use crate::workflow::spec::load;
-use crate::workflow::template::TemplateErrorKind;
+use crate::limits::LimitKind;
+use crate::spec::load;
+use crate::template::TemplateErrorKind;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flowtrace-amplify-{}-{name}", std::process::id()));

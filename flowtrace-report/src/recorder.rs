@@ -8,7 +8,7 @@ use flowtrace_core::trace::{EventKind, SinkError, TraceEvent, TraceSink};
 use serde_json::Value;
 
 use super::MAX_TEXT;
-use crate::workflow::template::rendered_len;
+use crate::size::rendered_len;
 
 /// Records events for an [`HtmlReport`](super::HtmlReport), keeping at
 /// most a preview of [`MAX_TEXT`] bytes of each payload (model requests and
@@ -89,7 +89,7 @@ fn clip_event(kind: &mut EventKind) {
 
 /// `value` as it is when at most [`MAX_TEXT`] bytes of compact JSON (a
 /// string: of text), otherwise a string previewing its start.
-pub(crate) fn clip_value(value: &mut Value) {
+pub fn clip_value(value: &mut Value) {
     if let Value::String(s) = value {
         clip_string(s);
         return;

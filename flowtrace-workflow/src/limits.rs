@@ -214,7 +214,7 @@ pub const FIXED_MAX_REPEAT: usize = 1000;
 /// The tunable budgets of workflow loading and running.
 ///
 /// ```
-/// use flowtrace::workflow::limits::Limits;
+/// use flowtrace_workflow::limits::Limits;
 /// let strict = Limits::default()
 ///     .with_template_output_bytes(64 * 1024)
 ///     .with_run_bytes(4 * 1024 * 1024);

@@ -4,8 +4,8 @@
 use super::*;
 use std::fmt::Write as _;
 
-use crate::workflow::limits::{LimitExceeded, LimitKind, Limits};
-use crate::workflow::template::{Cap, Scope, rendered_len};
+use crate::limits::{LimitExceeded, LimitKind, Limits};
+use crate::template::{Cap, Scope, rendered_len};
 
 pub(super) fn parse_template(
     node: &NodeSpec,
