@@ -1,5 +1,6 @@
 use serde_json::{Value, json};
 
+use super::load::{SCHEMA, compile_schema};
 use super::*;
 use crate::limits::{LimitKind, Limits};
 
