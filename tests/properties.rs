@@ -62,7 +62,7 @@ fn base_workflow() -> Value {
             {"id": "sum", "type": "llm", "inputs": {"text": "{{node.read.output.content}}"},
              "retry": {"maxAttempts": 2, "initialDelayMs": 10, "maxDelayMs": 100}, "timeoutMs": 1000,
              "config": {"provider": "simulated", "model": "gpt-4o-mini", "prompt": "Sum {{text}}",
-                        "response": "ok", "usage": {"input": 3, "output": 4},
+                        "simulated": {"response": "ok", "usage": {"input": 3, "output": 4}},
                         "fallbacks": [{"provider": "openai", "model": "gpt-4o"}]}},
             {"id": "gate", "type": "router", "inputs": {"s": "{{node.sum.output}}"},
              "config": {"rule": "len(s) > 2 ? 'long' : 'short'"}},

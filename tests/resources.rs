@@ -269,7 +269,7 @@ async fn run_pattern(pattern: &str) -> String {
                 "version": "1", "entry": "read",
                 "nodes": [ read_node(),
                     { "id": "ask", "type": "llm", "inputs": inputs,
-                      "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"} } ],
+                      "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "ok"}} } ],
                 "edges": [ {"from": "read", "to": "ask"} ]
             });
             let ran = run_workflow_file(&dir, workflow, 4 * 1024 * 1024).await;
@@ -280,7 +280,7 @@ async fn run_pattern(pattern: &str) -> String {
             let fallbacks: Vec<Value> = (0..16)
                 .map(|_| {
                     json!({"provider": "simulated", "model": "gpt-4o-mini",
-                                "response": format!("{{{{t}}}}{}", "{{t}}".repeat(1000))})
+                                "simulated": {"response": format!("{{{{t}}}}{}", "{{t}}".repeat(1000))}})
                 })
                 .collect();
             let workflow = json!({
@@ -289,7 +289,7 @@ async fn run_pattern(pattern: &str) -> String {
                     { "id": "ask", "type": "llm", "inputs": {"t": CONTENT},
                       "config": {"provider": "simulated", "model": "gpt-4o-mini",
                                  "prompt": "{{t}}".repeat(1000), "system": "{{t}}".repeat(1000),
-                                 "response": "{{t}}".repeat(1000), "fallbacks": fallbacks} } ],
+                                 "simulated": {"response": "{{t}}".repeat(1000)}, "fallbacks": fallbacks} } ],
                 "edges": [ {"from": "read", "to": "ask"} ]
             });
             let ran = run_workflow_file(&dir, workflow, 900 * 1024).await;
@@ -333,7 +333,7 @@ async fn run_pattern(pattern: &str) -> String {
             std::fs::write(
                 &workflow,
                 json!({"version": "1", "entry": "a", "nodes": [{"id": "a", "type": "llm",
-                       "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"}}]})
+                       "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "ok"}}}]})
                 .to_string(),
             )
             .unwrap();
@@ -350,7 +350,7 @@ async fn run_pattern(pattern: &str) -> String {
             std::fs::write(
                 &workflow,
                 json!({"version": "1", "entry": "a", "nodes": [{"id": "a", "type": "llm",
-                       "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"}}]})
+                       "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "ok"}}}]})
                 .to_string(),
             )
             .unwrap();

@@ -330,11 +330,11 @@ async fn a_failing_run_exits_1_with_the_error_in_the_summary() {
             "entry": "draft",
             "nodes": [
                 {"id": "draft", "type": "llm", "config": {
-                    "provider": "simulated", "model": "gpt-4o-mini", "response": "a draft"}},
+                    "provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "a draft"}}},
                 {"id": "gate", "type": "router", "config": {"rule": "'go'"}},
                 {"id": "ask", "type": "llm", "config": {
-                    "provider": "simulated", "model": "gpt-4o-mini", "response": "never",
-                    "fail_first": 5, "fail_kind": "invalid_request"}}
+                    "provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "never",
+                                  "failFirst": 5, "failKind": "invalidRequest"}}}
             ],
             "edges": [
                 {"from": "draft", "to": "gate"},
@@ -373,7 +373,7 @@ async fn approval_threads_pause_and_resume_across_invocations() {
             "entry": "draft",
             "nodes": [
                 {"id": "draft", "type": "llm", "config": {"provider": "simulated", "model": "gpt-4o-mini",
-                    "response": "Refund {{input.amount}} dollars", "usage": {"input": 10, "output": 5}}},
+                    "simulated": {"response": "Refund {{input.amount}} dollars", "usage": {"input": 10, "output": 5}}}},
                 {"id": "approve", "type": "approval", "config": {"message": "Approve: {{node.draft.output}}"}},
                 {"id": "send", "type": "tool", "config": {"tool": "transform_json",
                     "input": "{{node.approve.output}}", "expression": "amount"}}
@@ -714,7 +714,7 @@ async fn approval_workflows_need_a_checkpoint_dir() {
         json!({
             "version": "1", "entry": "draft",
             "nodes": [
-                {"id": "draft", "type": "llm", "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"}},
+                {"id": "draft", "type": "llm", "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "ok"}}},
                 {"id": "approve", "type": "approval"}
             ],
             "edges": [{"from": "draft", "to": "approve"}]

@@ -17,7 +17,7 @@
 //!   "version": "1", "entry": "greet",
 //!   "nodes": [ { "id": "greet", "type": "llm",
 //!     "config": { "provider": "simulated", "model": "gpt-4o-mini",
-//!                 "prompt": "Greet {{who}}", "response": "Hello, {{who}}!" },
+//!                 "prompt": "Greet {{who}}", "simulated": {"response": "Hello, {{who}}!"} },
 //!     "inputs": { "who": "{{input.name}}" } } ]
 //! }"#, &runtime.known()).unwrap();
 //! let workflow = compile(&spec, &runtime).unwrap();
@@ -57,7 +57,7 @@
 //!   [`Cached`] when `cache` is true (the default) and the runtime has a
 //!   cache, then calls it through [`NodeContext::chat`]. Models are
 //!   memoised per run, node and rendered configuration, so a node-level
-//!   retry talks to the same model instance (a simulated `fail_first`
+//!   retry talks to the same model instance (a simulated `failFirst`
 //!   counts the calls of one run, across attempts; the next run starts
 //!   afresh, while the response cache is shared).
 //! * `tool`: renders every string argument (recursively) as a template and
@@ -111,15 +111,16 @@ use flowtrace_providers::anthropic::Anthropic;
 use flowtrace_providers::cache::{Cached, MemoryResponseCache, ResponseCache};
 use flowtrace_providers::fallback::{Candidate, FallbackChain, RetrySettings};
 use flowtrace_providers::openai::OpenAi;
-use flowtrace_providers::simulated::SimulatedModel;
+use flowtrace_providers::simulated::{SimulatedConfig, SimulatedFailure, SimulatedModel};
 use flowtrace_providers::tools::{ReadFile, TransformJson};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::limits::{LimitExceeded, Limits};
 use super::rules::{Rule, RuleError};
 use super::spec::{
-    EdgeSpec, FallbackSpec, LlmConfig, NodeKind, NodeSpec, RetrySpec, SIMULATED_PROVIDER,
-    WorkflowSpec,
+    EdgeSpec, FailKind, FallbackSpec, LlmConfig, NodeKind, NodeSpec, RetrySpec, SIMULATED_PROVIDER,
+    SimulatedSpec, WorkflowSpec,
 };
 use super::template::{Template, TemplateError};
 use flowtrace_core::ErrorClass;
@@ -197,7 +198,7 @@ impl Runtime {
             .with_provider(
                 SIMULATED_PROVIDER,
                 Arc::new(|_model: &str, config: &Value| {
-                    SimulatedModel::from_json(config)
+                    simulated_model(config)
                         .map(|m| Arc::new(m) as Arc<dyn ChatModel>)
                         .map_err(|e| format!("invalid simulated config: {e}"))
                 }),
@@ -703,6 +704,35 @@ fn chain_retry(retry: Option<RetrySpec>) -> RetrySettings {
                 .map_or(defaults.get_max_delay(), Duration::from_millis),
         },
     }
+}
+
+/// The simulated model a model config (an LLM config or a fallback, as
+/// JSON) describes: its `simulated` options, if any.
+fn simulated_model(config: &Value) -> Result<SimulatedModel, serde_json::Error> {
+    let spec = match config.get("simulated") {
+        Some(options) => SimulatedSpec::deserialize(options)?,
+        None => SimulatedSpec::default(),
+    };
+    let mut sim = SimulatedConfig::new();
+    if let Some(text) = spec.response {
+        sim = sim.response(text);
+    }
+    if let Some(ms) = spec.latency_ms {
+        sim = sim.latency(Duration::from_millis(ms));
+    }
+    if let Some(calls) = spec.fail_first {
+        let kind = match spec.fail_kind {
+            Some(FailKind::RateLimit) => SimulatedFailure::RateLimit,
+            Some(FailKind::Timeout) => SimulatedFailure::Timeout,
+            Some(FailKind::InvalidRequest) => SimulatedFailure::InvalidRequest,
+            Some(FailKind::ServerError) | None => SimulatedFailure::ServerError,
+        };
+        sim = sim.fail_first(u64::from(calls), kind);
+    }
+    if let Some(usage) = spec.usage {
+        sim = sim.usage(usage.input, usage.output);
+    }
+    Ok(SimulatedModel::new(sim))
 }
 
 /// The executor settings of a node: retry policy and per-attempt timeout.

@@ -20,8 +20,8 @@
 //!   "version": "1", "entry": "hello",
 //!   "nodes": [{ "id": "hello", "type": "llm",
 //!               "config": { "provider": "simulated", "model": "gpt-4o-mini",
-//!                           "prompt": "Greet {{input.name}}", "response": "Hello, {{input.name}}!",
-//!                           "usage": { "input": 12, "output": 4 } } }],
+//!                           "prompt": "Greet {{input.name}}", "simulated": {"response": "Hello, {{input.name}}!",
+//!                                         "usage": { "input": 12, "output": 4 }} } }],
 //!   "edges": []
 //! }"#, &runtime.known()).unwrap();
 //! let workflow = compile(&spec, &runtime).unwrap();

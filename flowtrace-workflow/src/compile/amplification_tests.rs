@@ -106,7 +106,7 @@ async fn many_inputs_and_the_prompt_built_from_them_are_bounded() {
         "version": "1", "entry": "read",
         "nodes": [ read_node(),
             { "id": "ask", "type": "llm", "inputs": inputs,
-              "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"} } ],
+              "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "ok"}} } ],
         "edges": [ {"from": "read", "to": "ask"} ]
     });
     let workflow = compile_value(&doc, &runtime);
@@ -121,7 +121,7 @@ async fn many_inputs_and_the_prompt_built_from_them_are_bounded() {
         "version": "1", "entry": "read",
         "nodes": [ read_node(),
             { "id": "ask", "type": "llm", "inputs": {"a": CONTENT, "b": CONTENT},
-              "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "ok"} } ],
+              "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "ok"}} } ],
         "edges": [ {"from": "read", "to": "ask"} ]
     });
     let workflow = compile_value(&doc, &runtime);
@@ -142,7 +142,7 @@ async fn simulated_responses_and_system_prompts_are_bounded() {
         "nodes": [ read_node(),
             { "id": "ask", "type": "llm", "inputs": {"t": CONTENT},
               "config": {"provider": "simulated", "model": "gpt-4o-mini", "prompt": "hi",
-                         "response": "{{t}}".repeat(10)} } ],
+                         "simulated": {"response": "{{t}}".repeat(10)}} } ],
         "edges": [ {"from": "read", "to": "ask"} ]
     });
     let workflow = compile_value(&doc, &runtime);
@@ -150,12 +150,12 @@ async fn simulated_responses_and_system_prompts_are_bounded() {
     let NodeFailure::Template { field, .. } = &failure else {
         panic!("{failure:?}")
     };
-    assert_eq!(field, "response");
+    assert_eq!(field, "simulated.response");
 
     // Many fallbacks, each within the per-template limit: their total is
     // bounded by the node's.
     let fallbacks: Vec<Value> = (0..16)
-        .map(|_| json!({"provider": "simulated", "model": "gpt-4o-mini", "response": "{{t}}{{t}}{{t}}"}))
+        .map(|_| json!({"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "{{t}}{{t}}{{t}}"}}))
         .collect();
     let doc = json!({
         "version": "1", "entry": "read",

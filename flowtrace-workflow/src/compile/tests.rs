@@ -222,7 +222,7 @@ async fn approval_interrupts_and_resumes() {
           "nodes": [
             { "id": "draft", "type": "llm",
               "config": {"provider": "simulated", "model": "gpt-4o-mini",
-                         "response": "Refund {{amount}} dollars", "usage": {"input": 10, "output": 5}},
+                         "simulated": {"response": "Refund {{amount}} dollars", "usage": {"input": 10, "output": 5}}},
               "inputs": {"amount": "{{input.amount}}"} },
             { "id": "approve", "type": "approval",
               "config": {"message": "Approve: {{node.draft.output}}"} },
@@ -427,7 +427,7 @@ async fn cache_entries_are_scoped_by_what_decides_the_reply() {
     let node = |id: &str, response: &str| {
         json!({"id": id, "type": "llm", "config": {
             "provider": "simulated", "model": "gpt-4o-mini", "prompt": "same prompt",
-            "response": response, "usage": {"input": 10, "output": 2}}})
+            "simulated": {"response": response, "usage": {"input": 10, "output": 2}}}})
     };
     let doc = json!({
         "version": "1", "entry": "a",
@@ -469,10 +469,9 @@ async fn a_slow_primary_times_out_per_call_and_falls_back() {
           "version": "1", "entry": "ask",
           "nodes": [
             { "id": "ask", "type": "llm",
-              "config": {"provider": "simulated", "model": "gpt-4o-mini", "response": "slow",
-                         "latency_ms": 3000,
+              "config": {"provider": "simulated", "model": "gpt-4o-mini", "simulated": {"response": "slow", "latencyMs": 3000},
                          "fallbacks": [{"provider": "simulated", "model": "claude-3-5-haiku",
-                                        "response": "fast", "latency_ms": 10}]},
+                                        "simulated": {"response": "fast", "latencyMs": 10}}]},
               "retry": {"maxAttempts": 3, "initialDelayMs": 10},
               "timeoutMs": 300 }
           ],

@@ -195,8 +195,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
 // ------------------------------------------------------ integer fields --
 
-/// Integer fields of an LLM config or a fallback.
-const MODEL_INTEGERS: [&str; 3] = ["max_tokens", "latency_ms", "fail_first"];
+/// Integer fields of the `simulated` options of an LLM config or a fallback.
+const SIMULATED_INTEGERS: [&str; 2] = ["latencyMs", "failFirst"];
 
 /// Rewrites whole-number floats (`4.0`, `1e2`) in the format's integer
 /// fields as integers, as the schema (draft 2020-12 `"type": "integer"`)
@@ -237,10 +237,14 @@ pub(super) fn normalize_integers(doc: &mut Value) {
 }
 
 fn model_integers(config: &mut Map<String, Value>) {
-    for key in MODEL_INTEGERS {
-        integer_at(config, key);
+    integer_at(config, "maxTokens");
+    let Some(simulated) = config.get_mut("simulated").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for key in SIMULATED_INTEGERS {
+        integer_at(simulated, key);
     }
-    if let Some(usage) = config.get_mut("usage").and_then(Value::as_object_mut) {
+    if let Some(usage) = simulated.get_mut("usage").and_then(Value::as_object_mut) {
         integer_at(usage, "input");
         integer_at(usage, "output");
     }

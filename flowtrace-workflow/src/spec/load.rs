@@ -354,13 +354,28 @@ fn schema_problems(validator: &jsonschema::Validator, value: &Value, out: &mut V
             Value::Array(_) | Value::Object(_) => false,
             _ => true,
         };
-        let message = if short {
+        let mut message = if short {
             error.to_string()
         } else {
             error.masked_with("value").to_string()
         };
+        let pointer = error.instance_path().to_string();
+        if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
+            error.kind()
+        {
+            let model = value
+                .pointer(&pointer)
+                .is_some_and(|v| v.get("provider").is_some());
+            let hints: Vec<String> = unexpected
+                .iter()
+                .filter_map(|key| renamed_key_hint(key, model))
+                .collect();
+            if !hints.is_empty() {
+                message = format!("{message}; hint: {}", hints.join("; "));
+            }
+        }
         out.push(Problem::new(
-            error.instance_path().to_string(),
+            pointer,
             ProblemKind::Schema,
             clip(&message, MAX_MESSAGE_CHARS),
         ));
@@ -368,4 +383,59 @@ fn schema_problems(validator: &jsonschema::Validator, value: &Value, out: &mut V
             break;
         }
     }
+}
+
+/// Options of the simulated provider, as spelled before they moved into
+/// its `simulated` object (and after).
+const SIMULATED_KEYS: [(&str, &str); 8] = [
+    ("response", "response"),
+    ("usage", "usage"),
+    ("latency_ms", "latencyMs"),
+    ("latencyMs", "latencyMs"),
+    ("fail_first", "failFirst"),
+    ("failFirst", "failFirst"),
+    ("fail_kind", "failKind"),
+    ("failKind", "failKind"),
+];
+
+/// A hint for an unexpected key the format spells differently: a
+/// snake_case key (the format is camelCase), or, in a model config
+/// (`model`: an LLM config or a fallback), a simulated-provider option
+/// outside the `simulated` object.
+pub(super) fn renamed_key_hint(key: &str, model: bool) -> Option<String> {
+    let simulated = SIMULATED_KEYS.iter().find(|(old, _)| *old == key);
+    if let (true, Some((_, new))) = (model, simulated) {
+        return Some(format!(
+            "`{}` is an option of the simulated provider: write it as `simulated.{new}`",
+            quote(key)
+        ));
+    }
+    let camel = camel_case(key)?;
+    Some(format!(
+        "the format is camelCase: write `{}` as `{}`",
+        quote(key),
+        quote(&camel)
+    ))
+}
+
+/// `key` in camelCase (`max_tokens` → `maxTokens`), when it has an
+/// underscore between words.
+fn camel_case(key: &str) -> Option<String> {
+    let trimmed = key.trim_matches('_');
+    if !trimmed.contains('_') {
+        return None;
+    }
+    let mut out = String::with_capacity(trimmed.len());
+    let mut upper = false;
+    for c in trimmed.chars() {
+        if c == '_' {
+            upper = !out.is_empty();
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
 }

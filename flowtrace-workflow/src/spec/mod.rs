@@ -36,14 +36,14 @@
 //! before failing:
 //!
 //! 1. the text must be JSON (otherwise one problem with line and column);
-//! 2. it must match the JSON Schema [`SCHEMA_V1`] (`schema/workflow.v1.json`,
+//! 2. it must match the JSON Schema [`SCHEMA_V1`] (`flowtrace-workflow/schema/workflow.v1.json`,
 //!    draft 2020-12): shapes, types, required fields, unknown fields, ranges
 //!    and sizes, each problem at the instance's JSON pointer;
 //! 3. semantic checks, which run even when the schema failed, on whatever
 //!    parts have the right shape:
 //!    * node ids are unique; `entry` and every edge end name an existing node;
-//!    * templates (node `inputs`, LLM `system` / `prompt` / `response`,
-//!      fallback `response`, approval `message`, and string arguments of
+//!    * templates (node `inputs`, LLM `system` / `prompt`, the simulated
+//!      `response` of an LLM config or a fallback, approval `message`, and string arguments of
 //!      tool nodes) parse, and only read nodes that exist and are ancestors
 //!      of the reading node in the edge graph (so they have run before it).
 //!      `{{input…}}` is always allowed. `{{name}}` reads the node's own input
@@ -57,9 +57,9 @@
 //!      Every node without outgoing edges is a finish node, so no separate
 //!      "path to finish" check is needed;
 //!    * LLM providers (including fallbacks) and tools are registered in
-//!      [`Known`]; the simulated-provider options (`response`, `latency_ms`,
-//!      `fail_first`, `fail_kind`, `usage`) appear only with provider
-//!      [`SIMULATED_PROVIDER`];
+//!      [`Known`]; the simulated-provider options (the `simulated` object:
+//!      `response`, `latencyMs`, `failFirst`, `failKind`, `usage`) appear
+//!      only with provider [`SIMULATED_PROVIDER`];
 //!    * limits are consistent: `maxNodes` is at least the number of nodes,
 //!      `maxCostUsd` is an exact positive amount (parsed exactly into
 //!      [`Cost`]), a retry's `initialDelayMs` is at most its `maxDelayMs`.
@@ -105,7 +105,7 @@ use super::rules::Rule;
 use super::template::{Reference, Template};
 
 /// The JSON Schema (draft 2020-12) of format version `"1"`, as shipped in
-/// `schema/workflow.v1.json`.
+/// `flowtrace-workflow/schema/workflow.v1.json`.
 pub const SCHEMA_V1: &str = include_str!("../../schema/workflow.v1.json");
 
 /// The only format version this module reads.
@@ -119,8 +119,8 @@ pub const MAX_WORKFLOW_BYTES: usize = InputLimits::DEFAULT.workflow_bytes;
 /// problem of kind [`ProblemKind::Truncated`].
 pub const MAX_PROBLEMS: usize = FIXED_MAX_PROBLEMS;
 
-/// The provider name whose simulated options (`response`, `latency_ms`,
-/// `fail_first`, `fail_kind`, `usage`) are accepted.
+/// The provider name whose options (a `simulated` object: `response`,
+/// `latencyMs`, `failFirst`, `failKind`, `usage`) are accepted.
 pub const SIMULATED_PROVIDER: &str = "simulated";
 
 /// Above these sizes the quadratic "template reads a node that runs before"
@@ -134,16 +134,17 @@ const MAX_QUOTE_CHARS: usize = 64;
 /// Longest schema-violation message, in chars.
 const MAX_MESSAGE_CHARS: usize = 500;
 
-/// Option keys of the simulated provider.
-const SIMULATED_OPTIONS: [&str; 5] = ["response", "latency_ms", "fail_first", "fail_kind", "usage"];
-
 /// Input names that templates or rules cannot read by name.
 const RESERVED_INPUTS: [&str; 5] = ["input", "node", "true", "false", "null"];
 
 mod checks;
+mod known;
+mod llm;
 mod load;
 mod types;
 
+pub use known::*;
+pub use llm::*;
 pub use load::*;
 pub use types::*;
 

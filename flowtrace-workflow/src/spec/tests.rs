@@ -187,11 +187,12 @@ fn research_example_loads_cleanly() {
         panic!("summarize is not an llm node")
     };
     assert_eq!(summarize.provider, SIMULATED_PROVIDER);
-    assert_eq!(summarize.fail_first, Some(3));
-    assert_eq!(summarize.fail_kind, Some(FailKind::RateLimit));
+    let sim = summarize.simulated.as_ref().unwrap();
+    assert_eq!(sim.fail_first, Some(3));
+    assert_eq!(sim.fail_kind, Some(FailKind::RateLimit));
     assert_eq!(summarize.fallbacks.len(), 1);
     assert_eq!(
-        summarize.usage,
+        sim.usage,
         Some(SimulatedUsage {
             input: 1850,
             output: 220
@@ -632,19 +633,77 @@ fn fallbacks_with_unknown_providers() {
 #[test]
 fn simulated_options_need_the_simulated_provider() {
     let mut v = base();
-    v["nodes"][1]["config"]["fail_first"] = json!(2);
+    v["nodes"][1]["config"]["simulated"] = json!({"failFirst": 2});
     let p = only(
         &v,
-        "/nodes/1/config/fail_first",
-        "option of the `simulated` provider",
+        "/nodes/1/config/simulated",
+        "options of the `simulated` provider, but the provider is `openai`",
     );
     assert_eq!(p.kind, ProblemKind::Invalid);
 
     v["nodes"][1]["config"]["provider"] = json!("simulated");
-    v["nodes"][1]["config"]["fail_kind"] = json!("rate_limit");
+    v["nodes"][1]["config"]["simulated"]["failKind"] = json!("rateLimit");
     assert_eq!(problems_of(&v), Vec::new());
-    v["nodes"][1]["config"]["fail_kind"] = json!("meteor");
-    only(&v, "/nodes/1/config/fail_kind", "meteor");
+    v["nodes"][1]["config"]["simulated"]["failKind"] = json!("meteor");
+    only(&v, "/nodes/1/config/simulated/failKind", "meteor");
+}
+
+#[test]
+fn old_snake_case_keys_are_errors_with_the_camel_case_spelling() {
+    let mut v = base();
+    v["nodes"][1]["config"]["provider"] = json!("simulated");
+    v["nodes"][1]["config"]["max_tokens"] = json!(10);
+    v["nodes"][1]["config"]["latency_ms"] = json!(5);
+    v["nodes"][1]["config"]["fallbacks"] =
+        json!([{"provider": "simulated", "model": "m", "response": "hi"}]);
+    v["nodes"][1]["timeout_ms"] = json!(100);
+    v["limits"]["max_steps"] = json!(3);
+    let problems = problems_of(&v);
+    // Every problem at once, each at its object's pointer with a hint.
+    assert_eq!(problems.len(), 4, "{}", dump(&problems));
+    let config = find(&problems, "/nodes/1/config", "'latency_ms'");
+    assert_eq!(config.kind, ProblemKind::Schema);
+    assert!(
+        config.message.contains("write `max_tokens` as `maxTokens`"),
+        "{}",
+        config.message
+    );
+    assert!(
+        config.message.contains(
+            "`latency_ms` is an option of the simulated provider: write it as `simulated.latencyMs`"
+        ),
+        "{}",
+        config.message
+    );
+    find(
+        &problems,
+        "/nodes/1/config/fallbacks/0",
+        "`response` is an option of the simulated provider: write it as `simulated.response`",
+    );
+    find(&problems, "/nodes/1", "write `timeout_ms` as `timeoutMs`");
+    find(&problems, "/limits", "write `max_steps` as `maxSteps`");
+}
+
+#[test]
+fn camel_case_hints() {
+    use super::load::renamed_key_hint;
+    assert_eq!(
+        renamed_key_hint("max_concurrency", false).as_deref(),
+        Some("the format is camelCase: write `max_concurrency` as `maxConcurrency`")
+    );
+    assert_eq!(renamed_key_hint("colour", false), None);
+    assert_eq!(renamed_key_hint("usage", false), None);
+    assert!(
+        renamed_key_hint("usage", true)
+            .unwrap()
+            .contains("`simulated.usage`")
+    );
+    assert!(
+        renamed_key_hint("failKind", true)
+            .unwrap()
+            .contains("`simulated.failKind`")
+    );
+    assert_eq!(renamed_key_hint("_", false), None);
 }
 
 #[test]
@@ -908,7 +967,7 @@ fn duplicate_keys_are_reported_with_their_pointers_along_with_other_problems() {
       "nodes": [
         { "id": "a", "type": "llm",
           "config": { "provider": "simulated", "model": "m", "prompt": "x", "prompt": "y",
-                      "usage": {"input": 1, "output": 2, "input": 3} } },
+                      "simulated": {"usage": {"input": 1, "output": 2, "input": 3}} } },
         { "id": "b", "id": "b", "type": "approval" }
       ],
       "edges": [ { "from": "a", "to": "nope" } ]
@@ -924,7 +983,7 @@ fn duplicate_keys_are_reported_with_their_pointers_along_with_other_problems() {
         [
             "/entry",
             "/nodes/0/config/prompt",
-            "/nodes/0/config/usage/input",
+            "/nodes/0/config/simulated/usage/input",
             "/nodes/1/id"
         ],
         "{}",
@@ -1016,7 +1075,7 @@ fn whole_number_floats_in_integer_fields_are_integers() {
     v["nodes"][1]["timeoutMs"] = json!(1e3);
     v["nodes"][1]["retry"] =
         json!({"maxAttempts": 3.0, "initialDelayMs": 1e2, "maxDelayMs": 2000.0});
-    v["nodes"][1]["config"]["max_tokens"] = json!(256.0);
+    v["nodes"][1]["config"]["maxTokens"] = json!(256.0);
     let text = v.to_string();
     assert!(text.contains("1000.0") || text.contains("1e3"), "{text}");
     let spec = load(&text, &Known::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -1034,21 +1093,22 @@ fn whole_number_floats_in_integer_fields_are_integers() {
     // The written text itself, with `1e2` and `4.0` literally.
     let text = r#"{"version":"1","entry":"a","maxConcurrency":4.0,
       "nodes":[{"id":"a","type":"llm","timeoutMs":1e2,
-        "config":{"provider":"simulated","model":"m","latency_ms":0.0,"fail_first":1E0,
-                  "usage":{"input":1e1,"output":2.0},
-                  "fallbacks":[{"provider":"simulated","model":"n","max_tokens":5e0}]}}]}"#;
+        "config":{"provider":"simulated","model":"m","simulated":{"latencyMs":0.0,"failFirst":1E0,
+                                "usage":{"input":1e1,"output":2.0}},
+                  "fallbacks":[{"provider":"simulated","model":"n","maxTokens":5e0}]}}]}"#;
     let spec = load(text, &Known::default()).unwrap_or_else(|e| panic!("{e}"));
     let NodeKind::Llm(llm) = &spec.nodes[0].kind else {
         panic!("not llm")
     };
+    let sim = llm.simulated.as_ref().unwrap();
     assert_eq!(
-        llm.usage,
+        sim.usage,
         Some(SimulatedUsage {
             input: 10,
             output: 2
         })
     );
-    assert_eq!(llm.fail_first, Some(1));
+    assert_eq!(sim.fail_first, Some(1));
     assert_eq!(llm.fallbacks[0].max_tokens, Some(5));
     assert_eq!(spec.nodes[0].timeout_ms, Some(100));
 }
@@ -1058,12 +1118,12 @@ fn non_integers_in_integer_fields_are_each_reported_with_a_pointer() {
     let mut v = base();
     v["maxConcurrency"] = json!(4.5);
     v["limits"]["maxSteps"] = json!(1.5);
-    v["nodes"][1]["config"]["max_tokens"] = json!(0.25);
+    v["nodes"][1]["config"]["maxTokens"] = json!(0.25);
     v["nodes"][1]["retry"] = json!({"maxAttempts": 2.5, "initialDelayMs": 10.0, "maxDelayMs": 5.0});
     let problems = problems_of(&v);
     find(&problems, "/maxConcurrency", "integer");
     find(&problems, "/limits/maxSteps", "integer");
-    find(&problems, "/nodes/1/config/max_tokens", "integer");
+    find(&problems, "/nodes/1/config/maxTokens", "integer");
     find(&problems, "/nodes/1/retry/maxAttempts", "integer");
     // Normalised floats take part in the semantic checks too.
     find(

@@ -5,6 +5,7 @@ use super::*;
 /// A whole workflow document (format version `"1"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WorkflowSpec {
     /// Optional `$schema` reference for editors; ignored.
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +34,38 @@ pub struct WorkflowSpec {
 }
 
 impl WorkflowSpec {
+    /// A workflow of format version [`FORMAT_VERSION`] starting at `entry`,
+    /// with `nodes`, no edges, no limits, run sequentially.
+    pub fn new(entry: impl Into<String>, nodes: Vec<NodeSpec>) -> Self {
+        WorkflowSpec {
+            schema: None,
+            version: FORMAT_VERSION.to_owned(),
+            description: None,
+            entry: entry.into(),
+            nodes,
+            edges: Vec::new(),
+            limits: None,
+            parallel: false,
+            max_concurrency: None,
+        }
+    }
+
+    /// Adds an edge.
+    #[must_use]
+    pub fn edge(mut self, edge: EdgeSpec) -> Self {
+        self.edges.push(edge);
+        self
+    }
+
+    /// Sets the run limits.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+}
+
+impl WorkflowSpec {
     /// The node with id `id`, if any.
     pub fn node(&self, id: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id)
@@ -47,6 +80,7 @@ impl WorkflowSpec {
 /// The `type` of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum NodeType {
     /// A model call.
     Llm,
@@ -81,6 +115,7 @@ impl fmt::Display for NodeType {
 /// In JSON the type is the `type` field and the configuration the `config`
 /// object; here both are carried by [`NodeKind`].
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct NodeSpec {
     /// Unique id, referenced by edges and templates.
     pub id: String,
@@ -98,6 +133,41 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// Node `id` of `kind`, without a name, inputs, retry or timeout.
+    pub fn new(id: impl Into<String>, kind: NodeKind) -> Self {
+        NodeSpec {
+            id: id.into(),
+            name: None,
+            kind,
+            inputs: BTreeMap::new(),
+            retry: None,
+            timeout_ms: None,
+        }
+    }
+
+    /// Adds the input `name`, a template.
+    #[must_use]
+    pub fn input(mut self, name: impl Into<String>, template: impl Into<String>) -> Self {
+        self.inputs.insert(name.into(), template.into());
+        self
+    }
+
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn retry(mut self, retry: RetrySpec) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Sets the per-attempt timeout, in milliseconds.
+    #[must_use]
+    pub fn timeout_ms(mut self, ms: u64) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+}
+
+impl NodeSpec {
     /// The node's type.
     pub fn node_type(&self) -> NodeType {
         self.kind.node_type()
@@ -106,6 +176,7 @@ impl NodeSpec {
 
 /// The type-specific configuration of a node.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum NodeKind {
     /// `"type": "llm"`.
     Llm(LlmConfig),
@@ -129,121 +200,32 @@ impl NodeKind {
     }
 }
 
-/// How a simulated provider fails its first calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailKind {
-    /// HTTP 429.
-    RateLimit,
-    /// HTTP 5xx.
-    ServerError,
-    /// The call times out.
-    Timeout,
-    /// HTTP 400 (not retryable).
-    InvalidRequest,
-}
-
-/// Token usage a simulated provider reports for each call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatedUsage {
-    /// Prompt tokens.
-    pub input: u64,
-    /// Completion tokens.
-    pub output: u64,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
-}
-
-/// Configuration of an `llm` node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmConfig {
-    /// Provider name, registered with the host (see [`Known`]).
-    pub provider: String,
-    /// Model name.
-    pub model: String,
-    /// System prompt template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
-    /// User prompt template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
-    /// Sampling temperature (0 to 2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    /// Completion token limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
-    /// Whether identical calls may be answered from the response cache
-    /// (default true).
-    #[serde(default = "default_true", skip_serializing_if = "is_true")]
-    pub cache: bool,
-    /// Providers tried in order when this one fails.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fallbacks: Vec<FallbackSpec>,
-    /// Simulated provider: the response template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<String>,
-    /// Simulated provider: latency per call, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u64>,
-    /// Simulated provider: how many first calls fail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_first: Option<u32>,
-    /// Simulated provider: how those calls fail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_kind: Option<FailKind>,
-    /// Simulated provider: reported token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<SimulatedUsage>,
-}
-
-/// One fallback of an `llm` node: a provider, a model and provider options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FallbackSpec {
-    /// Provider name.
-    pub provider: String,
-    /// Model name.
-    pub model: String,
-    /// Sampling temperature (0 to 2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    /// Completion token limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
-    /// Simulated provider: the response template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<String>,
-    /// Simulated provider: latency per call, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u64>,
-    /// Simulated provider: how many first calls fail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_first: Option<u32>,
-    /// Simulated provider: how those calls fail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_kind: Option<FailKind>,
-    /// Simulated provider: reported token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<SimulatedUsage>,
-}
-
 /// Configuration of a `tool` node: the tool name and its arguments (every
 /// other key of `config`). String arguments are templates.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct ToolConfig {
     /// Tool name, registered with the host (see [`Known`]).
     pub tool: String,
     /// The arguments, without `tool`.
     pub args: Map<String, Value>,
+}
+
+impl ToolConfig {
+    /// A call of tool `tool` without arguments.
+    pub fn new(tool: impl Into<String>) -> Self {
+        ToolConfig {
+            tool: tool.into(),
+            args: Map::new(),
+        }
+    }
+
+    /// Adds the argument `name` (string values are templates).
+    #[must_use]
+    pub fn arg(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.args.insert(name.into(), value.into());
+        self
+    }
 }
 
 impl Serialize for ToolConfig {
@@ -272,6 +254,7 @@ impl<'de> Deserialize<'de> for ToolConfig {
 /// Configuration of a `router` node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RouterConfig {
     /// The rule (see [`rules`](super::rules)); its result is the branch,
     /// tested by the `when` conditions of the router's outgoing edges.
@@ -283,18 +266,46 @@ pub struct RouterConfig {
     pub fanout: bool,
 }
 
+impl RouterConfig {
+    /// A router taking the first edge whose condition holds for `rule`.
+    pub fn new(rule: impl Into<String>) -> Self {
+        RouterConfig {
+            rule: rule.into(),
+            fanout: false,
+        }
+    }
+
+    /// Takes every edge whose condition holds (`fanout`).
+    #[must_use]
+    pub fn fanout(mut self, fanout: bool) -> Self {
+        self.fanout = fanout;
+        self
+    }
+}
+
 /// Configuration of an `approval` node (optional in JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ApprovalConfig {
     /// Message template shown to the approver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
+impl ApprovalConfig {
+    /// An approval showing the message template `message`.
+    pub fn with_message(message: impl Into<String>) -> Self {
+        ApprovalConfig {
+            message: Some(message.into()),
+        }
+    }
+}
+
 /// Retry policy of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetrySpec {
     /// Attempts in total, the first included (at least 1).
     pub max_attempts: u32,
@@ -306,9 +317,35 @@ pub struct RetrySpec {
     pub max_delay_ms: Option<u64>,
 }
 
+impl RetrySpec {
+    /// `max_attempts` attempts in total, with the default delays.
+    pub fn new(max_attempts: u32) -> Self {
+        RetrySpec {
+            max_attempts,
+            initial_delay_ms: None,
+            max_delay_ms: None,
+        }
+    }
+
+    /// Sets the delay before the first retry, in milliseconds.
+    #[must_use]
+    pub fn initial_delay_ms(mut self, ms: u64) -> Self {
+        self.initial_delay_ms = Some(ms);
+        self
+    }
+
+    /// Sets the largest delay between retries, in milliseconds.
+    #[must_use]
+    pub fn max_delay_ms(mut self, ms: u64) -> Self {
+        self.max_delay_ms = Some(ms);
+        self
+    }
+}
+
 /// An edge `from` → `to`, optionally conditional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EdgeSpec {
     /// Source node id.
     pub from: String,
@@ -321,9 +358,28 @@ pub struct EdgeSpec {
     pub when: Option<String>,
 }
 
+impl EdgeSpec {
+    /// An unconditional edge `from` → `to`.
+    pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
+        EdgeSpec {
+            from: from.into(),
+            to: to.into(),
+            when: None,
+        }
+    }
+
+    /// Sets the condition (only on edges leaving a router).
+    #[must_use]
+    pub fn when(mut self, condition: impl Into<String>) -> Self {
+        self.when = Some(condition.into());
+        self
+    }
+}
+
 /// Run limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Limits {
     /// Most nodes the workflow may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -438,93 +494,5 @@ impl Serialize for NodeSpec {
             timeout_ms: self.timeout_ms,
         }
         .serialize(serializer)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Known providers and tools
-// ---------------------------------------------------------------------------
-
-/// The provider and tool names the host registered, so [`load`] can reject
-/// unknown ones.
-///
-/// [`Known::default`] lists providers `openai`, `anthropic`, `simulated`
-/// and tools `read_file`, `transform_json` (names only). A tool registered
-/// with its argument schema ([`with_tool_schema`](Self::with_tool_schema),
-/// as `Runtime::known` does) also has its arguments checked at load time:
-/// missing required arguments, unknown ones (when the schema sets
-/// `additionalProperties: false`) and literal values of the wrong shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Known {
-    providers: BTreeSet<String>,
-    tools: BTreeSet<String>,
-    tool_schemas: BTreeMap<String, Value>,
-}
-
-impl Known {
-    /// No providers and no tools.
-    pub fn empty() -> Self {
-        Known {
-            providers: BTreeSet::new(),
-            tools: BTreeSet::new(),
-            tool_schemas: BTreeMap::new(),
-        }
-    }
-
-    /// Adds a provider name.
-    pub fn with_provider(mut self, name: impl Into<String>) -> Self {
-        self.providers.insert(name.into());
-        self
-    }
-
-    /// Adds a tool name.
-    pub fn with_tool(mut self, name: impl Into<String>) -> Self {
-        self.tools.insert(name.into());
-        self
-    }
-
-    /// Adds a tool with the JSON Schema of its arguments (an object schema,
-    /// as [`Tool::parameters`](flowtrace_core::Tool::parameters) returns).
-    pub fn with_tool_schema(mut self, name: impl Into<String>, schema: Value) -> Self {
-        let name = name.into();
-        self.tools.insert(name.clone());
-        self.tool_schemas.insert(name, schema);
-        self
-    }
-
-    /// The argument schema of tool `name`, when registered with one.
-    pub fn tool_schema(&self, name: &str) -> Option<&Value> {
-        self.tool_schemas.get(name)
-    }
-
-    /// Whether provider `name` is registered.
-    pub fn has_provider(&self, name: &str) -> bool {
-        self.providers.contains(name)
-    }
-
-    /// Whether tool `name` is registered.
-    pub fn has_tool(&self, name: &str) -> bool {
-        self.tools.contains(name)
-    }
-
-    /// The registered provider names, sorted.
-    pub fn providers(&self) -> impl Iterator<Item = &str> {
-        self.providers.iter().map(String::as_str)
-    }
-
-    /// The registered tool names, sorted.
-    pub fn tools(&self) -> impl Iterator<Item = &str> {
-        self.tools.iter().map(String::as_str)
-    }
-}
-
-impl Default for Known {
-    fn default() -> Self {
-        Known::empty()
-            .with_provider("openai")
-            .with_provider("anthropic")
-            .with_provider(SIMULATED_PROVIDER)
-            .with_tool("read_file")
-            .with_tool("transform_json")
     }
 }

@@ -7,11 +7,13 @@ pub(in crate::compile) struct ModelSpec {
     pub(in crate::compile) provider: String,
     pub(in crate::compile) model: String,
     pub(in crate::compile) factory: ProviderFactory,
-    /// The configuration as JSON (without the response).
+    /// The configuration as JSON (without fallbacks and the simulated
+    /// response template).
     pub(in crate::compile) config: Value,
     /// The simulated response template.
     pub(in crate::compile) response: Option<Template>,
-    /// Where the response template is (`response`, `fallbacks.0.response`).
+    /// Where the response template is (`simulated.response`,
+    /// `fallbacks.0.simulated.response`).
     pub(in crate::compile) field: String,
 }
 
@@ -32,8 +34,10 @@ impl ModelSpec {
             });
         };
         if let Value::Object(map) = &mut config {
-            map.remove("response");
             map.remove("fallbacks");
+            if let Some(Value::Object(simulated)) = map.get_mut("simulated") {
+                simulated.remove("response");
+            }
         }
         let response = match response {
             Some(r) => Some(parse_template(node, field, r)?),
@@ -62,11 +66,16 @@ impl ModelSpec {
             .transpose()
     }
 
-    /// The configuration with the rendered response.
+    /// The configuration with the rendered response (in `simulated`).
     pub(in crate::compile) fn config_with(&self, response: Option<&str>) -> Value {
         let mut config = self.config.clone();
         if let (Some(text), Value::Object(map)) = (response, &mut config) {
-            map.insert("response".into(), Value::String(text.to_string()));
+            let simulated = map
+                .entry("simulated")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(simulated) = simulated {
+                simulated.insert("response".into(), Value::String(text.to_string()));
+            }
         }
         config
     }
@@ -106,9 +115,9 @@ impl LlmNode {
             &llm.provider,
             &llm.model,
             to_json(serde_json::to_value(llm)),
-            llm.response.as_deref(),
+            llm.simulated.as_ref().and_then(|s| s.response.as_deref()),
             runtime,
-            "response",
+            "simulated.response",
         )?;
         let fallbacks = llm
             .fallbacks
@@ -120,9 +129,9 @@ impl LlmNode {
                     &fb.provider,
                     &fb.model,
                     to_json(serde_json::to_value(fb)),
-                    fb.response.as_deref(),
+                    fb.simulated.as_ref().and_then(|s| s.response.as_deref()),
                     runtime,
-                    &format!("fallbacks.{i}.response"),
+                    &format!("fallbacks.{i}.simulated.response"),
                 )
             })
             .collect::<Result<_, _>>()?;

@@ -56,13 +56,15 @@ impl<'a, 'o> Checker<'a, 'o> {
     }
 
     fn check_llm(&mut self, i: usize, base: &str, config: &'a Map<String, Value>) {
-        self.check_provider(&format!("{base}/config"), config);
-        for key in ["system", "prompt", "response"] {
+        let config_base = format!("{base}/config");
+        self.check_provider(&config_base, config);
+        for key in ["system", "prompt"] {
             if let Some(source) = config.get(key).and_then(Value::as_str) {
-                let pointer = format!("{base}/config/{key}");
+                let pointer = format!("{config_base}/{key}");
                 self.check_template(i, &pointer, source, TemplateRole::Config);
             }
         }
+        self.check_simulated_response(i, &config_base, config);
         let Some(fallbacks) = config.get("fallbacks").and_then(Value::as_array) else {
             return;
         };
@@ -70,17 +72,26 @@ impl<'a, 'o> Checker<'a, 'o> {
             let Some(fallback) = fallback.as_object() else {
                 continue;
             };
-            let fb_base = format!("{base}/config/fallbacks/{j}");
+            let fb_base = format!("{config_base}/fallbacks/{j}");
             self.check_provider(&fb_base, fallback);
-            if let Some(source) = fallback.get("response").and_then(Value::as_str) {
-                let pointer = format!("{fb_base}/response");
-                self.check_template(i, &pointer, source, TemplateRole::Config);
-            }
+            self.check_simulated_response(i, &fb_base, fallback);
         }
     }
 
-    /// Checks `provider` and the simulated options of an LLM config or a
-    /// fallback at `base`.
+    /// Checks the `simulated.response` template of the model config at `base`.
+    fn check_simulated_response(&mut self, i: usize, base: &str, config: &'a Map<String, Value>) {
+        let source = config
+            .get("simulated")
+            .and_then(|s| s.get("response"))
+            .and_then(Value::as_str);
+        if let Some(source) = source {
+            let pointer = format!("{base}/simulated/response");
+            self.check_template(i, &pointer, source, TemplateRole::Config);
+        }
+    }
+
+    /// Checks `provider`, and that only the simulated provider has
+    /// `simulated` options, in an LLM config or a fallback at `base`.
     fn check_provider(&mut self, base: &str, config: &Map<String, Value>) {
         let Some(provider) = config.get("provider").and_then(Value::as_str) else {
             return;
@@ -97,20 +108,15 @@ impl<'a, 'o> Checker<'a, 'o> {
             );
             return;
         }
-        if provider == SIMULATED_PROVIDER {
-            return;
-        }
-        for option in SIMULATED_OPTIONS {
-            if config.contains_key(option) {
-                self.push(
-                    format!("{base}/{option}"),
-                    ProblemKind::Invalid,
-                    format!(
-                        "`{option}` is an option of the `{SIMULATED_PROVIDER}` provider, but the provider is `{}`",
-                        quote(provider)
-                    ),
-                );
-            }
+        if provider != SIMULATED_PROVIDER && config.contains_key("simulated") {
+            self.push(
+                format!("{base}/simulated"),
+                ProblemKind::Invalid,
+                format!(
+                    "`simulated` holds options of the `{SIMULATED_PROVIDER}` provider, but the provider is `{}`",
+                    quote(provider)
+                ),
+            );
         }
     }
 
