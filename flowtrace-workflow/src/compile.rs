@@ -36,7 +36,7 @@
 //! |---|---|
 //! | `"input"` | the run input |
 //! | `"node.<id>"` | the output of node `<id>` (LLM: reply text; tool: the tool's JSON result; router: the branch string; approval: the approval payload, or `null`) |
-//! | `"router.<id>"` | `{"branch": …, "next": <target id or null>}` for router `<id>` |
+//! | `"router.<id>"` | `{"branch": …, "next": [target ids]}` for router `<id>`: its decision |
 //!
 //! Templates read `{{input…}}`, `{{node.<id>.output…}}` (from the
 //! `"node.<id>"` keys) and the node's own rendered `inputs` by name.
@@ -71,7 +71,10 @@
 //!   **every** edge whose condition holds is taken and those targets run
 //!   together (joins downstream wait for all of them). When none holds the
 //!   branch ends at the router. The branch and the chosen targets are
-//!   stored under `router.<id>` (`{"branch", "next": [targets]}`).
+//!   stored under `router.<id>` (`{"branch", "next": [targets]}`). This is
+//!   the only place the rule and the conditions are evaluated: the router's
+//!   conditional edge reads `next` (the step record's `branch` lists the
+//!   targets taken, comma-separated) and evaluates nothing.
 //! * `approval`: compiled with an interrupt before the node (needs a
 //!   checkpointer in the run config); once approved with
 //!   [`Command::approve`], the node records the approval payload as its
@@ -144,285 +147,11 @@ pub fn router_key(id: &str) -> String {
     format!("router.{id}")
 }
 
-/// Builds a model for one call: receives the model name and the node's
-/// configuration as JSON (an `llm` node's `config`, or one fallback entry,
-/// with the simulated `response` template already rendered).
-pub type ProviderFactory =
-    Arc<dyn Fn(&str, &Value) -> Result<Arc<dyn ChatModel>, String> + Send + Sync>;
+mod error;
+mod runtime;
 
-/// What compiled workflows run with: provider factories, tools and an
-/// optional response cache.
-#[derive(Clone, Default)]
-pub struct Runtime {
-    providers: HashMap<String, ProviderFactory>,
-    tools: HashMap<String, Arc<dyn Tool>>,
-    cache: Option<Arc<dyn ResponseCache>>,
-    limits: Limits,
-}
-
-impl fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut providers: Vec<&String> = self.providers.keys().collect();
-        providers.sort();
-        let mut tools: Vec<&String> = self.tools.keys().collect();
-        tools.sort();
-        f.debug_struct("Runtime")
-            .field("providers", &providers)
-            .field("tools", &tools)
-            .field("cache", &self.cache.is_some())
-            .field("limits", &self.limits)
-            .finish()
-    }
-}
-
-impl Runtime {
-    /// An empty runtime: no providers, no tools, no cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The offline runtime: the `simulated` provider, `read_file` confined to
-    /// `root_dir`, `transform_json`, and an in-memory response cache, with
-    /// the default [`Limits`].
-    pub fn offline(root_dir: impl Into<PathBuf>) -> Self {
-        Self::offline_with_limits(root_dir, Limits::default())
-    }
-
-    /// [`offline`](Self::offline) with `limits`, which also set the size
-    /// limit of `read_file` ([`Limits::read_file_bytes`]) and the largest
-    /// result and intermediate value of `transform_json`
-    /// ([`Limits::tool_output_bytes`]).
-    pub fn offline_with_limits(root_dir: impl Into<PathBuf>, limits: Limits) -> Self {
-        Self::new()
-            .with_limits(limits)
-            .with_provider(
-                SIMULATED_PROVIDER,
-                Arc::new(|_model: &str, config: &Value| {
-                    simulated_model(config)
-                        .map(|m| Arc::new(m) as Arc<dyn ChatModel>)
-                        .map_err(|e| format!("invalid simulated config: {e}"))
-                }),
-            )
-            .with_tool(Arc::new(
-                ReadFile::new(root_dir).max_bytes(limits.read_file_bytes),
-            ))
-            .with_tool(Arc::new(
-                TransformJson::new().max_output_bytes(limits.tool_output_bytes),
-            ))
-            .with_cache(Arc::new(MemoryResponseCache::default()))
-    }
-
-    /// [`offline`](Self::offline) rooted at `root_dir`, plus `openai` and
-    /// `anthropic` when `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` are set.
-    pub fn with_env(root_dir: impl Into<PathBuf>) -> Self {
-        let mut runtime = Self::offline(root_dir);
-        if let Ok(client) = OpenAi::from_env() {
-            let client: Arc<dyn ChatModel> = Arc::new(client);
-            runtime = runtime.with_provider("openai", Arc::new(move |_, _| Ok(client.clone())));
-        }
-        if let Ok(client) = Anthropic::from_env() {
-            let client: Arc<dyn ChatModel> = Arc::new(client);
-            runtime = runtime.with_provider("anthropic", Arc::new(move |_, _| Ok(client.clone())));
-        }
-        runtime
-    }
-
-    /// Registers (or replaces) provider `name`.
-    pub fn with_provider(mut self, name: impl Into<String>, factory: ProviderFactory) -> Self {
-        self.providers.insert(name.into(), factory);
-        self
-    }
-
-    /// Registers (or replaces) a tool under its [`Tool::name`].
-    pub fn with_tool(mut self, tool: Arc<dyn Tool>) -> Self {
-        self.tools.insert(tool.name().to_string(), tool);
-        self
-    }
-
-    /// Sets the response cache used by LLM nodes with `cache` on.
-    pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
-        self.cache = Some(cache);
-        self
-    }
-
-    /// Sets the limits compiled workflows render and call tools with
-    /// ([`Limits::template_output_bytes`], [`Limits::node_render_bytes`],
-    /// [`Limits::tool_output_bytes`]). Tools already registered keep their
-    /// own settings: use [`offline_with_limits`](Self::offline_with_limits)
-    /// for `read_file`'s size limit.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// The limits compiled workflows run with.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    /// Removes the response cache.
-    pub fn without_cache(mut self) -> Self {
-        self.cache = None;
-        self
-    }
-
-    /// The response cache, if any.
-    pub fn cache(&self) -> Option<&Arc<dyn ResponseCache>> {
-        self.cache.as_ref()
-    }
-
-    /// Whether provider `name` is registered.
-    pub fn has_provider(&self, name: &str) -> bool {
-        self.providers.contains_key(name)
-    }
-
-    /// The tool named `name`, if registered.
-    pub fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
-    }
-
-    /// A [`Known`](super::spec::Known) listing this runtime's providers and
-    /// tools, for [`spec::load`](super::spec::load).
-    pub fn known(&self) -> super::spec::Known {
-        let known = self
-            .providers
-            .keys()
-            .fold(super::spec::Known::empty(), |k, p| k.with_provider(p));
-        self.tools.iter().fold(known, |k, (name, tool)| {
-            k.with_tool_schema(name, tool.parameters())
-        })
-    }
-}
-
-/// Why a spec could not be compiled.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CompileError {
-    /// An LLM node (or one of its fallbacks) names an unregistered provider.
-    #[error("node `{node}`: provider `{provider}` is not registered")]
-    UnknownProvider {
-        /// The node.
-        node: String,
-        /// The provider.
-        provider: String,
-    },
-    /// A tool node names an unregistered tool.
-    #[error("node `{node}`: tool `{tool}` is not registered")]
-    UnknownTool {
-        /// The node.
-        node: String,
-        /// The tool.
-        tool: String,
-    },
-    /// A tool's argument schema is not a valid JSON Schema.
-    #[error("node `{node}`: tool `{tool}` has an invalid argument schema: {message}")]
-    ToolSchema {
-        /// The node.
-        node: String,
-        /// The tool.
-        tool: String,
-        /// What is wrong with the schema.
-        message: String,
-    },
-    /// A template does not parse.
-    #[error("node `{node}`, {field}: {source}")]
-    Template {
-        /// The node.
-        node: String,
-        /// Which template (`inputs.x`, `prompt`, …).
-        field: String,
-        /// The parse error.
-        source: TemplateError,
-    },
-    /// A router rule or edge condition does not parse.
-    #[error("node `{node}`, {field}: {source}")]
-    Rule {
-        /// The node.
-        node: String,
-        /// `rule` or `edge to <id>`.
-        field: String,
-        /// The parse error.
-        source: RuleError,
-    },
-    /// The spec has more nodes than `limits.maxNodes`.
-    #[error("the workflow has {nodes} nodes, over its limit maxNodes = {limit}")]
-    TooManyNodes {
-        /// Nodes in the spec.
-        nodes: usize,
-        /// The limit.
-        limit: u32,
-    },
-    /// The executor refused the graph.
-    #[error("invalid graph: {0}")]
-    Graph(#[from] BuildError),
-}
-
-/// Why a node of a compiled workflow failed: the source of its
-/// [`NodeError`] (reach it with `std::error::Error::source` and
-/// `downcast_ref::<NodeFailure>()`), so callers can branch on the kind and
-/// on [`limit`](Self::limit) instead of parsing the message.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeFailure {
-    /// A template did not render (a missing value, or output over a limit).
-    #[error("node `{node}`, {field}: {error}")]
-    Template {
-        /// The node.
-        node: String,
-        /// Which template (`inputs.x`, `prompt`, `config.input`, …).
-        field: String,
-        /// The rendering error.
-        error: TemplateError,
-    },
-    /// A router rule or edge condition failed to evaluate.
-    #[error("node `{node}`, {field}: {error}")]
-    Rule {
-        /// The node.
-        node: String,
-        /// `rule` or `edge to <id>`.
-        field: String,
-        /// The evaluation error.
-        error: RuleError,
-    },
-    /// A limit other than a rendering one was exceeded (a tool's result
-    /// over [`Limits::tool_output_bytes`], or the run's total over
-    /// [`Limits::run_bytes`]).
-    #[error("node `{node}`, {field}: {error}")]
-    Limit {
-        /// The node.
-        node: String,
-        /// What exceeded it (`tool `read_file``).
-        field: String,
-        /// The limit and the value.
-        error: LimitExceeded,
-    },
-}
-
-impl NodeFailure {
-    /// The node that failed.
-    pub fn node(&self) -> &str {
-        match self {
-            NodeFailure::Template { node, .. }
-            | NodeFailure::Rule { node, .. }
-            | NodeFailure::Limit { node, .. } => node,
-        }
-    }
-
-    /// The limit exceeded, if that is why the node failed.
-    pub fn limit(&self) -> Option<LimitExceeded> {
-        match self {
-            NodeFailure::Template { error, .. } => error.limit().copied(),
-            NodeFailure::Rule { error, .. } => error.limit_exceeded(),
-            NodeFailure::Limit { error, .. } => Some(*error),
-        }
-    }
-}
-
-impl From<NodeFailure> for NodeError {
-    fn from(failure: NodeFailure) -> Self {
-        NodeError::from_error(ErrorClass::Permanent, failure)
-    }
-}
+pub use error::*;
+pub use runtime::*;
 
 /// A compiled workflow: the graph and the run configuration derived from
 /// the spec.
@@ -611,28 +340,20 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
         if outgoing.is_empty() {
             builder = builder.set_finish(node.id.as_str());
         } else if matches!(node.kind, NodeKind::Router(_)) {
+            // The router node chose its targets once (rule, then the
+            // `when` conditions, whose evaluation errors fail the node);
+            // the edge only reads that choice. Branch labels are the target
+            // ids, so the step record names the targets taken.
             let key = router_key(&node.id);
-            let branches: Vec<(String, String)> = outgoing
-                .iter()
-                .map(|e| (edge_label(&e.to), e.to.clone()))
-                .collect();
-            // The router node stored the targets it chose under `next`.
+            let mut branches: Vec<(String, String)> = Vec::new();
+            for edge in &outgoing {
+                if !branches.iter().any(|(label, _)| *label == edge.to) {
+                    branches.push((edge.to.clone(), edge.to.clone()));
+                }
+            }
             builder = builder.add_conditional_fanout(
                 node.id.as_str(),
-                move |state: &JsonState, _ctx| {
-                    state
-                        .get(&key)
-                        .and_then(|r| r.get("next"))
-                        .and_then(Value::as_array)
-                        .map(|targets| {
-                            targets
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .map(edge_label)
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default()
-                },
+                move |state: &JsonState, _ctx| chosen_targets(state, &key),
                 branches,
             );
         } else {
@@ -651,8 +372,20 @@ pub fn compile(spec: &WorkflowSpec, runtime: &Runtime) -> Result<CompiledWorkflo
     })
 }
 
-fn edge_label(target: &str) -> String {
-    format!("to:{target}")
+/// The targets router `key` chose, from its record in the state.
+fn chosen_targets(state: &JsonState, key: &str) -> Vec<String> {
+    state
+        .get(key)
+        .and_then(|r| r.get("next"))
+        .and_then(Value::as_array)
+        .map(|targets| {
+            targets
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The run configuration template of `spec`.
@@ -706,35 +439,6 @@ fn chain_retry(retry: Option<RetrySpec>) -> RetrySettings {
     }
 }
 
-/// The simulated model a model config (an LLM config or a fallback, as
-/// JSON) describes: its `simulated` options, if any.
-fn simulated_model(config: &Value) -> Result<SimulatedModel, serde_json::Error> {
-    let spec = match config.get("simulated") {
-        Some(options) => SimulatedSpec::deserialize(options)?,
-        None => SimulatedSpec::default(),
-    };
-    let mut sim = SimulatedConfig::new();
-    if let Some(text) = spec.response {
-        sim = sim.response(text);
-    }
-    if let Some(ms) = spec.latency_ms {
-        sim = sim.latency(Duration::from_millis(ms));
-    }
-    if let Some(calls) = spec.fail_first {
-        let kind = match spec.fail_kind {
-            Some(FailKind::RateLimit) => SimulatedFailure::RateLimit,
-            Some(FailKind::Timeout) => SimulatedFailure::Timeout,
-            Some(FailKind::InvalidRequest) => SimulatedFailure::InvalidRequest,
-            Some(FailKind::ServerError) | None => SimulatedFailure::ServerError,
-        };
-        sim = sim.fail_first(u64::from(calls), kind);
-    }
-    if let Some(usage) = spec.usage {
-        sim = sim.usage(usage.input, usage.output);
-    }
-    Ok(SimulatedModel::new(sim))
-}
-
 /// The executor settings of a node: retry policy and per-attempt timeout.
 /// For an llm node with fallbacks (`in_chain`) both belong to its fallback
 /// chain instead (retries per candidate, timeout per model call), and the
@@ -763,6 +467,9 @@ fn node_config(node: &NodeSpec, in_chain: bool) -> NodeConfig {
 mod nodes;
 
 use nodes::*;
+
+#[cfg(test)]
+mod test_support;
 
 #[cfg(test)]
 mod tests;

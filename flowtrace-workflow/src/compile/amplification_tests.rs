@@ -9,33 +9,10 @@ use std::time::{Duration, Instant};
 use flowtrace_core::trace::{EventKind, MemorySink};
 use serde_json::json;
 
+use super::test_support::{compile_value, node_failure, temp_dir};
 use super::*;
 use crate::limits::LimitKind;
-use crate::spec::load;
 use crate::template::TemplateErrorKind;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("flowtrace-amplify-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn compile_value(doc: &Value, runtime: &Runtime) -> CompiledWorkflow {
-    let spec = load(&doc.to_string(), &runtime.known()).unwrap_or_else(|e| panic!("{e}"));
-    compile(&spec, runtime).unwrap()
-}
-
-/// The typed failure of the node that failed the run.
-fn node_failure(failure: &RunFailure) -> NodeFailure {
-    let flowtrace_core::Error::Node { error, .. } = &failure.error else {
-        panic!("not a node failure: {}", failure.error);
-    };
-    std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<NodeFailure>())
-        .cloned()
-        .unwrap_or_else(|| panic!("no NodeFailure behind: {error}"))
-}
 
 async fn run_failing(workflow: &CompiledWorkflow, input: Value) -> (NodeFailure, Duration) {
     let started = Instant::now();

@@ -1,6 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use flowtrace_core::checkpoint::MemoryCheckpointer;
@@ -9,18 +8,11 @@ use flowtrace_core::trace::{EventKind, MemorySink};
 use flowtrace_core::{Cost, PriceTable, Pricing, RunStatus, StepStatus, TokenUsage};
 use serde_json::json;
 
+use super::test_support::{compile_json, node_failure, temp_dir};
 use super::*;
 use crate::spec::load;
 
 const RESEARCH: &str = include_str!("../../../examples/workflows/research.json");
-
-/// A fresh directory under the system temp dir.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("flowtrace-compile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn price(provider: &str, model: &str, input: u64, output: u64) -> Cost {
     PriceTable::builtin()
@@ -28,11 +20,6 @@ fn price(provider: &str, model: &str, input: u64, output: u64) -> Cost {
         .unwrap()
         .cost(&TokenUsage::new(input, output))
         .unwrap()
-}
-
-fn compile_json(json: &str, runtime: &Runtime) -> CompiledWorkflow {
-    let spec = load(json, &runtime.known()).unwrap();
-    compile(&spec, runtime).unwrap()
 }
 
 #[tokio::test]
@@ -354,7 +341,7 @@ async fn fanout_routers_take_every_edge_whose_condition_holds() {
         Some(&json!({"branch": "large", "next": ["finance", "legal"]}))
     );
     let triage = out.summary.steps_of("triage").next().unwrap();
-    assert_eq!(triage.branch.as_deref(), Some("to:finance,to:legal"));
+    assert_eq!(triage.branch.as_deref(), Some("finance,legal"));
     assert_eq!(
         out.summary.steps_of("standard").next().unwrap().status,
         StepStatus::Skipped
@@ -515,4 +502,110 @@ async fn a_slow_primary_times_out_per_call_and_falls_back() {
         })
         .collect();
     assert_eq!(reasons, ["timeout"]);
+}
+
+/// A runtime with provider `blocking`: its factory waits (up to 2 s) until
+/// `parties` factory calls are inside it at once, and counts the calls that
+/// saw them all.
+fn meeting_runtime(parties: usize) -> (Runtime, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let inside = Arc::new(AtomicUsize::new(0));
+    let met = Arc::new(AtomicUsize::new(0));
+    let (i, m) = (inside.clone(), met.clone());
+    let runtime = Runtime::offline(temp_dir("meeting")).with_provider(
+        "blocking",
+        Arc::new(move |_model: &str, _config: &Value| {
+            i.fetch_add(1, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while i.load(Ordering::SeqCst) < parties && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if i.load(Ordering::SeqCst) >= parties {
+                m.fetch_add(1, Ordering::SeqCst);
+            }
+            let model = flowtrace_providers::simulated::SimulatedModel::new(
+                flowtrace_providers::simulated::SimulatedConfig::new().response("ok"),
+            );
+            Ok(Arc::new(model) as Arc<dyn ChatModel>)
+        }),
+    );
+    (runtime, met)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_factories_run_outside_the_node_lock() {
+    let (runtime, met) = meeting_runtime(2);
+    let workflow = Arc::new(compile_json(
+        r#"{ "version": "1", "entry": "ask",
+             "nodes": [ { "id": "ask", "type": "llm",
+                          "config": {"provider": "blocking", "model": "m", "cache": false} } ] }"#,
+        &runtime,
+    ));
+    // Two runs of one node build their models at the same time: neither
+    // factory call waits for the other.
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let w = workflow.clone();
+            tokio::spawn(async move { w.run(json!({}), |c| c).await })
+        })
+        .collect();
+    for run in runs {
+        let out = run.await.unwrap().unwrap();
+        assert_eq!(
+            CompiledWorkflow::output(&out.state, "ask"),
+            Some(&json!("ok"))
+        );
+    }
+    assert_eq!(met.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn provider_factory_errors_keep_their_kind_and_source() {
+    let runtime = Runtime::offline(temp_dir("factory-error")).with_provider(
+        "keyless",
+        Arc::new(|_model: &str, _config: &Value| {
+            Err(
+                ProviderFactoryError::missing_credential("KEYLESS_API_KEY is not set")
+                    .with_source(std::env::VarError::NotPresent),
+            )
+        }),
+    );
+    let workflow = compile_json(
+        r#"{ "version": "1", "entry": "ask",
+             "nodes": [ { "id": "ask", "type": "llm",
+                          "config": {"provider": "keyless", "model": "k-1"} } ] }"#,
+        &runtime,
+    );
+    let failure = workflow.run(json!({}), |c| c).await.unwrap_err();
+    let NodeFailure::Provider {
+        node,
+        provider,
+        model,
+        source,
+    } = node_failure(&failure)
+    else {
+        panic!("not a provider failure")
+    };
+    assert_eq!(
+        (node.as_str(), provider.as_str(), model.as_str()),
+        ("ask", "keyless", "k-1")
+    );
+    assert_eq!(source.kind(), ProviderFactoryErrorKind::MissingCredential);
+    // Each message once: the node's, the factory's, then the cause.
+    let failure = NodeFailure::Provider {
+        node,
+        provider,
+        model,
+        source,
+    };
+    assert_eq!(
+        failure.to_string(),
+        "node `ask`: provider `keyless` could not build model `k-1`"
+    );
+    let source = std::error::Error::source(&failure).unwrap();
+    assert_eq!(source.to_string(), "KEYLESS_API_KEY is not set");
+    assert_eq!(
+        source.source().unwrap().to_string(),
+        std::env::VarError::NotPresent.to_string()
+    );
 }

@@ -184,19 +184,56 @@ impl LlmNode {
             }
             responses.push((spec, response));
         }
-        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(model) = memo.get(&key) {
-            return Ok(model.clone());
+        if let Some(model) = self.memo_get(&key) {
+            return Ok(model);
         }
+        // Built outside the lock: the factories are user code.
+        let model = self.build(&responses)?;
+        Ok(self.memo_insert(run, key, model))
+    }
+
+    /// The memoised model for `key`, if any.
+    fn memo_get(&self, key: &str) -> Option<Arc<dyn ChatModel>> {
+        let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        memo.get(key).cloned()
+    }
+
+    /// Memoises `model` under `key` and returns the model to use: one
+    /// another call memoised meanwhile wins, so each key keeps one model
+    /// instance (and its call counters). At most [`MAX_MEMO_MODELS`] are
+    /// kept; other runs' models go first.
+    fn memo_insert(&self, run: &str, key: String, model: Arc<dyn ChatModel>) -> Arc<dyn ChatModel> {
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = memo.get(&key) {
+            return existing.clone();
+        }
+        if memo.len() >= MAX_MEMO_MODELS {
+            let prefix = format!("{run}\u{1}");
+            memo.retain(|k, _| k.starts_with(&prefix));
+            if memo.len() >= MAX_MEMO_MODELS {
+                memo.clear();
+            }
+        }
+        memo.insert(key, model.clone());
+        model
+    }
+
+    /// Builds the model of one call: each candidate through its provider
+    /// factory, chained when there are fallbacks, cached when enabled.
+    fn build(
+        &self,
+        responses: &[(&ModelSpec, Option<String>)],
+    ) -> Result<Arc<dyn ChatModel>, NodeError> {
         let mut built = Vec::with_capacity(responses.len());
-        for (spec, response) in &responses {
+        for (spec, response) in responses {
             let config = spec.config_with(response.as_deref());
-            let model = (spec.factory)(&spec.model, &config).map_err(|e| {
-                NodeError::permanent(format!(
-                    "node `{}`: provider `{}`: {e}",
-                    self.id, spec.provider
-                ))
-            })?;
+            let model =
+                (spec.factory)(&spec.model, &config).map_err(|source| NodeFailure::Provider {
+                    node: self.id.clone(),
+                    provider: spec.provider.clone(),
+                    model: spec.model.clone(),
+                    source,
+                })?;
             built.push((model, spec.model.clone()));
         }
         let mut iter = built.into_iter();
@@ -216,7 +253,7 @@ impl LlmNode {
             };
             Arc::new(chain)
         };
-        let model: Arc<dyn ChatModel> = match &self.cache {
+        Ok(match &self.cache {
             // Cache entries are keyed by the request and by what else decides
             // the reply: the candidates and their rendered simulated
             // responses. Nodes sending the same request to the same real
@@ -234,17 +271,7 @@ impl LlmNode {
                 Arc::new(Cached::new(base, store.clone()).namespace(namespace))
             }
             None => base,
-        };
-        if memo.len() >= MAX_MEMO_MODELS {
-            // Other runs' models go first; this run's counters survive.
-            let prefix = format!("{run}\u{1}");
-            memo.retain(|k, _| k.starts_with(&prefix));
-            if memo.len() >= MAX_MEMO_MODELS {
-                memo.clear();
-            }
-        }
-        memo.insert(key, model.clone());
-        Ok(model)
+        })
     }
 
     pub(in crate::compile) async fn run(
