@@ -9,9 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../examples/run_workflow/cli.rs"]
-#[allow(dead_code)]
-mod cli;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +21,7 @@ use flowtrace::providers::tools::TransformJson;
 use flowtrace::workflow::rules::Rule;
 use flowtrace::workflow::spec::{Known, ProblemKind, load};
 use serde_json::{Value, json};
+use support::{Ran, run_workflow};
 
 const PATTERN_ENV: &str = "FLOWTRACE_RESOURCE_PATTERN";
 const MAX_GROWTH_BYTES: u64 = 256 * 1024 * 1024;
@@ -198,23 +198,7 @@ fn child() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("flowtrace-resources-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Ran {
-    code: u8,
-    stderr: String,
-}
-
-async fn cli_run(args: &[&str]) -> Ran {
-    let (console, _out, err) = cli::Console::buffers();
-    let code = cli::run(args.iter().map(|s| s.to_string()).collect(), &console).await;
-    let stderr = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
-    Ran { code, stderr }
+    support::temp_dir("resources", name)
 }
 
 /// Writes `workflow` as `dir/workflow.json` next to a `size`-byte
@@ -225,7 +209,7 @@ async fn run_workflow_file(dir: &Path, workflow: Value, size: usize) -> Ran {
     let path = dir.join("workflow.json");
     std::fs::write(&path, workflow.to_string()).unwrap();
     let html = dir.join("report.html");
-    cli_run(&[
+    run_workflow(&[
         path.to_str().unwrap(),
         "--json",
         "--html",
@@ -338,13 +322,14 @@ async fn run_pattern(pattern: &str) -> String {
             )
             .unwrap();
             for n in ["18446744073709551615", "100000000000"] {
-                let ran = cli_run(&[workflow.to_str().unwrap(), "--repeat", n, "--json"]).await;
+                let ran =
+                    run_workflow(&[workflow.to_str().unwrap(), "--repeat", n, "--json"]).await;
                 assert_eq!(ran.code, 2, "{}", ran.stderr);
             }
             "usage-errors".into()
         }
         "dev_zero" => {
-            let ran = cli_run(&["/dev/zero"]).await;
+            let ran = run_workflow(&["/dev/zero"]).await;
             assert_eq!(ran.code, 2, "{}", ran.stderr);
             let workflow = dir.join("w.json");
             std::fs::write(
@@ -354,7 +339,7 @@ async fn run_pattern(pattern: &str) -> String {
                 .to_string(),
             )
             .unwrap();
-            let ran = cli_run(&[workflow.to_str().unwrap(), "--pricing", "/dev/zero"]).await;
+            let ran = run_workflow(&[workflow.to_str().unwrap(), "--pricing", "/dev/zero"]).await;
             assert_eq!(ran.code, 2, "{}", ran.stderr);
             "refused".into()
         }

@@ -5,18 +5,18 @@
 //! `cargo test` runs a modest number of cases (a few seconds in debug).
 //! `FLOWTRACE_PROPTEST_LONG=1` runs the long mode, over 1,000,000 cases in
 //! total (meant for a release build:
-//! `FLOWTRACE_PROPTEST_LONG=1 cargo test --release --test properties`).
+//! `FLOWTRACE_PROPTEST_LONG=1 cargo test --release -p flowtrace-workflow --test properties`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use flowtrace::Tool;
-use flowtrace::providers::tools::TransformJson;
-use flowtrace::workflow::rules::{Rule, RuleError};
-use flowtrace::workflow::spec::{Known, MAX_PROBLEMS, ProblemKind, load};
-use flowtrace::workflow::template::{Template, TemplateContext, TemplateErrorKind};
+use flowtrace_core::Tool;
+use flowtrace_providers::tools::TransformJson;
+use flowtrace_workflow::rules::{Rule, RuleError};
+use flowtrace_workflow::spec::{Known, MAX_PROBLEMS, ProblemKind, load};
+use flowtrace_workflow::template::{Template, TemplateContext, TemplateErrorKind};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -355,7 +355,7 @@ const JMES_TOKENS: &[&str] = &[
     "'lit'",
 ];
 
-fn transform(input: Value, expression: &str) -> Result<Value, flowtrace::ToolError> {
+fn transform(input: Value, expression: &str) -> Result<Value, flowtrace_core::ToolError> {
     thread_local! {
         static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

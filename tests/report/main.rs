@@ -9,20 +9,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/browser.rs"]
-mod browser;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 
-use browser::Browser;
 use flowtrace::report::HtmlReport;
 use flowtrace::trace::MemorySink;
 use flowtrace::workflow::compile::{Runtime, compile};
 use flowtrace::workflow::spec::load;
 use flowtrace::workflow::summary::{WorkflowSummary, report_run};
 use serde_json::{Value, json};
+use support::browser::Browser;
 
-const RESEARCH: &str = include_str!("../examples/workflows/research.json");
+const RESEARCH: &str = include_str!("../../examples/workflows/research.json");
 
 /// A topic that would run script if it were inserted as HTML.
 const HOSTILE: &str =

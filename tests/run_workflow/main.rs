@@ -4,27 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../examples/run_workflow/cli.rs"]
-#[allow(dead_code)]
-mod cli;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 
 use flowtrace::Cost;
 use serde_json::{Value, json};
-
-fn workflows() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows")
-}
+use support::{cli, run_workflow as run, workflows};
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "flowtrace-run-workflow-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("run-workflow", name)
 }
 
 /// Writes `value` as `dir/name`; returns the path.
@@ -32,31 +22,6 @@ fn write_json(dir: &Path, name: &str, value: Value) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, value.to_string()).unwrap();
     path
-}
-
-struct Ran {
-    code: u8,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
-    }
-}
-
-async fn run(args: &[&str]) -> Ran {
-    let (console, out, err) = cli::Console::buffers();
-    let code = cli::run(args.iter().map(|s| s.to_string()).collect(), &console).await;
-    let text =
-        |b: &std::sync::Mutex<Vec<u8>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
-    Ran {
-        code,
-        stdout: text(&out),
-        stderr: text(&err),
-    }
 }
 
 fn research() -> String {

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../examples/quickstart/demo.rs"]
+#[path = "../../examples/quickstart/demo.rs"]
 #[allow(dead_code)]
 mod demo;
 
