@@ -18,7 +18,7 @@ pub enum ProblemKind {
     /// An object has the same key twice (at the pointer of the repeat).
     DuplicateKey,
     /// The document exceeds one of the loader's
-    /// [`limits::Limits`](super::limits::Limits): its size or
+    /// [`limits::Limits`](crate::limits::Limits): its size or
     /// its nesting depth ([`Problem::limit`] says which).
     TooLarge,
     /// `entry`, an edge end or a template names a node that does not exist.
@@ -176,7 +176,7 @@ impl std::error::Error for LoadErrors {}
 // ---------------------------------------------------------------------------
 
 /// Parses and validates a workflow document, reporting every problem at
-/// once (see the [module docs](self) for what is checked), with the
+/// once (see the [module docs](super) for what is checked), with the
 /// default [`Limits`].
 pub fn load(json: &str, known: &Known) -> Result<WorkflowSpec, LoadErrors> {
     load_with(json, known, &InputLimits::default())

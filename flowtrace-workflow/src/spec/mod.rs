@@ -76,11 +76,11 @@
 //! as integers, as the schema's `"type": "integer"` accepts them; other
 //! non-integers there are schema problems with their pointer.
 //!
-//! Hostile input is bounded ([`Limits`](super::limits::Limits)): documents
-//! over [`Limits::workflow_bytes`](super::limits::Limits::workflow_bytes)
+//! Hostile input is bounded ([`Limits`](crate::limits::Limits)): documents
+//! over [`Limits::workflow_bytes`](crate::limits::Limits::workflow_bytes)
 //! ([`MAX_WORKFLOW_BYTES`] by default) are rejected before parsing, arrays
 //! and objects nested deeper than
-//! [`Limits::json_depth`](super::limits::Limits::json_depth) are refused
+//! [`Limits::json_depth`](crate::limits::Limits::json_depth) are refused
 //! while parsing (both [`ProblemKind::TooLarge`], with the limit in
 //! [`Problem::limit`]), strings are size-limited by the schema, messages
 //! quote at most a short prefix of any user-supplied string, and at most
@@ -112,7 +112,7 @@ pub const SCHEMA_V1: &str = include_str!("../../schema/workflow.v1.json");
 pub const FORMAT_VERSION: &str = "1";
 
 /// Largest workflow document [`load`] accepts, in bytes (4 MiB; see
-/// [`limits::Limits::workflow_bytes`](super::limits::Limits::workflow_bytes)).
+/// [`limits::Limits::workflow_bytes`](crate::limits::Limits::workflow_bytes)).
 pub const MAX_WORKFLOW_BYTES: usize = InputLimits::DEFAULT.workflow_bytes;
 
 /// Most problems [`load`] reports; further ones are summarised in one last

@@ -256,7 +256,7 @@ impl<'de> Deserialize<'de> for ToolConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RouterConfig {
-    /// The rule (see [`rules`](super::rules)); its result is the branch,
+    /// The rule (see [`rules`](crate::rules)); its result is the branch,
     /// tested by the `when` conditions of the router's outgoing edges.
     pub rule: String,
     /// `false` (default): the first outgoing edge whose condition holds is
