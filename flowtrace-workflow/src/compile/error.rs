@@ -4,7 +4,9 @@
 
 use super::*;
 
-/// Why a spec could not be compiled.
+/// Why a spec could not be compiled. Each message is printed once: where
+/// a variant has a cause, the cause is its
+/// [`source`](std::error::Error::source), not part of its message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompileError {
@@ -34,8 +36,8 @@ pub enum CompileError {
         /// What is wrong with the schema.
         message: String,
     },
-    /// A template does not parse.
-    #[error("node `{node}`, {field}: {source}")]
+    /// A template does not parse (the parse error is the source).
+    #[error("node `{node}`, {field}: invalid template")]
     Template {
         /// The node.
         node: String,
@@ -44,8 +46,9 @@ pub enum CompileError {
         /// The parse error.
         source: TemplateError,
     },
-    /// A router rule or edge condition does not parse.
-    #[error("node `{node}`, {field}: {source}")]
+    /// A router rule or edge condition does not parse (the parse error is
+    /// the source).
+    #[error("node `{node}`, {field}: invalid rule")]
     Rule {
         /// The node.
         node: String,
@@ -62,8 +65,8 @@ pub enum CompileError {
         /// The limit.
         limit: u32,
     },
-    /// The executor refused the graph.
-    #[error("invalid graph: {0}")]
+    /// The executor refused the graph (its error is the source).
+    #[error("the executor refused the workflow's graph")]
     Graph(#[from] BuildError),
 }
 

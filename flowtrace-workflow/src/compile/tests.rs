@@ -609,3 +609,21 @@ async fn provider_factory_errors_keep_their_kind_and_source() {
         std::env::VarError::NotPresent.to_string()
     );
 }
+
+#[test]
+fn compile_errors_print_each_cause_once() {
+    let runtime = Runtime::offline(temp_dir("compile-error"));
+    let spec = crate::spec::WorkflowSpec::new(
+        "r",
+        vec![crate::spec::NodeSpec::new(
+            "r",
+            NodeKind::Router(crate::spec::RouterConfig::new("1 +")),
+        )],
+    );
+    let error = compile(&spec, &runtime).unwrap_err();
+    assert!(matches!(error, CompileError::Rule { .. }), "{error:?}");
+    assert_eq!(error.to_string(), "node `r`, rule: invalid rule");
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(!error.to_string().contains(&cause));
+    assert!(!cause.is_empty());
+}

@@ -1174,3 +1174,64 @@ fn rule_limit_problems_read_well_and_carry_the_limit() {
     let p = find(&problems, "/edges/2/when", "condition too complex");
     assert_eq!(p.limit.unwrap().limit, LimitKind::RuleNesting);
 }
+
+#[test]
+fn specs_built_in_rust_serialize_to_camel_case_and_load_back() {
+    let spec = WorkflowSpec::new(
+        "ask",
+        vec![
+            NodeSpec::new(
+                "ask",
+                NodeKind::Llm(
+                    LlmConfig::new(SIMULATED_PROVIDER, "gpt-4o-mini")
+                        .prompt("Hi {{name}}")
+                        .max_tokens(64)
+                        .simulated(
+                            SimulatedSpec::new()
+                                .response("Hello")
+                                .latency_ms(5)
+                                .fail_first(1, FailKind::ServerError),
+                        )
+                        .fallback(
+                            FallbackSpec::new(SIMULATED_PROVIDER, "claude-3-5-haiku")
+                                .simulated(SimulatedSpec::new().usage(1, 2)),
+                        ),
+                ),
+            )
+            .input("name", "{{input.name}}")
+            .retry(RetrySpec::new(3).initial_delay_ms(10).max_delay_ms(100))
+            .timeout_ms(1000),
+            NodeSpec::new(
+                "route",
+                NodeKind::Router(RouterConfig::new("'x'").fanout(true)),
+            ),
+            NodeSpec::new(
+                "save",
+                NodeKind::Tool(ToolConfig::new("read_file").arg("path", "{{input.path}}")),
+            ),
+            NodeSpec::new(
+                "ok",
+                NodeKind::Approval(ApprovalConfig::with_message("Go?")),
+            ),
+        ],
+    )
+    .edge(EdgeSpec::new("ask", "route"))
+    .edge(EdgeSpec::new("route", "save").when("branch == 'x'"))
+    .edge(EdgeSpec::new("route", "ok"))
+    .limits(crate::spec::Limits::default());
+    let json = serde_json::to_value(&spec).unwrap();
+    let llm = &json["nodes"][0]["config"];
+    assert_eq!(llm["maxTokens"], 64);
+    assert_eq!(
+        llm["simulated"],
+        json!({"response": "Hello", "latencyMs": 5, "failFirst": 1, "failKind": "serverError"})
+    );
+    assert_eq!(
+        llm["fallbacks"][0]["simulated"]["usage"],
+        json!({"input": 1, "output": 2})
+    );
+    assert_eq!(json["nodes"][0]["timeoutMs"], 1000);
+    assert_eq!(json["nodes"][0]["retry"]["initialDelayMs"], 10);
+    let loaded = load(&json.to_string(), &Known::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded, spec);
+}
