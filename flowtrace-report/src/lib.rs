@@ -99,6 +99,7 @@ impl ReportRun {
     }
 
     /// Names the run in the report (default: `Run <n>`).
+    #[must_use]
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
         self
@@ -106,6 +107,7 @@ impl ReportRun {
 
     /// A description shown next to node `node` (for example its type and
     /// display name).
+    #[must_use]
     pub fn node_label(mut self, node: impl Into<String>, label: impl Into<String>) -> Self {
         self.node_labels.insert(node.into(), label.into());
         self
@@ -113,6 +115,7 @@ impl ReportRun {
 
     /// The output node `node` produced, shown in its steps' details in
     /// addition to what the events show.
+    #[must_use]
     pub fn output(mut self, node: impl Into<String>, output: Value) -> Self {
         self.outputs.insert(node.into(), output);
         self
@@ -120,6 +123,7 @@ impl ReportRun {
 
     /// The branch router `node` chose, in the router's own terms (shown
     /// for its last succeeded step instead of the executor's edge label).
+    #[must_use]
     pub fn branch(mut self, node: impl Into<String>, branch: impl Into<String>) -> Self {
         self.branches.insert(node.into(), branch.into());
         self
@@ -148,6 +152,7 @@ impl HtmlReport {
     }
 
     /// Adds a run.
+    #[must_use]
     pub fn run(mut self, run: ReportRun) -> Self {
         self.runs.push(run);
         self

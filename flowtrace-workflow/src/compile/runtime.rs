@@ -96,18 +96,21 @@ impl Runtime {
     }
 
     /// Registers (or replaces) provider `name`.
+    #[must_use]
     pub fn with_provider(mut self, name: impl Into<String>, factory: ProviderFactory) -> Self {
         self.providers.insert(name.into(), factory);
         self
     }
 
     /// Registers (or replaces) a tool under its [`Tool::name`].
+    #[must_use]
     pub fn with_tool(mut self, tool: Arc<dyn Tool>) -> Self {
         self.tools.insert(tool.name().to_string(), tool);
         self
     }
 
     /// Sets the response cache used by LLM nodes with `cache` on.
+    #[must_use]
     pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
         self.cache = Some(cache);
         self
@@ -118,6 +121,7 @@ impl Runtime {
     /// [`Limits::tool_output_bytes`]). Tools already registered keep their
     /// own settings: use [`offline_with_limits`](Self::offline_with_limits)
     /// for `read_file`'s size limit.
+    #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -129,6 +133,7 @@ impl Runtime {
     }
 
     /// Removes the response cache.
+    #[must_use]
     pub fn without_cache(mut self) -> Self {
         self.cache = None;
         self

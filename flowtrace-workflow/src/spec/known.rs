@@ -30,12 +30,14 @@ impl Known {
     }
 
     /// Adds a provider name.
+    #[must_use]
     pub fn with_provider(mut self, name: impl Into<String>) -> Self {
         self.providers.insert(name.into());
         self
     }
 
     /// Adds a tool name.
+    #[must_use]
     pub fn with_tool(mut self, name: impl Into<String>) -> Self {
         self.tools.insert(name.into());
         self
@@ -43,6 +45,7 @@ impl Known {
 
     /// Adds a tool with the JSON Schema of its arguments (an object schema,
     /// as [`Tool::parameters`](flowtrace_core::Tool::parameters) returns).
+    #[must_use]
     pub fn with_tool_schema(mut self, name: impl Into<String>, schema: Value) -> Self {
         let name = name.into();
         self.tools.insert(name.clone());

@@ -21,11 +21,19 @@ pub enum FailKind {
 /// Token usage a simulated provider reports for each call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SimulatedUsage {
     /// Prompt tokens.
     pub input: u64,
     /// Completion tokens.
     pub output: u64,
+}
+
+impl SimulatedUsage {
+    /// `input` prompt tokens and `output` completion tokens.
+    pub fn new(input: u64, output: u64) -> Self {
+        SimulatedUsage { input, output }
+    }
 }
 
 fn default_true() -> bool {

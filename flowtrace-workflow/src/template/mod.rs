@@ -88,6 +88,7 @@ pub const DEFAULT_MAX_OUTPUT_LEN: usize = Limits::DEFAULT.template_output_bytes;
 
 /// Something a template reads, as listed by [`Template::references`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Reference {
     /// `{{node.<id>.output…}}`: the output of node `id`; `path` is the field
     /// path after `output` (empty for the whole output).
