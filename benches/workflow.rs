@@ -41,8 +41,8 @@ fn llm_chain(n: usize) -> String {
             json!({
                 "id": format!("n{i}"), "type": "llm",
                 "config": {"provider": "simulated", "model": "gpt-4o-mini", "cache": false,
-                           "prompt": "Rewrite: {{text}}", "response": "step {{text}}",
-                           "usage": {"input": 20, "output": 5}},
+                           "prompt": "Rewrite: {{text}}", "simulated": {"response": "step {{text}}",
+                                         "usage": {"input": 20, "output": 5}}},
                 "inputs": {"text": text}
             })
         })

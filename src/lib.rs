@@ -4,11 +4,13 @@
 //! traces, retries, budgets and exact cost accounting.
 //!
 //! This is the facade crate: it re-exports [`flowtrace_core`] (always) and
-//! the adapter crates behind features.
+//! the other crates of the family behind features.
 //!
 //! | feature | default | re-exports |
 //! |---|---|---|
 //! | `providers` | yes | `flowtrace_providers` as `providers` (OpenAI, Anthropic, OpenAI-compatible clients, fallbacks, breakers, cache, router) |
+//! | `workflow` | yes | `flowtrace_workflow` as `workflow` (JSON workflows: format, checks, rules, templates, compile, summary); implies `providers` and `report` |
+//! | `report` | yes | `flowtrace_report` as `report` (self-contained HTML trace reports, for builder-made graphs too) |
 //! | `postgres` | no | `flowtrace_store_postgres` as `postgres` (PostgreSQL checkpointer and trace store) |
 //! | `otel` | no | `flowtrace_otel` as `otel` (OpenTelemetry export) |
 //! | `full` | no | all of the above |
@@ -22,13 +24,14 @@ pub use flowtrace_core::*;
 #[cfg(feature = "providers")]
 pub use flowtrace_providers as providers;
 
+#[cfg(feature = "workflow")]
+pub use flowtrace_workflow as workflow;
+
+#[cfg(feature = "report")]
+pub use flowtrace_report as report;
+
 #[cfg(feature = "postgres")]
 pub use flowtrace_store_postgres as postgres;
 
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
-
-pub mod report;
-
-/// JSON-defined workflows: rules, templates, and the format with its validation.
-pub mod workflow;

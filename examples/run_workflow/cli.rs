@@ -320,6 +320,18 @@ fn invalid(console: &Console, message: impl std::fmt::Display) -> u8 {
     2
 }
 
+/// `error` followed by each of its causes, `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Runs the command line `args` (without the program name), writing to
 /// `console`; returns the exit code.
 pub async fn run(args: Vec<String>, console: &Console) -> u8 {
@@ -362,7 +374,7 @@ pub async fn run(args: Vec<String>, console: &Console) -> u8 {
     };
     let compiled = match compile(&spec, &runtime) {
         Ok(c) => c,
-        Err(e) => return invalid(console, e),
+        Err(e) => return invalid(console, with_causes(&e)),
     };
     // An approval pauses the run until a decision, which only a durable
     // run can receive: without a checkpoint directory the pause could never
