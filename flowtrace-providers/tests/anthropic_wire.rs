@@ -719,7 +719,7 @@ async fn the_key_never_appears_in_a_runs_trace_or_error() {
         assert!(!line.contains(SECRET), "key leaked into the trace: {line}");
     }
     for text in [
-        failure.error.to_string(),
+        failure.error.report().to_string(),
         format!("{:?}", failure.error),
         format!("{failure:?}"),
     ] {

@@ -654,7 +654,10 @@ async fn redirects_are_neither_retried_nor_counted_by_breakers() {
         // Through a run with a retry policy: one attempt only.
         let model = client.build(&server.origin());
         let (failure, _) = run_in_graph(model, client, false).await;
-        assert!(failure.error.to_string().contains("redirect"), "{failure}");
+        assert!(
+            failure.error.report().to_string().contains("redirect"),
+            "{failure}"
+        );
         assert_eq!(
             server.seen().len(),
             2,

@@ -762,16 +762,16 @@ async fn the_key_never_leaks_into_a_runs_trace_or_error() {
         .await
         .unwrap_err();
     for text in [
-        failure.error.to_string(),
+        failure.error.report().to_string(),
         format!("{:?}", failure.error),
         format!("{:?}", failure.summary),
     ] {
         assert!(!text.contains(SECRET), "{text}");
     }
     assert!(
-        failure.error.to_string().contains("[redacted]"),
+        failure.error.report().to_string().contains("[redacted]"),
         "{}",
-        failure.error
+        failure.error.report()
     );
     let events = sink.events();
     assert!(sink.kinds().contains(&"llm.request"));

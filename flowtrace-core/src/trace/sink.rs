@@ -467,7 +467,10 @@ mod tests {
 
     impl Write for Broken {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "disk full",
+            ))
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
@@ -483,7 +486,10 @@ mod tests {
         let err = sink.flush().await.unwrap_err();
         let source = std::error::Error::source(&err).expect("the I/O error");
         assert_eq!(source.to_string(), "disk full");
-        assert!(!err.to_string().contains("disk full"), "printed once: {err}");
+        assert!(
+            !err.to_string().contains("disk full"),
+            "printed once: {err}"
+        );
     }
 
     #[tokio::test]
@@ -506,7 +512,15 @@ mod tests {
             sink.record(&event(i));
         }
         sink.flush().await.unwrap();
-        assert_eq!(written.lock().unwrap().iter().filter(|&&b| b == b'\n').count(), 100);
+        assert_eq!(
+            written
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            100
+        );
         let total = written.lock().unwrap().len();
         let out = sink.into_inner().unwrap();
         assert!(Arc::ptr_eq(&out.0, &written));

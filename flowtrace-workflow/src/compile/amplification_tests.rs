@@ -266,9 +266,13 @@ async fn read_file_uses_the_runtime_limit() {
     let workflow = compile_value(&doc, &runtime);
     let failure = workflow.run(json!({}), |c| c).await.unwrap_err();
     assert!(
-        failure.error.to_string().contains("1000-byte limit"),
+        failure
+            .error
+            .report()
+            .to_string()
+            .contains("1000-byte limit"),
         "{}",
-        failure.error
+        failure.error.report()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -293,10 +297,11 @@ async fn transform_json_bounds_its_evaluation_by_the_tool_output_limit() {
     assert!(
         failure
             .error
+            .report()
             .to_string()
             .contains("over the `max_output_bytes` limit of 1000 bytes"),
         "{}",
-        failure.error
+        failure.error.report()
     );
 }
 

@@ -31,7 +31,8 @@ pub(super) fn node_failure(failure: &RunFailure) -> NodeFailure {
     let flowtrace_core::Error::Node { error, .. } = &failure.error else {
         panic!("not a node failure: {}", failure.error);
     };
-    std::error::Error::source(error)
+    error
+        .get_ref()
         .and_then(|s| s.downcast_ref::<NodeFailure>())
         .cloned()
         .unwrap_or_else(|| panic!("no NodeFailure behind: {error}"))

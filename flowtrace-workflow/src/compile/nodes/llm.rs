@@ -244,7 +244,8 @@ impl LlmNode {
             first
         } else {
             let chain = iter.fold(
-                FallbackChain::new(Candidate::new(first).model(first_name)).retry(self.chain_retry.clone()),
+                FallbackChain::new(Candidate::new(first).model(first_name))
+                    .retry(self.chain_retry.clone()),
                 |chain, (model, name)| chain.or(Candidate::new(model).model(name)),
             );
             let chain = match self.call_timeout {
