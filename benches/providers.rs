@@ -478,7 +478,10 @@ fn bench_provider(c: &mut Criterion, anthropic: bool) {
         let graph = chat_graph(model.clone(), request.clone());
         g.bench_function("graph", |b| {
             b.to_async(&rt).iter(|| async {
-                let out = graph.run(JsonState::new(), RunConfig::new()).await.unwrap();
+                let out = graph
+                    .invoke(JsonState::new(), RunConfig::new())
+                    .await
+                    .unwrap();
                 black_box(out.summary.cost)
             })
         });

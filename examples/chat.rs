@@ -268,7 +268,7 @@ async fn run(args: Args, model: Arc<dyn ChatModel>) -> Result<(), String> {
         .pricing(Arc::new(PriceTable::builtin()))
         .event_capacity(16_384);
 
-    let mut handle = graph.start(Conversation::default(), config);
+    let mut handle = graph.stream(Conversation::default(), config);
     let mut events = handle.events();
     let live = args.stream && !args.json;
     let mut call = None;

@@ -115,7 +115,7 @@ async fn run_live(
 ) -> Result<(WorkflowOutcome, Vec<TraceEvent>, Duration), Box<dyn Error>> {
     let recorder = MemorySink::new();
     let started = std::time::Instant::now();
-    let mut handle = workflow.graph().start(
+    let mut handle = workflow.graph().stream(
         CompiledWorkflow::initial_state(input()),
         workflow.config().sink(recorder.clone()),
     );

@@ -240,12 +240,10 @@ async fn run_once(
     let graph = compiled.graph();
     let id = pending.unwrap_or_default().to_string();
     let mut handle = match mode {
-        Mode::Fresh => graph.start(CompiledWorkflow::initial_state(input.clone()), config),
-        Mode::Resume => graph.start_resume(config),
-        Mode::Approve(payload) => {
-            graph.start_resume_with(Command::approve(id, payload.clone()), config)
-        }
-        Mode::Reject => graph.start_resume_with(Command::reject(id), config),
+        Mode::Fresh => graph.stream(CompiledWorkflow::initial_state(input.clone()), config),
+        Mode::Resume => graph.stream(flowtrace::RunInput::Resume, config),
+        Mode::Approve(payload) => graph.stream(Command::approve(id, payload.clone()), config),
+        Mode::Reject => graph.stream(Command::reject(id), config),
     };
     if setup.live {
         let mut lines = Timeline::new().follow(handle.events());

@@ -702,7 +702,7 @@ async fn the_key_never_appears_in_a_runs_trace_or_error() {
         .unwrap();
     let sink = MemorySink::new();
     let failure = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap_err();
     let kinds = sink.kinds();

@@ -696,7 +696,7 @@ async fn run_in_graph(
         .unwrap();
     let sink = MemorySink::new();
     let failure = graph
-        .run(
+        .invoke(
             JsonState::new(),
             RunConfig::new()
                 .sink(sink.clone())

@@ -106,7 +106,7 @@ async fn run_call(
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(
+        .invoke(
             JsonState::new(),
             RunConfig::new()
                 .sink(sink.clone())

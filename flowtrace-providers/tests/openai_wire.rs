@@ -758,7 +758,7 @@ async fn the_key_never_leaks_into_a_runs_trace_or_error() {
     serve(&server, echoing_401()).await;
     let sink = MemorySink::new();
     let failure = ask_graph(client(&server))
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap_err();
     for text in [
@@ -801,7 +801,7 @@ async fn the_key_never_leaks_into_a_runs_trace_or_error() {
     .await;
     let sink = MemorySink::new();
     let out = ask_graph(client(&server))
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.summary.usage, TokenUsage::new(1000, 3));

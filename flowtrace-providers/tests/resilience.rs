@@ -891,7 +891,7 @@ async fn a_run_records_the_fallback_and_prices_the_secondary() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
 

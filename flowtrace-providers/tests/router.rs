@@ -574,7 +574,7 @@ async fn a_run_routes_within_its_remaining_cost_budget() {
     let sink = MemorySink::new();
     let budget: Cost = "0.0085".parse().unwrap();
     let out = graph
-        .run(
+        .invoke(
             JsonState::new(),
             RunConfig::new()
                 .sink(sink.clone())
@@ -665,7 +665,7 @@ async fn a_token_budget_is_not_counted_twice_for_a_routed_call() {
         .unwrap();
     // The call needs a little over 100 tokens: it fits a budget of 200 once.
     let out = graph
-        .run(
+        .invoke(
             JsonState::new(),
             RunConfig::new().budget(flowtrace_core::Budget::default().max_tokens(200)),
         )

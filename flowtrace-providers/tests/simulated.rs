@@ -245,7 +245,7 @@ async fn a_run_prices_simulated_calls_exactly() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.state.get("answer"), Some(&json!("Paris.")));
@@ -294,7 +294,7 @@ async fn a_retry_policy_recovers_from_a_rate_limit() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.state.get("answer"), Some(&json!("recovered")));

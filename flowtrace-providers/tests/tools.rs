@@ -521,7 +521,7 @@ async fn tools_called_through_a_run_are_traced() {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     assert_eq!(out.state.get("names"), Some(&json!(["Ada", "Linus"])));
@@ -593,7 +593,7 @@ async fn a_failing_tool_fails_the_step_without_retrying() {
         .unwrap();
     let sink = MemorySink::new();
     let failure = graph
-        .run(
+        .invoke(
             JsonState::new(),
             RunConfig::new()
                 .sink(sink.clone())

@@ -27,7 +27,7 @@ async fn hostile_run() -> ReportRun {
         .unwrap();
     let sink = MemorySink::new();
     let out = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap();
     ReportRun::new(out.summary, sink.events())
@@ -166,7 +166,7 @@ async fn huge_errors_and_logs_are_clipped_everywhere() {
         .unwrap();
     let sink = MemorySink::new();
     let failure = graph
-        .run(JsonState::new(), RunConfig::new().sink(sink.clone()))
+        .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))
         .await
         .unwrap_err();
     let html = HtmlReport::new("big")

@@ -193,7 +193,7 @@ impl CompiledWorkflow {
         adjust: impl FnOnce(RunConfig) -> RunConfig,
     ) -> Result<RunOutput<JsonState>, RunFailure> {
         self.graph
-            .run(Self::initial_state(input), adjust(self.config()))
+            .invoke(Self::initial_state(input), adjust(self.config()))
             .await
     }
 
@@ -205,7 +205,7 @@ impl CompiledWorkflow {
         command: Command<Map<String, Value>>,
         adjust: impl FnOnce(RunConfig) -> RunConfig,
     ) -> Result<RunOutput<JsonState>, RunFailure> {
-        self.graph.resume_with(command, adjust(self.config())).await
+        self.graph.invoke(command, adjust(self.config())).await
     }
 }
 

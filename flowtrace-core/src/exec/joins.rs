@@ -186,10 +186,10 @@ mod tests {
             .unwrap();
         let store = Arc::new(MemoryCheckpointer::new());
         let config = || RunConfig::new().checkpointer(store.clone()).thread("t");
-        let paused = graph.run(JsonState::new(), config()).await.unwrap();
+        let paused = graph.invoke(JsonState::new(), config()).await.unwrap();
         let interrupt = paused.interrupt().cloned().unwrap();
         let done = graph
-            .resume_with(
+            .invoke(
                 Command::approve(interrupt.id, serde_json::Value::Null),
                 config(),
             )
