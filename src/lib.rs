@@ -35,3 +35,13 @@ pub use flowtrace_store_postgres as postgres;
 
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
+
+/// Guides, compiled and tested with the crate (every example in them runs
+/// as a doctest, so they cannot drift from the API).
+pub mod guides {
+    #[doc = include_str!("../guides/writing-a-node.md")]
+    pub mod writing_a_node {}
+
+    #[doc = include_str!("../guides/writing-a-checkpointer.md")]
+    pub mod writing_a_checkpointer {}
+}
