@@ -45,3 +45,8 @@ pub mod guides {
     #[doc = include_str!("../guides/writing-a-checkpointer.md")]
     pub mod writing_a_checkpointer {}
 }
+
+/// The README's examples run as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -41,7 +41,7 @@
 //!     .compile()
 //!     .unwrap();
 //! let sink = MemorySink::new();
-//! let out = graph.run(JsonState::new(), RunConfig::new().sink(sink.clone())).await.unwrap();
+//! let out = graph.invoke(JsonState::new(), RunConfig::new().sink(sink.clone())).await.unwrap();
 //!
 //! let html = HtmlReport::new("Hello report")
 //!     .run(ReportRun::new(out.summary, sink.events()).output("greet", json!("<b>hi</b>")))
