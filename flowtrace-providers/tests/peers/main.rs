@@ -1,0 +1,5 @@
+//! Tests against real model servers (see `scripts/peers.sh`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod llama;

@@ -1,0 +1,8 @@
+//! The resilience layers over `ChatModel` (fallback, circuit breaker,
+//! response cache), the model router and the simulated provider.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod layers;
+mod router;
+mod simulated;

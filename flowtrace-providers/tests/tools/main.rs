@@ -1,0 +1,5 @@
+//! The built-in tools, directly and through a FlowTrace run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod builtin;
