@@ -17,8 +17,8 @@ use std::sync::Arc;
 use flowtrace_core::pricing::{ModelPrice, PerMillion};
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    ChatModel, ChatRequest, ChatResponse, Cost, EventKind, GraphBuilder, JsonState, NodeContext,
-    NodeOutput, PriceTable, RunConfig, RunSummary, TokenUsage, node_fn,
+    ChatModel, ChatRequest, ChatResponse, Cost, EventKind, JsonState, NodeContext, NodeOutput,
+    PriceTable, RunConfig, RunSummary, TokenUsage, node_fn,
 };
 use flowtrace_providers::ApiKey;
 use flowtrace_providers::anthropic::Anthropic;
@@ -83,27 +83,22 @@ async fn run_call(
     let reply = Arc::new(std::sync::Mutex::new(None));
     let r = reply.clone();
     let provider = model.provider().to_string();
-    let graph = GraphBuilder::<JsonState>::new("peer")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let model = model.clone();
-                let r = r.clone();
-                async move {
-                    let response = if stream {
-                        ctx.chat_stream(model.as_ref(), request()).await?
-                    } else {
-                        ctx.chat(model.as_ref(), request()).await?
-                    };
-                    *r.lock().unwrap() = Some(response);
-                    Ok(NodeOutput::none())
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+    let graph = crate::support::ask_graph(
+        "peer",
+        node_fn(move |_s, ctx: NodeContext| {
+            let model = model.clone();
+            let r = r.clone();
+            async move {
+                let response = if stream {
+                    ctx.chat_stream(model.as_ref(), request()).await?
+                } else {
+                    ctx.chat(model.as_ref(), request()).await?
+                };
+                *r.lock().unwrap() = Some(response);
+                Ok(NodeOutput::none())
+            }
+        }),
+    );
     let sink = MemorySink::new();
     let out = graph
         .invoke(

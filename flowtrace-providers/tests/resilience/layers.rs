@@ -14,9 +14,9 @@ use flowtrace_core::pricing::{ModelPrice, PerMillion};
 use flowtrace_core::testing::ScriptedModel;
 use flowtrace_core::trace::{LogLevel, MemorySink};
 use flowtrace_core::{
-    CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, Cost, EventKind, GraphBuilder,
-    JsonState, ModelError, ModelErrorKind, NodeContext, NodeOutput, RetryPolicy, RunConfig,
-    StreamEvent, TokenUsage, node_fn,
+    CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, Cost, EventKind, JsonState,
+    ModelError, ModelErrorKind, NodeContext, NodeOutput, RetryPolicy, RunConfig, StreamEvent,
+    TokenUsage, node_fn,
 };
 use flowtrace_providers::breaker::{BreakerConfig, BreakerState, Breakered, CircuitBreaker};
 use flowtrace_providers::cache::{Cached, MemoryResponseCache};
@@ -873,22 +873,17 @@ async fn a_run_records_the_fallback_and_prices_the_secondary() {
     let secondary =
         Arc::new(ScriptedModel::new("anthropic").reply("answer", TokenUsage::new(1_000_000, 0)));
     let chain = Arc::new(chain(primary.clone(), secondary.clone()));
-    let graph = GraphBuilder::<JsonState>::new("fallback")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let chain = chain.clone();
-                async move {
-                    let r = ctx.chat(chain.as_ref(), request()).await?;
-                    assert_eq!(r.text, "answer");
-                    Ok(NodeOutput::none())
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+    let graph = crate::support::ask_graph(
+        "fallback",
+        node_fn(move |_s, ctx: NodeContext| {
+            let chain = chain.clone();
+            async move {
+                let r = ctx.chat(chain.as_ref(), request()).await?;
+                assert_eq!(r.text, "answer");
+                Ok(NodeOutput::none())
+            }
+        }),
+    );
     let sink = MemorySink::new();
     let out = graph
         .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))

@@ -11,9 +11,8 @@ use flowtrace_core::pricing::{ModelPrice, PerMillion};
 use flowtrace_core::testing::ScriptedModel;
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    Budget, CallObserver, ChatModel, ChatRequest, Cost, EventKind, GraphBuilder, JsonState,
-    ModelErrorKind, NodeContext, NodeOutput, PriceTable, Pricing, RunConfig, StreamEvent,
-    TokenUsage, node_fn,
+    Budget, CallObserver, ChatModel, ChatRequest, Cost, EventKind, JsonState, ModelErrorKind,
+    NodeContext, NodeOutput, PriceTable, Pricing, RunConfig, StreamEvent, TokenUsage, node_fn,
 };
 use flowtrace_providers::breaker::{BreakerConfig, CircuitBreaker};
 use flowtrace_providers::router::{
@@ -553,24 +552,19 @@ async fn a_run_routes_within_its_remaining_cost_budget() {
     let big = Arc::new(ScriptedModel::new("anthropic").then_always("b", TokenUsage::new(100, 0)));
     let fx = Fixture { mini, mid, big };
     let router = Arc::new(fx.router().use_profile("powerful").unwrap());
-    let graph = GraphBuilder::<JsonState>::new("routed")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let router = router.clone();
-                async move {
-                    let first = ctx.chat(router.as_ref(), request()).await?;
-                    assert_eq!(first.text, "b");
-                    let second = ctx.chat(router.as_ref(), request()).await?;
-                    assert_eq!(second.text, "d");
-                    Ok(NodeOutput::none())
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+    let graph = crate::support::ask_graph(
+        "routed",
+        node_fn(move |_s, ctx: NodeContext| {
+            let router = router.clone();
+            async move {
+                let first = ctx.chat(router.as_ref(), request()).await?;
+                assert_eq!(first.text, "b");
+                let second = ctx.chat(router.as_ref(), request()).await?;
+                assert_eq!(second.text, "d");
+                Ok(NodeOutput::none())
+            }
+        }),
+    );
     let sink = MemorySink::new();
     let budget: Cost = "0.0085".parse().unwrap();
     let out = graph
@@ -637,7 +631,7 @@ async fn a_run_routes_within_its_remaining_cost_budget() {
 
 #[tokio::test]
 async fn a_token_budget_is_not_counted_twice_for_a_routed_call() {
-    use flowtrace_core::{GraphBuilder, JsonState, NodeContext, NodeOutput, RunConfig, node_fn};
+    use flowtrace_core::{JsonState, NodeContext, NodeOutput, RunConfig, node_fn};
     use flowtrace_providers::router::{ModelRouter, Profile, RouteCandidate};
 
     let cheap = Arc::new(
@@ -647,22 +641,17 @@ async fn a_token_budget_is_not_counted_twice_for_a_routed_call() {
     let router = Arc::new(ModelRouter::new().profile(Profile::fast([
         RouteCandidate::new(cheap.clone(), "gpt-4o-mini").context_window(128_000),
     ])));
-    let graph = GraphBuilder::<JsonState>::new("routed")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let router = router.clone();
-                async move {
-                    let request = ChatRequest::new("auto").user("hi").max_tokens(100);
-                    ctx.chat(router.as_ref(), request).await?;
-                    Ok(NodeOutput::none())
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+    let graph = crate::support::ask_graph(
+        "routed",
+        node_fn(move |_s, ctx: NodeContext| {
+            let router = router.clone();
+            async move {
+                let request = ChatRequest::new("auto").user("hi").max_tokens(100);
+                ctx.chat(router.as_ref(), request).await?;
+                Ok(NodeOutput::none())
+            }
+        }),
+    );
     // The call needs a little over 100 tokens: it fits a budget of 200 once.
     let out = graph
         .invoke(

@@ -226,23 +226,18 @@ async fn a_run_prices_simulated_calls_exactly() {
         json!({"response": "Paris.", "usage": {"input": 1000, "output": 500}}),
     ));
     let node_model = m.clone();
-    let graph = GraphBuilder::<JsonState>::new("simulated")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let m = node_model.clone();
-                async move {
-                    let r = ctx.chat(m.as_ref(), request()).await?;
-                    let mut update = serde_json::Map::new();
-                    update.insert("answer".into(), json!(r.text));
-                    Ok(NodeOutput::update(update))
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+    let graph = crate::support::ask_graph(
+        "simulated",
+        node_fn(move |_s, ctx: NodeContext| {
+            let m = node_model.clone();
+            async move {
+                let r = ctx.chat(m.as_ref(), request()).await?;
+                let mut update = serde_json::Map::new();
+                update.insert("answer".into(), json!(r.text));
+                Ok(NodeOutput::update(update))
+            }
+        }),
+    );
     let sink = MemorySink::new();
     let out = graph
         .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))

@@ -10,8 +10,8 @@ use std::time::Duration;
 use flowtrace_core::model::{ResponseFormat, ToolCall, ToolChoice, ToolSpec};
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    ChatModel, ChatRequest, FinishReason, GraphBuilder, JsonState, Message, ModelError,
-    ModelErrorKind, NodeContext, NodeOutput, RunConfig, StreamEvent, TokenUsage, node_fn,
+    ChatModel, ChatRequest, FinishReason, JsonState, Message, ModelError, ModelErrorKind,
+    NodeContext, NodeOutput, RunConfig, StreamEvent, TokenUsage, node_fn,
 };
 use flowtrace_providers::ApiKey;
 use flowtrace_providers::anthropic::Anthropic;
@@ -682,24 +682,19 @@ async fn the_key_never_appears_in_a_runs_trace_or_error() {
     let server = secret_server().await;
     let model = Arc::new(Anthropic::new(ApiKey::new(SECRET)).base_url(server.uri()));
     let m = model.clone();
-    let graph = GraphBuilder::<JsonState>::new("secret")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let m = m.clone();
-                async move {
-                    let request = ChatRequest::new("claude-sonnet-4")
-                        .system("Be brief.")
-                        .user("Hi");
-                    ctx.chat(m.as_ref(), request).await?;
-                    Ok(NodeOutput::none())
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+    let graph = crate::support::ask_graph(
+        "secret",
+        node_fn(move |_s, ctx: NodeContext| {
+            let m = m.clone();
+            async move {
+                let request = ChatRequest::new("claude-sonnet-4")
+                    .system("Be brief.")
+                    .user("Hi");
+                ctx.chat(m.as_ref(), request).await?;
+                Ok(NodeOutput::none())
+            }
+        }),
+    );
     let sink = MemorySink::new();
     let failure = graph
         .invoke(JsonState::new(), RunConfig::new().sink(sink.clone()))

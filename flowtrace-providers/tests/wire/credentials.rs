@@ -14,8 +14,8 @@ use std::time::Duration;
 use flowtrace_core::testing::ScriptedModel;
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    ChatModel, ChatRequest, GraphBuilder, JsonState, ModelError, ModelErrorKind, NodeContext,
-    NodeOutput, RunConfig, RunFailure, StreamEvent, TokenUsage, node_fn,
+    ChatModel, ChatRequest, JsonState, ModelError, ModelErrorKind, NodeContext, NodeOutput,
+    RunConfig, RunFailure, StreamEvent, TokenUsage, node_fn,
 };
 use flowtrace_providers::ApiKey;
 use flowtrace_providers::anthropic::Anthropic;
@@ -675,25 +675,20 @@ async fn run_in_graph(
     client: Client,
     stream: bool,
 ) -> (RunFailure, MemorySink) {
-    let graph = GraphBuilder::<JsonState>::new("creds")
-        .add_node(
-            "ask",
-            node_fn(move |_s, ctx: NodeContext| {
-                let model = model.clone();
-                async move {
-                    if stream {
-                        ctx.chat_stream(model.as_ref(), request(client)).await?;
-                    } else {
-                        ctx.chat(model.as_ref(), request(client)).await?;
-                    }
-                    Ok(NodeOutput::none())
+    let graph = crate::support::ask_graph(
+        "creds",
+        node_fn(move |_s, ctx: NodeContext| {
+            let model = model.clone();
+            async move {
+                if stream {
+                    ctx.chat_stream(model.as_ref(), request(client)).await?;
+                } else {
+                    ctx.chat(model.as_ref(), request(client)).await?;
                 }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap();
+                Ok(NodeOutput::none())
+            }
+        }),
+    );
     let sink = MemorySink::new();
     let failure = graph
         .invoke(

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../support/mod.rs"]
+mod support;
+
 #[cfg(feature = "anthropic")]
 mod anthropic;
 #[cfg(all(feature = "openai", feature = "anthropic"))]

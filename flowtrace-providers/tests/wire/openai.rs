@@ -9,9 +9,8 @@ use std::time::Duration;
 use flowtrace_core::model::{ResponseFormat, ToolChoice, ToolSpec};
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    ChatModel, ChatRequest, ChatResponse, FinishReason, GraphBuilder, JsonState, Message,
-    ModelError, ModelErrorKind, NodeContext, NodeOutput, RunConfig, StreamEvent, TokenUsage,
-    node_fn,
+    ChatModel, ChatRequest, ChatResponse, FinishReason, JsonState, Message, ModelError,
+    ModelErrorKind, NodeContext, NodeOutput, RunConfig, StreamEvent, TokenUsage, node_fn,
 };
 use flowtrace_providers::ApiKey;
 use flowtrace_providers::openai::OpenAi;
@@ -734,22 +733,17 @@ async fn the_key_never_leaks_into_errors_or_debug_output() {
 }
 
 fn ask_graph(openai: OpenAi) -> flowtrace_core::CompiledGraph<JsonState> {
-    GraphBuilder::<JsonState>::new("ask")
-        .add_node(
-            "ask",
-            node_fn(move |_state, ctx: NodeContext| {
-                let openai = openai.clone();
-                async move {
-                    ctx.chat(&openai, ChatRequest::new("gpt-4o-mini").user("hi"))
-                        .await?;
-                    Ok(NodeOutput::none())
-                }
-            }),
-        )
-        .set_entry("ask")
-        .set_finish("ask")
-        .compile()
-        .unwrap()
+    crate::support::ask_graph(
+        "ask",
+        node_fn(move |_state, ctx: NodeContext| {
+            let openai = openai.clone();
+            async move {
+                ctx.chat(&openai, ChatRequest::new("gpt-4o-mini").user("hi"))
+                    .await?;
+                Ok(NodeOutput::none())
+            }
+        }),
+    )
 }
 
 #[tokio::test]
