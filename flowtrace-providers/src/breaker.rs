@@ -70,18 +70,21 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     /// Sets the number of failures that opens the breaker.
+    #[must_use]
     pub fn failure_threshold(mut self, failures: u32) -> Self {
         self.failure_threshold = failures;
         self
     }
 
     /// Sets how long failures are remembered.
+    #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
 
     /// Sets how long the breaker stays open.
+    #[must_use]
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
         self.cool_down = cool_down;
         self

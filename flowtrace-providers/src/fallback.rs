@@ -98,12 +98,14 @@ impl Candidate {
     }
 
     /// Calls this candidate with model `name` instead of the request's.
+    #[must_use]
     pub fn model(mut self, name: impl Into<String>) -> Self {
         self.model_name = Some(name.into());
         self
     }
 
     /// Guards this candidate with `breaker` (which may be shared).
+    #[must_use]
     pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker);
         self
@@ -111,6 +113,7 @@ impl Candidate {
 
     /// Guards this candidate with a new breaker named after its provider and
     /// model override (`*` without one). Set the model override first.
+    #[must_use]
     pub fn with_breaker(self, config: BreakerConfig) -> Self {
         let model = self.model_name.clone().unwrap_or_else(|| "*".to_string());
         let breaker = Arc::new(CircuitBreaker::new(self.model.provider(), model, config));
@@ -120,6 +123,7 @@ impl Candidate {
     /// Retries this candidate `retries` times (instead of the chain's
     /// [`RetryPolicy::get_max_attempts`] − 1), on the chain's delays, before
     /// moving on.
+    #[must_use]
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
         self
@@ -127,6 +131,7 @@ impl Candidate {
 
     /// Gives each attempt on this candidate at most `timeout` (to the whole
     /// reply, or to a stream's first output) before moving on.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -219,6 +224,7 @@ impl FallbackChain {
     }
 
     /// Appends `next`, tried when every earlier candidate failed.
+    #[must_use]
     pub fn or(mut self, next: Candidate) -> Self {
         self.candidates.push(next);
         self
@@ -227,6 +233,7 @@ impl FallbackChain {
     /// Sets how each candidate is retried before the chain moves on: its
     /// attempts, delays and the longest `Retry-After` worth waiting for
     /// ([`RetryPolicy::get_max_delay`]).
+    #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
@@ -234,6 +241,7 @@ impl FallbackChain {
 
     /// Sets the retries per candidate after its first attempt, keeping the
     /// policy's delays.
+    #[must_use]
     pub fn retries(mut self, retries: u32) -> Self {
         self.retry = self.retry.max_attempts(retries.saturating_add(1));
         self
@@ -246,6 +254,7 @@ impl FallbackChain {
 
     /// Gives each attempt at most `timeout`, for candidates without their
     /// own [`Candidate::timeout`].
+    #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self

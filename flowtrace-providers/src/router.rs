@@ -167,6 +167,7 @@ impl ModelRouter {
 
     /// Adds `profile`, replacing any profile of the same name. The first
     /// profile added is active until [`use_profile`](Self::use_profile).
+    #[must_use]
     pub fn profile(mut self, profile: Profile) -> Self {
         let profiles = Arc::make_mut(&mut self.profiles);
         match profiles.iter_mut().find(|p| p.name == profile.name) {

@@ -144,6 +144,7 @@ impl SimulatedConfig {
     }
 
     /// Sets the reply text.
+    #[must_use]
     pub fn response(mut self, text: impl Into<String>) -> Self {
         self.response = Some(text.into());
         self
@@ -151,12 +152,14 @@ impl SimulatedConfig {
 
     /// Sets the latency of every call (whole milliseconds; sub-millisecond
     /// parts are dropped).
+    #[must_use]
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         self
     }
 
     /// Makes the first `calls` calls fail with `kind`.
+    #[must_use]
     pub fn fail_first(mut self, calls: u64, kind: SimulatedFailure) -> Self {
         self.fail_first = calls;
         self.fail_kind = kind;
@@ -164,6 +167,7 @@ impl SimulatedConfig {
     }
 
     /// Reports these token counts for every reply.
+    #[must_use]
     pub fn usage(mut self, input: u64, output: u64) -> Self {
         self.usage = Some(SimulatedUsage { input, output });
         self

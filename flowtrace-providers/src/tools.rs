@@ -78,6 +78,7 @@ impl ReadFile {
     }
 
     /// Sets the largest file it reads, in bytes.
+    #[must_use]
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -532,6 +533,7 @@ impl TransformJson {
 
     /// Sets the largest result (and intermediate value, unless the input is
     /// larger) an evaluation may build, in bytes of compact JSON.
+    #[must_use]
     pub fn max_output_bytes(mut self, max: usize) -> Self {
         self.max_output_bytes = max;
         self
@@ -539,6 +541,7 @@ impl TransformJson {
 
     /// Sets the most work units one evaluation may take (see the type's
     /// documentation for what a unit is).
+    #[must_use]
     pub fn max_work(mut self, max: u64) -> Self {
         self.max_work = max;
         self
@@ -553,6 +556,7 @@ impl TransformJson {
 
     /// Sets the longest expression it accepts, in characters (the operator
     /// limit still applies).
+    #[must_use]
     pub fn max_expression_len(mut self, max: usize) -> Self {
         self.max_expression_len = max;
         self

@@ -109,18 +109,21 @@ impl Anthropic {
     }
 
     /// Sets the base URL (without `/v1`), for proxies and tests.
+    #[must_use]
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into().trim_end_matches('/').to_string();
         self
     }
 
     /// Sets the provider name used for pricing and errors (default `anthropic`).
+    #[must_use]
     pub fn provider_name(mut self, name: impl Into<String>) -> Self {
         self.provider = name.into();
         self
     }
 
     /// Sets the timeout (default 120 s).
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -136,12 +139,14 @@ impl Anthropic {
     }
 
     /// Sets the `anthropic-version` header (default `2023-06-01`).
+    #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
         self
     }
 
     /// Sets the `max_tokens` sent when a request has none (default 4096).
+    #[must_use]
     pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
         self.default_max_tokens = max_tokens;
         self

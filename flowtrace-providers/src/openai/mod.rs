@@ -128,6 +128,7 @@ impl OpenAi {
     /// Talks to another OpenAI-compatible server, e.g.
     /// `http://localhost:8000/v1` (vLLM) or `http://localhost:11434/v1`
     /// (Ollama). Requests go to `{url}/chat/completions`.
+    #[must_use]
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         let url = url.into();
         self.base_url = Arc::from(url.trim().trim_end_matches('/'));
@@ -135,6 +136,7 @@ impl OpenAi {
     }
 
     /// The provider name used for pricing and in errors (default `openai`).
+    #[must_use]
     pub fn provider_name(mut self, name: impl Into<String>) -> Self {
         self.provider = Arc::from(name.into());
         self
@@ -142,6 +144,7 @@ impl OpenAi {
 
     /// The request timeout (default 120 s), from sending the request to the
     /// end of the reply — of the whole stream for streamed replies.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -176,6 +179,7 @@ impl OpenAi {
     /// # let _ = openai;
     /// # Ok::<(), reqwest::Error>(())
     /// ```
+    #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Ok(client);
         self

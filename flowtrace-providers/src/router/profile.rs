@@ -43,18 +43,21 @@ impl Capabilities {
     };
 
     /// Sets tool calling.
+    #[must_use]
     pub const fn tools(mut self, yes: bool) -> Self {
         self.tools = yes;
         self
     }
 
     /// Sets JSON output.
+    #[must_use]
     pub const fn json_output(mut self, yes: bool) -> Self {
         self.json_output = yes;
         self
     }
 
     /// Sets streaming.
+    #[must_use]
     pub const fn streaming(mut self, yes: bool) -> Self {
         self.streaming = yes;
         self
@@ -166,18 +169,21 @@ impl RouteCandidate {
     }
 
     /// Sets the context window, in tokens (prompt and reply together).
+    #[must_use]
     pub fn context_window(mut self, tokens: u64) -> Self {
         self.context_window = tokens;
         self
     }
 
     /// Sets what the model can do.
+    #[must_use]
     pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
         self
     }
 
     /// Sets the typical time to a whole reply.
+    #[must_use]
     pub fn expected_latency(mut self, latency: Duration) -> Self {
         self.expected_latency = latency;
         self
@@ -186,6 +192,7 @@ impl RouteCandidate {
     /// Sets the quality score, from 0 (worst) to 1 (best); out-of-range
     /// values are clamped and NaN counts as 0. It ranks candidates; it is
     /// not money.
+    #[must_use]
     pub fn quality(mut self, quality: f32) -> Self {
         self.quality = if quality.is_nan() {
             0.0
@@ -197,6 +204,7 @@ impl RouteCandidate {
 
     /// Skips the candidate while `breaker` is open, and reports each call's
     /// outcome to it.
+    #[must_use]
     pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker);
         self
@@ -291,24 +299,28 @@ impl Profile {
     }
 
     /// Appends a candidate.
+    #[must_use]
     pub fn candidate(mut self, candidate: RouteCandidate) -> Self {
         self.candidates.push(candidate);
         self
     }
 
     /// Appends candidates.
+    #[must_use]
     pub fn candidates(mut self, candidates: impl IntoIterator<Item = RouteCandidate>) -> Self {
         self.candidates.extend(candidates);
         self
     }
 
     /// Sets the score weights.
+    #[must_use]
     pub fn weights(mut self, weights: Weights) -> Self {
         self.weights = weights;
         self
     }
 
     /// Skips candidates whose estimated cost for the call exceeds `max`.
+    #[must_use]
     pub fn max_cost_per_call(mut self, max: Cost) -> Self {
         self.max_cost_per_call = Some(max);
         self
@@ -317,6 +329,7 @@ impl Profile {
     /// Keeps this fraction of each context window free (clamped to 0–0.99;
     /// default 0.1): a candidate fits when the estimated prompt plus output
     /// is at most `context_window × (1 − headroom)`.
+    #[must_use]
     pub fn context_headroom(mut self, headroom: f32) -> Self {
         self.context_headroom = if headroom.is_nan() {
             0.0
@@ -328,12 +341,14 @@ impl Profile {
 
     /// The output tokens assumed when a request sets no `max_tokens`
     /// (default 4,096, like the run's own pre-check).
+    #[must_use]
     pub fn assumed_output_tokens(mut self, tokens: u32) -> Self {
         self.assumed_output_tokens = tokens;
         self
     }
 
     /// Skips candidates without a price instead of counting them as free.
+    #[must_use]
     pub fn require_price(mut self, yes: bool) -> Self {
         self.require_price = yes;
         self
