@@ -162,7 +162,7 @@ pub enum SummaryScope {
 pub enum FinishedThread {
     /// Continue the thread (the default): the new run starts from the
     /// thread's latest state with the input merged in
-    /// ([`State::merge_input`]), its steps are numbered after the thread's,
+    /// ([`State::merge_input`](crate::State::merge_input)), its steps are numbered after the thread's,
     /// and the thread's history stays readable. A conversation thread works
     /// this way: each user message is a run.
     #[default]
@@ -328,7 +328,7 @@ impl RunConfig {
     }
 
     /// Cancels the run when `token` is canceled (the run also has its own
-    /// handle; see [`CompiledGraph::stream`]).
+    /// handle; see [`CompiledGraph::stream`](crate::CompiledGraph::stream)).
     pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);
         self
@@ -395,7 +395,7 @@ impl RunConfig {
     /// Gives every interrupt of this run a deadline: once `after` has passed
     /// since the interrupt, resuming the thread without a decision applies
     /// `default` (approve, reject or escalate), recorded as decided by
-    /// `deadline`. A sweeper can simply call [`CompiledGraph::invoke`] with `RunInput::Resume` on
+    /// `deadline`. A sweeper can simply call [`CompiledGraph::invoke`](crate::CompiledGraph::invoke) with `RunInput::Resume` on
     /// waiting threads.
     pub fn interrupt_deadline(mut self, after: Duration, default: DefaultDecision) -> Self {
         self.interrupt_deadline = Some((after, default));
