@@ -109,7 +109,7 @@ mod layering {
         "agent",
         "cache",
         "checkpoint",
-        "error.rs",
+        "error",
         "ids.rs",
         "model",
         "node",
