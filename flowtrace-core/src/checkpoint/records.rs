@@ -36,6 +36,7 @@ pub enum StateRecord {
 
 /// A node to run, with its dispatch input and what humans already told it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskSpec {
     /// The node.
     pub node: NodeId,
@@ -132,6 +133,7 @@ pub enum InterruptWhen {
 /// subgraph the parent's part comes first, then `/` and the subgraph's part
 /// (`t:3:review.0/1:approve.0.0`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Interrupt {
     /// Identifies this interrupt; a decision must name it.
     pub id: String,
@@ -227,6 +229,7 @@ impl std::fmt::Display for DecisionKind {
 /// A human decision applied to an interrupt (or a state edit made with
 /// `update_state`, whose `interrupt_id` is empty).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ApprovalRecord {
     /// The interrupt decided.
     pub interrupt_id: String,
@@ -266,6 +269,7 @@ pub enum ThreadStatus {
 
 /// One checkpoint of a thread.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Checkpoint {
     /// The thread.
     pub thread_id: ThreadId,
@@ -326,6 +330,7 @@ pub struct Checkpoint {
 
 /// The failure stored with a `failed` checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskError {
     /// The node whose task failed (empty path and no task when the run
     /// failed between steps, for example on a deadline).
@@ -341,6 +346,51 @@ pub struct TaskError {
 }
 
 impl Checkpoint {
+    /// Checkpoint `seq` of `thread_id`, written by run `run_id`, holding
+    /// `state`: in this release's format, with parent `seq - 1` (none for
+    /// 0), created now, status [`ThreadStatus::Running`], and nothing else
+    /// set (no nodes run, an empty frontier, no interrupts). Set the other
+    /// fields on the result.
+    ///
+    /// ```
+    /// use flowtrace_core::checkpoint::{Checkpoint, StateRecord, TaskSpec};
+    /// use flowtrace_core::{RunId, ThreadId};
+    ///
+    /// let mut cp = Checkpoint::new(
+    ///     ThreadId::new("t"),
+    ///     3,
+    ///     RunId::new("r"),
+    ///     StateRecord::Delta(vec![serde_json::json!({"n": 1})]),
+    /// );
+    /// cp.frontier.push(TaskSpec::new("next", None));
+    /// assert_eq!(cp.parent_seq, Some(2));
+    /// assert!(cp.check_format_version().is_ok());
+    /// ```
+    pub fn new(thread_id: ThreadId, seq: u64, run_id: RunId, state: StateRecord) -> Self {
+        Self {
+            thread_id,
+            seq,
+            parent_seq: seq.checked_sub(1),
+            forked_from: None,
+            run_id,
+            step: 0,
+            nodes: Vec::new(),
+            created_at: Timestamp::now(),
+            format_version: CHECKPOINT_FORMAT_VERSION,
+            state,
+            frontier: Vec::new(),
+            joins: Vec::new(),
+            node_executions: 0,
+            steps: Vec::new(),
+            step_ids: 0,
+            status: ThreadStatus::Running,
+            interrupts: Vec::new(),
+            approvals: Vec::new(),
+            error: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
     /// Fails with [`CheckpointError::UnsupportedVersion`] unless the
     /// checkpoint is in this release's format.
     pub fn check_format_version(&self) -> Result<(), CheckpointError> {
@@ -358,6 +408,7 @@ impl Checkpoint {
 
 /// The result of one task of an unfinished super-step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PendingWrite {
     /// The task's position in the super-step's frontier.
     pub task: u32,

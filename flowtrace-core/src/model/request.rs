@@ -18,6 +18,7 @@ pub enum Role {
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
@@ -63,6 +64,23 @@ impl Message {
             tool_call_id: Some(call_id.into()),
             ..Self::new(Role::Tool, content)
         }
+    }
+
+    /// The message with `calls` as its tool calls (for an assistant turn
+    /// that asked for tools).
+    ///
+    /// ```
+    /// use flowtrace_core::Message;
+    /// use flowtrace_core::model::ToolCall;
+    ///
+    /// let call = ToolCall { id: "c1".into(), name: "search".into(), arguments: serde_json::json!({"q": "x"}) };
+    /// let turn = Message::assistant("").with_tool_calls(vec![call]);
+    /// assert_eq!(turn.tool_calls.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
+        self.tool_calls = calls;
+        self
     }
 }
 
@@ -124,6 +142,7 @@ pub enum ResponseFormat {
 
 /// A provider-neutral chat request.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatRequest {
     /// The model to call (the provider's name for it).
     pub model: String,

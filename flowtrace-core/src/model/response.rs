@@ -23,6 +23,7 @@ pub enum FinishReason {
 
 /// A provider-neutral chat response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatResponse {
     /// The reply's text.
     pub text: String,
@@ -58,11 +59,33 @@ impl ChatResponse {
         }
     }
 
+    /// The reply with `calls` as its tool calls.
+    ///
+    /// ```
+    /// use flowtrace_core::{ChatResponse, FinishReason, TokenUsage};
+    /// use flowtrace_core::model::ToolCall;
+    ///
+    /// let call = ToolCall { id: "c1".into(), name: "search".into(), arguments: serde_json::json!({}) };
+    /// let reply = ChatResponse::text("m", "", TokenUsage::new(3, 1))
+    ///     .with_tool_calls(vec![call])
+    ///     .with_finish_reason(FinishReason::ToolCalls);
+    /// assert_eq!(reply.tool_calls.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
+        self.tool_calls = calls;
+        self
+    }
+
+    /// The reply with `reason` as why the model stopped.
+    #[must_use]
+    pub fn with_finish_reason(mut self, reason: FinishReason) -> Self {
+        self.finish_reason = reason;
+        self
+    }
+
     /// The reply as an assistant message (with its tool calls).
     pub fn to_message(&self) -> Message {
-        Message {
-            tool_calls: self.tool_calls.clone(),
-            ..Message::assistant(self.text.clone())
-        }
+        Message::assistant(self.text.clone()).with_tool_calls(self.tool_calls.clone())
     }
 }
