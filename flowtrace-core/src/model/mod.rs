@@ -6,12 +6,14 @@
 //! the trace, prices it and enforces the run's budgets.
 
 mod error;
+mod messages;
 mod request;
 mod response;
 mod stream;
 mod wrapper;
 
 pub use error::{ModelError, ModelErrorKind};
+pub use messages::Messages;
 pub use request::{ChatRequest, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec};
 pub use response::{ChatResponse, FinishReason};
 pub use stream::{CallObserver, ChatStream, NoopObserver, RemainingBudget, StreamEvent};
