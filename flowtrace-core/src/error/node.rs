@@ -282,7 +282,7 @@ impl From<ModelError> for NodeError {
 
 impl From<ToolError> for NodeError {
     fn from(e: ToolError) -> Self {
-        let class = if e.retryable {
+        let class = if e.is_retryable() {
             ErrorClass::Transient
         } else {
             ErrorClass::Permanent
