@@ -70,8 +70,8 @@ pub mod tool;
 pub mod trace;
 
 pub use agent::{Agent, AgentOutput, ToolLoopAgent};
-pub use cache::{Cache, CacheKey, MemoryCache};
-pub use checkpoint::Checkpointer;
+pub use cache::{Cache, CacheKey, Lookup, MemoryCache};
+pub use checkpoint::{CheckpointError, CheckpointErrorKind, Checkpointer};
 pub use error::{
     BudgetBreach, BudgetExceeded, BuildError, Error, ErrorClass, GraphProblem, NodeError,
 };
@@ -80,13 +80,13 @@ pub use graph::{BranchLabel, CompiledGraph, END, GraphBuilder, START, Subgraph};
 pub use ids::{NodeId, RunId, StepId, ThreadId};
 pub use model::{
     CallObserver, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Message,
-    ModelError, ModelErrorKind, RemainingBudget, Role, StreamEvent,
+    ModelError, ModelErrorKind, ModelWrapper, ObservedModel, RemainingBudget, Role, StreamEvent,
 };
 pub use node::{Dispatch, Node, NodeConfig, NodeContext, NodeFn, NodeOutput, NodeResult, node_fn};
 pub use pricing::{Cost, MissingPrice, ModelPrice, PriceTable, Pricing, TokenUsage};
 pub use retry::RetryPolicy;
 pub use state::{JsonState, State, reducer};
-pub use tool::{Tool, ToolError};
+pub use tool::{Tool, ToolError, ToolErrorKind};
 pub use trace::{
     EventKind, EventStream, RunStatus, RunSummary, StepRecord, StepStatus, StreamItem, TraceEvent,
     TraceSink,
@@ -109,7 +109,7 @@ mod layering {
         "agent",
         "cache",
         "checkpoint",
-        "error.rs",
+        "error",
         "ids.rs",
         "model",
         "node",

@@ -390,14 +390,13 @@ mod tests {
         let base = ChatRequest::new("gpt-4o-mini").user("Summarise the report.");
         let longer = base.clone().user("And list three risks, briefly.");
         let with_system = longer.clone().system("You are terse.");
-        let with_call = with_system.clone().message(Message {
-            tool_calls: vec![ToolCall {
+        let with_call = with_system
+            .clone()
+            .message(Message::assistant("").with_tool_calls(vec![ToolCall {
                 id: "call_1".into(),
                 name: "lookup".into(),
                 arguments: json!({"query": "risks in the report"}),
-            }],
-            ..Message::assistant("")
-        });
+            }]));
         let with_result = with_call
             .clone()
             .message(Message::tool_result("call_1", "none found"));

@@ -1488,7 +1488,7 @@ mod tests {
         assert!(tool.check_relative("./a.txt").is_ok());
         for bad in ["", ".", "./", "/etc/passwd", "a/../b", "..", "a\0b"] {
             let err = tool.check_relative(bad).unwrap_err();
-            assert!(!err.retryable, "{bad:?}");
+            assert!(!err.is_retryable(), "{bad:?}");
         }
     }
 }

@@ -97,43 +97,28 @@ fn durations_read_naturally() {
 }
 
 fn record(id: u64, node: &str, started: i64, latency_ms: u64) -> flowtrace_core::StepRecord {
-    flowtrace_core::StepRecord {
-        step_id: StepId(id),
-        node: flowtrace_core::NodeId::new(node),
-        parent_step_id: None,
-        status: StepStatus::Succeeded,
-        attempts: 1,
-        usage: TokenUsage::default(),
-        cost: Cost::ZERO,
-        latency: std::time::Duration::from_millis(latency_ms),
-        started_at: flowtrace_core::trace::Timestamp::from_unix_micros(started),
-        provider: None,
-        model: None,
-        cache_hits: 0,
-        call_retries: 0,
-        fallbacks: 0,
-        branch: None,
-        input: None,
-        error: None,
-    }
+    let mut step = flowtrace_core::StepRecord::new(
+        StepId(id),
+        node,
+        StepStatus::Succeeded,
+        flowtrace_core::trace::Timestamp::from_unix_micros(started),
+    );
+    step.latency = std::time::Duration::from_millis(latency_ms);
+    step
 }
 
 #[test]
 fn a_resumed_run_places_earlier_steps_on_the_axis() {
     // The thread's first step ran a second before this invocation started.
     let t0 = 1_800_000_000_000_000;
-    let summary = RunSummary {
-        run_id: flowtrace_core::RunId::new("r"),
-        graph: "g".into(),
-        status: RunStatus::Succeeded,
-        steps: vec![record(1, "a", t0 - 1_000_000, 250), record(2, "b", t0, 250)],
-        usage: TokenUsage::default(),
-        cost: Cost::ZERO,
-        node_executions: 2,
-        started_at: flowtrace_core::trace::Timestamp::from_unix_micros(t0),
-        elapsed: std::time::Duration::from_millis(250),
-        error: None,
-    };
+    let summary = RunSummary::new(
+        flowtrace_core::RunId::new("r"),
+        "g",
+        RunStatus::Succeeded,
+        vec![record(1, "a", t0 - 1_000_000, 250), record(2, "b", t0, 250)],
+        flowtrace_core::trace::Timestamp::from_unix_micros(t0),
+        std::time::Duration::from_millis(250),
+    );
     let html = HtmlReport::new("r")
         .run(ReportRun::new(summary, Vec::new()))
         .render();

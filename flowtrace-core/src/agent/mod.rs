@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::NodeError;
-use crate::model::{ChatModel, ChatRequest, Message};
+use crate::model::{ChatModel, ChatRequest, Message, Messages};
 use crate::node::NodeContext;
 use crate::tool::Tool;
 
@@ -129,23 +129,24 @@ impl Agent for ToolLoopAgent {
         conversation: Vec<Message>,
         ctx: &NodeContext,
     ) -> Result<AgentOutput, NodeError> {
-        let specs: Vec<_> = self.tools.iter().map(|t| t.spec()).collect();
-        let mut history = conversation;
-        let first_new = history.len();
+        // The history is shared with each turn's request, not copied into
+        // it: once the model has answered and let the request go, appending
+        // the turn touches only the new messages, so a run costs what its
+        // conversation holds, not that times the number of turns.
+        let first_new = conversation.len();
+        let mut history = Messages::from(conversation);
+        let mut base = ChatRequest::new(self.model_name.clone());
+        base.system.clone_from(&self.system);
+        base.tools = self.tools.iter().map(|t| t.spec()).collect();
+        base.max_tokens = self.max_tokens;
         for turn in 1..=self.max_turns {
-            let request = ChatRequest {
-                model: self.model_name.clone(),
-                system: self.system.clone(),
-                messages: history.clone(),
-                tools: specs.clone(),
-                max_tokens: self.max_tokens,
-                ..ChatRequest::default()
-            };
+            let mut request = base.clone();
+            request.messages = history.clone();
             let response = ctx.chat(self.model.as_ref(), request).await?;
             history.push(response.to_message());
             if response.tool_calls.is_empty() {
                 return Ok(AgentOutput {
-                    messages: history.split_off(first_new),
+                    messages: history.tail(first_new),
                     text: response.text,
                     turns: turn,
                 });

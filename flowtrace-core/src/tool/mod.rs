@@ -81,11 +81,6 @@ pub struct ToolError {
     pub kind: ToolErrorKind,
     /// What went wrong.
     pub message: String,
-    /// Whether calling again may succeed: always
-    /// `kind.is_retryable()` for errors built by the constructors. Prefer
-    /// [`is_retryable`](Self::is_retryable); this field is kept for existing
-    /// readers and will go.
-    pub retryable: bool,
     #[source]
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
@@ -97,7 +92,6 @@ impl ToolError {
             tool: tool.into(),
             kind,
             message: message.into(),
-            retryable: kind.is_retryable(),
             source: None,
         }
     }
@@ -192,7 +186,6 @@ mod tests {
     #[test]
     fn kinds_decide_retries_and_the_source_is_printed_once() {
         assert!(ToolError::transient("t", "busy").is_retryable());
-        assert!(ToolError::transient("t", "busy").retryable);
         assert!(!ToolError::permanent("t", "bad").is_retryable());
         assert_eq!(
             ToolError::permanent("t", "bad").kind(),
@@ -207,8 +200,14 @@ mod tests {
             ToolErrorKind::Failed,
         ] {
             let e = ToolError::new("t", kind, "x");
-            assert!(!e.is_retryable() && !e.retryable, "{kind}");
+            assert!(!e.is_retryable(), "{kind}");
+            // `?` in a node keeps the kind's classification.
+            let node: crate::error::NodeError = e.into();
+            assert!(!node.is_retryable(), "{kind}");
         }
+        let node: crate::error::NodeError =
+            ToolError::new("t", ToolErrorKind::Timeout, "slow").into();
+        assert!(node.is_retryable());
         let cause = std::io::Error::other("disk on fire");
         let e = ToolError::new("t", ToolErrorKind::Unavailable, "cannot read").with_source(cause);
         assert_eq!(e.to_string(), "tool \"t\" failed: cannot read");

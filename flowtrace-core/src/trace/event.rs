@@ -486,6 +486,7 @@ impl EventKind {
 
 /// One trace event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TraceEvent {
     /// When it happened (UTC, microseconds).
     pub ts: Timestamp,

@@ -15,6 +15,7 @@ use crate::pricing::{Cost, TokenUsage};
 
 /// One step of a run: a node execution, or a node recorded as skipped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StepRecord {
     /// The step's id (steps are numbered in start order).
     pub step_id: StepId,
@@ -65,11 +66,22 @@ pub struct StepRecord {
 
 /// A failure, summarized for JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorSummary {
     /// [`Error::kind`].
     pub kind: String,
     /// The message.
     pub message: String,
+}
+
+impl ErrorSummary {
+    /// A failure of kind `kind` (an [`Error::kind`] name) with `message`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl From<&Error> for ErrorSummary {
@@ -86,6 +98,7 @@ impl From<&Error> for ErrorSummary {
 /// `usage` and `cost` are the exact sums of the steps' (subgraph steps
 /// included), by construction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunSummary {
     /// The run.
     pub run_id: RunId,
@@ -112,6 +125,46 @@ pub struct RunSummary {
 }
 
 impl StepRecord {
+    /// Step `step_id` of `node`, with `status`, started at `started_at`:
+    /// one attempt, no tokens, no cost, no latency, and no optional field
+    /// set. Set the other fields on the result.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flowtrace_core::trace::{StepRecord, StepStatus, Timestamp};
+    /// use flowtrace_core::StepId;
+    ///
+    /// let mut step = StepRecord::new(StepId(1), "fetch", StepStatus::Succeeded, Timestamp::now());
+    /// step.latency = Duration::from_millis(40);
+    /// assert_eq!(step.attempts, 1);
+    /// ```
+    pub fn new(
+        step_id: StepId,
+        node: impl Into<NodeId>,
+        status: StepStatus,
+        started_at: Timestamp,
+    ) -> Self {
+        Self {
+            step_id,
+            node: node.into(),
+            parent_step_id: None,
+            status,
+            attempts: 1,
+            usage: TokenUsage::default(),
+            cost: Cost::ZERO,
+            latency: Duration::ZERO,
+            started_at,
+            provider: None,
+            model: None,
+            cache_hits: 0,
+            call_retries: 0,
+            fallbacks: 0,
+            branch: None,
+            input: None,
+            error: None,
+        }
+    }
+
     /// The record of a step that did not run (skipped, or rejected by a
     /// human), with why.
     pub(crate) fn skipped(
@@ -160,6 +213,52 @@ impl StepRecord {
 }
 
 impl RunSummary {
+    /// The summary of run `run_id` of `graph` that ended with `status`
+    /// after `elapsed`, made of `steps`: `usage`, `cost` and
+    /// `node_executions` (the steps not skipped) are computed from the
+    /// steps, and no error is set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flowtrace_core::trace::{RunStatus, RunSummary, StepRecord, StepStatus, Timestamp};
+    /// use flowtrace_core::{RunId, StepId};
+    ///
+    /// let t0 = Timestamp::now();
+    /// let steps = vec![
+    ///     StepRecord::new(StepId(1), "a", StepStatus::Succeeded, t0),
+    ///     StepRecord::new(StepId(2), "b", StepStatus::Skipped, t0),
+    /// ];
+    /// let summary = RunSummary::new(RunId::new("r"), "g", RunStatus::Succeeded, steps, t0, Duration::from_millis(5));
+    /// assert_eq!(summary.node_executions, 1);
+    /// ```
+    pub fn new(
+        run_id: RunId,
+        graph: impl Into<String>,
+        status: RunStatus,
+        steps: Vec<StepRecord>,
+        started_at: Timestamp,
+        elapsed: Duration,
+    ) -> Self {
+        let usage = steps.iter().map(|s| s.usage).sum();
+        let cost = steps.iter().map(|s| s.cost).sum();
+        let node_executions = steps
+            .iter()
+            .filter(|s| s.status != StepStatus::Skipped)
+            .count() as u64;
+        Self {
+            run_id,
+            graph: graph.into(),
+            status,
+            steps,
+            usage,
+            cost,
+            node_executions,
+            started_at,
+            elapsed,
+            error: None,
+        }
+    }
+
     /// The records of one node, in order.
     pub fn steps_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a StepRecord> + 'a {
         self.steps.iter().filter(move |s| s.node == node)

@@ -627,11 +627,9 @@ fn finish(
             finish_reason = FinishReason::Stop;
         }
     }
-    ChatResponse {
-        tool_calls: calls,
-        finish_reason,
-        ..reply
-    }
+    reply
+        .with_tool_calls(calls)
+        .with_finish_reason(finish_reason)
 }
 
 // ---------------------------------------------------------------- streaming

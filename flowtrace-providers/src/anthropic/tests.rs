@@ -27,10 +27,7 @@ fn tool_results_come_first_and_arguments_are_objects() {
         arguments: json!("{\"a\":1}"),
     };
     let request = ChatRequest::new("m")
-        .message(Message {
-            tool_calls: vec![call],
-            ..Message::assistant("")
-        })
+        .message(Message::assistant("").with_tool_calls(vec![call]))
         .user("first")
         .message(Message::tool_result("t1", "r"));
     let (body, _) = body(&request);

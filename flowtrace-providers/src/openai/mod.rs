@@ -851,15 +851,14 @@ impl Accumulator {
                 arguments: parse_arguments(&c.arguments),
             })
             .collect();
-        ChatResponse {
-            text: self.text,
-            finish_reason: finish_reason(self.finish_reason.as_deref(), !tool_calls.is_empty()),
-            tool_calls,
-            usage: self.usage.unwrap_or_default(),
-            model: self.model.unwrap_or_else(|| requested_model.to_string()),
-            provider: None,
-            cached: false,
-        }
+        let finish = finish_reason(self.finish_reason.as_deref(), !tool_calls.is_empty());
+        ChatResponse::text(
+            self.model.unwrap_or_else(|| requested_model.to_string()),
+            self.text,
+            self.usage.unwrap_or_default(),
+        )
+        .with_tool_calls(tool_calls)
+        .with_finish_reason(finish)
     }
 }
 

@@ -57,7 +57,7 @@ impl Drop for TempDir {
 async fn read_err(tool: &ReadFile, path: &str) -> ToolError {
     let e = tool.call(json!({ "path": path })).await.unwrap_err();
     assert_eq!(e.tool, "read_file");
-    assert!(!e.retryable, "{e}");
+    assert!(!e.is_retryable(), "{e}");
     e
 }
 
@@ -224,7 +224,7 @@ async fn refuses_fifos_symlinks_to_fifos_and_directories_without_blocking() {
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         let e = result.unwrap_err();
         assert_eq!(e.tool, "read_file");
-        assert!(!e.retryable, "{e}");
+        assert!(!e.is_retryable(), "{e}");
         assert!(e.message.contains(&format!("{path:?}")), "{e}");
         assert!(e.message.contains("not a regular file"), "{e}");
         assert!(e.message.contains(what), "{e}");
@@ -309,12 +309,12 @@ async fn jmespath_projections_and_filters() {
 #[tokio::test]
 async fn bad_expressions_and_arguments_are_permanent_errors() {
     let e = transform(people(), "people[?age > ").await.unwrap_err();
-    assert!(!e.retryable);
+    assert!(!e.is_retryable());
     assert_eq!(e.tool, "transform_json");
     assert!(e.message.starts_with("invalid JMESPath expression"), "{e}");
 
     let e = transform(people(), "no_such_fn(people)").await.unwrap_err();
-    assert!(!e.retryable);
+    assert!(!e.is_retryable());
     assert!(e.message.contains("no_such_fn"), "{e}");
 
     let e = transform(people(), "length(meta.source.x)")
@@ -345,7 +345,7 @@ async fn long_and_deep_expressions_are_capped() {
         .call(json!({"input": {}, "expression": "a".repeat(21)}))
         .await
         .unwrap_err();
-    assert!(!e.retryable);
+    assert!(!e.is_retryable());
     assert!(
         e.message
             .contains("21 characters, over the 20-character limit"),
@@ -385,7 +385,7 @@ async fn refused(tool: &TransformJson, input: Value, expression: &str, limit: &s
         started.elapsed()
     );
     assert_eq!(e.tool, "transform_json");
-    assert!(!e.retryable, "{e}");
+    assert!(!e.is_retryable(), "{e}");
     assert!(
         e.message.contains(&format!("`{limit}`")),
         "{expression}: {e}"

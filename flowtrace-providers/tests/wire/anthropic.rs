@@ -146,10 +146,10 @@ async fn text_reply_with_cache_usage_and_the_request_sent() {
     let mut request = ChatRequest::new("claude-sonnet-4")
         .system("You are terse.")
         .user("Weather in Paris and Rome?")
-        .message(Message {
-            tool_calls: vec![call("toolu_1", "Paris"), call("toolu_2", "Rome")],
-            ..Message::assistant("Checking.")
-        })
+        .message(
+            Message::assistant("Checking.")
+                .with_tool_calls(vec![call("toolu_1", "Paris"), call("toolu_2", "Rome")]),
+        )
         .message(Message::tool_result("toolu_1", "18C"))
         .message(Message::tool_result("toolu_2", "24C"))
         .user("Summarise.")

@@ -145,20 +145,16 @@ async fn text_reply_maps_every_field_and_sends_the_documented_request() {
     let reply = openai.chat(request).await.unwrap();
     assert_eq!(
         reply,
-        ChatResponse {
-            text: "{\"city\":\"Paris\"}".into(),
-            tool_calls: vec![],
-            usage: TokenUsage {
+        ChatResponse::text(
+            "gpt-4o-mini-2024-07-18",
+            "{\"city\":\"Paris\"}",
+            TokenUsage {
                 input_tokens: 1117,
                 output_tokens: 46,
                 cached_input_tokens: 1024,
                 cache_write_tokens: 0,
             },
-            finish_reason: FinishReason::Stop,
-            model: "gpt-4o-mini-2024-07-18".into(),
-            provider: None,
-            cached: false,
-        }
+        )
     );
 
     let received = server.received_requests().await.unwrap();
@@ -299,18 +295,14 @@ async fn streamed_reply_yields_deltas_in_order_then_the_whole_reply() {
             StreamEvent::Delta("Hello".into()),
             StreamEvent::Delta(", wor".into()),
             StreamEvent::Delta("ld!".into()),
-            StreamEvent::Done(ChatResponse {
-                text: "Hello, world!".into(),
-                tool_calls: vec![],
-                usage: TokenUsage {
+            StreamEvent::Done(ChatResponse::text(
+                "gpt-4o-mini-2024-07-18",
+                "Hello, world!",
+                TokenUsage {
                     cached_input_tokens: 8,
                     ..TokenUsage::new(20, 3)
                 },
-                finish_reason: FinishReason::Stop,
-                model: "gpt-4o-mini-2024-07-18".into(),
-                provider: None,
-                cached: false,
-            }),
+            )),
         ]
     );
     let received = server.received_requests().await.unwrap();

@@ -632,7 +632,7 @@ proptest! {
                 // Small in, small out: at most 5 doublings of a small input.
                 prop_assert!(serde_json::to_string(v).unwrap().len() < 64 * 1024 * 1024);
             }
-            Err(e) => prop_assert!(!e.retryable, "{e}"),
+            Err(e) => prop_assert!(!e.is_retryable(), "{e}"),
         }
         let second = transform(input, &expression);
         prop_assert_eq!(first.map_err(|e| e.message), second.map_err(|e| e.message));

@@ -1,29 +1,33 @@
 //! The embedded checkpointer: one append-only log file per thread.
 
+mod cache;
+mod disk;
 mod frame;
 mod idx;
 mod index;
 mod log;
+mod record;
+mod store;
 mod summary;
 #[cfg(test)]
 mod tests;
+mod view;
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-
+use self::cache::{Cache, lock};
+use self::disk::{io_error, sync_dir};
 use self::frame::{
     HEADER_LEN, LogName, encode_frame, file_name, frame_in_place, parse_file_name, scan,
 };
-use self::index::{
+use self::log::{Commit, Need, ThreadLog};
+use self::record::{
     CHECKPOINT_PREFIX, Start, batch_payload, first_checkpoint, write_entry, write_payload,
 };
-use self::log::{Commit, Need, ThreadLog, io_error, sync_dir};
 use super::{
     Checkpoint, CheckpointBatch, CheckpointError, Checkpointer, PendingWrite, PruneOutcome,
     Retention, ThreadFilter, ThreadInfo, encode,
@@ -425,299 +429,4 @@ fn frame(thread: &ThreadId, seq: u64, payload: &[u8]) -> Result<Vec<u8>, Checkpo
         seq,
         message: format!("record of {} bytes exceeds the 4 GiB limit", payload.len()),
     })
-}
-
-// ===== Cache =====
-
-/// The logs a handle keeps open and indexed, least recently used dropped
-/// first. An operation holds its log's `Arc`, so dropping it from here
-/// never disturbs an operation in flight (a second `ThreadLog` for the same
-/// thread coordinates with it through the file lock, as another handle
-/// would).
-struct Cache {
-    capacity: usize,
-    tick: u64,
-    logs: HashMap<ThreadId, (Arc<Mutex<ThreadLog>>, u64)>,
-    /// Threads by last use.
-    recent: BTreeMap<u64, ThreadId>,
-}
-
-impl Cache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            tick: 0,
-            logs: HashMap::new(),
-            recent: BTreeMap::new(),
-        }
-    }
-
-    fn set_capacity(&mut self, capacity: usize) {
-        self.capacity = capacity.max(1);
-        self.evict();
-    }
-
-    /// The thread's log, created (empty, unread) on first use.
-    fn get(&mut self, thread: &ThreadId, dir: &Path) -> Arc<Mutex<ThreadLog>> {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some((log, used)) = self.logs.get_mut(thread) {
-            self.recent.remove(used);
-            *used = tick;
-            self.recent.insert(tick, thread.clone());
-            return Arc::clone(log);
-        }
-        let log = Arc::new(Mutex::new(ThreadLog::new(
-            dir.join(file_name(thread)),
-            thread.clone(),
-        )));
-        self.logs.insert(thread.clone(), (Arc::clone(&log), tick));
-        self.recent.insert(tick, thread.clone());
-        self.evict();
-        log
-    }
-
-    /// The thread's log if kept, without counting it as a use.
-    fn peek(&self, thread: &ThreadId) -> Option<Arc<Mutex<ThreadLog>>> {
-        self.logs.get(thread).map(|(log, _)| Arc::clone(log))
-    }
-
-    fn remove(&mut self, thread: &ThreadId) {
-        if let Some((_, used)) = self.logs.remove(thread) {
-            self.recent.remove(&used);
-        }
-    }
-
-    fn evict(&mut self) {
-        while self.logs.len() > self.capacity {
-            let Some((_, thread)) = self.recent.pop_first() else {
-                break;
-            };
-            self.logs.remove(&thread);
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every mutation of a log's index happens after its I/O succeeded, and
-    // the cache's are single inserts and removals, so a poisoned lock still
-    // guards consistent data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ===== impl Checkpointer =====
-
-#[async_trait]
-impl Checkpointer for FileCheckpointer {
-    async fn append(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
-        checkpoint.check_format_version()?;
-        self.blocking(move |inner| {
-            let thread = &checkpoint.thread_id;
-            // The frame header, then `{"checkpoint":<json>}`: framed in place.
-            let mut start = [0u8; HEADER_LEN + CHECKPOINT_PREFIX.len()];
-            let (_, prefix) = start.split_at_mut(HEADER_LEN);
-            prefix.copy_from_slice(CHECKPOINT_PREFIX);
-            let mut frame = encode::checkpoint_after(&start, &checkpoint)?;
-            frame.push(b'}');
-            frame_in_place(&mut frame).ok_or_else(|| CheckpointError::Corrupt {
-                thread: thread.clone(),
-                seq: checkpoint.seq,
-                message: format!("record of {} bytes exceeds the 4 GiB limit", frame.len()),
-            })?;
-            inner.commit(
-                thread,
-                Commit::Checkpoint {
-                    seq: checkpoint.seq,
-                    frame,
-                },
-            )
-        })
-        .await
-    }
-
-    async fn get(
-        &self,
-        thread: &ThreadId,
-        seq: Option<u64>,
-    ) -> Result<Option<Checkpoint>, CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            inner.with_log(&thread, |log| {
-                log.read(seq.map_or(Need::Latest, Need::Seq), |v| {
-                    let Some(seq) = seq.or_else(|| v.index.latest()) else {
-                        return Ok(None);
-                    };
-                    Ok(v.checkpoints(std::iter::once(seq))?.pop())
-                })
-            })
-        })
-        .await
-    }
-
-    async fn list(
-        &self,
-        thread: &ThreadId,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<Checkpoint>, CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            inner.with_log(&thread, |log| {
-                log.read(Need::All, |v| {
-                    let end = before.unwrap_or(u64::MAX).min(v.index.next_seq());
-                    v.checkpoints((v.index.base..end).rev().take(limit))
-                })
-            })
-        })
-        .await
-    }
-
-    async fn put_write(
-        &self,
-        thread: &ThreadId,
-        seq: u64,
-        write: PendingWrite,
-    ) -> Result<(), CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            let entry = write_entry(seq, &encode::write(&thread, seq, &write)?);
-            let frame = frame(&thread, seq, &write_payload(&entry))?;
-            drop(entry);
-            inner.commit(
-                &thread,
-                Commit::Write {
-                    seq,
-                    task: write.task,
-                    frame,
-                },
-            )
-        })
-        .await
-    }
-
-    async fn writes(
-        &self,
-        thread: &ThreadId,
-        seq: u64,
-    ) -> Result<Vec<PendingWrite>, CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            inner.with_log(&thread, |log| log.read(Need::Seq(seq), |v| v.writes(seq)))
-        })
-        .await
-    }
-
-    async fn append_batch(
-        &self,
-        thread: &ThreadId,
-        batch: CheckpointBatch,
-    ) -> Result<(), CheckpointError> {
-        if batch.checkpoints.is_empty() && batch.writes.is_empty() {
-            return Ok(());
-        }
-        for cp in &batch.checkpoints {
-            cp.check_format_version()?;
-        }
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            let checkpoints = batch
-                .checkpoints
-                .iter()
-                .map(encode::checkpoint)
-                .collect::<Result<Vec<_>, _>>()?;
-            let writes = batch
-                .writes
-                .iter()
-                .map(|(seq, w)| Ok(write_entry(*seq, &encode::write(&thread, *seq, w)?)))
-                .collect::<Result<Vec<_>, CheckpointError>>()?;
-            let first = batch.checkpoints.first().map_or(0, |c| c.seq);
-            let payload = batch_payload(None, &checkpoints, &writes).map_err(|e| {
-                CheckpointError::Corrupt {
-                    thread: thread.clone(),
-                    seq: first,
-                    message: format!("cannot encode the batch: {e}"),
-                }
-            })?;
-            drop((checkpoints, writes));
-            let frame = frame(&thread, first, &payload)?;
-            drop(payload);
-            inner.commit(&thread, Commit::Batch { batch, frame })
-        })
-        .await
-    }
-
-    async fn chain(&self, thread: &ThreadId, seq: u64) -> Result<Vec<Checkpoint>, CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            inner.with_log(&thread, |log| {
-                log.read(Need::Seq(seq), |v| {
-                    let index = v.index;
-                    let Some(latest) = index.latest() else {
-                        return Err(CheckpointError::ThreadNotFound {
-                            thread: thread.clone(),
-                        });
-                    };
-                    if seq > latest {
-                        return Err(CheckpointError::CheckpointNotFound {
-                            thread: thread.clone(),
-                            seq,
-                            latest,
-                        });
-                    }
-                    if seq < index.base {
-                        return Err(CheckpointError::Pruned {
-                            thread: thread.clone(),
-                            seq,
-                            oldest: index.base,
-                        });
-                    }
-                    let start = index
-                        .last_full(seq)
-                        .filter(|&f| f >= index.base)
-                        .ok_or_else(|| CheckpointError::Corrupt {
-                            thread: thread.clone(),
-                            seq,
-                            message: "no full state before this checkpoint".into(),
-                        })?;
-                    v.checkpoints(start..=seq)
-                })
-            })
-        })
-        .await
-    }
-
-    async fn delete_thread(&self, thread: &ThreadId) -> Result<bool, CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| {
-            let existed = inner.with_log(&thread, |log| log.delete(&inner.dir))?;
-            lock(&inner.cache).remove(&thread);
-            Ok(existed)
-        })
-        .await
-    }
-
-    async fn prune(
-        &self,
-        thread: &ThreadId,
-        keep: Retention,
-    ) -> Result<PruneOutcome, CheckpointError> {
-        let thread = thread.clone();
-        self.blocking(move |inner| inner.with_log(&thread, |log| log.prune(&inner.dir, keep)))
-            .await
-    }
-
-    async fn list_threads(
-        &self,
-        filter: &ThreadFilter,
-    ) -> Result<Vec<ThreadInfo>, CheckpointError> {
-        let filter = filter.clone();
-        self.blocking(move |inner| inner.list_threads(&filter))
-            .await
-    }
-
-    async fn copy_thread(&self, from: &ThreadId, to: &ThreadId) -> Result<(), CheckpointError> {
-        let (from, to) = (from.clone(), to.clone());
-        self.blocking(move |inner| inner.copy_thread(&from, &to))
-            .await
-    }
 }
