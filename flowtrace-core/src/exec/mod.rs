@@ -10,11 +10,17 @@
 //! cancellation, the deadline, the recursion limit and the budgets.
 
 mod api;
+mod attempt;
+mod commit;
 mod drive;
 mod durable;
 mod executor;
 mod handle;
 mod joins;
+mod pause;
+mod replay;
+mod route;
+mod superstep;
 
 mod output;
 pub(crate) mod shared;
