@@ -69,6 +69,33 @@ pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
+/// What a step still shared with a context the node kept has consumed:
+/// its reservation moves out (it is released now) and its provider and
+/// model are taken; the counts stay.
+fn settle_shared(step: &StepShared) -> StepMeter {
+    let mut m = step.meter();
+    StepMeter {
+        usage: m.usage,
+        cost: m.cost,
+        reserved: std::mem::replace(&mut m.reserved, Amount::ZERO),
+        provider: m.provider.take(),
+        model: m.model.take(),
+        cache_hits: m.cache_hits,
+        model_calls: m.model_calls,
+        call_retries: m.call_retries,
+        fallbacks: m.fallbacks,
+    }
+}
+
+/// How a task's step ended.
+struct Ended<U> {
+    output: Option<NodeOutput<U>>,
+    error: Option<Error>,
+    pause: Option<TaskPause>,
+    status: StepStatus,
+    sibling_canceled: bool,
+}
+
 impl<S: State> Executor<'_, S> {
     /// Runs one task: its attempts, retry delays, events and record.
     /// `group` is the super-step's shared token when siblings run
@@ -79,28 +106,39 @@ impl<S: State> Executor<'_, S> {
         reserved: Amount,
         group: Option<&CancellationToken>,
     ) -> TaskOutcome<S::Update> {
-        let cn = &self.graph.nodes[task.node];
+        let cancel = group.unwrap_or(&self.cancel);
+        let (step, started) = self.start_step(task, reserved, group);
+        let (result, attempts) = self.run_attempts(task, &step, started, cancel).await;
+        self.finish_step(task, step, started, result, attempts)
+    }
+
+    /// Starts a task's step: its id, its `step.started` event and what its
+    /// context shares with the executor.
+    fn start_step(
+        &self,
+        task: &Task,
+        reserved: Amount,
+        group: Option<&CancellationToken>,
+    ) -> (Arc<StepShared>, Instant) {
+        let cancel = group.unwrap_or(&self.cancel);
         let run = &self.run;
         let step_id = run.next_step_id();
         let started = Instant::now();
-        self.emit(
-            started,
-            Some(step_id),
-            Some(task.node),
-            1,
+        self.emit_with(started, Some(step_id), Some(task.node), 1, || {
             EventKind::StepStarted {
                 input: task.input.clone(),
-            },
-        );
-        let cancel = group.unwrap_or(&self.cancel);
+            }
+        });
         let step = Arc::new(StepShared {
             run: run.services.clone(),
             engine: run.clone(),
             step_id,
             parent_step: self.parent_step,
-            node: cn.id.clone(),
+            node: self.graph.nodes[task.node].id.clone(),
             input: task.input.clone(),
-            cancel: Some(cancel.clone()),
+            // Cloning a token takes a lock: only tokens other than the
+            // run's own (which the context falls back to) are stored.
+            cancel: (group.is_some() || self.parent_step.is_some()).then(|| cancel.clone()),
             meter: Mutex::new(StepMeter {
                 reserved,
                 ..StepMeter::default()
@@ -115,10 +153,23 @@ impl<S: State> Executor<'_, S> {
             superstep: self.superstep,
             task_index: task.index,
         });
-        let retry = cn.config.retry.as_ref().or(run.default_retry.as_ref());
-        let timeout = cn.config.timeout.or(run.default_timeout);
+        (step, started)
+    }
+
+    /// Runs the node's attempts until one succeeds, the failure is not
+    /// retried, or the run stops during a retry delay. Returns the last
+    /// attempt's result and its number.
+    async fn run_attempts(
+        &self,
+        task: &Task,
+        step: &Arc<StepShared>,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> (Result<NodeOutput<S::Update>, Failure>, u32) {
+        let cn = &self.graph.nodes[task.node];
+        let timeout = cn.config.timeout.or(self.run.default_timeout);
         let mut attempt = 1u32;
-        let result = loop {
+        loop {
             let ctx = NodeContext::new(step.clone(), attempt);
             let attempt_start = if attempt == 1 {
                 started
@@ -131,7 +182,7 @@ impl<S: State> Executor<'_, S> {
                 Instant::now()
             };
             let failure = match self.attempt(cn, ctx, attempt_start, timeout, cancel).await {
-                Ok(out) => break Ok(out),
+                Ok(out) => return (Ok(out), attempt),
                 Err(f) => f,
             };
             if let Failure::Timeout(_) = failure {
@@ -145,133 +196,166 @@ impl<S: State> Executor<'_, S> {
                     t.cancel();
                 }
             }
-            let Some(policy) = retry else {
-                break Err(failure);
+            let Some(delay) = self.retry_delay(cn, &failure, attempt) else {
+                return (Err(failure), attempt);
             };
-            let retryable = match &failure {
-                Failure::Node(e) => e.is_retryable(),
-                Failure::Timeout(_) => policy.get_retry_timeouts(),
-                _ => false,
-            };
-            if !retryable || attempt >= policy.get_max_attempts() {
-                break Err(failure);
-            }
-            // Recomputed from the start (seeded jitter repeats), so no
-            // iterator is held across the awaits of every step.
-            let mut delay = policy
-                .delays()
-                .nth(attempt as usize - 1)
-                .unwrap_or_default();
-            if let Some(at_least) = failure.retry_after() {
-                delay = delay.max(at_least);
-            }
-            self.emit(
+            self.emit_with(
                 Instant::now(),
-                Some(step_id),
+                Some(step.step_id),
                 Some(task.node),
                 attempt,
-                EventKind::Retry {
+                || EventKind::Retry {
                     failed_attempt: attempt,
                     delay_ms: delay.as_millis() as u64,
                     error: failure.describe(),
                 },
             );
             if let Err(stop) = Box::pin(self.pause_before_retry(delay, cancel)).await {
-                break Err(stop);
+                return (Err(stop), attempt);
             }
             attempt += 1;
-        };
-        let finished = Instant::now();
+        }
+    }
 
-        let (usage, cost, provider, model, cache_hits, call_retries, fallbacks) = {
-            let mut m = step.meter();
-            let leftover = std::mem::replace(&mut m.reserved, Amount::ZERO);
-            run.ledger.release(leftover);
-            (
-                m.usage,
-                m.cost,
-                m.provider.take(),
-                m.model.take(),
-                m.cache_hits,
-                m.call_retries,
-                m.fallbacks,
-            )
+    /// How long to wait before retrying after `failure` of attempt number
+    /// `attempt`, or `None` when the node's (or the run's) retry policy
+    /// does not retry it.
+    fn retry_delay(
+        &self,
+        cn: &CompiledNode<S>,
+        failure: &Failure,
+        attempt: u32,
+    ) -> Option<Duration> {
+        let policy = cn
+            .config
+            .retry
+            .as_ref()
+            .or(self.run.default_retry.as_ref())?;
+        let retryable = match failure {
+            Failure::Node(e) => e.is_retryable(),
+            Failure::Timeout(_) => policy.get_retry_timeouts(),
+            _ => false,
         };
-        let mut pause = None;
-        let (output, error, status, sibling_canceled) = match result {
-            Ok(out) => (Some(out), None, StepStatus::Succeeded, false),
-            Err(Failure::Node(e)) if e.interrupt_payload().is_some() => {
-                pause = e.interrupt_payload().map(|p| TaskPause::Asked {
-                    call: task.answers.len() as u32,
-                    payload: p.clone(),
-                });
-                (None, None, StepStatus::Interrupted, false)
-            }
-            Err(Failure::Node(e)) if e.subgraph_pause().is_some() => {
-                pause = e.subgraph_pause().cloned().map(TaskPause::Subgraph);
-                (None, None, StepStatus::Interrupted, false)
-            }
-            Err(f) => {
-                let (e, status, sibling) = self.failure_to_error(f, task.node, attempt, finished);
-                (None, Some(e), status, sibling)
-            }
+        if !retryable || attempt >= policy.get_max_attempts() {
+            return None;
+        }
+        // Recomputed from the start (seeded jitter repeats), so no
+        // iterator is held across the awaits of every step.
+        let delay = policy
+            .delays()
+            .nth(attempt as usize - 1)
+            .unwrap_or_default();
+        Some(match failure.retry_after() {
+            Some(at_least) => delay.max(at_least),
+            None => delay,
+        })
+    }
+
+    /// Ends a task's step: settles its reservation, classifies its result,
+    /// emits `step.finished` (and `error`) and builds its record.
+    fn finish_step(
+        &self,
+        task: &Task,
+        mut step: Arc<StepShared>,
+        started: Instant,
+        result: Result<NodeOutput<S::Update>, Failure>,
+        attempts: u32,
+    ) -> TaskOutcome<S::Update> {
+        let finished = Instant::now();
+        // Usually the node kept no context: the step's data is taken
+        // without locking or cloning.
+        let (meter, input) = match Arc::get_mut(&mut step) {
+            Some(only) => (
+                std::mem::take(only.meter.get_mut().unwrap_or_else(|p| p.into_inner())),
+                only.input.take(),
+            ),
+            None => (settle_shared(&step), task.input.clone()),
         };
+        self.run.ledger.release(meter.reserved);
+        let ended = self.classify(task, result, attempts, finished);
         let latency = finished.saturating_duration_since(started);
-        let error_text = error.as_ref().map(|e| e.report().to_string());
-        self.emit(
+        let error_text = ended.error.as_ref().map(|e| e.report().to_string());
+        self.emit_with(
             finished,
-            Some(step_id),
+            Some(step.step_id),
             Some(task.node),
-            attempt,
-            EventKind::StepFinished {
-                status,
-                attempts: attempt,
+            attempts,
+            || EventKind::StepFinished {
+                status: ended.status,
+                attempts,
                 latency_us: latency.as_micros() as u64,
-                usage,
-                cost,
+                usage: meter.usage,
+                cost: meter.cost,
                 error: error_text.clone(),
             },
         );
-        if let (Some(e), false) = (&error, sibling_canceled) {
-            self.emit(
-                finished,
-                Some(step_id),
-                Some(task.node),
-                attempt,
-                EventKind::Error {
-                    error_kind: e.kind().to_string(),
-                    message: e.report().to_string(),
-                },
-            );
+        if let (Some(e), false) = (&ended.error, ended.sibling_canceled) {
+            self.emit_error(finished, Some(step.step_id), Some(task.node), attempts, e);
         }
         TaskOutcome {
             node: task.node,
             index: task.index,
+            output: ended.output,
+            error: ended.error,
+            pause: ended.pause,
+            rejected: false,
+            sibling_canceled: ended.sibling_canceled,
+            update_json: None,
+            record: StepRecord {
+                step_id: step.step_id,
+                node: step.node.clone(),
+                parent_step_id: self.parent_step,
+                status: ended.status,
+                attempts,
+                usage: meter.usage,
+                cost: meter.cost,
+                latency,
+                started_at: self.run.ts(started),
+                provider: meter.provider,
+                model: meter.model,
+                cache_hits: meter.cache_hits,
+                call_retries: meter.call_retries,
+                fallbacks: meter.fallbacks,
+                branch: None,
+                input,
+                error: error_text,
+            },
+        }
+    }
+
+    /// What the last attempt's result means for the task: output, a pause
+    /// for a human, or an error (with the step's status).
+    fn classify(
+        &self,
+        task: &Task,
+        result: Result<NodeOutput<S::Update>, Failure>,
+        attempts: u32,
+        finished: Instant,
+    ) -> Ended<S::Update> {
+        let ended = |output, error, pause, status, sibling_canceled| Ended {
             output,
             error,
             pause,
-            rejected: false,
+            status,
             sibling_canceled,
-            update_json: None,
-            record: StepRecord {
-                step_id,
-                node: cn.id.clone(),
-                parent_step_id: self.parent_step,
-                status,
-                attempts: attempt,
-                usage,
-                cost,
-                latency,
-                started_at: run.ts(started),
-                provider,
-                model,
-                cache_hits,
-                call_retries,
-                fallbacks,
-                branch: None,
-                input: task.input.clone(),
-                error: error_text,
-            },
+        };
+        match result {
+            Ok(out) => ended(Some(out), None, None, StepStatus::Succeeded, false),
+            Err(Failure::Node(e)) if e.interrupt_payload().is_some() => {
+                let pause = e.interrupt_payload().map(|p| TaskPause::Asked {
+                    call: task.answers.len() as u32,
+                    payload: p.clone(),
+                });
+                ended(None, None, pause, StepStatus::Interrupted, false)
+            }
+            Err(Failure::Node(e)) if e.subgraph_pause().is_some() => {
+                let pause = e.subgraph_pause().cloned().map(TaskPause::Subgraph);
+                ended(None, None, pause, StepStatus::Interrupted, false)
+            }
+            Err(f) => {
+                let (e, status, sibling) = self.failure_to_error(f, task.node, attempts, finished);
+                ended(None, Some(e), None, status, sibling)
+            }
         }
     }
 

@@ -120,17 +120,28 @@ impl<S: State> Executor<'_, S> {
         Ok(())
     }
 
-    /// Writes the checkpoint of a merged super-step (a full snapshot of the
-    /// state when the durability settings say one is due).
-    pub(super) async fn commit_step(
+    /// Writes the checkpoint of a merged super-step: the nodes that ran
+    /// (`ran`), their step records (from `first_record` on), the frontier
+    /// `next` and the `interrupt_after` gates met. The state is a delta, or
+    /// a full snapshot when the durability settings say one is due.
+    pub(super) async fn commit_superstep(
         &mut self,
         deltas: Vec<serde_json::Value>,
+        first_record: usize,
+        ran: &[usize],
         next: &[Task],
-        nodes: Vec<crate::ids::NodeId>,
-        steps: Vec<StepRecord>,
-        status: ThreadStatus,
-        interrupts: Vec<Interrupt>,
+        gates: Vec<Interrupt>,
     ) -> Result<(), Error> {
+        let status = match (gates.is_empty(), next.is_empty()) {
+            (false, _) => ThreadStatus::Interrupted,
+            (true, true) => ThreadStatus::Completed,
+            (true, false) => ThreadStatus::Running,
+        };
+        let steps = self.records[first_record..].to_vec();
+        let nodes = ran
+            .iter()
+            .map(|&n| self.graph.nodes[n].id.clone())
+            .collect();
         let snapshot = self
             .durable
             .as_ref()
@@ -140,7 +151,30 @@ impl<S: State> Executor<'_, S> {
         } else {
             StateRecord::Delta(deltas)
         };
-        let cp = self.checkpoint(state, next, nodes, steps, status, interrupts)?;
+        let cp = self.checkpoint(state, next, nodes, steps, status, gates)?;
+        if let Some(d) = self.durable.as_mut() {
+            d.append(cp).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a durable run's first checkpoint: the full state and the
+    /// entries as its frontier, with the run's thread metadata.
+    pub(super) async fn commit_start(
+        &mut self,
+        ready: &[Task],
+        metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let full = to_json(&*self.state, None)?;
+        let mut cp = self.checkpoint(
+            StateRecord::Full(full),
+            ready,
+            Vec::new(),
+            Vec::new(),
+            ThreadStatus::Running,
+            Vec::new(),
+        )?;
+        cp.metadata = metadata;
         if let Some(d) = self.durable.as_mut() {
             d.append(cp).await?;
         }

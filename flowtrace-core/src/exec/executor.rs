@@ -186,6 +186,22 @@ impl<'g, S: State> Executor<'g, S> {
         );
     }
 
+    /// Emits the event `kind` builds, building it only if a sink or a live
+    /// subscriber will receive it (for events other than the top-level
+    /// run's bookends, which [`emit`](Self::emit) always delivers).
+    pub(super) fn emit_with(
+        &self,
+        at: Instant,
+        step: Option<StepId>,
+        node: Option<usize>,
+        attempt: u32,
+        kind: impl FnOnce() -> EventKind,
+    ) {
+        if self.run.bus.wants_event() {
+            self.emit(at, step, node, attempt, kind());
+        }
+    }
+
     /// Runs the graph as a subgraph of the current run (from its entries, or
     /// from `resume`, where it paused before), returning its final state or
     /// where it paused. Its step records join the run's.
@@ -308,17 +324,26 @@ impl<'g, S: State> Executor<'g, S> {
         ready
     }
 
+    /// Emits an `error` event for `e`.
+    pub(super) fn emit_error(
+        &self,
+        at: Instant,
+        step: Option<StepId>,
+        node: Option<usize>,
+        attempt: u32,
+        e: &Error,
+    ) {
+        self.emit_with(at, step, node, attempt, || EventKind::Error {
+            error_kind: e.kind().to_string(),
+            message: e.report().to_string(),
+        });
+    }
+
     pub(super) fn emit_log(&self, level: crate::trace::LogLevel, message: &str) {
-        self.emit(
-            Instant::now(),
-            None,
-            None,
-            0,
-            EventKind::Log {
-                level,
-                message: message.to_string(),
-            },
-        );
+        self.emit_with(Instant::now(), None, None, 0, || EventKind::Log {
+            level,
+            message: message.to_string(),
+        });
     }
 }
 

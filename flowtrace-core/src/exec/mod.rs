@@ -12,6 +12,7 @@
 mod api;
 mod attempt;
 mod commit;
+mod decide;
 mod drive;
 mod durable;
 mod executor;

@@ -15,21 +15,15 @@ use crate::trace::EventKind;
 impl<S: State> Executor<'_, S> {
     pub(super) fn emit_interrupt(&self, interrupt: &Interrupt) {
         let node = self.graph.index.get(interrupt.node.as_str()).copied();
-        self.emit(
-            Instant::now(),
-            None,
-            node,
-            0,
-            EventKind::Interrupt {
-                payload: serde_json::json!({
-                    "interrupt_id": interrupt.id,
-                    "when": interrupt.when,
-                    "payload": interrupt.payload,
-                    "path": interrupt.path,
-                    "node_path": interrupt.qualified_node(),
-                }),
-            },
-        );
+        self.emit_with(Instant::now(), None, node, 0, || EventKind::Interrupt {
+            payload: serde_json::json!({
+                "interrupt_id": interrupt.id,
+                "when": interrupt.when,
+                "payload": interrupt.payload,
+                "path": interrupt.path,
+                "node_path": interrupt.qualified_node(),
+            }),
+        });
     }
 
     pub(super) fn new_interrupt(

@@ -165,12 +165,12 @@ impl<S: State> Executor<'_, S> {
             ),
         };
         if rejected {
-            self.emit(
+            self.emit_with(
                 Instant::now(),
                 Some(w.step.step_id),
                 Some(task.node),
                 0,
-                EventKind::StepSkipped {
+                || EventKind::StepSkipped {
                     reason: w
                         .step
                         .error
@@ -179,10 +179,10 @@ impl<S: State> Executor<'_, S> {
                 },
             );
         } else {
-            self.emit_log(
-                crate::trace::LogLevel::Info,
-                &format!("replayed the saved result of node {id:?} (not run again)"),
-            );
+            self.emit_with(Instant::now(), None, None, 0, || EventKind::Log {
+                level: crate::trace::LogLevel::Info,
+                message: format!("replayed the saved result of node {id:?} (not run again)"),
+            });
         }
         TaskOutcome {
             node: task.node,

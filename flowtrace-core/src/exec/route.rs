@@ -1,6 +1,7 @@
 //! Routing after a super-step: edges, routers, dispatches and join
 //! bookkeeping.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 use tokio::time::Instant;
@@ -8,12 +9,36 @@ use tokio::time::Instant;
 use super::attempt::panic_message;
 use super::executor::*;
 use crate::error::Error;
+use crate::graph::Inner;
 use crate::graph::Routes;
-use crate::graph::compile::Target;
+use crate::graph::compile::{CompiledNode, Router, Target};
 use crate::node::Dispatch;
 use crate::state::State;
 use crate::trace::EventKind;
 use crate::trace::StepRecord;
+
+/// Dispatch inputs by target (each target is one forward or back
+/// successor of `cn`).
+fn dispatch_inputs<S: State>(
+    graph: &Inner<S>,
+    cn: &CompiledNode<S>,
+    dispatches: Vec<Dispatch>,
+) -> Result<HashMap<usize, Vec<serde_json::Value>>, Error> {
+    let mut inputs: HashMap<usize, Vec<serde_json::Value>> = HashMap::new();
+    for d in dispatches {
+        let target = graph
+            .index
+            .get(d.target.as_str())
+            .copied()
+            .filter(|&t| cn.may_dispatch(t))
+            .ok_or_else(|| Error::UnknownDispatchTarget {
+                node: cn.id.clone(),
+                target: d.target.to_string(),
+            })?;
+        inputs.entry(target).or_default().push(d.input);
+    }
+    Ok(inputs)
+}
 
 impl<S: State> Executor<'_, S> {
     /// Re-evaluates the edges out of `node` (after a human edited the state
@@ -48,81 +73,71 @@ impl<S: State> Executor<'_, S> {
             }
             return Ok(());
         }
-
-        let n = graph.nodes.len();
-        self.chosen.clear(n);
+        self.chosen.clear(graph.nodes.len());
         for target in &cn.statics {
             if let Target::Node(t) = *target {
                 self.chosen.insert(t);
             }
         }
-        let mut skip_reason = String::from("no active predecessor");
-        if let Some(router) = &cn.router {
-            let state = &*self.state;
-            let route_ctx = crate::graph::RouteContext { run: &self.run };
-            let routes =
-                std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state, &route_ctx)))
-                    .map_err(|p| Error::NodePanicked {
-                        node: cn.id.clone(),
-                        message: format!("router panicked: {}", panic_message(p.as_ref())),
-                    })?;
-            let positions: &[usize] = match &routes {
-                Routes::One(i) => std::slice::from_ref(i),
-                Routes::Many(is) => is,
-                Routes::Unknown(label) => {
-                    return Err(Error::UnknownBranch {
-                        node: cn.id.clone(),
-                        branch: label.clone(),
-                        known: router.branches.iter().map(|b| b.label.clone()).collect(),
-                    });
-                }
-            };
-            let mut names: Vec<String> = Vec::new();
-            self.named.clear(n);
-            let mut end_named = false;
-            for &position in positions {
-                let Some(branch) = router.branches.get(position) else {
-                    continue;
-                };
-                for t in &branch.targets {
-                    match *t {
-                        Target::Node(t) => {
-                            self.chosen.insert(t);
-                            if self.named.insert(t) {
-                                names.push(graph.nodes[t].id.to_string());
-                            }
-                        }
-                        Target::End if !end_named => {
-                            end_named = true;
-                            names.push(crate::graph::END.to_string());
-                        }
-                        Target::End => {}
-                    }
+        let skip_reason = match &cn.router {
+            Some(router) => self.route(node, router, record)?,
+            None => String::from("no active predecessor"),
+        };
+        let inputs = dispatch_inputs(graph, cn, dispatches)?;
+        self.fire_successors(cn, inputs, &skip_reason, next);
+        Ok(())
+    }
+
+    /// Asks `router` (the router of `node`, whose last step record is
+    /// `record`) for its branches, marks their targets chosen, notes the
+    /// branch in the record and emits `route`. Returns the reason the
+    /// targets not chosen are skipped.
+    fn route(&mut self, node: usize, router: &Router<S>, record: usize) -> Result<String, Error> {
+        let cn = &self.graph.nodes[node];
+        let routes = self.call_router(cn, router)?;
+        let positions: &[usize] = match &routes {
+            Routes::One(i) => std::slice::from_ref(i),
+            Routes::Many(is) => is,
+            Routes::Unknown(label) => {
+                return Err(Error::UnknownBranch {
+                    node: cn.id.clone(),
+                    branch: label.clone(),
+                    known: router.branches.iter().map(|b| b.label.clone()).collect(),
+                });
+            }
+        };
+        for branch in positions.iter().filter_map(|&p| router.branches.get(p)) {
+            for t in &branch.targets {
+                if let Target::Node(t) = *t {
+                    self.chosen.insert(t);
                 }
             }
-            let label_of = |i: &usize| router.branches.get(*i).map_or("", |b| b.label.as_str());
-            let chosen_label = match &routes {
-                Routes::One(i) => label_of(i).to_string(),
-                Routes::Many(is) => is.iter().map(label_of).collect::<Vec<_>>().join(","),
-                Routes::Unknown(label) => label.clone(),
-            };
-            skip_reason = match positions.len() {
-                0 => format!("router {:?} chose no branch", cn.id.as_str()),
-                1 => format!(
-                    "branch {:?} of {:?} was chosen",
-                    chosen_label,
-                    cn.id.as_str()
-                ),
-                _ => format!(
-                    "branches {:?} of {:?} were chosen",
-                    chosen_label,
-                    cn.id.as_str()
-                ),
-            };
-            let step_id = self.records.get(record).map(|r| r.step_id);
-            if let Some(r) = self.records.get_mut(record) {
-                r.branch = Some(chosen_label.clone());
-            }
+        }
+        let label_of = |i: &usize| router.branches.get(*i).map_or("", |b| b.label.as_str());
+        let chosen_label = match &routes {
+            Routes::One(i) => label_of(i).to_string(),
+            Routes::Many(is) => is.iter().map(label_of).collect::<Vec<_>>().join(","),
+            Routes::Unknown(label) => label.clone(),
+        };
+        let skip_reason = match positions.len() {
+            0 => format!("router {:?} chose no branch", cn.id.as_str()),
+            1 => format!(
+                "branch {:?} of {:?} was chosen",
+                chosen_label,
+                cn.id.as_str()
+            ),
+            _ => format!(
+                "branches {:?} of {:?} were chosen",
+                chosen_label,
+                cn.id.as_str()
+            ),
+        };
+        let step_id = self.records.get(record).map(|r| r.step_id);
+        if let Some(r) = self.records.get_mut(record) {
+            r.branch = Some(chosen_label.clone());
+        }
+        if self.run.bus.wants_event() {
+            let targets = self.target_names(router, positions);
             self.emit(
                 Instant::now(),
                 step_id,
@@ -130,27 +145,60 @@ impl<S: State> Executor<'_, S> {
                 0,
                 EventKind::Route {
                     branch: chosen_label,
-                    targets: names,
+                    targets,
                 },
             );
         }
+        Ok(skip_reason)
+    }
 
-        // Dispatch inputs by target (each target is one forward or back successor).
-        let mut inputs: std::collections::HashMap<usize, Vec<serde_json::Value>> =
-            Default::default();
-        for d in dispatches {
-            let target = graph
-                .index
-                .get(d.target.as_str())
-                .copied()
-                .filter(|&t| cn.may_dispatch(t))
-                .ok_or_else(|| Error::UnknownDispatchTarget {
-                    node: cn.id.clone(),
-                    target: d.target.to_string(),
-                })?;
-            inputs.entry(target).or_default().push(d.input);
+    /// Runs a router, turning a panic into an error naming its node.
+    fn call_router(&self, cn: &CompiledNode<S>, router: &Router<S>) -> Result<Routes, Error> {
+        let state = &*self.state;
+        let route_ctx = crate::graph::RouteContext { run: &self.run };
+        std::panic::catch_unwind(AssertUnwindSafe(|| (router.route)(state, &route_ctx))).map_err(
+            |p| Error::NodePanicked {
+                node: cn.id.clone(),
+                message: format!("router panicked: {}", panic_message(p.as_ref())),
+            },
+        )
+    }
+
+    /// The distinct targets of the chosen branches, in branch order, as
+    /// named in the `route` event.
+    fn target_names(&mut self, router: &Router<S>, positions: &[usize]) -> Vec<String> {
+        let graph = self.graph;
+        let mut names: Vec<String> = Vec::new();
+        self.named.clear(graph.nodes.len());
+        let mut end_named = false;
+        for branch in positions.iter().filter_map(|&p| router.branches.get(p)) {
+            for t in &branch.targets {
+                match *t {
+                    Target::Node(t) => {
+                        if self.named.insert(t) {
+                            names.push(graph.nodes[t].id.to_string());
+                        }
+                    }
+                    Target::End if !end_named => {
+                        end_named = true;
+                        names.push(crate::graph::END.to_string());
+                    }
+                    Target::End => {}
+                }
+            }
         }
+        names
+    }
 
+    /// Fires the chosen (or dispatched to) forward and back successors of
+    /// `cn`; forward successors not chosen get a skip for `skip_reason`.
+    fn fire_successors(
+        &mut self,
+        cn: &CompiledNode<S>,
+        mut inputs: HashMap<usize, Vec<serde_json::Value>>,
+        skip_reason: &str,
+        next: &mut Vec<Task>,
+    ) {
         let mut batch = |t: usize| match inputs.is_empty() {
             true => None,
             false => inputs.remove(&t),
@@ -159,7 +207,7 @@ impl<S: State> Executor<'_, S> {
             match batch(t) {
                 Some(batch) => self.fire_forward(t, batch, next),
                 None if self.chosen.contains(t) => self.fire_forward(t, Vec::new(), next),
-                None => self.skip_token(t, &skip_reason, next),
+                None => self.skip_token(t, skip_reason, next),
             }
         }
         for &t in &cn.back {
@@ -169,7 +217,6 @@ impl<S: State> Executor<'_, S> {
                 None => {}
             }
         }
-        Ok(())
     }
 
     /// A forward edge into `t` fired.
@@ -246,15 +293,9 @@ impl<S: State> Executor<'_, S> {
     pub(super) fn record_skip(&mut self, t: usize, reason: &str) {
         let step_id = self.run.next_step_id();
         let now = Instant::now();
-        self.emit(
-            now,
-            Some(step_id),
-            Some(t),
-            0,
-            EventKind::StepSkipped {
-                reason: reason.to_string(),
-            },
-        );
+        self.emit_with(now, Some(step_id), Some(t), 0, || EventKind::StepSkipped {
+            reason: reason.to_string(),
+        });
         self.records.push(StepRecord::skipped(
             step_id,
             self.graph.nodes[t].id.clone(),

@@ -14,85 +14,64 @@ use crate::exec::durable::to_json;
 use crate::exec::shared::StopReason;
 use crate::pricing::Amount;
 use crate::state::State;
-use crate::trace::EventKind;
+
+/// Why a super-step stops before it runs.
+enum Gate {
+    /// A halt was requested.
+    Halt,
+    /// Nodes about to run have `interrupt_before` gates.
+    Interrupts(Vec<Interrupt>),
+}
+
+/// What merging a super-step's outcomes produced.
+#[derive(Default)]
+struct Merged {
+    /// The serialized updates, in merge order (durable runs).
+    deltas: Vec<serde_json::Value>,
+    /// The nodes of tasks a human rejected.
+    rejected: Vec<usize>,
+}
+
+/// Numbers the tasks of a super-step in their deterministic order: graph
+/// order, then dispatch order.
+fn number(ready: &mut [Task]) {
+    if ready.len() > 1 {
+        ready.sort_by_key(|t| t.node);
+    }
+    for (i, t) in ready.iter_mut().enumerate() {
+        t.index = i as u32;
+    }
+}
 
 impl<S: State> Executor<'_, S> {
     /// Runs super-steps from `ready` until no node is ready, a human
     /// decision or a halt stops the run, or something fails.
+    ///
+    /// Each super-step: numbers its tasks, stops at a halt or an
+    /// `interrupt_before` gate, passes the safe point, runs the tasks,
+    /// stops on a failure or a pause, merges the updates, routes, commits
+    /// (durable runs) and stops at an `interrupt_after` gate.
     pub(crate) async fn execute(&mut self, mut ready: Vec<Task>) -> Result<Stop, Error> {
         let cancel = self.cancel.clone();
         let cancel = &cancel;
         let mut next: Vec<Task> = Vec::new();
-        let nested = self.scope.is_nested();
         while !ready.is_empty() {
-            if ready.len() > 1 {
-                // Deterministic order: graph order, then dispatch order.
-                ready.sort_by_key(|t| t.node);
-            }
-            for (i, t) in ready.iter_mut().enumerate() {
-                t.index = i as u32;
-            }
-            if !nested && self.run.halt_requested() && !self.run.halt_observed() {
-                self.emit_log(
-                    crate::trace::LogLevel::Warn,
-                    "halt requested: stopping at a safe point",
-                );
-                Box::pin(self.commit_stop(&ready, ThreadStatus::Halted, Vec::new(), None)).await?;
-                return Ok(Stop::Halted);
-            }
-            if !self.interrupt_before.is_empty() {
-                let gates = self.gates_before(&ready);
-                if !gates.is_empty() {
-                    return Box::pin(self.pause(&ready, gates)).await;
-                }
+            number(&mut ready);
+            if let Some(gate) = self.gate_before(&ready) {
+                return Box::pin(self.stop_at_gate(&ready, gate)).await;
             }
             // A sink over its buffer bound slows the run down here.
             self.run.bus.backpressure(cancel).await;
             if let Err(e) = self.safe_point(&ready, cancel) {
-                self.emit(
-                    Instant::now(),
-                    None,
-                    None,
-                    0,
-                    EventKind::Error {
-                        error_kind: e.kind().to_string(),
-                        message: e.report().to_string(),
-                    },
-                );
+                self.emit_error(Instant::now(), None, None, 0, &e);
                 return Err(Box::pin(self.fail(&ready, None, e)).await);
             }
             let first_record = self.records.len();
             let mut outcomes = std::mem::take(&mut self.outcomes);
-            if ready.len() == 1 && ready[0].saved.is_none() {
-                // The common case (chains): one task, nothing to reserve
-                // across siblings or to replay.
-                let task = &ready[0];
-                let cfg = &self.graph.nodes[task.node].config;
-                let amount = Amount {
-                    tokens: cfg.estimated_tokens,
-                    cost: cfg.estimated_cost,
-                };
-                if let Err(b) = self
-                    .run
-                    .ledger
-                    .reserve(amount, &self.graph.nodes[task.node].id)
-                {
-                    return Err(Box::pin(self.fail(&ready, None, Error::BudgetExceeded(b))).await);
-                }
-                outcomes.push(self.execute_task(task, amount, None).await);
-            } else {
-                let mut reservations = std::mem::take(&mut self.reservations);
-                let ran =
-                    Box::pin(self.superstep(&ready, &mut reservations, &mut outcomes, cancel))
-                        .await;
-                self.reservations = reservations;
-                if let Err(e) = ran {
-                    outcomes.clear();
-                    self.outcomes = outcomes;
-                    return Err(Box::pin(self.fail(&ready, None, e)).await);
-                }
+            if let Err(e) = self.run_tasks(&ready, &mut outcomes, cancel).await {
+                self.outcomes = outcomes;
+                return Err(Box::pin(self.fail(&ready, None, e)).await);
             }
-
             // A failure ends the run; the finished siblings' results are
             // kept, so resuming runs only what did not finish.
             if let Some(pos) = outcomes
@@ -110,109 +89,26 @@ impl<S: State> Executor<'_, S> {
                 self.outcomes = outcomes;
                 return stop;
             }
-
-            // Merge every successful update, in task order.
-            let durable = self.durable.is_some();
-            let mut deltas: Vec<serde_json::Value> = Vec::new();
-            let mut failure: Option<Error> = None;
-            let mut completed = std::mem::take(&mut self.completed);
-            let mut rejected: Vec<usize> = Vec::new();
-            for o in outcomes.drain(..) {
-                let idx = self.records.len();
-                self.records.push(o.record);
-                if o.rejected {
-                    rejected.push(o.node);
-                    continue;
-                }
-                if let Some(out) = o.output {
-                    if let Some(update) = out.update {
-                        if durable {
-                            match o.update_json {
-                                Some(v) => deltas.push(v),
-                                None => {
-                                    match to_json(&update, Some(&self.graph.nodes[o.node].id)) {
-                                        Ok(v) => deltas.push(v),
-                                        Err(e) => {
-                                            failure.get_or_insert(e);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        Arc::make_mut(&mut self.state).apply(update);
-                    }
-                    match completed.last_mut() {
-                        Some(last) if last.0 == o.node => {
-                            last.1 = idx;
-                            last.2.extend(out.dispatches);
-                        }
-                        _ => completed.push((o.node, idx, out.dispatches)),
-                    }
-                }
-            }
+            let merged = self.merge(&mut outcomes);
             self.outcomes = outcomes;
-            if let Some(e) = failure {
-                completed.clear();
-                self.completed = completed;
-                return Err(Box::pin(self.fail(&ready, None, e)).await);
-            }
-
-            // Evaluate edges against the merged state.
-            let mut ran_nodes: Vec<usize> = Vec::new();
-            let mut routed = Ok(());
-            for (node, record, dispatches) in completed.drain(..) {
-                if durable || nested || !self.interrupt_after.is_empty() || !rejected.is_empty() {
-                    ran_nodes.push(node);
-                }
-                routed = self.propagate(node, record, dispatches, &mut next);
-                if routed.is_err() {
-                    break;
-                }
-            }
-            completed.clear();
-            self.completed = completed;
-            if let Err(e) = routed {
-                return Err(Box::pin(self.fail(&ready, None, e)).await);
-            }
-            if !rejected.is_empty() {
-                self.skip_rejected(&rejected, &ran_nodes, &mut next);
-            }
+            let ran = merged.and_then(|m| Ok((self.route_completed(&m.rejected, &mut next)?, m)));
+            let (ran, merged) = match ran {
+                Ok(ran) => ran,
+                Err(e) => return Err(Box::pin(self.fail(&ready, None, e)).await),
+            };
             self.generation += 1;
             self.superstep += 1;
-
-            let mut gates = Vec::new();
-            if !self.interrupt_after.is_empty() {
-                for &n in &ran_nodes {
-                    if self.interrupt_after.contains(&n)
-                        && !gates
-                            .iter()
-                            .any(|i: &Interrupt| i.node == self.graph.nodes[n].id)
-                    {
-                        gates.push(self.new_interrupt(
-                            n,
-                            InterruptWhen::After,
-                            serde_json::Value::Null,
-                            0,
-                            0,
-                        ));
-                    }
-                }
-            }
-            if self.durable.is_some() && !nested {
-                let status = match (gates.is_empty(), next.is_empty()) {
-                    (false, _) => ThreadStatus::Interrupted,
-                    (true, true) => ThreadStatus::Completed,
-                    (true, false) => ThreadStatus::Running,
-                };
-                let steps = self.records[first_record..].to_vec();
-                let nodes = ran_nodes
-                    .iter()
-                    .map(|&n| self.graph.nodes[n].id.clone())
-                    .collect();
-                if let Err(e) =
-                    Box::pin(self.commit_step(deltas, &next, nodes, steps, status, gates.clone()))
-                        .await
-                {
+            let gates = self.gates_after(&ran);
+            if self.durable.is_some() && !self.scope.is_nested() {
+                let committed = Box::pin(self.commit_superstep(
+                    merged.deltas,
+                    first_record,
+                    &ran,
+                    &next,
+                    gates.clone(),
+                ))
+                .await;
+                if let Err(e) = committed {
                     std::mem::swap(&mut ready, &mut next);
                     return Err(e);
                 }
@@ -223,10 +119,175 @@ impl<S: State> Executor<'_, S> {
                 return Box::pin(self.pause_after(&ready, gates)).await;
             }
         }
-        if !nested && self.run.halt_requested() {
+        if !self.scope.is_nested() && self.run.halt_requested() {
             return Ok(Stop::Halted);
         }
         Ok(Stop::Completed)
+    }
+
+    /// Whether the super-step about to run stops first: a halt request
+    /// (top level only) or `interrupt_before` gates.
+    fn gate_before(&self, ready: &[Task]) -> Option<Gate> {
+        if !self.scope.is_nested() && self.run.halt_requested() && !self.run.halt_observed() {
+            return Some(Gate::Halt);
+        }
+        if self.interrupt_before.is_empty() {
+            return None;
+        }
+        let gates = self.gates_before(ready);
+        (!gates.is_empty()).then_some(Gate::Interrupts(gates))
+    }
+
+    /// Stops before running `ready`, at `gate`.
+    async fn stop_at_gate(&mut self, ready: &[Task], gate: Gate) -> Result<Stop, Error> {
+        match gate {
+            Gate::Halt => {
+                self.emit_log(
+                    crate::trace::LogLevel::Warn,
+                    "halt requested: stopping at a safe point",
+                );
+                self.commit_stop(ready, ThreadStatus::Halted, Vec::new(), None)
+                    .await?;
+                Ok(Stop::Halted)
+            }
+            Gate::Interrupts(gates) => self.pause(ready, gates).await,
+        }
+    }
+
+    /// Runs the super-step's tasks, outcomes in task order. A lone task
+    /// that was not saved before (the common case: chains) runs directly,
+    /// with nothing to reserve across siblings or to replay.
+    async fn run_tasks(
+        &mut self,
+        ready: &[Task],
+        outcomes: &mut Vec<TaskOutcome<S::Update>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        if let [task] = ready
+            && task.saved.is_none()
+        {
+            let cn = &self.graph.nodes[task.node];
+            let amount = Amount {
+                tokens: cn.config.estimated_tokens,
+                cost: cn.config.estimated_cost,
+            };
+            self.run
+                .ledger
+                .reserve(amount, &cn.id)
+                .map_err(Error::BudgetExceeded)?;
+            outcomes.push(self.execute_task(task, amount, None).await);
+            return Ok(());
+        }
+        let mut reservations = std::mem::take(&mut self.reservations);
+        let ran = Box::pin(self.superstep(ready, &mut reservations, outcomes, cancel)).await;
+        self.reservations = reservations;
+        if ran.is_err() {
+            outcomes.clear();
+        }
+        ran
+    }
+
+    /// Merges every successful update into the state, in task order, and
+    /// records every step. Fills `self.completed` with the nodes to route
+    /// (one entry per run of consecutive instances of a node).
+    fn merge(&mut self, outcomes: &mut Vec<TaskOutcome<S::Update>>) -> Result<Merged, Error> {
+        let durable = self.durable.is_some();
+        let mut merged = Merged::default();
+        let mut failure: Option<Error> = None;
+        let mut completed = std::mem::take(&mut self.completed);
+        for o in outcomes.drain(..) {
+            let idx = self.records.len();
+            self.records.push(o.record);
+            if o.rejected {
+                merged.rejected.push(o.node);
+                continue;
+            }
+            let Some(out) = o.output else {
+                continue;
+            };
+            if let Some(update) = out.update {
+                if durable {
+                    let delta = match o.update_json {
+                        Some(v) => Ok(v),
+                        None => to_json(&update, Some(&self.graph.nodes[o.node].id)),
+                    };
+                    match delta {
+                        Ok(v) => merged.deltas.push(v),
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+                Arc::make_mut(&mut self.state).apply(update);
+            }
+            match completed.last_mut() {
+                Some(last) if last.0 == o.node => {
+                    last.1 = idx;
+                    last.2.extend(out.dispatches);
+                }
+                _ => completed.push((o.node, idx, out.dispatches)),
+            }
+        }
+        if failure.is_some() {
+            completed.clear();
+        }
+        self.completed = completed;
+        failure.map_or(Ok(merged), Err)
+    }
+
+    /// Evaluates the edges of the merged nodes against the merged state,
+    /// adding what they schedule to `next`, and skips past rejected tasks.
+    /// Returns the nodes that ran (when a later step needs them).
+    fn route_completed(
+        &mut self,
+        rejected: &[usize],
+        next: &mut Vec<Task>,
+    ) -> Result<Vec<usize>, Error> {
+        let keep_ran = self.durable.is_some()
+            || self.scope.is_nested()
+            || !self.interrupt_after.is_empty()
+            || !rejected.is_empty();
+        let mut ran: Vec<usize> = Vec::new();
+        let mut completed = std::mem::take(&mut self.completed);
+        let mut routed = Ok(());
+        for (node, record, dispatches) in completed.drain(..) {
+            if keep_ran {
+                ran.push(node);
+            }
+            routed = self.propagate(node, record, dispatches, next);
+            if routed.is_err() {
+                break;
+            }
+        }
+        completed.clear();
+        self.completed = completed;
+        routed?;
+        if !rejected.is_empty() {
+            self.skip_rejected(rejected, &ran, next);
+        }
+        Ok(ran)
+    }
+
+    /// The `interrupt_after` gates of the nodes that just ran (one per node).
+    fn gates_after(&self, ran: &[usize]) -> Vec<Interrupt> {
+        let mut gates: Vec<Interrupt> = Vec::new();
+        if self.interrupt_after.is_empty() {
+            return gates;
+        }
+        for &n in ran {
+            if self.interrupt_after.contains(&n)
+                && !gates.iter().any(|i| i.node == self.graph.nodes[n].id)
+            {
+                gates.push(self.new_interrupt(
+                    n,
+                    InterruptWhen::After,
+                    serde_json::Value::Null,
+                    0,
+                    0,
+                ));
+            }
+        }
+        gates
     }
 
     /// Tasks a human rejected: recorded as skipped (done when replayed);

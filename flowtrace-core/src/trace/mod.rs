@@ -80,6 +80,24 @@ impl EventBus {
         EventStream::new(rx, self.bookends.clone(), first_seq, guard)
     }
 
+    /// Whether the next event (not one of the top-level run's bookends,
+    /// which [`emit`](Self::emit) always keeps) has anyone to receive it.
+    /// If not, it is numbered as if it had been emitted, so a stream that
+    /// subscribes later counts exactly the events it missed, and the caller
+    /// skips building it.
+    pub(crate) fn wants_event(&self) -> bool {
+        if !self.sinks.is_empty() {
+            return true;
+        }
+        // Checked under the numbering lock, as `subscribe` joins under it.
+        let mut next = self.lock_seq();
+        if self.subscribers.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        *next += 1;
+        false
+    }
+
     /// Delivers one event to every sink and, if anyone listens, to the
     /// live subscribers. Never blocks on a subscriber.
     pub(crate) fn emit(&self, event: TraceEvent) {
