@@ -99,26 +99,31 @@ struct Ended<U> {
 impl<S: State> Executor<'_, S> {
     /// Runs one task: its attempts, retry delays, events and record.
     /// `group` is the super-step's shared token when siblings run
-    /// concurrently; `None` means the run's own token.
+    /// concurrently; `None` means the run's own token. `spare` is a
+    /// previous step's shared data to reuse, and receives this step's when
+    /// the node kept no context.
     pub(super) async fn execute_task(
         &self,
         task: &Task,
         reserved: Amount,
         group: Option<&CancellationToken>,
+        spare: &mut Option<Arc<StepShared>>,
     ) -> TaskOutcome<S::Update> {
         let cancel = group.unwrap_or(&self.cancel);
-        let (step, started) = self.start_step(task, reserved, group);
+        let (step, started) = self.start_step(task, reserved, group, spare.take());
         let (result, attempts) = self.run_attempts(task, &step, started, cancel).await;
-        self.finish_step(task, step, started, result, attempts)
+        self.finish_step(task, step, started, result, attempts, spare)
     }
 
     /// Starts a task's step: its id, its `step.started` event and what its
-    /// context shares with the executor.
+    /// context shares with the executor (in `spare`'s allocation, when one
+    /// is given; it holds the same run's data).
     fn start_step(
         &self,
         task: &Task,
         reserved: Amount,
         group: Option<&CancellationToken>,
+        spare: Option<Arc<StepShared>>,
     ) -> (Arc<StepShared>, Instant) {
         let cancel = group.unwrap_or(&self.cancel);
         let run = &self.run;
@@ -129,30 +134,62 @@ impl<S: State> Executor<'_, S> {
                 input: task.input.clone(),
             }
         });
-        let step = Arc::new(StepShared {
-            run: run.services.clone(),
-            engine: run.clone(),
-            step_id,
-            parent_step: self.parent_step,
-            node: self.graph.nodes[task.node].id.clone(),
-            input: task.input.clone(),
-            // Cloning a token takes a lock: only tokens other than the
-            // run's own (which the context falls back to) are stored.
-            cancel: (group.is_some() || self.parent_step.is_some()).then(|| cancel.clone()),
-            meter: Mutex::new(StepMeter {
+        // Cloning a token takes a lock: only tokens other than the run's
+        // own (which the context falls back to) are stored.
+        let own_cancel = || (group.is_some() || self.parent_step.is_some()).then(|| cancel.clone());
+        let thread = || self.durable.as_ref().map(|d| d.thread.clone());
+        let mut spare = spare;
+        if let Some(s) = spare.as_mut().and_then(Arc::get_mut) {
+            s.step_id = step_id;
+            s.parent_step = self.parent_step;
+            s.node = self.graph.nodes[task.node].id.clone();
+            s.input = task.input.clone();
+            s.cancel = own_cancel();
+            *s.meter.get_mut().unwrap_or_else(|p| p.into_inner()) = StepMeter {
                 reserved,
                 ..StepMeter::default()
+            };
+            s.answers.clone_from(&task.answers);
+            *s.calls.get_mut() = 0;
+            s.approval.clone_from(&task.approved);
+            *s.subgraph.get_mut().unwrap_or_else(|p| p.into_inner()) = task.subgraph.clone();
+            *s.attempt_cancel
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            if !Arc::ptr_eq(&s.scope, &self.scope) {
+                s.scope = self.scope.clone();
+            }
+            s.thread = thread();
+            s.superstep = self.superstep;
+            s.task_index = task.index;
+        } else {
+            spare = None;
+        }
+        let step = match spare {
+            Some(spare) => spare,
+            None => Arc::new(StepShared {
+                run: run.services.clone(),
+                engine: run.clone(),
+                step_id,
+                parent_step: self.parent_step,
+                node: self.graph.nodes[task.node].id.clone(),
+                input: task.input.clone(),
+                cancel: own_cancel(),
+                meter: Mutex::new(StepMeter {
+                    reserved,
+                    ..StepMeter::default()
+                }),
+                answers: task.answers.clone(),
+                calls: std::sync::atomic::AtomicU32::new(0),
+                approval: task.approved.clone(),
+                subgraph: Mutex::new(task.subgraph.clone()),
+                attempt_cancel: Mutex::new(None),
+                scope: self.scope.clone(),
+                thread: thread(),
+                superstep: self.superstep,
+                task_index: task.index,
             }),
-            answers: task.answers.clone(),
-            calls: std::sync::atomic::AtomicU32::new(0),
-            approval: task.approved.clone(),
-            subgraph: Mutex::new(task.subgraph.clone()),
-            attempt_cancel: Mutex::new(None),
-            scope: self.scope.clone(),
-            thread: self.durable.as_ref().map(|d| d.thread.clone()),
-            superstep: self.superstep,
-            task_index: task.index,
-        });
+        };
         (step, started)
     }
 
@@ -260,6 +297,7 @@ impl<S: State> Executor<'_, S> {
         started: Instant,
         result: Result<NodeOutput<S::Update>, Failure>,
         attempts: u32,
+        spare: &mut Option<Arc<StepShared>>,
     ) -> TaskOutcome<S::Update> {
         let finished = Instant::now();
         // Usually the node kept no context: the step's data is taken
@@ -271,26 +309,27 @@ impl<S: State> Executor<'_, S> {
             ),
             None => (settle_shared(&step), task.input.clone()),
         };
+        let step_id = step.step_id;
+        let node = step.node.clone();
+        if Arc::get_mut(&mut step).is_some() {
+            *spare = Some(step);
+        }
         self.run.ledger.release(meter.reserved);
         let ended = self.classify(task, result, attempts, finished);
         let latency = finished.saturating_duration_since(started);
         let error_text = ended.error.as_ref().map(|e| e.report().to_string());
-        self.emit_with(
-            finished,
-            Some(step.step_id),
-            Some(task.node),
-            attempts,
-            || EventKind::StepFinished {
+        self.emit_with(finished, Some(step_id), Some(task.node), attempts, || {
+            EventKind::StepFinished {
                 status: ended.status,
                 attempts,
                 latency_us: latency.as_micros() as u64,
                 usage: meter.usage,
                 cost: meter.cost,
                 error: error_text.clone(),
-            },
-        );
+            }
+        });
         if let (Some(e), false) = (&ended.error, ended.sibling_canceled) {
-            self.emit_error(finished, Some(step.step_id), Some(task.node), attempts, e);
+            self.emit_error(finished, Some(step_id), Some(task.node), attempts, e);
         }
         TaskOutcome {
             node: task.node,
@@ -302,8 +341,8 @@ impl<S: State> Executor<'_, S> {
             sibling_canceled: ended.sibling_canceled,
             update_json: None,
             record: StepRecord {
-                step_id: step.step_id,
-                node: step.node.clone(),
+                step_id,
+                node,
                 parent_step_id: self.parent_step,
                 status: ended.status,
                 attempts,

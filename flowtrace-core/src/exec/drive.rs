@@ -254,6 +254,9 @@ pub(crate) async fn drive<S: State>(
             let thread = exec.durable.as_ref().map(|d| d.thread.clone());
             let Executor { state, records, .. } = exec;
             let mut all = match history {
+                // Without history the records are the summary's steps as
+                // they are (not copied into a new vector).
+                Ok(h) if h.is_empty() => records,
                 Ok(mut h) => {
                     h.extend(records);
                     h

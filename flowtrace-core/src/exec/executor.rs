@@ -14,7 +14,7 @@ use crate::graph::Inner;
 use crate::graph::compile::Target;
 use crate::ids::StepId;
 use crate::node::Scope;
-use crate::node::{Dispatch, NodeOutput};
+use crate::node::{Dispatch, NodeOutput, StepShared};
 use crate::pricing::Amount;
 use crate::pricing::{Cost, TokenUsage};
 use crate::state::State;
@@ -131,6 +131,9 @@ pub(crate) struct Executor<'g, S: State> {
     pub(crate) scope: Arc<Scope>,
     /// Where a subgraph stands when it paused (nested executors only).
     pub(super) paused: Option<SubgraphState>,
+    /// The last sequential step's shared data, when its node kept no
+    /// context: the next step reuses the allocation.
+    pub(super) spare_step: Option<Arc<StepShared>>,
 }
 
 impl<'g, S: State> Executor<'g, S> {
@@ -165,6 +168,7 @@ impl<'g, S: State> Executor<'g, S> {
             interrupt_after: graph.interrupt_after.clone(),
             scope,
             paused: None,
+            spare_step: None,
         }
     }
 
@@ -409,7 +413,7 @@ mod future_sizes {
             &c,
         ));
         let t = Task::new(0, None);
-        let task = std::mem::size_of_val(&exec.execute_task(&t, Amount::ZERO, None));
+        let task = std::mem::size_of_val(&exec.execute_task(&t, Amount::ZERO, None, &mut None));
         let execute = std::mem::size_of_val(&exec.execute(Vec::new()));
         assert!(attempt <= 400, "attempt future is {attempt} bytes");
         assert!(task <= 800, "execute_task future is {task} bytes");

@@ -175,7 +175,9 @@ impl<S: State> Executor<'_, S> {
                 .ledger
                 .reserve(amount, &cn.id)
                 .map_err(Error::BudgetExceeded)?;
-            outcomes.push(self.execute_task(task, amount, None).await);
+            let mut spare = self.spare_step.take();
+            outcomes.push(self.execute_task(task, amount, None, &mut spare).await);
+            self.spare_step = spare;
             return Ok(());
         }
         let mut reservations = std::mem::take(&mut self.reservations);
@@ -423,11 +425,12 @@ impl<S: State> Executor<'_, S> {
         let n = ready.len();
         let parallel = self.run.parallel.filter(|_| n > 1);
         let Some(cap) = parallel else {
+            let mut spare = None;
             let mut tasks = ready.iter().zip(reservations.drain(..));
             for (task, reserved) in tasks.by_ref() {
                 let mut o = match &task.saved {
                     Some(w) => self.replayed(task, reserved, w),
-                    None => self.execute_task(task, reserved, None).await,
+                    None => self.execute_task(task, reserved, None, &mut spare).await,
                 };
                 if n > 1 && self.durable.is_some() {
                     // Boxed so the durable path does not grow every step's future.
@@ -472,7 +475,10 @@ impl<S: State> Executor<'_, S> {
                     async move {
                         let mut o = match &task.saved {
                             Some(w) => self.replayed(task, reserved, w),
-                            None => self.execute_task(task, reserved, Some(token)).await,
+                            None => {
+                                self.execute_task(task, reserved, Some(token), &mut None)
+                                    .await
+                            }
                         };
                         if self.durable.is_some() {
                             Box::pin(self.save_pending(&mut o)).await;
