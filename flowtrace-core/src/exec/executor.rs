@@ -19,7 +19,7 @@ use crate::pricing::Amount;
 use crate::pricing::{Cost, TokenUsage};
 use crate::state::State;
 use crate::trace::StepRecord;
-use crate::trace::{EventKind, RunStatus, StepStatus};
+use crate::trace::{EventKind, RunStatus, StepStatus, TraceEvent};
 
 /// A node to run in the next super-step, with its dispatch input and what
 /// humans already told it.
@@ -180,14 +180,17 @@ impl<'g, S: State> Executor<'g, S> {
         attempt: u32,
         kind: EventKind,
     ) {
-        self.run.event(
-            at,
-            step,
-            self.parent_step,
-            node.map(|n| &self.graph.nodes[n].id),
+        // Built here rather than through `RunServices::event`, so the event
+        // is written once, in place.
+        self.run.bus.emit(TraceEvent {
+            ts: self.run.ts(at),
+            run_id: self.run.run_id.clone(),
+            step_id: step,
+            parent_step_id: self.parent_step,
+            node: node.map(|n| self.graph.nodes[n].id.clone()),
             attempt,
             kind,
-        );
+        });
     }
 
     /// Emits the event `kind` builds, building it only if a sink or a live

@@ -136,6 +136,7 @@ impl EventBus {
 
     /// Delivers one event to every sink and, if anyone listens, to the
     /// live subscribers. Never blocks on a subscriber.
+    #[inline]
     pub(crate) fn emit(&self, event: TraceEvent) {
         for sink in &self.sinks {
             sink.record(&event);
@@ -144,6 +145,12 @@ impl EventBus {
         if !bookend && self.number_unheard() {
             return;
         }
+        self.send(event, bookend);
+    }
+
+    /// Numbers `event` under the lock and sends it to the live subscribers
+    /// (keeping it if it is a bookend).
+    fn send(&self, event: TraceEvent, bookend: bool) {
         let _held = self.lock();
         let seq = self.number();
         let live = self.subscribers.load(Ordering::Acquire) > 0;
