@@ -234,51 +234,80 @@ pub(crate) async fn drive<S: State>(
         },
     );
     let span = tracing::info_span!("flowtrace.run", run_id = %run.run_id, graph = %graph.name);
-    let (result, state, records, thread) = match prepare(graph, &run, start).await {
+    let ran = match prepare(graph, &run, start).await {
         Err(e) => (Err(e), None, Vec::new(), None),
-        Ok((mut exec, ready, stop, before)) => {
-            let history = match (&run.summary_scope, exec.durable.as_ref()) {
-                (crate::exec::SummaryScope::Thread, Some(d)) => thread_history(d, before).await,
-                _ => Ok(Vec::new()),
-            };
-            let mut result = match stop {
-                Some(stop) => Ok(stop),
-                None => exec.execute(ready).instrument(span).await,
-            };
-            if let Some(d) = exec.durable.as_mut()
-                && let Err(e) = d.finish().await
-                && result.is_ok()
-            {
+        Ok(prepared) => run_prepared(&run, prepared, span).await,
+    };
+    report(graph, &run, started, ran).await
+}
+
+/// What running a prepared graph left: its result, its state, every step
+/// record for the summary (the thread's history first, when the summary
+/// covers the thread), and its thread.
+type Ran<S> = (
+    Result<Stop, Error>,
+    Option<Arc<S>>,
+    Vec<StepRecord>,
+    Option<ThreadId>,
+);
+
+/// Runs a prepared graph (unless it stopped before running anything) and
+/// finishes its thread.
+async fn run_prepared<S: State>(
+    run: &RunShared,
+    (mut exec, ready, stop, before): Prepared<'_, S>,
+    span: tracing::Span,
+) -> Ran<S> {
+    let history = match (&run.summary_scope, exec.durable.as_ref()) {
+        (crate::exec::SummaryScope::Thread, Some(d)) => thread_history(d, before).await,
+        _ => Ok(Vec::new()),
+    };
+    let mut result = match stop {
+        Some(stop) => Ok(stop),
+        None => exec.execute(ready).instrument(span).await,
+    };
+    if let Some(d) = exec.durable.as_mut()
+        && let Err(e) = d.finish().await
+        && result.is_ok()
+    {
+        result = Err(e);
+    }
+    let thread = exec.durable.as_ref().map(|d| d.thread.clone());
+    let Executor { state, records, .. } = exec;
+    let mut all = match history {
+        // Without history the records are the summary's steps as
+        // they are (not copied into a new vector).
+        Ok(h) if h.is_empty() => records,
+        Ok(mut h) => {
+            h.extend(records);
+            h
+        }
+        Err(e) => {
+            if result.is_ok() {
                 result = Err(e);
             }
-            let thread = exec.durable.as_ref().map(|d| d.thread.clone());
-            let Executor { state, records, .. } = exec;
-            let mut all = match history {
-                // Without history the records are the summary's steps as
-                // they are (not copied into a new vector).
-                Ok(h) if h.is_empty() => records,
-                Ok(mut h) => {
-                    h.extend(records);
-                    h
-                }
-                Err(e) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                    records
-                }
-            };
-            {
-                let mut nested = run.nested_steps.lock().unwrap_or_else(|p| p.into_inner());
-                if !nested.is_empty() {
-                    // Subgraph steps interleave with their parents' by step id.
-                    all.append(&mut nested);
-                    all.sort_by_key(|r| r.step_id);
-                }
-            }
-            (result, Some(state), all, thread)
+            records
         }
     };
+    {
+        let mut nested = run.nested_steps.lock().unwrap_or_else(|p| p.into_inner());
+        if !nested.is_empty() {
+            // Subgraph steps interleave with their parents' by step id.
+            all.append(&mut nested);
+            all.sort_by_key(|r| r.step_id);
+        }
+    }
+    (result, Some(state), all, thread)
+}
+
+/// Reports a finished run: `budget.exceeded` and `run.finished` events, the
+/// sink flush, and the output or failure with its summary.
+async fn report<S: State>(
+    graph: &Inner<S>,
+    run: &RunShared,
+    started: Instant,
+    (result, state, records, thread): Ran<S>,
+) -> Result<RunOutput<S>, RunFailure> {
     let finished = Instant::now();
     let usage: TokenUsage = records.iter().map(|r| r.usage).sum();
     let cost: Cost = records.iter().map(|r| r.cost).sum();
