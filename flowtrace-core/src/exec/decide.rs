@@ -229,68 +229,30 @@ fn apply_decision<S: State>(
     };
     crate::exec::durable::check_value_depth(&payload, Some(&interrupt.node))?;
     let (level, level_writes) = level_of(frontier, writes, prefix).ok_or_else(lost)?;
-    match kind {
+    let applied = match kind {
         DecisionKind::Approve | DecisionKind::Update => {
             let answer = if kind == DecisionKind::Approve {
                 payload.clone()
             } else {
                 serde_json::Value::Null
             };
-            match interrupt.when {
-                InterruptWhen::During => {
-                    let t = level
-                        .get_mut(own)
-                        .filter(|t| t.node == interrupt.node)
-                        .ok_or_else(lost)?;
-                    t.answers.push(answer);
-                }
-                InterruptWhen::Before => {
-                    for t in level.iter_mut().filter(|t| t.node == interrupt.node) {
-                        t.approved = Some(payload.clone());
-                    }
-                }
-                InterruptWhen::After => {}
-            }
+            release(level, interrupt, own, answer, &payload)
         }
         _ => {
-            let reason = format!(
-                "{} by {by} (interrupt {})",
-                if kind == DecisionKind::Reject {
-                    "rejected"
-                } else {
-                    "escalated"
-                },
-                interrupt.id
-            );
-            match interrupt.when {
-                InterruptWhen::After => {
-                    level.clear();
-                    level_writes.clear();
+            let verb = if kind == DecisionKind::Reject {
+                "rejected"
+            } else {
+                "escalated"
+            };
+            let reason = format!("{verb} by {by} (interrupt {})", interrupt.id);
+            skip(exec, level, level_writes, interrupt, own, &reason).map(|()| {
+                if let Some(goto) = goto {
+                    level.push(TaskSpec::new(goto, None));
                 }
-                InterruptWhen::During | InterruptWhen::Before => {
-                    let hit: Vec<usize> = level
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, t)| {
-                            t.node == interrupt.node
-                                && (interrupt.when == InterruptWhen::Before || *i == own)
-                        })
-                        .map(|(i, _)| i)
-                        .collect();
-                    if hit.is_empty() {
-                        return Err(lost());
-                    }
-                    for i in hit {
-                        level_writes.retain(|w| w.task as usize != i);
-                        level_writes.push(rejected_write(exec, i as u32, &interrupt.node, &reason));
-                    }
-                }
-            }
-            if let Some(goto) = goto {
-                level.push(TaskSpec::new(goto, None));
-            }
+            })
         }
-    }
+    };
+    applied.ok_or_else(lost)?;
     Ok(ApprovalRecord {
         interrupt_id: interrupt.id.clone(),
         node: interrupt.node.clone(),
@@ -301,6 +263,65 @@ fn apply_decision<S: State>(
         payload,
         checkpoint_seq,
     })
+}
+
+/// An approval or an edit releases the interrupted task: its answer for
+/// an `interrupt` call (task number `own` of `level`), or the approval of
+/// an `interrupt_before` gate. `None` when the task is not there.
+fn release(
+    level: &mut [TaskSpec],
+    interrupt: &Interrupt,
+    own: usize,
+    answer: serde_json::Value,
+    payload: &serde_json::Value,
+) -> Option<()> {
+    match interrupt.when {
+        InterruptWhen::During => {
+            let t = level.get_mut(own).filter(|t| t.node == interrupt.node)?;
+            t.answers.push(answer);
+        }
+        InterruptWhen::Before => {
+            for t in level.iter_mut().filter(|t| t.node == interrupt.node) {
+                t.approved = Some(payload.clone());
+            }
+        }
+        InterruptWhen::After => {}
+    }
+    Some(())
+}
+
+/// A rejection or an escalation skips the interrupted task (saved as
+/// skipped for `reason`), or for an `interrupt_after` gate everything the
+/// graph level was about to run. `None` when the task is not there.
+fn skip<S: State>(
+    exec: &Executor<'_, S>,
+    level: &mut Vec<TaskSpec>,
+    level_writes: &mut Vec<PendingWrite>,
+    interrupt: &Interrupt,
+    own: usize,
+    reason: &str,
+) -> Option<()> {
+    if interrupt.when == InterruptWhen::After {
+        level.clear();
+        level_writes.clear();
+        return Some(());
+    }
+    let hit: Vec<usize> = level
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| {
+            t.node == interrupt.node && (interrupt.when == InterruptWhen::Before || *i == own)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if hit.is_empty() {
+        return None;
+    }
+    for i in hit {
+        level_writes.retain(|w| w.task as usize != i);
+        level_writes.push(rejected_write(exec, i as u32, &interrupt.node, reason));
+    }
+    Some(())
 }
 
 fn exec_ts<S: State>(exec: &Executor<'_, S>) -> crate::trace::Timestamp {
