@@ -1,8 +1,9 @@
 //! Executor overhead benchmarks.
 //!
-//! Every run here has a [`VoidSink`] attached, so all trace events are still
-//! built and delivered (as for a real persistence sink), but no live
-//! subscriber is attached.
+//! Every run here but `chain_unobserved` has a [`VoidSink`] attached, so all
+//! trace events are still built and delivered (as for a real persistence
+//! sink), but no live subscriber is attached. `chain_unobserved` has neither
+//! sink nor subscriber: step events are not even built.
 //!
 //! Results on the 2-core CI machine (criterion 0.8, release profile), see the
 //! README for the latest figures:
@@ -10,6 +11,7 @@
 //! | bench | figure |
 //! |---|---|
 //! | `chain/1000_noop_nodes` | per run of 1000 steps (divide by 1000 for per step) |
+//! | `chain_unobserved/1000_noop_nodes` | the same, with nobody listening |
 //! | `fanout/100_parallel_noop_nodes` | per run of 102 steps |
 //! | `three_node/1000_runs` | per 1000 runs |
 //! | `state_size/chain_100/{10,100,1000}_messages` | per run of 100 steps |
@@ -78,6 +80,23 @@ fn bench_chain(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let out = graph
                 .invoke(Conversation::default(), config())
+                .await
+                .unwrap();
+            black_box(out.summary.node_executions)
+        })
+    });
+    g.finish();
+}
+
+fn bench_chain_unobserved(c: &mut Criterion) {
+    let rt = runtime();
+    let graph = chain(1000, noop);
+    let mut g = c.benchmark_group("chain_unobserved");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("1000_noop_nodes", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = graph
+                .invoke(Conversation::default(), RunConfig::new())
                 .await
                 .unwrap();
             black_box(out.summary.node_executions)
@@ -163,6 +182,7 @@ fn bench_state_size(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_chain,
+    bench_chain_unobserved,
     bench_fanout,
     bench_three_node,
     bench_state_size

@@ -100,6 +100,7 @@ pub enum Decision<U> {
 /// # let _ = cmd;
 /// ```
 #[derive(Debug)]
+#[must_use = "a Command does nothing until a run resumes with it"]
 pub struct Command<U> {
     pub(crate) interrupt_id: String,
     pub(crate) decision: Decision<U>,
@@ -171,6 +172,7 @@ impl<U> Command<U> {
 /// assert_eq!(policy.get_every(), 32);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a SnapshotPolicy does nothing until it is passed to `RunConfig::snapshots`"]
 pub struct SnapshotPolicy {
     every: u32,
     max_delta_bytes: usize,

@@ -10,11 +10,18 @@
 //! cancellation, the deadline, the recursion limit and the budgets.
 
 mod api;
+mod attempt;
+mod commit;
+mod decide;
 mod drive;
 mod durable;
 mod executor;
 mod handle;
 mod joins;
+mod pause;
+mod replay;
+mod route;
+mod superstep;
 
 mod output;
 pub(crate) mod shared;
@@ -51,6 +58,7 @@ use crate::trace::TraceSink;
 /// settled with the actual amount, so even a wide parallel fan-out can never
 /// overshoot the cap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a Budget does nothing until it is passed to `RunConfig::budget`"]
 pub struct Budget {
     /// Most node executions (skipped nodes do not count).
     pub max_node_executions: Option<u64>,
@@ -113,6 +121,7 @@ pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;
 /// # let _ = config;
 /// ```
 #[derive(Clone)]
+#[must_use = "a RunConfig does nothing until a run is started with it"]
 pub struct RunConfig {
     pub(crate) run_id: Option<RunId>,
     pub(crate) parallel: Option<usize>,

@@ -79,6 +79,7 @@ pub(crate) struct RouterDef<S: State> {
 ///     .unwrap();
 /// assert_eq!(graph.node_ids().count(), 3);
 /// ```
+#[must_use = "a GraphBuilder does nothing until it is compiled"]
 pub struct GraphBuilder<S: State> {
     pub(crate) name: String,
     pub(crate) nodes: Vec<NodeDef<S>>,
