@@ -6,6 +6,7 @@
 //! Write one as an async closure with [`node_fn`], or implement [`Node`].
 
 mod context;
+mod model_call;
 mod run;
 
 pub use context::NodeContext;
