@@ -1,10 +1,22 @@
 //! # flowtrace-store-postgres
 //!
-//! PostgreSQL storage for FlowTrace: a [`flowtrace_core::Checkpointer`] and a
-//! [`flowtrace_core::TraceSink`] backed by sqlx.
+//! PostgreSQL for FlowTrace, so runs outgrow one process: every worker
+//! shares one database for checkpoints, traces and the queue of runs.
 //!
-//! This release contains no store yet: the crate exists so the workspace
-//! layout is final. The contracts it will implement live in
-//! [`flowtrace_core::checkpoint`] and [`flowtrace_core::trace`].
+//! * [`connect`] opens a pool (optionally inside a schema of its own);
+//!   [`migrate`] applies the embedded migrations. Connecting never
+//!   migrates: call it once, from a deploy step or at start-up.
+//! * [`lease`]: one owner per thread at a time, with fencing tokens.
+//!
+//! The tables: `workflows` (versioned), `workflow_runs` (also the run
+//! queue), `run_steps`, `trace_events`, `provider_bindings`,
+//! `thread_leases`, and the checkpoint tables.
 
-pub use flowtrace_core::{checkpoint, trace};
+pub mod db;
+pub mod error;
+pub mod lease;
+
+pub use db::{MIGRATOR, PgConfig, connect, migrate};
+pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
+pub use lease::Lease;
+pub use sqlx::PgPool;

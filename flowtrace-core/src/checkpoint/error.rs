@@ -21,6 +21,24 @@ pub enum CheckpointError {
         /// The checkpoint number the store expected.
         expected: u64,
     },
+    /// The writer no longer holds the thread's lease: another owner took
+    /// the thread over (its lease expired or it was released), so this
+    /// write is rejected and nothing is stored. Stores that lease threads
+    /// to one owner at a time (such as a PostgreSQL store shared by many
+    /// workers) report it; the history never forks.
+    #[error(
+        "thread {thread:?}: write by {owner:?} under lease epoch {epoch} rejected, the thread is now held under epoch {current_epoch} (fenced)"
+    )]
+    Fenced {
+        /// The thread.
+        thread: ThreadId,
+        /// The owner whose write was rejected.
+        owner: String,
+        /// The lease epoch the writer held.
+        epoch: u64,
+        /// The thread's lease epoch now.
+        current_epoch: u64,
+    },
     /// The stored format is not one this release reads.
     #[error(
         "thread {thread:?}: unsupported checkpoint format version {found} (this release reads {supported})"
@@ -172,7 +190,9 @@ impl CheckpointError {
     pub fn kind(&self) -> CheckpointErrorKind {
         use CheckpointErrorKind as K;
         match self {
-            CheckpointError::Conflict { .. } | CheckpointError::ThreadExists { .. } => K::Conflict,
+            CheckpointError::Conflict { .. }
+            | CheckpointError::Fenced { .. }
+            | CheckpointError::ThreadExists { .. } => K::Conflict,
             CheckpointError::UnsupportedVersion { .. }
             | CheckpointError::Corrupt { .. }
             | CheckpointError::ForeignFile { .. } => K::Corrupt,
