@@ -45,7 +45,10 @@ create table workflow_runs (
     claims              integer     not null default 0,
     -- 'halt', 'cancel' or 'resume', cleared when a worker acts on it.
     requested           text check (requested in ('halt', 'cancel', 'resume')),
-    -- Decisions for an interrupted run, waiting for a worker.
+    -- The questions an interrupted run waits on: [{id, node, payload}].
+    interrupts          jsonb,
+    -- Decisions for an interrupted run, waiting for a worker:
+    -- [{interrupt, approve: payload} | {interrupt, reject: true}, by].
     decisions           jsonb,
     updated_at          timestamptz not null default now(),
     foreign key (workflow_id, workflow_version) references workflows (id, version)
