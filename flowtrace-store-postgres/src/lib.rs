@@ -15,8 +15,12 @@
 pub mod db;
 pub mod error;
 pub mod lease;
+#[cfg(feature = "queue")]
+pub mod queue;
 
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;
+#[cfg(feature = "queue")]
+pub use queue::{IdlePolicy, RemoteSignal, RunQueue, RunRecord, RunState, Verdict, Worker, WorkerReport};
 pub use sqlx::PgPool;

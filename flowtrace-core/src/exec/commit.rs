@@ -152,6 +152,13 @@ impl<S: State> Executor<'_, S> {
             StateRecord::Delta(deltas)
         };
         let cp = self.checkpoint(state, next, nodes, steps, status, gates)?;
+        if self.durable.as_ref().is_some_and(|d| d.is_sync()) {
+            // The sinks get the super-step's events before its checkpoint
+            // is committed, so a crash never leaves a committed step whose
+            // events a sink never received. A failure here is reported by
+            // the flush at the end of the run.
+            let _ = self.run.bus.flush().await;
+        }
         if let Some(d) = self.durable.as_mut() {
             d.append(cp).await?;
         }

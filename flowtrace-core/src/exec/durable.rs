@@ -21,7 +21,9 @@ use crate::state::State;
 #[non_exhaustive]
 pub enum Durability {
     /// Each checkpoint is written before the next super-step starts (the
-    /// default): a crash loses at most the super-step in progress.
+    /// default): a crash loses at most the super-step in progress. The
+    /// run's sinks are flushed before each checkpoint is written, so every
+    /// committed step's events have reached them.
     #[default]
     Sync,
     /// Checkpoints are written in order by a background task while the run
@@ -272,6 +274,11 @@ impl Durable {
             since_full: 0,
             bytes_since_full: 0,
         }
+    }
+
+    /// Whether each checkpoint is written before the run goes on.
+    pub(crate) fn is_sync(&self) -> bool {
+        self.mode == Durability::Sync
     }
 
     /// Whether pending writes are saved as tasks finish (not in exit mode).

@@ -1,0 +1,427 @@
+//! The PostgreSQL run queue end to end, through the `pg_queue` example's
+//! command line: in-process, and as real worker processes (this test binary
+//! started again with `--exact worker_process_entry`), one of them killed
+//! with SIGKILL mid-run.
+//!
+//! Needs `DATABASE_URL`; skips loudly without it (fails with
+//! `FLOWTRACE_REQUIRE_DB=1`). Each test works in a schema of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../examples/pg_queue/cli.rs"]
+#[allow(dead_code)]
+mod cli;
+#[path = "../../flowtrace-store-postgres/tests/support/mod.rs"]
+mod pg;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use flowtrace::Checkpointer;
+use flowtrace::ThreadId;
+use flowtrace_store_postgres::PostgresCheckpointer;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the command line in-process; returns (exit code, stdout, stderr).
+async fn pg_queue(db: &pg::TestDb, args: &[&str]) -> (u8, String, String) {
+    let (console, out, err) = cli::Console::buffers();
+    let mut full = vec!["--database-url", &db.url, "--schema", &db.schema];
+    full.extend_from_slice(args);
+    let code = cli::run(
+        full.iter().map(|s| s.to_string()).collect(),
+        &console,
+        CancellationToken::new(),
+    )
+    .await;
+    let out = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    let err = String::from_utf8(err.lock().unwrap().clone()).unwrap();
+    (code, out, err)
+}
+
+/// The JSON document a `--json` command printed.
+async fn pg_queue_json(db: &pg::TestDb, args: &[&str]) -> (u8, Value) {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let (code, out, err) = pg_queue(db, &full).await;
+    let doc = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {out:?}; stderr {err:?}"));
+    (code, doc)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "flowtrace-pg-queue-{name}-{}-{}",
+        std::process::id(),
+        pg::unique_schema(name)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_json(dir: &Path, name: &str, value: &Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, value.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// A chain of `n` simulated LLM steps of `latency_ms` each.
+fn chain(n: usize, latency_ms: u64) -> Value {
+    let nodes: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"id": format!("s{i}"), "type": "llm", "config": {
+                "provider": "simulated", "model": "gpt-4o-mini",
+                "simulated": {"response": format!("step {i} of {{{{input.topic}}}}"),
+                              "latencyMs": latency_ms, "usage": {"input": 10, "output": 5}}}})
+        })
+        .collect();
+    let edges: Vec<Value> = (1..n)
+        .map(|i| json!({"from": format!("s{}", i - 1), "to": format!("s{i}")}))
+        .collect();
+    json!({"version": "1", "entry": "s0", "nodes": nodes, "edges": edges})
+}
+
+fn approval() -> Value {
+    json!({
+        "version": "1",
+        "entry": "draft",
+        "nodes": [
+            {"id": "draft", "type": "llm", "config": {"provider": "simulated", "model": "gpt-4o-mini",
+                "simulated": {"response": "Refund {{input.amount}} dollars", "usage": {"input": 10, "output": 5}}}},
+            {"id": "approve", "type": "approval", "config": {"message": "Approve: {{node.draft.output}}"}},
+            {"id": "send", "type": "tool", "config": {"tool": "transform_json",
+                "input": "{{node.approve.output}}", "expression": "amount"}}
+        ],
+        "edges": [{"from": "draft", "to": "approve"}, {"from": "approve", "to": "send"}]
+    })
+}
+
+async fn enqueue(db: &pg::TestDb, file: &str, input: &str, count: usize) -> Vec<String> {
+    let count = count.to_string();
+    let (code, doc) = pg_queue_json(
+        db,
+        &["enqueue", file, "--input", input, "--count", &count],
+    )
+    .await;
+    assert_eq!(code, 0, "{doc}");
+    doc["run_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn status(db: &pg::TestDb, run_id: &str) -> (u8, Value) {
+    pg_queue_json(db, &["status", run_id]).await
+}
+
+/// Every event of `run_id` read through `trace` pages of `limit`.
+async fn trace(db: &pg::TestDb, run_id: &str, limit: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after: Option<String> = None;
+    let limit = limit.to_string();
+    loop {
+        let mut args = vec!["trace", run_id, "--limit", &limit];
+        if let Some(a) = &after {
+            args.extend_from_slice(&["--after", a]);
+        }
+        let (code, out, err) = pg_queue(db, &args).await;
+        assert_eq!(code, 0, "{err}");
+        for line in out.lines() {
+            events.push(serde_json::from_str::<Value>(line).unwrap());
+        }
+        match err.trim().strip_prefix("more: --after ") {
+            Some(next) => after = Some(next.to_owned()),
+            None => return events,
+        }
+    }
+}
+
+/// Checks a finished run's trace: numbered 0.. without gaps, ending with
+/// its `run.finished`, every node's `step.finished` present.
+fn check_trace(events: &[Value], nodes: usize) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], json!(i), "events numbered without gaps");
+    }
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds.last().copied(), Some("run.finished"), "{kinds:?}");
+    let finished = kinds.iter().filter(|k| **k == "step.finished").count();
+    assert!(finished >= nodes, "{finished} step.finished for {nodes} nodes: {kinds:?}");
+}
+
+/// Waits until `check` holds for the run's status document.
+async fn wait_for(db: &pg::TestDb, run_id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, doc) = status(db, run_id).await;
+        if check(&doc) {
+            return doc;
+        }
+        assert!(Instant::now() < deadline, "run {run_id}: timed out waiting for {what}: {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts this test binary again as a `pg_queue` worker process.
+fn spawn_worker(db: &pg::TestDb, args: &[&str]) -> tokio::process::Child {
+    let mut full = vec!["--database-url", &db.url, "--schema", &db.schema, "--json", "worker"];
+    full.extend_from_slice(args);
+    tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "worker_process_entry", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env("FLOWTRACE_PG_QUEUE_ARGS", serde_json::to_string(&full).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The entry point of the worker processes the tests start: runs the
+/// command line in `FLOWTRACE_PG_QUEUE_ARGS` and exits with its code.
+#[test]
+#[ignore = "entry point of the worker processes the other tests start"]
+fn worker_process_entry() {
+    let Ok(args) = std::env::var("FLOWTRACE_PG_QUEUE_ARGS") else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+            term.recv().await;
+            stop.cancel();
+        });
+        cli::run(args, &cli::Console::stdio(), shutdown).await
+    });
+    std::process::exit(i32::from(code));
+}
+
+/// The checkpoints of `run_id`'s thread, oldest first.
+async fn history(db: &pg::TestDb, run_id: &str) -> Vec<flowtrace::checkpoint::Checkpoint> {
+    let store = PostgresCheckpointer::new(db.pool.clone());
+    let mut cps = store
+        .list(&ThreadId::new(run_id), None, 100_000)
+        .await
+        .unwrap();
+    cps.reverse();
+    cps
+}
+
+/// Each node of the run's committed history ran exactly once.
+fn committed_once(summary: &Value, nodes: usize) {
+    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
+    for s in summary["steps"].as_array().unwrap() {
+        if s["status"] == "succeeded" {
+            *runs.entry(s["node_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(runs.len(), nodes, "{runs:?}");
+    assert!(runs.values().all(|n| *n == 1), "a committed step ran twice: {runs:?}");
+}
+
+#[tokio::test]
+async fn runs_queued_are_run_by_a_worker_with_summaries_and_traces() {
+    let Some(db) = pg::fresh("queue_basic").await else {
+        return;
+    };
+    let dir = temp_dir("basic");
+    let file = write_json(&dir, "chain.json", &chain(3, 0));
+    let ids = enqueue(&db, &file, r#"{"topic": "tides"}"#, 4).await;
+    assert_eq!(ids.len(), 4);
+    // Enqueuing the same document again reuses the registered workflow.
+    let (_, again) = pg_queue_json(&db, &["enqueue", &file]).await;
+    let (_, first) = pg_queue_json(&db, &["enqueue", &file, "--count", "1"]).await;
+    assert_eq!(again["workflow_id"], first["workflow_id"]);
+    let (code, queued) = status(&db, &ids[0]).await;
+    assert_eq!((code, queued["status"].as_str()), (0, Some("queued")));
+
+    let (code, report) = pg_queue_json(&db, &["worker", "--concurrency", "3", "--exit-when-idle"]).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["claimed"], json!(6), "{report}");
+    assert_eq!(report["outcomes"]["succeeded"], json!(6), "{report}");
+
+    for id in &ids {
+        let (code, doc) = status(&db, id).await;
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["status"], "succeeded", "{doc}");
+        assert_eq!(doc["run_id"], json!(id));
+        assert_eq!(doc["outputs"]["s2"], json!("step 2 of tides"));
+        assert_eq!(doc["totals"]["tokens_input"], json!(30));
+        committed_once(&doc, 3);
+        check_trace(&trace(&db, id, 4).await, 3);
+    }
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_input_gives_typed_errors_and_writes_nothing() {
+    let Some(db) = pg::fresh("queue_bad_input").await else {
+        return;
+    };
+    let dir = temp_dir("bad");
+    let bad = write_json(
+        &dir,
+        "bad.json",
+        &json!({"version": "1", "entry": "nowhere", "nodes": [
+            {"id": "a", "type": "llm", "config": {"provider": "simulated"}},
+            {"id": "a", "type": "teleport"}
+        ]}),
+    );
+    let (code, out, err) = pg_queue(&db, &["enqueue", &bad]).await;
+    assert_eq!(code, 2, "{out} {err}");
+    assert!(err.contains("/nodes/1"), "problems carry JSON pointers: {err}");
+    let workflows: i64 = sqlx::query_scalar("select count(*) from workflows")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let runs: i64 = sqlx::query_scalar("select count(*) from workflow_runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!((workflows, runs), (0, 0));
+
+    let (code, _, err) = pg_queue(&db, &["status", "no-such-run"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("no-such-run"), "{err}");
+    let (code, _, _) = pg_queue(&db, &["halt", "no-such-run"]).await;
+    assert_eq!(code, 2);
+    let (code, _, _) = pg_queue(&db, &["decide", "no-such-run", "--reject"]).await;
+    assert_eq!(code, 2);
+    let (code, _, _) = pg_queue(&db, &["decide", "x", "--reject", "--approve", "{}"]).await;
+    assert_eq!(code, 2, "exactly one verdict");
+    let (code, _, _) = pg_queue(&db, &["launch"]).await;
+    assert_eq!(code, 2, "unknown command");
+    let (code, _, _) = pg_queue(&db, &["enqueue", "/definitely/not/here.json"]).await;
+    assert_eq!(code, 2);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_decision_from_this_process_resumes_the_run_on_a_worker_process() {
+    let Some(db) = pg::fresh("queue_decide").await else {
+        return;
+    };
+    let dir = temp_dir("decide");
+    let file = write_json(&dir, "refund.json", &approval());
+    let ids = enqueue(&db, &file, r#"{"amount": 40}"#, 1).await;
+    let id = &ids[0];
+    let mut worker = spawn_worker(&db, &["--id", "w-decide", "--poll-ms", "50"]);
+    let waiting = wait_for(&db, id, "the approval", |d| d["status"] == "interrupted").await;
+    assert_eq!(waiting["interrupt"]["node"], "approve", "{waiting}");
+    // A decision for a run that is not waiting is refused.
+    let (code, _, _) = pg_queue(&db, &["decide", id, "--approve", r#"{"amount": 40}"#]).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = pg_queue(&db, &["decide", id, "--reject"]).await;
+    assert_eq!(code, 2, "a second decision: {err}");
+    let done = wait_for(&db, id, "the end", |d| d["status"] == "succeeded").await;
+    assert_eq!(done["outputs"]["send"], json!(40), "{done}");
+    committed_once(&done, 3);
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_halt_reaches_the_run_in_a_worker_process_and_resume_finishes_it() {
+    let Some(db) = pg::fresh("queue_halt").await else {
+        return;
+    };
+    let dir = temp_dir("halt");
+    let file = write_json(&dir, "slow.json", &chain(40, 50));
+    let ids = enqueue(&db, &file, r#"{"topic": "wind"}"#, 1).await;
+    let id = &ids[0];
+    let mut worker = spawn_worker(&db, &["--id", "w-halt", "--poll-ms", "50"]);
+    wait_for(&db, id, "the start", |d| d["status"] == "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, doc) = pg_queue_json(&db, &["halt", id]).await;
+    assert_eq!(code, 0, "{doc}");
+    let halted = wait_for(&db, id, "the halt", |d| d["status"] == "halted").await;
+    let ran = halted["steps"].as_array().unwrap().len();
+    assert!((1..40).contains(&ran), "halted part-way: {ran} steps");
+    let queue = flowtrace_store_postgres::RunQueue::new(db.pool.clone());
+    queue.resume(id).await.unwrap();
+    let done = wait_for(&db, id, "the end", |d| d["status"] == "succeeded").await;
+    committed_once(&done, 40);
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_loses_nothing_and_reruns_no_committed_step() {
+    let Some(db) = pg::fresh("queue_sigkill").await else {
+        return;
+    };
+    let dir = temp_dir("kill");
+    let nodes = 12;
+    let file = write_json(&dir, "chain.json", &chain(nodes, 60));
+    let ids = enqueue(&db, &file, r#"{"topic": "rain"}"#, 6).await;
+    let lease = ["--lease-ms", "1500", "--poll-ms", "50", "--concurrency", "3"];
+    let mut doomed = spawn_worker(&db, &[&["--id", "doomed"][..], &lease[..]].concat());
+    // Wait until the doomed worker has committed some steps of its runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from workflow_runs where claimed_by = 'doomed' and status = 'running'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if held == 3 && history(&db, &ids[0]).await.len() >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the doomed worker never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.start_kill().unwrap(); // SIGKILL
+    let killed = doomed.wait().await.unwrap();
+    assert!(!killed.success());
+
+    let survivor = spawn_worker(&db, &[&["--id", "survivor", "--exit-when-idle"][..], &lease[..]].concat());
+    let out = tokio::time::timeout(Duration::from_secs(120), survivor.wait_with_output())
+        .await
+        .expect("the survivor finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut resumed = 0;
+    for id in &ids {
+        let (code, doc) = status(&db, id).await;
+        assert_eq!((code, doc["status"].as_str()), (0, Some("succeeded")), "{doc}");
+        committed_once(&doc, nodes);
+        // The thread's history is one line: consecutive checkpoints, each
+        // the child of the one before.
+        let cps = history(&db, id).await;
+        for (i, cp) in cps.iter().enumerate() {
+            assert_eq!(cp.seq, i as u64);
+            if i > 0 {
+                assert_eq!(cp.parent_seq, Some(i as u64 - 1));
+            }
+        }
+        check_trace(&trace(&db, id, 500).await, nodes);
+        let claims: i32 = sqlx::query_scalar("select claims from workflow_runs where id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if claims > 1 {
+            resumed += 1;
+        }
+    }
+    assert!(resumed >= 3, "the doomed worker's runs were resumed by the survivor: {resumed}");
+    db.cleanup().await;
+}
