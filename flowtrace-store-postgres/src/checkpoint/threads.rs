@@ -14,7 +14,8 @@ use super::{
     to_db,
 };
 
-/// The most summary rows [`list_threads`] reads per query while filling a
+/// The most summary rows [`list_threads`](flowtrace_core::checkpoint::Checkpointer::list_threads)
+/// of a [`PostgresCheckpointer`] reads per query while filling a
 /// page (a filter that matches few threads reads several such pages).
 pub const LIST_THREADS_PAGE: usize = 1_000;
 
