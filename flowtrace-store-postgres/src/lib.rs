@@ -7,17 +7,21 @@
 //!   [`migrate`] applies the embedded migrations. Connecting never
 //!   migrates: call it once, from a deploy step or at start-up.
 //! * [`lease`]: one owner per thread at a time, with fencing tokens.
+//! * [`PostgresCheckpointer`]: durable checkpoints, a row per step the
+//!   size of what changed, fenced by `seq` and optionally by a lease.
 //!
 //! The tables: `workflows` (versioned), `workflow_runs` (also the run
 //! queue), `run_steps`, `trace_events`, `provider_bindings`,
 //! `thread_leases`, and the checkpoint tables.
 
+mod checkpoint;
 pub mod db;
 pub mod error;
 pub mod lease;
 #[cfg(feature = "queue")]
 pub mod queue;
 
+pub use checkpoint::{LIST_THREADS_PAGE, PostgresCheckpointer};
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;

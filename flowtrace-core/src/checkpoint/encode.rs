@@ -1,6 +1,7 @@
-//! What the shipped stores share: checkpoints and pending writes encoded
+//! What the stores share (the shipped ones and those of other crates,
+//! such as the PostgreSQL store): checkpoints and pending writes encoded
 //! as JSON bytes with the depth limit measured while encoding, and the
-//! retention rule of `prune`.
+//! retention rule of [`prune`](super::Checkpointer::prune).
 
 use std::cell::Cell;
 use std::io;
@@ -17,12 +18,12 @@ use crate::ids::ThreadId;
 /// Same verdict as [`Checkpoint::check_depth`] (the depth of the JSON text
 /// is the depth of the value it encodes), measured while serializing
 /// instead of on a second, tree-shaped serialization.
-pub(super) fn checkpoint(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
+pub fn checkpoint(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
     checkpoint_after(&[], checkpoint)
 }
 
 /// `prefix` followed by `checkpoint` as JSON (see [`checkpoint`]).
-pub(super) fn checkpoint_after(
+pub fn checkpoint_after(
     prefix: &[u8],
     checkpoint: &Checkpoint,
 ) -> Result<Vec<u8>, CheckpointError> {
@@ -46,7 +47,7 @@ pub(super) fn checkpoint_after(
 /// `write` (for checkpoint `seq` of `thread`) as JSON, refused with
 /// [`CheckpointError::TooDeep`] (naming the task's node) when it nests
 /// deeper than [`MAX_RECORD_DEPTH`].
-pub(super) fn write(
+pub fn write(
     thread: &ThreadId,
     seq: u64,
     write: &PendingWrite,
@@ -133,7 +134,7 @@ impl Formatter for DepthFormatter<'_> {
 
 /// Reads back a checkpoint stored as `bytes`, expected to be `seq` of
 /// `thread` and in this release's format.
-pub(super) fn read_checkpoint(
+pub fn read_checkpoint(
     thread: &ThreadId,
     seq: u64,
     bytes: &[u8],
@@ -158,7 +159,7 @@ pub(super) fn read_checkpoint(
 }
 
 /// Reads back a pending write stored as `bytes`.
-pub(super) fn read_write(
+pub fn read_write(
     thread: &ThreadId,
     seq: u64,
     bytes: &[u8],
@@ -174,7 +175,7 @@ pub(super) fn read_write(
 /// `oldest` to `latest`: the last full state at or before the oldest
 /// checkpoint `keep` asks for (`last_full(s)` finds the last full state at
 /// or before `s`). With no full state there, nothing is removed.
-pub(super) fn first_kept(
+pub fn first_kept(
     oldest: u64,
     latest: u64,
     keep: Retention,

@@ -25,7 +25,7 @@
 
 pub mod conformance;
 mod depth;
-mod encode;
+pub mod encode;
 mod error;
 mod file;
 mod memory;
