@@ -7,6 +7,8 @@
 //!   [`migrate`] applies the embedded migrations. Connecting never
 //!   migrates: call it once, from a deploy step or at start-up.
 //! * [`lease`]: one owner per thread at a time, with fencing tokens.
+//! * [`trace`]: [`PostgresTraceSink`] persists every trace event, step and
+//!   run total; [`TraceStore`] reads them back (paginated) and purges old runs.
 //!
 //! The tables: `workflows` (versioned), `workflow_runs` (also the run
 //! queue), `run_steps`, `trace_events`, `provider_bindings`,
@@ -15,8 +17,10 @@
 pub mod db;
 pub mod error;
 pub mod lease;
+pub mod trace;
 
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;
 pub use sqlx::PgPool;
+pub use trace::{PostgresTraceSink, TraceStore};
