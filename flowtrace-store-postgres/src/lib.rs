@@ -9,6 +9,8 @@
 //! * [`lease`]: one owner per thread at a time, with fencing tokens.
 //! * [`PostgresCheckpointer`]: durable checkpoints, a row per step the
 //!   size of what changed, fenced by `seq` and optionally by a lease.
+//! * [`trace`]: [`PostgresTraceSink`] persists every trace event, step and
+//!   run total; [`TraceStore`] reads them back (paginated) and purges old runs.
 //!
 //! The tables: `workflows` (versioned), `workflow_runs` (also the run
 //! queue), `run_steps`, `trace_events`, `provider_bindings`,
@@ -20,6 +22,7 @@ pub mod error;
 pub mod lease;
 #[cfg(feature = "queue")]
 pub mod queue;
+pub mod trace;
 
 pub use checkpoint::{LIST_THREADS_PAGE, PostgresCheckpointer};
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
@@ -28,3 +31,4 @@ pub use lease::Lease;
 #[cfg(feature = "queue")]
 pub use queue::{IdlePolicy, RemoteSignal, RunQueue, RunRecord, RunState, Verdict, Worker, WorkerReport};
 pub use sqlx::PgPool;
+pub use trace::{PostgresTraceSink, TraceStore};
