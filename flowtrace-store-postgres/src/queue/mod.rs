@@ -341,7 +341,7 @@ impl RunQueue {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("queuing runs"))?;
-        notify(&mut *tx, "queue").await?;
+        notify(&mut tx, "queue").await?;
         tx.commit()
             .await
             .map_err(StoreError::db("committing the queued runs"))?;
@@ -467,7 +467,7 @@ impl RunQueue {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("storing a decision"))?;
-        notify(&mut *tx, "queue").await?;
+        notify(&mut tx, "queue").await?;
         tx.commit()
             .await
             .map_err(StoreError::db("committing a decision"))?;
@@ -562,7 +562,7 @@ impl RunQueue {
             .await
             .map_err(StoreError::db("updating the run"))?;
             if new == RunState::Queued {
-                notify(&mut *tx, "queue").await?;
+                notify(&mut tx, "queue").await?;
             }
         }
         if ask {
@@ -574,7 +574,7 @@ impl RunQueue {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db("asking the run's worker"))?;
-            notify(&mut *tx, &format!("{what}:{run_id}")).await?;
+            notify(&mut tx, &format!("{what}:{run_id}")).await?;
         }
         tx.commit()
             .await
