@@ -193,9 +193,15 @@ pub(crate) async fn finish(
     claims: i32,
     stopped: &Stopped,
 ) -> Result<bool, StoreError> {
+    // The thread's totals (every claim of the run), from the summary.
+    let totals = &stopped.summary["totals"];
+    let number = |key: &str| totals[key].as_i64().unwrap_or(0);
+    let cost = totals["cost_usd"].as_str().unwrap_or("0").to_owned();
     let done = sqlx::query(
         "update workflow_runs set status = $4, summary = $5, interrupts = $6,
             error_summary = $7, decisions = null,
+            total_tokens_input = $8, total_tokens_output = $9,
+            total_cost = $10::text::numeric, total_latency_ms = $11,
             requested = case when $4 = 'running' then requested else null end,
             claimed_by = null, lease_expires_at = null, updated_at = now(),
             finished_at = case when $4 in ('succeeded', 'failed', 'canceled') then now()
@@ -209,6 +215,10 @@ pub(crate) async fn finish(
     .bind(&stopped.summary)
     .bind(&stopped.interrupts)
     .bind(&stopped.error)
+    .bind(number("tokens_input"))
+    .bind(number("tokens_output"))
+    .bind(cost)
+    .bind(number("latency_ms"))
     .execute(pool)
     .await
     .map_err(StoreError::db("recording how a run stopped"))?;
