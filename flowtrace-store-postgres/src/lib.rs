@@ -7,6 +7,8 @@
 //!   [`migrate`] applies the embedded migrations. Connecting never
 //!   migrates: call it once, from a deploy step or at start-up.
 //! * [`lease`]: one owner per thread at a time, with fencing tokens.
+//! * `registry` (feature `queue`): JSON workflows, validated on the way in,
+//!   versioned, soft-deleted, registered once by content.
 //! * [`trace`]: [`PostgresTraceSink`] persists every trace event, step and
 //!   run total; [`TraceStore`] reads them back (paginated) and purges old runs.
 //!
@@ -17,10 +19,14 @@
 pub mod db;
 pub mod error;
 pub mod lease;
+#[cfg(feature = "queue")]
+pub mod registry;
 pub mod trace;
 
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;
+#[cfg(feature = "queue")]
+pub use registry::{WorkflowRecord, WorkflowRegistry};
 pub use sqlx::PgPool;
 pub use trace::{PostgresTraceSink, TraceStore};
