@@ -255,6 +255,13 @@ impl WorkflowRegistry {
     /// [`StoreError::InvalidWorkflow`] with every problem (nothing
     /// written); [`StoreError::LimitExceeded`] for a document over
     /// [`MAX_WORKFLOW_BYTES`]; [`StoreError::Database`].
+    ///
+    /// # Cancel safety
+    /// One statement: dropping the future either stored the workflow or
+    /// did not (the same holds for [`update`](Self::update),
+    /// [`delete`](Self::delete) and
+    /// [`register_by_content`](Self::register_by_content), each one
+    /// transaction). Reads have no effect to lose.
     pub async fn create(
         &self,
         owner: Option<&str>,
@@ -292,6 +299,29 @@ impl WorkflowRegistry {
             None => Err(StoreError::WorkflowNotFound {
                 id: id.to_owned(),
                 version,
+            }),
+        }
+    }
+
+    /// Version `version` of workflow `id` even if the workflow was
+    /// deleted: for runs that refer to it.
+    ///
+    /// # Errors
+    /// [`StoreError::WorkflowNotFound`] when there is no such version;
+    /// [`StoreError::Database`].
+    pub async fn get_archived(&self, id: &str, version: i32) -> Result<WorkflowRecord, StoreError> {
+        let sql = format!("select {COLUMNS} from workflows where id = $1 and version = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading the workflow"))?;
+        match row {
+            Some(row) => record(&row),
+            None => Err(StoreError::WorkflowNotFound {
+                id: id.to_owned(),
+                version: Some(version),
             }),
         }
     }

@@ -207,7 +207,10 @@ impl Shared {
 /// `error_summary`. A subgraph's `run.started`/`run.finished` (events with
 /// a `parent_step_id`) do not touch the row. A run id seen again later
 /// (a resumed run) continues its `seq` numbering after its last stored
-/// event.
+/// event. Two sinks writing the same run at the same time (two processes
+/// running one run id) would number its events twice: an event whose
+/// `(run_id, seq)` is already stored is not inserted again (which also
+/// makes a retried batch idempotent). Fence such runs with a lease.
 pub struct PostgresTraceSink {
     tx: mpsc::UnboundedSender<Message>,
     shared: Arc<Shared>,

@@ -277,3 +277,23 @@ async fn register_by_content_returns_the_existing_workflow() {
     assert_ne!(fresh.id, ids[0]);
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn runs_can_still_read_a_deleted_version() {
+    let Some(db) = support::fresh("registry_archived").await else {
+        return;
+    };
+    let reg = WorkflowRegistry::new(db.pool.clone());
+    let w = reg.create(None, &doc("kept")).await.unwrap();
+    reg.delete(&w.id).await.unwrap();
+    let archived = reg.get_archived(&w.id, 1).await.unwrap();
+    assert_eq!(archived.graph_json, w.graph_json);
+    assert!(matches!(
+        reg.get_archived(&w.id, 2).await,
+        Err(StoreError::WorkflowNotFound {
+            version: Some(2),
+            ..
+        })
+    ));
+    db.cleanup().await;
+}
