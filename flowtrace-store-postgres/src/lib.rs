@@ -9,6 +9,11 @@
 //! * [`lease`]: one owner per thread at a time, with fencing tokens.
 //! * [`PostgresCheckpointer`]: durable checkpoints, a row per step the
 //!   size of what changed, fenced by `seq` and optionally by a lease.
+//! * `registry` (feature `queue`): JSON workflows, validated on the way in,
+//!   versioned, soft-deleted, registered once by content.
+//! * [`queue`] (feature `queue`): [`RunQueue`] and [`Worker`], runs
+//!   queued in the database and executed by any number of worker
+//!   processes, with halts, cancels and decisions from anywhere.
 //! * [`trace`]: [`PostgresTraceSink`] persists every trace event, step and
 //!   run total; [`TraceStore`] reads them back (paginated) and purges old runs.
 //!
@@ -22,6 +27,8 @@ pub mod error;
 pub mod lease;
 #[cfg(feature = "queue")]
 pub mod queue;
+#[cfg(feature = "queue")]
+pub mod registry;
 pub mod trace;
 
 pub use checkpoint::{LIST_THREADS_PAGE, PostgresCheckpointer};
@@ -30,5 +37,7 @@ pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;
 #[cfg(feature = "queue")]
 pub use queue::{IdlePolicy, RemoteSignal, RunQueue, RunRecord, RunState, Verdict, Worker, WorkerReport};
+#[cfg(feature = "queue")]
+pub use registry::{WorkflowRecord, WorkflowRegistry};
 pub use sqlx::PgPool;
 pub use trace::{PostgresTraceSink, TraceStore};

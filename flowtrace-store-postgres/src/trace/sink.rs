@@ -141,8 +141,12 @@ pub(super) struct Shared {
     /// `Some` while the writer has been failing for longer than the retry
     /// window; `None` again once a write succeeds.
     pub(super) health: watch::Sender<Option<Arc<Failure>>>,
-    /// Events that could not be queued (the writer had stopped).
-    lost: AtomicU64,
+    /// Events never written: not queued (the writer had stopped) or given
+    /// up on (the pool was closed, or the sink dropped, while the
+    /// database kept failing). Once non-zero, every flush fails.
+    pub(super) lost: AtomicU64,
+    /// The failure events were given up on, if any.
+    pub(super) given_up: Mutex<Option<Arc<Failure>>>,
     /// An event that could not be encoded, reported by the next flush.
     unencodable: Mutex<Option<Arc<serde_json::Error>>>,
 }
@@ -203,7 +207,10 @@ impl Shared {
 /// `error_summary`. A subgraph's `run.started`/`run.finished` (events with
 /// a `parent_step_id`) do not touch the row. A run id seen again later
 /// (a resumed run) continues its `seq` numbering after its last stored
-/// event.
+/// event. Two sinks writing the same run at the same time (two processes
+/// running one run id) would number its events twice: an event whose
+/// `(run_id, seq)` is already stored is not inserted again (which also
+/// makes a retried batch idempotent). Fence such runs with a lease.
 pub struct PostgresTraceSink {
     tx: mpsc::UnboundedSender<Message>,
     shared: Arc<Shared>,
@@ -240,6 +247,7 @@ impl PostgresTraceSink {
             drained: Notify::new(),
             health,
             lost: AtomicU64::new(0),
+            given_up: Mutex::new(None),
             unencodable: Mutex::new(None),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -264,6 +272,26 @@ impl PostgresTraceSink {
                 "the writer task is not running (no tokio runtime, or it shut down); {lost} event(s) could not be queued"
             ),
         )
+    }
+
+    /// The sticky error once events were lost.
+    fn lost_error(&self) -> Option<SinkError> {
+        let lost = self.shared.lost.load(Ordering::Acquire);
+        if lost == 0 {
+            return None;
+        }
+        let cause = self.shared.given_up.lock().ok().and_then(|g| g.clone());
+        Some(match cause {
+            Some(f) => SinkError::new(
+                SINK_NAME,
+                format!(
+                    "{lost} event(s) were not written: {} failed after the pool was closed",
+                    f.context
+                ),
+            )
+            .with_source(f.source.clone()),
+            None => self.writer_gone(),
+        })
     }
 }
 
@@ -335,6 +363,9 @@ impl TraceSink for PostgresTraceSink {
                 SinkError::new(SINK_NAME, "an event could not be encoded as JSON").with_source(e),
             );
         }
+        if let Some(e) = self.lost_error() {
+            return Err(e);
+        }
         let mut health = self.shared.health.subscribe();
         let (reply, done) = oneshot::channel();
         if self.tx.send(Message::Flush(reply)).is_err() {
@@ -350,7 +381,7 @@ impl TraceSink for PostgresTraceSink {
                 biased;
                 answer = &mut done => {
                     return match answer {
-                        Ok(result) => result,
+                        Ok(result) => result.map_err(|e| self.lost_error().unwrap_or(e)),
                         Err(_) => Err(self.writer_gone()),
                     };
                 }

@@ -21,6 +21,10 @@ pub const MAX_STEPS: usize = 100_000;
 /// purges old runs ([`purge_finished`](Self::purge_finished)).
 ///
 /// Cheap to clone (it holds the pool).
+///
+/// # Cancel safety
+/// The reads have no effect: dropping their futures loses nothing. For
+/// purges see [`purge_finished_with`](Self::purge_finished_with).
 #[derive(Clone, Debug)]
 pub struct TraceStore {
     pub(super) pool: PgPool,

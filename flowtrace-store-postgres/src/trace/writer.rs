@@ -1,11 +1,13 @@
 //! The sink's background writer: numbers events within their runs, follows
 //! each step and run for their rows, and commits batches, retrying failures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use flowtrace_core::trace::SinkError;
 use flowtrace_core::trace::Timestamp;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -87,35 +89,56 @@ impl Writer {
                     Message::Flush(reply) => flushes.push(reply),
                 }
             }
+            let mut failed = None;
             if !events.is_empty() {
                 let count = events.len();
                 let bytes: usize = events.iter().map(Queued::weight).sum();
-                self.write(events).await;
+                if let Err(failure) = self.write(events).await {
+                    tracing::error!(
+                        events = count,
+                        context = failure.context,
+                        error = %failure.source,
+                        "trace sink: giving up on events (the pool is closed or the sink dropped)"
+                    );
+                    self.shared.lost.fetch_add(count as u64, Ordering::AcqRel);
+                    if let Ok(mut slot) = self.shared.given_up.lock() {
+                        *slot = Some(failure.clone());
+                    }
+                    failed = Some(failure);
+                }
                 self.shared.release(count, bytes);
             }
-            // Every event queued before these flushes is committed now.
+            // Every event queued before these flushes is committed now
+            // (or was given up on).
             for reply in flushes {
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(match &failed {
+                    None => Ok(()),
+                    Some(f) => Err(SinkError::new("postgres", "events were given up on")
+                        .with_source(f.source.clone())),
+                });
             }
             self.sweep();
         }
     }
 
-    /// Commits `events`, retrying until it succeeds.
-    async fn write(&mut self, events: Vec<Queued>) {
+    /// Commits `events`, retrying until it succeeds; gives up only when
+    /// nothing can succeed any more (see [`retry`](Self::retry)).
+    async fn write(&mut self, events: Vec<Queued>) -> Result<(), Arc<Failure>> {
         let mut unknown: Vec<String> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for q in &events {
-            if !self.runs.contains_key(&q.run_id) && !unknown.contains(&q.run_id) {
+            if !self.runs.contains_key(&q.run_id) && seen.insert(&q.run_id) {
                 unknown.push(q.run_id.clone());
             }
         }
+        drop(seen);
         if !unknown.is_empty() {
             let pool = self.pool.clone();
             let last = self
                 .retry("reading the runs' last event numbers", || {
                     last_seqs(&pool, &unknown)
                 })
-                .await;
+                .await?;
             let now = Instant::now();
             for run_id in unknown {
                 let next_seq = last.get(&run_id).map_or(0, |s| s.saturating_add(1));
@@ -132,9 +155,11 @@ impl Writer {
         }
         let batch = self.assemble(events);
         let pool = self.pool.clone();
-        self.retry("writing trace events", || batch.commit(&pool))
+        let committed = self
+            .retry("writing trace events", || batch.commit(&pool))
             .await;
         self.runs.retain(|_, r| !r.finished);
+        committed
     }
 
     /// Numbers the events and builds their rows (no I/O).
@@ -209,7 +234,13 @@ impl Writer {
     /// Runs `attempt` until it succeeds, waiting longer after each failure
     /// (up to [`MAX_RETRY_DELAY`]); once it has failed for longer than the
     /// retry window, flushes report the failure until a write succeeds.
-    async fn retry<T, F, Fut>(&self, context: &'static str, mut attempt: F) -> T
+    /// Gives up (`Err`) only past the retry window once the pool is closed
+    /// or the sink dropped: then nothing could ever succeed or wait.
+    async fn retry<T, F, Fut>(
+        &self,
+        context: &'static str,
+        mut attempt: F,
+    ) -> Result<T, Arc<Failure>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -222,16 +253,20 @@ impl Writer {
                     if first_failure.is_some() {
                         self.shared.health.send_replace(None);
                     }
-                    return value;
+                    return Ok(value);
                 }
                 Err(e) => {
                     let since = *first_failure.get_or_insert_with(Instant::now);
                     tracing::warn!(error = %e, context, "trace sink: write failed; retrying");
                     if since.elapsed() >= self.retry_for {
-                        self.shared.health.send_replace(Some(Arc::new(Failure {
+                        let failure = Arc::new(Failure {
                             context,
                             source: Arc::new(e),
-                        })));
+                        });
+                        self.shared.health.send_replace(Some(failure.clone()));
+                        if self.pool.is_closed() || self.rx.is_closed() {
+                            return Err(failure);
+                        }
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);

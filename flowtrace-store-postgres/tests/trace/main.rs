@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod failures;
 mod graphs;
 
 use std::sync::Arc;
@@ -366,34 +367,6 @@ async fn nul_characters_are_stored_not_refused() {
         *message = "a\u{FFFD}b \\u0000 c".into();
     }
     assert_eq!(back, event);
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn a_failing_database_fails_flush_and_loses_nothing() {
-    let Some(db) = support::empty("trace_db_down").await else {
-        return;
-    };
-    // No tables yet: every write fails until the migrations run.
-    let options = TraceSinkOptions::new().retry_for(Duration::from_millis(200));
-    let sink = PostgresTraceSink::with_options(db.pool.clone(), options);
-    for i in 0..10 {
-        sink.record(&graphs::log_event("down", &format!("event {i}")));
-    }
-    let err = tokio::time::timeout(Duration::from_secs(20), sink.flush())
-        .await
-        .expect("flush reports the failure within its retry window")
-        .unwrap_err();
-    let source = std::error::Error::source(&err).expect("the database error");
-    assert!(source.to_string().contains("trace_events"), "{source}");
-    flowtrace_store_postgres::migrate(&db.pool).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), sink.flush())
-        .await
-        .expect("written once the database is back")
-        .unwrap();
-    let store = TraceStore::new(db.pool.clone());
-    let events = all_events(&store, "down", 3).await;
-    assert_eq!(events.len(), 10);
     db.cleanup().await;
 }
 
