@@ -23,7 +23,8 @@ use super::claim::{self, Claim, Stopped};
 use super::signal::{RemoteSignal, listen};
 use super::{PendingInterrupt, RunState, Verdict};
 use crate::checkpoint::PostgresCheckpointer;
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreErrorKind};
+use crate::registry::WorkflowRegistry;
 use crate::lease::{self, Lease};
 
 /// The most compiled workflows a worker keeps (by id and version).
@@ -380,19 +381,18 @@ impl Inner {
         {
             return Ok(l.clone());
         }
-        let doc: Option<Value> = sqlx::query_scalar(
-            "select graph_json from workflows where id = $1 and version = $2",
-        )
-        .bind(id)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| {
-            tracing::warn!(workflow = id, version, error = %e, "reading a workflow");
-            None
-        })?;
-        let doc = doc.ok_or_else(|| Some(format!("workflow {id:?} version {version} not found")))?;
-        let text = doc.to_string();
+        // Deleted workflows still run the runs queued for them.
+        let record = WorkflowRegistry::new(self.pool.clone())
+            .get_archived(id, version)
+            .await
+            .map_err(|e| match e.kind() {
+                StoreErrorKind::NotFound => Some(e.to_string()),
+                _ => {
+                    tracing::warn!(workflow = id, version, error = %e, "reading a workflow");
+                    None
+                }
+            })?;
+        let text = record.graph_json.to_string();
         let spec = load_with(&text, &self.runtime.known(), &Limits::default())
             .map_err(|errors| {
                 let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();

@@ -292,9 +292,11 @@ impl Batch {
                 "insert into workflow_runs as w (id, status, started_at)
                  select id, 'running', t from unnest($1::text[], $2::timestamptz[]) as u(id, t)
                  on conflict (id) do update set
-                     status = 'running',
+                     -- A queued run's status and totals belong to the queue
+                     -- (its worker records them for the whole thread).
+                     status = case when w.claims > 0 then w.status else 'running' end,
                      started_at = coalesce(w.started_at, excluded.started_at),
-                     finished_at = null,
+                     finished_at = case when w.claims > 0 then w.finished_at else null end,
                      updated_at = now()",
             )
             .bind(started_ids)
@@ -320,7 +322,10 @@ impl Batch {
                      total_cost = excluded.total_cost,
                      total_latency_ms = excluded.total_latency_ms,
                      error_summary = excluded.error_summary,
-                     updated_at = now()",
+                     updated_at = now()
+                 -- A queued run is recorded by its worker, for its whole
+                 -- thread (every claim), not by one invocation's events.
+                 where w.claims = 0",
             )
             .bind(f.ids)
             .bind(f.statuses)
