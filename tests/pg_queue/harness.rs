@@ -140,7 +140,7 @@ pub fn check_trace(events: &[Value], nodes: usize) {
     }
     let kinds: Vec<&str> = events
         .iter()
-        .map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default())
+        .map(|e| e["event"]["kind"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(kinds.last().copied(), Some("run.finished"), "{kinds:?}");
     let finished = kinds.iter().filter(|k| **k == "step.finished").count();

@@ -31,8 +31,9 @@ async fn runs_queued_are_run_by_a_worker_with_summaries_and_traces() {
     let ids = enqueue(&db, &file, r#"{"topic": "tides"}"#, 4).await;
     assert_eq!(ids.len(), 4);
     // Enqueuing the same document again reuses the registered workflow.
-    let (_, again) = pg_queue_json(&db, &["enqueue", &file]).await;
-    let (_, first) = pg_queue_json(&db, &["enqueue", &file, "--count", "1"]).await;
+    let input = r#"{"topic": "tides"}"#;
+    let (_, again) = pg_queue_json(&db, &["enqueue", &file, "--input", input]).await;
+    let (_, first) = pg_queue_json(&db, &["enqueue", &file, "--input", input, "--count", "1"]).await;
     assert_eq!(again["workflow_id"], first["workflow_id"]);
     let (code, queued) = status(&db, &ids[0]).await;
     assert_eq!((code, queued["status"].as_str()), (0, Some("queued")));
