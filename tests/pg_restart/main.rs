@@ -47,11 +47,11 @@ async fn a_database_restart_under_a_running_worker_does_not_lose_the_run() {
         assert!(Instant::now() < deadline, "the worker never got going");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = std::process::Command::new("sh")
+    let restarted = std::process::Command::new("sh")
         .args(["-c", &restart])
         .status()
         .unwrap();
-    assert!(status.success(), "{restart}: {status}");
+    assert!(restarted.success(), "{restart}: {restarted}");
     // The test's own pool reconnects too.
     let deadline = Instant::now() + Duration::from_secs(30);
     while sqlx::query("select 1").execute(&db.pool).await.is_err() {
