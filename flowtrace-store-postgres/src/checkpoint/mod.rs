@@ -73,12 +73,14 @@ pub use threads::LIST_THREADS_PAGE;
 pub struct PostgresCheckpointer {
     pool: PgPool,
     lease: Option<Arc<Lease>>,
+    sync_writes: bool,
 }
 
 impl fmt::Debug for PostgresCheckpointer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresCheckpointer")
             .field("lease", &self.lease)
+            .field("sync_writes", &self.sync_writes)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +88,31 @@ impl fmt::Debug for PostgresCheckpointer {
 impl PostgresCheckpointer {
     /// A checkpointer over `pool` (whose schema is migrated).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, lease: None }
+        Self {
+            pool,
+            lease: None,
+            sync_writes: false,
+        }
+    }
+
+    /// Whether [`put_write`](Checkpointer::put_write) waits for its commit
+    /// to reach the disk (default `false`).
+    ///
+    /// By default a pending write commits asynchronously
+    /// (`synchronous_commit = off` for its own transaction): it is visible
+    /// to every worker at once and survives the worker's crash, and it is
+    /// on disk once the next checkpoint of any thread commits (PostgreSQL
+    /// flushes its log in order) or within the WAL writer's delay. Only a
+    /// crash of the database server itself can lose the pending writes of
+    /// an unfinished super-step, and then its tasks run again on resume,
+    /// as if the crash had come before they finished; committed
+    /// checkpoints are never lost. This keeps a wide super-step at one
+    /// synchronous commit instead of one per task. Pass `true` to make
+    /// every pending write wait for the disk.
+    #[must_use]
+    pub fn synchronous_pending_writes(mut self, on: bool) -> Self {
+        self.sync_writes = on;
+        self
     }
 
     /// A handle whose writes to `lease.thread` (append, append_batch,
@@ -100,6 +126,7 @@ impl PostgresCheckpointer {
         Self {
             pool: self.pool.clone(),
             lease: Some(Arc::new(lease)),
+            sync_writes: self.sync_writes,
         }
     }
 

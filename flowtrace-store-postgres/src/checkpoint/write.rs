@@ -161,23 +161,35 @@ pub(super) async fn put_write(
     let mut w = store.writer(thread).await?;
     // One statement: refused for a pruned checkpoint; a task written
     // already keeps its first write.
-    let oldest: Option<i64> = sqlx::query_scalar(
+    // With asynchronous pending writes, the statement's own transaction
+    // commits without waiting for the disk (see `synchronous_pending_writes`).
+    let sql = if store.sync_writes {
         "with t as (select oldest_seq from checkpoint_threads where thread_id = $1),
          ins as (
             insert into checkpoint_writes (thread_id, seq, task, node, body)
             select $1, $2, $3, $4, $5
             where not exists (select 1 from t where oldest_seq > $2)
             on conflict do nothing)
-         select (select oldest_seq from t)",
-    )
-    .bind(thread.as_str())
-    .bind(db_seq)
-    .bind(i64::from(write.task))
-    .bind(write.node.as_str())
-    .bind(body)
-    .fetch_one(w.conn())
-    .await
-    .map_err(db("saving a pending write"))?;
+         select (select oldest_seq from t)"
+    } else {
+        "with cfg as (select set_config('synchronous_commit', 'off', true)),
+         t as (select oldest_seq from checkpoint_threads where thread_id = $1),
+         ins as (
+            insert into checkpoint_writes (thread_id, seq, task, node, body)
+            select $1, $2, $3, $4, $5
+            where not exists (select 1 from t where oldest_seq > $2)
+            on conflict do nothing)
+         select (select oldest_seq from t) from cfg"
+    };
+    let oldest: Option<i64> = sqlx::query_scalar(sql)
+        .bind(thread.as_str())
+        .bind(db_seq)
+        .bind(i64::from(write.task))
+        .bind(write.node.as_str())
+        .bind(body)
+        .fetch_one(w.conn())
+        .await
+        .map_err(db("saving a pending write"))?;
     match oldest.map(from_db) {
         Some(oldest) if oldest > seq => Err(CheckpointError::Pruned {
             thread: thread.clone(),

@@ -53,8 +53,13 @@ async fn the_conformance_kit_passes() {
     }
     let next = AtomicUsize::new(0);
     let result = conformance::run(|| -> Arc<dyn Checkpointer> {
-        let i = next.fetch_add(1, Ordering::Relaxed) % pools.len();
-        Arc::new(PostgresCheckpointer::new(pools[i].clone()))
+        // Handles alternate between asynchronous and synchronous pending
+        // writes: both conform.
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        Arc::new(
+            PostgresCheckpointer::new(pools[n % pools.len()].clone())
+                .synchronous_pending_writes(n % 2 == 1),
+        )
     })
     .await;
     assert!(result.is_ok(), "{}", result.unwrap_err());
