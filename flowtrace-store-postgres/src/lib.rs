@@ -19,7 +19,7 @@ pub mod db;
 pub mod error;
 pub mod lease;
 
-pub use checkpoint::{LIST_THREADS_PAGE, PostgresCheckpointer};
+pub use checkpoint::{LIST_THREADS_PAGE, MAX_COMBINED, PostgresCheckpointer};
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;

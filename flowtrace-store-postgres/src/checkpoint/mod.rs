@@ -23,6 +23,7 @@
 //! [`chain`](Checkpointer::chain) is one range query from the last full
 //! state. None of them depends on the length of the thread's history.
 
+mod combine;
 mod read;
 mod threads;
 mod write;
@@ -42,6 +43,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::lease::{self, Lease};
 
+pub use combine::MAX_COMBINED;
 pub use threads::LIST_THREADS_PAGE;
 
 /// Checkpoints in PostgreSQL: a [`Checkpointer`] every worker of a
@@ -74,6 +76,25 @@ pub struct PostgresCheckpointer {
     pool: PgPool,
     lease: Option<Arc<Lease>>,
     sync_writes: bool,
+    combiners: Arc<Combiners>,
+}
+
+/// The write combiners a handle and its clones share: one for
+/// asynchronous pending writes, one for synchronous ones.
+#[derive(Default)]
+struct Combiners {
+    asynchronous: Arc<combine::Combiner>,
+    synchronous: Arc<combine::Combiner>,
+}
+
+impl Combiners {
+    fn get(&self, sync: bool) -> &Arc<combine::Combiner> {
+        if sync {
+            &self.synchronous
+        } else {
+            &self.asynchronous
+        }
+    }
 }
 
 impl fmt::Debug for PostgresCheckpointer {
@@ -92,6 +113,7 @@ impl PostgresCheckpointer {
             pool,
             lease: None,
             sync_writes: false,
+            combiners: Arc::default(),
         }
     }
 
@@ -127,6 +149,7 @@ impl PostgresCheckpointer {
             pool: self.pool.clone(),
             lease: Some(Arc::new(lease)),
             sync_writes: self.sync_writes,
+            combiners: self.combiners.clone(),
         }
     }
 

@@ -6,6 +6,7 @@ use flowtrace_core::checkpoint::{
 use flowtrace_core::ids::ThreadId;
 use sqlx::PgConnection;
 
+use super::combine;
 use super::read::{bounds, encode_checkpoint};
 use super::{PostgresCheckpointer, db, from_db, is_unique_violation, status_str, to_db, to_time};
 
@@ -158,6 +159,33 @@ pub(super) async fn put_write(
                 .map_or(0, |(latest, _)| latest),
         });
     };
+    let runtime = tokio::runtime::Handle::try_current();
+    if let (None, Ok(runtime)) = (store.lease_for(thread), runtime) {
+        // Unfenced: combined with the other writes in flight.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let entry = combine::Entry {
+            thread: thread.clone(),
+            seq: db_seq,
+            task: i64::from(write.task),
+            node: write.node.as_str().to_owned(),
+            body,
+            done,
+        };
+        let combiner = store.combiners.get(store.sync_writes);
+        combine::put(combiner, &runtime, &store.pool, store.sync_writes, entry);
+        let oldest = answer.await.map_err(|_| CheckpointError::Backend {
+            message: "the pending-write flush stopped before answering".into(),
+            source: None,
+        })??;
+        return match oldest.map(from_db) {
+            Some(oldest) if oldest > seq => Err(CheckpointError::Pruned {
+                thread: thread.clone(),
+                seq,
+                oldest,
+            }),
+            _ => Ok(()),
+        };
+    }
     let mut w = store.writer(thread).await?;
     // One statement: refused for a pruned checkpoint; a task written
     // already keeps its first write.
