@@ -22,6 +22,11 @@
 //! [`writes`](Checkpointer::writes) are index lookups; a
 //! [`chain`](Checkpointer::chain) is one range query from the last full
 //! state. None of them depends on the length of the thread's history.
+//! Concurrent [`put_write`](Checkpointer::put_write)s (the tasks of a wide
+//! super-step finishing together) are combined into one multi-row
+//! statement and one commit (at most [`MAX_COMBINED`] writes each), which
+//! by default does not wait for the disk (see
+//! [`PostgresCheckpointer::synchronous_pending_writes`]).
 
 mod combine;
 mod read;
@@ -56,6 +61,13 @@ pub use threads::LIST_THREADS_PAGE;
 /// history: the slower gets [`CheckpointError::Conflict`]); a handle made
 /// with [`fenced`](Self::fenced) is also fenced by the thread's
 /// [lease](crate::lease).
+///
+/// # Cancel safety
+///
+/// As the [`Checkpointer`] contract asks: every write is one statement or
+/// one transaction, committed whole or not at all. A dropped
+/// [`put_write`](Checkpointer::put_write) may still be saved: once queued,
+/// it is written with the others queued alongside it.
 ///
 /// ```no_run
 /// use std::sync::Arc;
