@@ -31,7 +31,7 @@ pub mod queue;
 pub mod registry;
 pub mod trace;
 
-pub use checkpoint::{LIST_THREADS_PAGE, PostgresCheckpointer};
+pub use checkpoint::{LIST_THREADS_PAGE, MAX_COMBINED, PostgresCheckpointer};
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;

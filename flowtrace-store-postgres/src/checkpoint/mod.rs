@@ -22,7 +22,13 @@
 //! [`writes`](Checkpointer::writes) are index lookups; a
 //! [`chain`](Checkpointer::chain) is one range query from the last full
 //! state. None of them depends on the length of the thread's history.
+//! Concurrent [`put_write`](Checkpointer::put_write)s (the tasks of a wide
+//! super-step finishing together) are combined into one multi-row
+//! statement and one commit (at most [`MAX_COMBINED`] writes each), which
+//! by default does not wait for the disk (see
+//! [`PostgresCheckpointer::synchronous_pending_writes`]).
 
+mod combine;
 mod read;
 mod threads;
 mod write;
@@ -42,6 +48,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::lease::{self, Lease};
 
+pub use combine::MAX_COMBINED;
 pub use threads::LIST_THREADS_PAGE;
 
 /// Checkpoints in PostgreSQL: a [`Checkpointer`] every worker of a
@@ -54,6 +61,13 @@ pub use threads::LIST_THREADS_PAGE;
 /// history: the slower gets [`CheckpointError::Conflict`]); a handle made
 /// with [`fenced`](Self::fenced) is also fenced by the thread's
 /// [lease](crate::lease).
+///
+/// # Cancel safety
+///
+/// As the [`Checkpointer`] contract asks: every write is one statement or
+/// one transaction, committed whole or not at all. A dropped
+/// [`put_write`](Checkpointer::put_write) may still be saved: once queued,
+/// it is written with the others queued alongside it.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -73,12 +87,33 @@ pub use threads::LIST_THREADS_PAGE;
 pub struct PostgresCheckpointer {
     pool: PgPool,
     lease: Option<Arc<Lease>>,
+    sync_writes: bool,
+    combiners: Arc<Combiners>,
+}
+
+/// The write combiners a handle and its clones share: one for
+/// asynchronous pending writes, one for synchronous ones.
+#[derive(Default)]
+struct Combiners {
+    asynchronous: Arc<combine::Combiner>,
+    synchronous: Arc<combine::Combiner>,
+}
+
+impl Combiners {
+    fn get(&self, sync: bool) -> &Arc<combine::Combiner> {
+        if sync {
+            &self.synchronous
+        } else {
+            &self.asynchronous
+        }
+    }
 }
 
 impl fmt::Debug for PostgresCheckpointer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresCheckpointer")
             .field("lease", &self.lease)
+            .field("sync_writes", &self.sync_writes)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +121,32 @@ impl fmt::Debug for PostgresCheckpointer {
 impl PostgresCheckpointer {
     /// A checkpointer over `pool` (whose schema is migrated).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, lease: None }
+        Self {
+            pool,
+            lease: None,
+            sync_writes: false,
+            combiners: Arc::default(),
+        }
+    }
+
+    /// Whether [`put_write`](Checkpointer::put_write) waits for its commit
+    /// to reach the disk (default `false`).
+    ///
+    /// By default a pending write commits asynchronously
+    /// (`synchronous_commit = off` for its own transaction): it is visible
+    /// to every worker at once and survives the worker's crash, and it is
+    /// on disk once the next checkpoint of any thread commits (PostgreSQL
+    /// flushes its log in order) or within the WAL writer's delay. Only a
+    /// crash of the database server itself can lose the pending writes of
+    /// an unfinished super-step, and then its tasks run again on resume,
+    /// as if the crash had come before they finished; committed
+    /// checkpoints are never lost. This keeps a wide super-step at one
+    /// synchronous commit instead of one per task. Pass `true` to make
+    /// every pending write wait for the disk.
+    #[must_use]
+    pub fn synchronous_pending_writes(mut self, on: bool) -> Self {
+        self.sync_writes = on;
+        self
     }
 
     /// A handle whose writes to `lease.thread` (append, append_batch,
@@ -100,6 +160,8 @@ impl PostgresCheckpointer {
         Self {
             pool: self.pool.clone(),
             lease: Some(Arc::new(lease)),
+            sync_writes: self.sync_writes,
+            combiners: self.combiners.clone(),
         }
     }
 

@@ -6,6 +6,7 @@ use flowtrace_core::checkpoint::{
 use flowtrace_core::ids::ThreadId;
 use sqlx::PgConnection;
 
+use super::combine;
 use super::read::{bounds, encode_checkpoint};
 use super::{PostgresCheckpointer, db, from_db, is_unique_violation, status_str, to_db, to_time};
 
@@ -158,26 +159,65 @@ pub(super) async fn put_write(
                 .map_or(0, |(latest, _)| latest),
         });
     };
+    let runtime = tokio::runtime::Handle::try_current();
+    if let (None, Ok(runtime)) = (store.lease_for(thread), runtime) {
+        // Unfenced: combined with the other writes in flight.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let entry = combine::Entry {
+            thread: thread.clone(),
+            seq: db_seq,
+            task: i64::from(write.task),
+            node: write.node.as_str().to_owned(),
+            body,
+            done,
+        };
+        let combiner = store.combiners.get(store.sync_writes);
+        combine::put(combiner, &runtime, &store.pool, store.sync_writes, entry);
+        let oldest = answer.await.map_err(|_| CheckpointError::Backend {
+            message: "the pending-write flush stopped before answering".into(),
+            source: None,
+        })??;
+        return match oldest.map(from_db) {
+            Some(oldest) if oldest > seq => Err(CheckpointError::Pruned {
+                thread: thread.clone(),
+                seq,
+                oldest,
+            }),
+            _ => Ok(()),
+        };
+    }
     let mut w = store.writer(thread).await?;
     // One statement: refused for a pruned checkpoint; a task written
     // already keeps its first write.
-    let oldest: Option<i64> = sqlx::query_scalar(
+    // With asynchronous pending writes, the statement's own transaction
+    // commits without waiting for the disk (see `synchronous_pending_writes`).
+    let sql = if store.sync_writes {
         "with t as (select oldest_seq from checkpoint_threads where thread_id = $1),
          ins as (
             insert into checkpoint_writes (thread_id, seq, task, node, body)
             select $1, $2, $3, $4, $5
             where not exists (select 1 from t where oldest_seq > $2)
             on conflict do nothing)
-         select (select oldest_seq from t)",
-    )
-    .bind(thread.as_str())
-    .bind(db_seq)
-    .bind(i64::from(write.task))
-    .bind(write.node.as_str())
-    .bind(body)
-    .fetch_one(w.conn())
-    .await
-    .map_err(db("saving a pending write"))?;
+         select (select oldest_seq from t)"
+    } else {
+        "with cfg as (select set_config('synchronous_commit', 'off', true)),
+         t as (select oldest_seq from checkpoint_threads where thread_id = $1),
+         ins as (
+            insert into checkpoint_writes (thread_id, seq, task, node, body)
+            select $1, $2, $3, $4, $5
+            where not exists (select 1 from t where oldest_seq > $2)
+            on conflict do nothing)
+         select (select oldest_seq from t) from cfg"
+    };
+    let oldest: Option<i64> = sqlx::query_scalar(sql)
+        .bind(thread.as_str())
+        .bind(db_seq)
+        .bind(i64::from(write.task))
+        .bind(write.node.as_str())
+        .bind(body)
+        .fetch_one(w.conn())
+        .await
+        .map_err(db("saving a pending write"))?;
     match oldest.map(from_db) {
         Some(oldest) if oldest > seq => Err(CheckpointError::Pruned {
             thread: thread.clone(),

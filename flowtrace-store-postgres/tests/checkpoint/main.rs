@@ -53,8 +53,13 @@ async fn the_conformance_kit_passes() {
     }
     let next = AtomicUsize::new(0);
     let result = conformance::run(|| -> Arc<dyn Checkpointer> {
-        let i = next.fetch_add(1, Ordering::Relaxed) % pools.len();
-        Arc::new(PostgresCheckpointer::new(pools[i].clone()))
+        // Handles alternate between asynchronous and synchronous pending
+        // writes: both conform.
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        Arc::new(
+            PostgresCheckpointer::new(pools[n % pools.len()].clone())
+                .synchronous_pending_writes(n % 2 == 1),
+        )
     })
     .await;
     assert!(result.is_ok(), "{}", result.unwrap_err());
@@ -309,6 +314,83 @@ async fn a_durable_run_resumes_from_another_pool() {
     assert_eq!(threads[0].latest_seq, history[0].seq);
     pool.close().await;
     // Closing a closed pool is a no-op: this drops the schema.
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_super_step_replays_its_saved_tasks_after_a_resume() {
+    let Some(db) = support::fresh("cp_wide_replay").await else {
+        return;
+    };
+    const WIDTH: usize = 20;
+    let worker_runs = Arc::new(AtomicUsize::new(0));
+    let mut b = GraphBuilder::<Trail>::new("wide")
+        .add_node(
+            "split",
+            node_fn(|_s: Arc<Trail>, _c| async { Ok(Vec::new().into()) }),
+        )
+        .add_node(
+            "join",
+            node_fn(|_s: Arc<Trail>, _c| async { Ok(vec!["join".to_string()].into()) }),
+        )
+        .add_node(
+            "ask",
+            node_fn(
+                |_s: Arc<Trail>, ctx: flowtrace_core::NodeContext| async move {
+                    let answer = ctx.interrupt(json!({ "question": "go on?" }))?;
+                    Ok(vec![format!("asked {answer}")].into())
+                },
+            ),
+        )
+        .set_entry("split")
+        .add_edge("split", "ask")
+        .add_edge("ask", "join")
+        .set_finish("join");
+    for i in 0..WIDTH {
+        b = b
+            .add_node(format!("w{i:02}"), counted("w", worker_runs.clone()))
+            .add_edge("split", format!("w{i:02}"))
+            .add_edge(format!("w{i:02}"), "join");
+    }
+    let graph = b.compile().unwrap();
+    let store = PostgresCheckpointer::new(db.pool.clone());
+    let out = graph
+        .invoke(
+            Trail::default(),
+            RunConfig::new()
+                .checkpointer(Arc::new(store.clone()))
+                .thread("wide")
+                .parallel(WIDTH + 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Interrupted);
+    assert_eq!(worker_runs.load(Ordering::SeqCst), WIDTH);
+    // Every finished task's result is in the database.
+    let latest = store.get(&"wide".into(), None).await.unwrap().unwrap();
+    let saved = store.writes(&"wide".into(), latest.seq).await.unwrap();
+    assert_eq!(saved.len(), WIDTH, "{saved:?}");
+
+    // Resumed by another process: the saved tasks are replayed, not run.
+    let pool = connect(&db.config()).await.unwrap();
+    let out = graph
+        .invoke(
+            Command::approve(out.interrupt().unwrap().id.clone(), json!("yes")),
+            RunConfig::new()
+                .checkpointer(Arc::new(PostgresCheckpointer::new(pool.clone())))
+                .thread("wide")
+                .parallel(WIDTH + 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(
+        worker_runs.load(Ordering::SeqCst),
+        WIDTH,
+        "no task ran twice"
+    );
+    assert_eq!(out.state.log.len(), WIDTH + 2);
+    pool.close().await;
     db.cleanup().await;
 }
 
