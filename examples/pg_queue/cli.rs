@@ -186,7 +186,10 @@ pub async fn run(args: Vec<String>, console: &Console, shutdown: CancellationTok
         .clone()
         .or_else(|| std::env::var("DATABASE_URL").ok())
     else {
-        return usage_error(console, "no database: pass --database-url or set DATABASE_URL");
+        return usage_error(
+            console,
+            "no database: pass --database-url or set DATABASE_URL",
+        );
     };
     let mut config = PgConfig::new(url);
     if let Some(schema) = &args.schema {
@@ -197,11 +200,19 @@ pub async fn run(args: Vec<String>, console: &Console, shutdown: CancellationTok
     let wants = match command.as_slice() {
         ["migrate"] | ["worker"] => 0,
         ["enqueue", _] | ["status", _] | ["decide", _] | ["halt", _] | ["trace", _] => 1,
-        _ => return usage_error(console, &format!("unknown command {:?}", args.command.join(" "))),
+        _ => {
+            return usage_error(
+                console,
+                &format!("unknown command {:?}", args.command.join(" ")),
+            );
+        }
     };
     let _ = wants;
     if command[0] == "decide" && args.approve.is_some() == args.reject {
-        return usage_error(console, "decide needs exactly one of --approve JSON and --reject");
+        return usage_error(
+            console,
+            "decide needs exactly one of --approve JSON and --reject",
+        );
     }
     if args.count.is_some_and(|n| n == 0 || n > MAX_COUNT) {
         return usage_error(console, &format!("--count must be 1 to {MAX_COUNT}"));
@@ -237,7 +248,11 @@ pub async fn run(args: Vec<String>, console: &Console, shutdown: CancellationTok
             {
                 Ok(answered) => {
                     if args.json {
-                        outln!(console, "{}", json!({"run_id": run_id, "answered": answered}));
+                        outln!(
+                            console,
+                            "{}",
+                            json!({"run_id": run_id, "answered": answered})
+                        );
                     } else {
                         outln!(console, "run {run_id}: answered {}", answered.join(", "));
                     }
@@ -249,9 +264,16 @@ pub async fn run(args: Vec<String>, console: &Console, shutdown: CancellationTok
         ["halt", run_id] => match RunQueue::new(pool.clone()).halt(run_id).await {
             Ok(state) => {
                 if args.json {
-                    outln!(console, "{}", json!({"run_id": run_id, "status": state.as_str()}));
+                    outln!(
+                        console,
+                        "{}",
+                        json!({"run_id": run_id, "status": state.as_str()})
+                    );
                 } else if state == RunState::Running {
-                    outln!(console, "run {run_id}: halt requested; it stops at its next safe point");
+                    outln!(
+                        console,
+                        "run {run_id}: halt requested; it stops at its next safe point"
+                    );
                 } else {
                     outln!(console, "run {run_id}: {state}");
                 }
@@ -297,7 +319,11 @@ async fn enqueue(pool: &sqlx::PgPool, args: &Args, file: &str, console: &Console
     {
         Ok(ids) => {
             if args.json {
-                outln!(console, "{}", json!({"run_ids": ids, "workflow_id": record.id, "workflow_version": record.version}));
+                outln!(
+                    console,
+                    "{}",
+                    json!({"run_ids": ids, "workflow_id": record.id, "workflow_version": record.version})
+                );
             } else {
                 for id in &ids {
                     outln!(console, "{id}");
@@ -382,14 +408,24 @@ async fn status(pool: &sqlx::PgPool, args: &Args, run_id: &str, console: &Consol
         _ => json!({"run_id": run.id, "status": run.status.as_str(), "thread": run.thread_id}),
     };
     if args.json {
-        outln!(console, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!(
+            console,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
     } else {
         outln!(console, "run {}: {}", run.id, run.status);
         if let Some(w) = &run.claimed_by {
             outln!(console, "  held by {w}");
         }
         for i in &run.interrupts {
-            outln!(console, "  waiting on {} at node {}: {}", i.id, i.node, i.payload);
+            outln!(
+                console,
+                "  waiting on {} at node {}: {}",
+                i.id,
+                i.node,
+                i.payload
+            );
         }
         if let Some(totals) = doc.get("totals") {
             outln!(console, "  totals: {totals}");

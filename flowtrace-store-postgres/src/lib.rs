@@ -36,7 +36,9 @@ pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};
 pub use lease::Lease;
 #[cfg(feature = "queue")]
-pub use queue::{IdlePolicy, RemoteSignal, RunQueue, RunRecord, RunState, Verdict, Worker, WorkerReport};
+pub use queue::{
+    IdlePolicy, RemoteSignal, RunQueue, RunRecord, RunState, Verdict, Worker, WorkerReport,
+};
 #[cfg(feature = "queue")]
 pub use registry::{WorkflowRecord, WorkflowRegistry};
 pub use sqlx::PgPool;

@@ -92,11 +92,8 @@ pub fn approval() -> Value {
 
 pub async fn enqueue(db: &pg::TestDb, file: &str, input: &str, count: usize) -> Vec<String> {
     let count = count.to_string();
-    let (code, doc) = pg_queue_json(
-        db,
-        &["enqueue", file, "--input", input, "--count", &count],
-    )
-    .await;
+    let (code, doc) =
+        pg_queue_json(db, &["enqueue", file, "--input", input, "--count", &count]).await;
     assert_eq!(code, 0, "{doc}");
     doc["run_ids"]
         .as_array()
@@ -144,29 +141,57 @@ pub fn check_trace(events: &[Value], nodes: usize) {
         .collect();
     assert_eq!(kinds.last().copied(), Some("run.finished"), "{kinds:?}");
     let finished = kinds.iter().filter(|k| **k == "step.finished").count();
-    assert!(finished >= nodes, "{finished} step.finished for {nodes} nodes: {kinds:?}");
+    assert!(
+        finished >= nodes,
+        "{finished} step.finished for {nodes} nodes: {kinds:?}"
+    );
 }
 
 /// Waits until `check` holds for the run's status document.
-pub async fn wait_for(db: &pg::TestDb, run_id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for(
+    db: &pg::TestDb,
+    run_id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, doc) = status(db, run_id).await;
         if check(&doc) {
             return doc;
         }
-        assert!(Instant::now() < deadline, "run {run_id}: timed out waiting for {what}: {doc}");
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id}: timed out waiting for {what}: {doc}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Starts this test binary again as a `pg_queue` worker process.
 pub fn spawn_worker(db: &pg::TestDb, args: &[&str]) -> tokio::process::Child {
-    let mut full = vec!["--database-url", &db.url, "--schema", &db.schema, "--json", "worker"];
+    let mut full = vec![
+        "--database-url",
+        &db.url,
+        "--schema",
+        &db.schema,
+        "--json",
+        "worker",
+    ];
     full.extend_from_slice(args);
     tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "harness::worker_process_entry", "--ignored", "--nocapture", "--test-threads", "1"])
-        .env("FLOWTRACE_PG_QUEUE_ARGS", serde_json::to_string(&full).unwrap())
+        .args([
+            "--exact",
+            "harness::worker_process_entry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(
+            "FLOWTRACE_PG_QUEUE_ARGS",
+            serde_json::to_string(&full).unwrap(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -217,10 +242,14 @@ pub fn committed_once(summary: &Value, nodes: usize) {
     let mut runs: BTreeMap<String, usize> = BTreeMap::new();
     for s in summary["steps"].as_array().unwrap() {
         if s["status"] == "succeeded" {
-            *runs.entry(s["node_id"].as_str().unwrap().to_owned()).or_default() += 1;
+            *runs
+                .entry(s["node_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
         }
     }
     assert_eq!(runs.len(), nodes, "{runs:?}");
-    assert!(runs.values().all(|n| *n == 1), "a committed step ran twice: {runs:?}");
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "a committed step ran twice: {runs:?}"
+    );
 }
-

@@ -33,12 +33,14 @@ async fn runs_queued_are_run_by_a_worker_with_summaries_and_traces() {
     // Enqueuing the same document again reuses the registered workflow.
     let input = r#"{"topic": "tides"}"#;
     let (_, again) = pg_queue_json(&db, &["enqueue", &file, "--input", input]).await;
-    let (_, first) = pg_queue_json(&db, &["enqueue", &file, "--input", input, "--count", "1"]).await;
+    let (_, first) =
+        pg_queue_json(&db, &["enqueue", &file, "--input", input, "--count", "1"]).await;
     assert_eq!(again["workflow_id"], first["workflow_id"]);
     let (code, queued) = status(&db, &ids[0]).await;
     assert_eq!((code, queued["status"].as_str()), (0, Some("queued")));
 
-    let (code, report) = pg_queue_json(&db, &["worker", "--concurrency", "3", "--exit-when-idle"]).await;
+    let (code, report) =
+        pg_queue_json(&db, &["worker", "--concurrency", "3", "--exit-when-idle"]).await;
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["claimed"], json!(6), "{report}");
     assert_eq!(report["outcomes"]["succeeded"], json!(6), "{report}");
@@ -58,14 +60,45 @@ async fn runs_queued_are_run_by_a_worker_with_summaries_and_traces() {
             .map(|s| s["tokens_input"].as_u64().unwrap())
             .sum();
         assert_eq!(doc["totals"]["tokens_input"], json!(steps), "{doc}");
-        let row: i64 = sqlx::query_scalar("select total_tokens_input from workflow_runs where id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let row: i64 =
+            sqlx::query_scalar("select total_tokens_input from workflow_runs where id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
         assert_eq!(row as u64, steps, "the run row holds the summary's totals");
         committed_once(&doc, 3);
         check_trace(&trace(&db, id, 4).await, 3);
+    }
+
+    // Retention: everything of the finished runs goes, in small batches.
+    let purged = flowtrace_store_postgres::TraceStore::new(db.pool.clone())
+        .purge_finished_with(
+            Duration::ZERO,
+            5,
+            flowtrace_store_postgres::trace::RunRows::Delete,
+        )
+        .await
+        .unwrap();
+    assert_eq!((purged.runs, purged.threads), (6, 6), "{purged:?}");
+    assert!(
+        purged.checkpoints >= 6 * 4 && purged.events > 0,
+        "{purged:?}"
+    );
+    for table in [
+        "workflow_runs",
+        "trace_events",
+        "run_steps",
+        "checkpoints",
+        "checkpoint_threads",
+        "thread_leases",
+    ] {
+        let left: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, 0, "{table}");
     }
     db.cleanup().await;
 }
@@ -86,7 +119,10 @@ async fn bad_input_gives_typed_errors_and_writes_nothing() {
     );
     let (code, out, err) = pg_queue(&db, &["enqueue", &bad]).await;
     assert_eq!(code, 2, "{out} {err}");
-    assert!(err.contains("/nodes/1"), "problems carry JSON pointers: {err}");
+    assert!(
+        err.contains("/nodes/1"),
+        "problems carry JSON pointers: {err}"
+    );
     let workflows: i64 = sqlx::query_scalar("select count(*) from workflows")
         .fetch_one(&db.pool)
         .await
@@ -173,7 +209,14 @@ async fn a_worker_killed_mid_run_loses_nothing_and_reruns_no_committed_step() {
     let nodes = 12;
     let file = write_json(&dir, "chain.json", &chain(nodes, 60));
     let ids = enqueue(&db, &file, r#"{"topic": "rain"}"#, 6).await;
-    let lease = ["--lease-ms", "1500", "--poll-ms", "50", "--concurrency", "3"];
+    let lease = [
+        "--lease-ms",
+        "1500",
+        "--poll-ms",
+        "50",
+        "--concurrency",
+        "3",
+    ];
     let mut doomed = spawn_worker(&db, &[&["--id", "doomed"][..], &lease[..]].concat());
     // Wait until the doomed worker has committed some steps of its runs.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -187,25 +230,39 @@ async fn a_worker_killed_mid_run_loses_nothing_and_reruns_no_committed_step() {
         if held == 3 && history(&db, &ids[0]).await.len() >= 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "the doomed worker never got going");
+        assert!(
+            Instant::now() < deadline,
+            "the doomed worker never got going"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     doomed.start_kill().unwrap(); // SIGKILL
     let killed = doomed.wait().await.unwrap();
     assert!(!killed.success());
 
-    let survivor = spawn_worker(&db, &[&["--id", "survivor", "--exit-when-idle"][..], &lease[..]].concat());
+    let survivor = spawn_worker(
+        &db,
+        &[&["--id", "survivor", "--exit-when-idle"][..], &lease[..]].concat(),
+    );
     let out = tokio::time::timeout(Duration::from_secs(120), survivor.wait_with_output())
         .await
         .expect("the survivor finishes")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut resumed = 0;
     for id in &ids {
         let (code, doc) = status(&db, id).await;
-        assert_eq!((code, doc["status"].as_str()), (0, Some("succeeded")), "{doc}");
+        assert_eq!(
+            (code, doc["status"].as_str()),
+            (0, Some("succeeded")),
+            "{doc}"
+        );
         committed_once(&doc, nodes);
         // The thread's history is one line: consecutive checkpoints, each
         // the child of the one before.
@@ -226,6 +283,9 @@ async fn a_worker_killed_mid_run_loses_nothing_and_reruns_no_committed_step() {
             resumed += 1;
         }
     }
-    assert!(resumed >= 3, "the doomed worker's runs were resumed by the survivor: {resumed}");
+    assert!(
+        resumed >= 3,
+        "the doomed worker's runs were resumed by the survivor: {resumed}"
+    );
     db.cleanup().await;
 }

@@ -12,10 +12,10 @@
 #[path = "../../examples/pg_queue/cli.rs"]
 #[allow(dead_code)]
 mod cli;
-#[path = "../../flowtrace-store-postgres/tests/support/mod.rs"]
-mod pg;
 #[path = "../pg_queue/harness.rs"]
 mod harness;
+#[path = "../../flowtrace-store-postgres/tests/support/mod.rs"]
+mod pg;
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,9 @@ async fn a_database_restart_under_a_running_worker_does_not_lose_the_run() {
         if std::env::var("FLOWTRACE_REQUIRE_DB").as_deref() == Ok("1") {
             panic!("FLOWTRACE_PG_RESTART_CMD is not set and FLOWTRACE_REQUIRE_DB=1");
         }
-        eprintln!("SKIPPED a_database_restart_under_a_running_worker: set FLOWTRACE_PG_RESTART_CMD to a command that restarts the server");
+        eprintln!(
+            "SKIPPED a_database_restart_under_a_running_worker: set FLOWTRACE_PG_RESTART_CMD to a command that restarts the server"
+        );
         db.cleanup().await;
         return;
     };
@@ -40,7 +42,15 @@ async fn a_database_restart_under_a_running_worker_does_not_lose_the_run() {
     let ids = enqueue(&db, &file, r#"{"topic": "fog"}"#, 2).await;
     let mut worker = spawn_worker(
         &db,
-        &["--id", "w-restart", "--lease-ms", "3000", "--poll-ms", "100", "--exit-when-idle"],
+        &[
+            "--id",
+            "w-restart",
+            "--lease-ms",
+            "3000",
+            "--poll-ms",
+            "100",
+            "--exit-when-idle",
+        ],
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while history(&db, &ids[0]).await.len() < 5 {
@@ -65,7 +75,11 @@ async fn a_database_restart_under_a_running_worker_does_not_lose_the_run() {
     assert!(out.success());
     for id in &ids {
         let (code, doc) = status(&db, id).await;
-        assert_eq!((code, doc["status"].as_str()), (0, Some("succeeded")), "{doc}");
+        assert_eq!(
+            (code, doc["status"].as_str()),
+            (0, Some("succeeded")),
+            "{doc}"
+        );
         committed_once(&doc, nodes);
         let cps = history(&db, id).await;
         for (i, cp) in cps.iter().enumerate() {

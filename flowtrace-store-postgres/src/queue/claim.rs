@@ -98,7 +98,11 @@ pub(crate) async fn claim(
     Ok(out)
 }
 
-async fn mark_failed_unrunnable(pool: &PgPool, run_id: &str, claims: i32) -> Result<(), StoreError> {
+async fn mark_failed_unrunnable(
+    pool: &PgPool,
+    run_id: &str,
+    claims: i32,
+) -> Result<(), StoreError> {
     sqlx::query(
         "update workflow_runs set status = 'failed', finished_at = now(), claimed_by = null,
             lease_expires_at = null,

@@ -545,7 +545,11 @@ impl RunQueue {
             ("cancel", _) => (Some(RunState::Canceled), false),
             ("resume", RunState::Halted) => (Some(RunState::Queued), false),
             ("resume", _) => return Err(wrong("only a halted run can resume")),
-            _ => return Err(StoreError::InvalidRequest(format!("unknown request {what:?}"))),
+            _ => {
+                return Err(StoreError::InvalidRequest(format!(
+                    "unknown request {what:?}"
+                )));
+            }
         };
         if let Some(new) = set_status {
             let finished = new.is_finished();

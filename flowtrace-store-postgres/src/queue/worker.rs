@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use flowtrace_core::checkpoint::{CheckpointErrorKind, Checkpointer};
 use flowtrace_core::exec::Command;
-use flowtrace_core::ids::ThreadId;
 use flowtrace_core::exec::SummaryScope;
+use flowtrace_core::ids::ThreadId;
 use flowtrace_core::{Error, RunInput, RunStatus, TraceSink};
 use flowtrace_workflow::compile::{CompiledWorkflow, Runtime, compile};
 use flowtrace_workflow::limits::Limits;
@@ -24,8 +24,8 @@ use super::signal::{RemoteSignal, listen};
 use super::{PendingInterrupt, RunState, Verdict};
 use crate::checkpoint::PostgresCheckpointer;
 use crate::error::{StoreError, StoreErrorKind};
-use crate::registry::WorkflowRegistry;
 use crate::lease::{self, Lease};
+use crate::registry::WorkflowRegistry;
 
 /// The most compiled workflows a worker keeps (by id and version).
 pub const MAX_CACHED_WORKFLOWS: usize = 64;
@@ -393,8 +393,8 @@ impl Inner {
                 }
             })?;
         let text = record.graph_json.to_string();
-        let spec = load_with(&text, &self.runtime.known(), &Limits::default())
-            .map_err(|errors| {
+        let spec =
+            load_with(&text, &self.runtime.known(), &Limits::default()).map_err(|errors| {
                 let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
                 Some(format!(
                     "workflow {id:?} version {version} is invalid: {}",
@@ -579,8 +579,7 @@ impl Inner {
         let give_up = tokio::time::Instant::now() + self.lease_ttl;
         let mut delay = Duration::from_millis(50);
         loop {
-            match claim::finish(&self.pool, &claim.run_id, &self.id, claim.claims, &stopped).await
-            {
+            match claim::finish(&self.pool, &claim.run_id, &self.id, claim.claims, &stopped).await {
                 Ok(true) => return Ended::Recorded(stopped.status),
                 Ok(false) => return Ended::Lost,
                 Err(e) if tokio::time::Instant::now() < give_up => {

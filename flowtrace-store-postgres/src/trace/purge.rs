@@ -58,7 +58,11 @@ impl TraceStore {
 
     /// Deletes the trace events and steps (and, with [`RunRows::Delete`],
     /// the `workflow_runs` rows) of runs that finished more than
-    /// `older_than` ago (by their `finished_at`).
+    /// `older_than` ago (by their `finished_at`), and the checkpoints,
+    /// pending writes, summary rows and leases of their threads when no
+    /// other run on the same thread is newer or unfinished. (Runs the
+    /// queue did not start record no thread here: prune or delete their
+    /// threads through the [`Checkpointer`](flowtrace_core::checkpoint::Checkpointer).)
     ///
     /// Works in batches of at most `batch` rows (clamped to
     /// [`MAX_PURGE_BATCH`]), each its own short transaction that skips
@@ -98,6 +102,31 @@ impl TraceStore {
         )
         .await?;
         let steps = drain(&self.pool, STEPS_SQL, cutoff, batch, "purging run steps").await?;
+        let checkpoints = drain(
+            &self.pool,
+            WRITES_SQL,
+            cutoff,
+            batch,
+            "purging pending writes",
+        )
+        .await?
+            + drain(
+                &self.pool,
+                CHECKPOINTS_SQL,
+                cutoff,
+                batch,
+                "purging checkpoints",
+            )
+            .await?;
+        let threads = drain(&self.pool, THREADS_SQL, cutoff, batch, "purging threads").await?;
+        drain(
+            &self.pool,
+            LEASES_SQL,
+            cutoff,
+            batch,
+            "purging thread leases",
+        )
+        .await?;
         let runs = match run_rows {
             RunRows::Keep => 0,
             RunRows::Delete => drain(&self.pool, RUNS_SQL, cutoff, batch, "purging runs").await?,
@@ -106,6 +135,8 @@ impl TraceStore {
             events,
             steps,
             runs,
+            checkpoints,
+            threads,
         })
     }
 }
@@ -135,6 +166,59 @@ const STEPS_SQL: &str = concat!(
          where s.run_id in (",
     finished_runs!(),
     ")
+         limit $2 for update skip locked)"
+);
+
+/// The threads of runs finished before `$1` that no other run still needs
+/// (one newer, or not finished).
+macro_rules! old_threads {
+    () => {
+        "select r.thread_id collate \"C\" from workflow_runs r
+         where r.finished_at < $1 and r.thread_id is not null
+           and r.status in ('succeeded', 'failed', 'canceled', 'halted')
+           and not exists (
+               select 1 from workflow_runs o
+               where o.thread_id = r.thread_id
+                 and (o.finished_at is null or o.finished_at >= $1
+                      or o.status not in ('succeeded', 'failed', 'canceled', 'halted')))"
+    };
+}
+
+const WRITES_SQL: &str = concat!(
+    "delete from checkpoint_writes where (thread_id, seq, task) in (
+         select w.thread_id, w.seq, w.task from checkpoint_writes w
+         where w.thread_id in (",
+    old_threads!(),
+    ")
+         limit $2 for update skip locked)"
+);
+
+const CHECKPOINTS_SQL: &str = concat!(
+    "delete from checkpoints where (thread_id, seq) in (
+         select c.thread_id, c.seq from checkpoints c
+         where c.thread_id in (",
+    old_threads!(),
+    ")
+         limit $2 for update skip locked)"
+);
+
+const THREADS_SQL: &str = concat!(
+    "delete from checkpoint_threads where thread_id in (
+         select t.thread_id from checkpoint_threads t
+         where t.thread_id in (",
+    old_threads!(),
+    ")
+           and not exists (select 1 from checkpoints c where c.thread_id = t.thread_id)
+         limit $2 for update skip locked)"
+);
+
+const LEASES_SQL: &str = concat!(
+    "delete from thread_leases where thread_id in (
+         select l.thread_id from thread_leases l
+         where l.thread_id in (",
+    old_threads!(),
+    ")
+           and l.expires_at < now()
          limit $2 for update skip locked)"
 );
 

@@ -137,6 +137,11 @@ pub struct PurgeReport {
     pub steps: u64,
     /// `workflow_runs` rows deleted ([`RunRows::Delete`] only).
     pub runs: u64,
+    /// Checkpoints and pending writes deleted, of the finished runs'
+    /// threads that no newer run uses.
+    pub checkpoints: u64,
+    /// Threads (their summary rows and leases) deleted with them.
+    pub threads: u64,
 }
 
 /// Whether a purge also deletes the runs' `workflow_runs` rows.
