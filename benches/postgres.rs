@@ -14,6 +14,11 @@
 //!   workers, join): one commit per super-step however wide.
 //! * `postgres/parallel/8_runs` — 8 runs of 100 steps at once, each on its
 //!   own thread; throughput is durable steps per second.
+//! * `postgres/interrupt/approve_and_pause_again` — one human-in-the-loop
+//!   cycle: resume a thread paused at an `interrupt_before` gate with an
+//!   approval, run the gated node, and pause at the gate again (the
+//!   decision's checkpoint, the step's and the pause's). Target: within 3
+//!   commits.
 //! * `postgres/resume/10000_steps` — resuming a finished 10,000-step thread
 //!   through a new checkpointer handle: read the latest checkpoint and the
 //!   tail since its snapshot, find nothing left to run.
@@ -213,6 +218,34 @@ fn bench_fanout(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool) 
     g.finish();
 }
 
+fn bench_interrupt(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool) {
+    let store: Arc<dyn Checkpointer> = Arc::new(PostgresCheckpointer::new(pool.clone()));
+    // The tick loop, gated before every tick: each approval runs one tick
+    // and pauses at the gate again.
+    let graph = looping(u64::MAX);
+    let thread = fresh_thread("gated");
+    let cfg = || config(store.clone(), &thread).interrupt_before(["tick"]);
+    let first = rt
+        .block_on(graph.invoke(Counter::default(), cfg()))
+        .unwrap();
+    let pending = std::sync::Mutex::new(first.interrupts[0].id.clone());
+    let mut g = c.benchmark_group("postgres/interrupt");
+    g.bench_function("approve_and_pause_again", |b| {
+        b.to_async(rt).iter(|| async {
+            let id = pending.lock().unwrap().clone();
+            let out = graph
+                .invoke(
+                    flowtrace::exec::Command::approve(id, serde_json::Value::Null),
+                    cfg(),
+                )
+                .await
+                .unwrap();
+            *pending.lock().unwrap() = out.interrupts[0].id.clone();
+        })
+    });
+    g.finish();
+}
+
 fn bench_parallel(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool) {
     const RUNS: u64 = 8;
     const STEPS: u64 = 100;
@@ -353,6 +386,7 @@ fn main() {
     bench_durable_step(&mut c, &rt, &pool);
     bench_fanout(&mut c, &rt, &pool);
     bench_parallel(&mut c, &rt, &pool);
+    bench_interrupt(&mut c, &rt, &pool);
     bench_resume(&mut c, &rt, &pool);
     paired(&rt, &pool);
     c.final_summary();

@@ -219,9 +219,9 @@ mod tests {
             joins,
             [
                 (nodes(&[]), vec![]),
+                // a and b ran; the pause before c is in the same checkpoint.
                 (nodes(&["a", "b"]), open()),
-                // The pause before c, then the approval.
-                (nodes(&[]), open()),
+                // The approval.
                 (nodes(&[]), open()),
                 (nodes(&["c"]), open()),
                 (nodes(&["d"]), vec![]),

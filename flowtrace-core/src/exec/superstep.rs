@@ -98,7 +98,14 @@ impl<S: State> Executor<'_, S> {
             };
             self.generation += 1;
             self.superstep += 1;
-            let gates = self.gates_after(&ran);
+            let mut gates = self.gates_after(&ran);
+            if gates.is_empty() && self.merges_gates_before() {
+                // The next super-step stops at `interrupt_before` gates: the
+                // pause goes into this super-step's checkpoint, one commit
+                // instead of two.
+                number(&mut next);
+                gates = self.gates_before(&next);
+            }
             if self.durable.is_some() && !self.scope.is_nested() {
                 let committed = Box::pin(self.commit_superstep(
                     merged.deltas,
@@ -123,6 +130,16 @@ impl<S: State> Executor<'_, S> {
             return Ok(Stop::Halted);
         }
         Ok(Stop::Completed)
+    }
+
+    /// Whether the `interrupt_before` gates of the next super-step are
+    /// checked when this one commits (durable top-level runs with gates and
+    /// no halt pending), so its checkpoint also records the pause.
+    fn merges_gates_before(&self) -> bool {
+        !self.interrupt_before.is_empty()
+            && self.durable.is_some()
+            && !self.scope.is_nested()
+            && !self.run.halt_requested()
     }
 
     /// Whether the super-step about to run stops first: a halt request
