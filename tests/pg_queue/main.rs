@@ -289,3 +289,46 @@ async fn a_worker_killed_mid_run_loses_nothing_and_reruns_no_committed_step() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_cancel_reaches_the_run_in_a_worker_process_at_once() {
+    let Some(db) = pg::fresh("queue_cancel").await else {
+        return;
+    };
+    let dir = temp_dir("cancel");
+    let file = write_json(&dir, "slow.json", &chain(40, 100));
+    let ids = enqueue(&db, &file, r#"{"topic": "hail"}"#, 2).await;
+    let queue = flowtrace_store_postgres::RunQueue::new(db.pool.clone());
+    // A queued run is canceled on the spot.
+    let state = queue.cancel(&ids[1]).await.unwrap();
+    assert_eq!(state, flowtrace_store_postgres::RunState::Canceled);
+    let mut worker = spawn_worker(&db, &["--id", "w-cancel", "--poll-ms", "50"]);
+    wait_for(&db, &ids[0], "the start", |d| d["status"] == "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    assert_eq!(
+        queue.cancel(&ids[0]).await.unwrap(),
+        flowtrace_store_postgres::RunState::Running,
+        "a running run is canceled by its worker"
+    );
+    let done = wait_for(&db, &ids[0], "the cancel", |d| d["status"] == "canceled").await;
+    // Delivered by NOTIFY, not by the next heartbeat (10 s away).
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let ran = done["steps"].as_array().map_or(0, Vec::len);
+    assert!(ran < 40, "stopped part-way: {ran} steps");
+    let (code, _) = status(&db, &ids[0]).await;
+    assert_eq!(code, 1, "a canceled run's status exits 1");
+    // Finished runs refuse further requests.
+    let err = queue.halt(&ids[0]).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        flowtrace_store_postgres::StoreErrorKind::Conflict
+    );
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+    db.cleanup().await;
+}
