@@ -10,9 +10,8 @@ macro_rules! errln {
     ($c:expr, $($arg:tt)*) => { $c.err(format!($($arg)*)) };
 }
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowtrace::workflow::compile::Runtime;
@@ -103,50 +102,10 @@ fn parse_args(args: Vec<String>) -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-/// Where the command writes: stdout and stderr, or buffers (in tests).
-#[derive(Clone)]
-pub struct Console {
-    out: Arc<Mutex<dyn Write + Send>>,
-    err: Arc<Mutex<dyn Write + Send>>,
-}
-
-/// A captured output stream.
-pub type Buffer = Arc<Mutex<Vec<u8>>>;
-
-impl Console {
-    /// The process's stdout and stderr.
-    pub fn stdio() -> Self {
-        Self {
-            out: Arc::new(Mutex::new(std::io::stdout())),
-            err: Arc::new(Mutex::new(std::io::stderr())),
-        }
-    }
-
-    /// In-memory buffers for stdout and stderr.
-    pub fn buffers() -> (Self, Buffer, Buffer) {
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let err = Arc::new(Mutex::new(Vec::new()));
-        (
-            Self {
-                out: out.clone(),
-                err: err.clone(),
-            },
-            out,
-            err,
-        )
-    }
-
-    fn out(&self, line: String) {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-
-    fn err(&self, line: String) {
-        let mut err = self.err.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(err, "{line}");
-    }
-}
+#[path = "../support/console.rs"]
+mod console;
+#[allow(unused_imports)]
+pub use console::{Buffer, Console};
 
 /// Prints `e` (with its causes) and returns the exit code for it: 2 for a
 /// request the store refused as invalid or unknown, 1 otherwise.

@@ -253,3 +253,24 @@ pub fn committed_once(summary: &Value, nodes: usize) {
         "a committed step ran twice: {runs:?}"
     );
 }
+
+/// Checks a run that should have succeeded: its status, each node of its
+/// committed history run once, and that history one line (consecutive
+/// checkpoints, each the child of the one before: no fork).
+pub async fn succeeded_once(db: &pg::TestDb, run_id: &str, nodes: usize) -> Value {
+    let (code, doc) = status(db, run_id).await;
+    assert_eq!(
+        (code, doc["status"].as_str()),
+        (0, Some("succeeded")),
+        "{doc}"
+    );
+    committed_once(&doc, nodes);
+    let cps = history(db, run_id).await;
+    for (i, cp) in cps.iter().enumerate() {
+        assert_eq!(cp.seq, i as u64, "one line of history");
+        if i > 0 {
+            assert_eq!(cp.parent_seq, Some(i as u64 - 1));
+        }
+    }
+    doc
+}
