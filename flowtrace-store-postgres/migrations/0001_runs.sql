@@ -103,7 +103,8 @@ create table provider_bindings (
     model       text        not null,
     temperature double precision
 );
-create index provider_bindings_workflow_idx on provider_bindings (workflow_id);
+-- One binding per workflow and provider.
+create unique index provider_bindings_workflow_idx on provider_bindings (workflow_id, provider);
 
 -- One owner per thread at a time. `epoch` grows on every takeover, and a
 -- writer's checkpoint is accepted only under the epoch it holds.

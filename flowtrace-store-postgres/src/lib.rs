@@ -10,7 +10,8 @@
 //! * [`PostgresCheckpointer`]: durable checkpoints, a row per step the
 //!   size of what changed, fenced by `seq` and optionally by a lease.
 //! * `registry` (feature `queue`): JSON workflows, validated on the way in,
-//!   versioned, soft-deleted, registered once by content.
+//!   versioned, soft-deleted, registered once by content; [`bindings`]:
+//!   which model (and temperature) a workflow's nodes of a provider use.
 //! * [`queue`] (feature `queue`): [`RunQueue`] and [`Worker`], runs
 //!   queued in the database and executed by any number of worker
 //!   processes, with halts, cancels and decisions from anywhere.
@@ -21,6 +22,8 @@
 //! queue), `run_steps`, `trace_events`, `provider_bindings`,
 //! `thread_leases`, and the checkpoint tables.
 
+#[cfg(feature = "queue")]
+pub mod bindings;
 mod checkpoint;
 pub mod db;
 pub mod error;
@@ -31,6 +34,8 @@ pub mod queue;
 pub mod registry;
 pub mod trace;
 
+#[cfg(feature = "queue")]
+pub use bindings::ProviderBinding;
 pub use checkpoint::{LIST_THREADS_PAGE, MAX_COMBINED, PostgresCheckpointer};
 pub use db::{MIGRATOR, PgConfig, connect, migrate};
 pub use error::{StoreError, StoreErrorKind, WorkflowProblem, WorkflowProblems};

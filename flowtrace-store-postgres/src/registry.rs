@@ -211,6 +211,11 @@ impl WorkflowRegistry {
         }
     }
 
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Validates documents against `known` (the providers and tools your
     /// workers register, e.g. `Runtime::known()`).
     #[must_use]

@@ -317,3 +317,88 @@ async fn a_cancel_reaches_the_run_in_a_worker_process_at_once() {
     let _ = worker.wait().await;
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn provider_bindings_move_a_workflow_to_another_model() {
+    let Some(db) = pg::fresh("queue_bindings").await else {
+        return;
+    };
+    let dir = temp_dir("bindings");
+    let file = write_json(&dir, "chain.json", &chain(2, 0));
+    let (code, doc) =
+        pg_queue_json(&db, &["enqueue", &file, "--input", r#"{"topic": "snow"}"#]).await;
+    assert_eq!(code, 0, "{doc}");
+    let workflow = doc["workflow_id"].as_str().unwrap().to_owned();
+    let registry = flowtrace_store_postgres::WorkflowRegistry::new(db.pool.clone());
+    registry
+        .bind_provider(
+            &workflow,
+            Some("ops"),
+            "simulated",
+            "claude-3-5-haiku",
+            Some(0.2),
+        )
+        .await
+        .unwrap();
+    // A second binding of the same provider replaces the first.
+    let bound = registry
+        .bind_provider(
+            &workflow,
+            Some("ops"),
+            "simulated",
+            "claude-3-5-haiku",
+            Some(0.0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registry.bindings(&workflow).await.unwrap(), vec![bound]);
+    // Bad bindings are refused, nothing written.
+    use flowtrace_store_postgres::StoreErrorKind;
+    let kind = |r: Result<
+        flowtrace_store_postgres::ProviderBinding,
+        flowtrace_store_postgres::StoreError,
+    >| r.unwrap_err().kind();
+    assert_eq!(
+        kind(
+            registry
+                .bind_provider("nope", None, "simulated", "m", None)
+                .await
+        ),
+        StoreErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(
+            registry
+                .bind_provider(&workflow, None, "simulated", "m", Some(3.0))
+                .await
+        ),
+        StoreErrorKind::Invalid
+    );
+    assert_eq!(
+        kind(registry.bind_provider(&workflow, None, "", "m", None).await),
+        StoreErrorKind::Invalid
+    );
+    assert_eq!(registry.bindings(&workflow).await.unwrap().len(), 1);
+
+    let (code, report) = pg_queue_json(&db, &["worker", "--exit-when-idle"]).await;
+    assert_eq!(code, 0, "{report}");
+    let run_id = doc["run_ids"][0].as_str().unwrap();
+    let (_, done) = status(&db, run_id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    for step in done["steps"].as_array().unwrap() {
+        assert_eq!(step["model"], "claude-3-5-haiku", "{done}");
+    }
+    assert!(
+        registry
+            .unbind_provider(&workflow, "simulated")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !registry
+            .unbind_provider(&workflow, "simulated")
+            .await
+            .unwrap()
+    );
+    db.cleanup().await;
+}

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::claim::{self, Claim, Stopped};
 use super::signal::{RemoteSignal, listen};
 use super::{PendingInterrupt, RunState, Verdict};
+use crate::bindings::apply_bindings;
 use crate::checkpoint::PostgresCheckpointer;
 use crate::error::{StoreError, StoreErrorKind};
 use crate::lease::{self, Lease};
@@ -80,7 +81,7 @@ struct Inner {
     poll: Duration,
     grace: Duration,
     sink: Option<Arc<dyn TraceSink>>,
-    compiled: Mutex<HashMap<(String, i32), Arc<Loaded>>>,
+    compiled: Mutex<HashMap<(String, i32, String), Arc<Loaded>>>,
     /// The runs held now: signal, claim, thread lease epoch.
     held: Mutex<HashMap<String, Held>>,
 }
@@ -372,7 +373,17 @@ impl Inner {
     /// when the database failed (try again later), `Err(Some(why))` when
     /// the workflow can't run.
     async fn load(&self, id: &str, version: i32) -> Result<Arc<Loaded>, Option<String>> {
-        let key = (id.to_owned(), version);
+        let registry = WorkflowRegistry::new(self.pool.clone());
+        let bindings = registry.bindings(id).await.map_err(|e| {
+            tracing::warn!(workflow = id, error = %e, "reading provider bindings");
+            None
+        })?;
+        // Bindings change without a new version: they are part of the key.
+        let fingerprint: String = bindings
+            .iter()
+            .map(|b| format!("{}={}@{:?};", b.provider, b.model, b.temperature))
+            .collect();
+        let key = (id.to_owned(), version, fingerprint);
         if let Some(l) = self
             .compiled
             .lock()
@@ -382,7 +393,7 @@ impl Inner {
             return Ok(l.clone());
         }
         // Deleted workflows still run the runs queued for them.
-        let record = WorkflowRegistry::new(self.pool.clone())
+        let record = registry
             .get_archived(id, version)
             .await
             .map_err(|e| match e.kind() {
@@ -392,7 +403,9 @@ impl Inner {
                     None
                 }
             })?;
-        let text = record.graph_json.to_string();
+        let mut doc = record.graph_json;
+        apply_bindings(&mut doc, &bindings);
+        let text = doc.to_string();
         let spec =
             load_with(&text, &self.runtime.known(), &Limits::default()).map_err(|errors| {
                 let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
