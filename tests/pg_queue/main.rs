@@ -402,3 +402,53 @@ async fn provider_bindings_move_a_workflow_to_another_model() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn sigterm_releases_the_runs_a_worker_holds_and_another_finishes_them() {
+    let Some(db) = pg::fresh("queue_sigterm").await else {
+        return;
+    };
+    let dir = temp_dir("sigterm");
+    let nodes = 40;
+    let file = write_json(&dir, "slow.json", &chain(nodes, 50));
+    let ids = enqueue(&db, &file, r#"{"topic": "dew"}"#, 1).await;
+    let id = &ids[0];
+    let worker = spawn_worker(
+        &db,
+        &["--id", "w-term", "--poll-ms", "50", "--grace-ms", "200"],
+    );
+    wait_for(&db, id, "the start", |d| d["status"] == "running").await;
+    while history(&db, id).await.len() < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = worker.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), worker.wait_with_output())
+        .await
+        .expect("the worker stops after its grace period")
+        .unwrap();
+    // The child is this test binary: its stdout also holds the harness's
+    // lines; the worker's report is the JSON one.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.find('{').and_then(|i| serde_json::from_str(&l[i..]).ok()))
+        .unwrap_or_else(|| panic!("no report in {stdout}"));
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["outcomes"]["released"], json!(1), "{report}");
+    let (_, released) = status(&db, id).await;
+    assert_eq!(
+        released["status"], "queued",
+        "given back to the queue: {released}"
+    );
+
+    let (code, report) =
+        pg_queue_json(&db, &["worker", "--id", "w-next", "--exit-when-idle"]).await;
+    assert_eq!(code, 0, "{report}");
+    succeeded_once(&db, id, nodes).await;
+    db.cleanup().await;
+}
