@@ -20,7 +20,7 @@ use crate::node::{NodeContext, NodeOutput, StepMeter, StepShared};
 use crate::pricing::Amount;
 use crate::state::State;
 use crate::trace::StepRecord;
-use crate::trace::{EventKind, StepStatus};
+use crate::trace::{EventKind, StepStatus, Timestamp};
 
 /// Why an attempt (or the wait before the next) ended without output.
 pub(super) enum Failure {
@@ -110,9 +110,9 @@ impl<S: State> Executor<'_, S> {
         spare: &mut Option<Arc<StepShared>>,
     ) -> TaskOutcome<S::Update> {
         let cancel = group.unwrap_or(&self.cancel);
-        let (step, started) = self.start_step(task, reserved, group, spare.take());
+        let (step, started, started_ts) = self.start_step(task, reserved, group, spare.take());
         let (result, attempts) = self.run_attempts(task, &step, started, cancel).await;
-        self.finish_step(task, step, started, result, attempts, spare)
+        self.finish_step(task, step, started_ts, result, attempts, spare)
     }
 
     /// Starts a task's step: its id, its `step.started` event and what its
@@ -124,12 +124,14 @@ impl<S: State> Executor<'_, S> {
         reserved: Amount,
         group: Option<&CancellationToken>,
         spare: Option<Arc<StepShared>>,
-    ) -> (Arc<StepShared>, Instant) {
+    ) -> (Arc<StepShared>, Instant, Timestamp) {
         let cancel = group.unwrap_or(&self.cancel);
         let run = &self.run;
         let step_id = run.next_step_id();
         let started = Instant::now();
-        self.emit_with(started, Some(step_id), Some(task.node), 1, || {
+        // Computed once: the event's time and the record's.
+        let started_ts = run.ts(started);
+        self.emit_with_ts(started_ts, Some(step_id), Some(task.node), 1, || {
             EventKind::StepStarted {
                 input: task.input.clone(),
             }
@@ -190,7 +192,7 @@ impl<S: State> Executor<'_, S> {
                 task_index: task.index,
             }),
         };
-        (step, started)
+        (step, started, started_ts)
     }
 
     /// Runs the node's attempts until one succeeds, the failure is not
@@ -294,12 +296,13 @@ impl<S: State> Executor<'_, S> {
         &self,
         task: &Task,
         mut step: Arc<StepShared>,
-        started: Instant,
+        started_ts: Timestamp,
         result: Result<NodeOutput<S::Update>, Failure>,
         attempts: u32,
         spare: &mut Option<Arc<StepShared>>,
     ) -> TaskOutcome<S::Update> {
         let finished = Instant::now();
+        let finished_ts = self.run.ts(finished);
         // Usually the node kept no context: the step's data is taken
         // without locking or cloning.
         let (meter, input) = match Arc::get_mut(&mut step) {
@@ -316,18 +319,29 @@ impl<S: State> Executor<'_, S> {
         }
         self.run.ledger.release(meter.reserved);
         let ended = self.classify(task, result, attempts, finished);
-        let latency = finished.saturating_duration_since(started);
+        // In microseconds, as the events and records report it: the
+        // difference of the two timestamps, with no further clock math.
+        let latency = Duration::from_micros(
+            finished_ts
+                .unix_micros()
+                .saturating_sub(started_ts.unix_micros())
+                .max(0) as u64,
+        );
         let error_text = ended.error.as_ref().map(|e| e.report().to_string());
-        self.emit_with(finished, Some(step_id), Some(task.node), attempts, || {
-            EventKind::StepFinished {
+        self.emit_with_ts(
+            finished_ts,
+            Some(step_id),
+            Some(task.node),
+            attempts,
+            || EventKind::StepFinished {
                 status: ended.status,
                 attempts,
                 latency_us: latency.as_micros() as u64,
                 usage: meter.usage,
                 cost: meter.cost,
                 error: error_text.clone(),
-            }
-        });
+            },
+        );
         if let (Some(e), false) = (&ended.error, ended.sibling_canceled) {
             self.emit_error(finished, Some(step_id), Some(task.node), attempts, e);
         }
@@ -335,8 +349,8 @@ impl<S: State> Executor<'_, S> {
             node: task.node,
             index: task.index,
             output: ended.output,
-            error: ended.error,
-            pause: ended.pause,
+            error: ended.error.map(Box::new),
+            pause: ended.pause.map(Box::new),
             rejected: false,
             sibling_canceled: ended.sibling_canceled,
             update_json: None,
@@ -349,7 +363,7 @@ impl<S: State> Executor<'_, S> {
                 usage: meter.usage,
                 cost: meter.cost,
                 latency,
-                started_at: self.run.ts(started),
+                started_at: started_ts,
                 provider: meter.provider,
                 model: meter.model,
                 cache_hits: meter.cache_hits,

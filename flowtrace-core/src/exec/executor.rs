@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use tokio::time::Instant;
+
+use crate::trace::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Interrupt, PendingWrite, SubgraphState};
@@ -89,9 +91,11 @@ pub(super) struct TaskOutcome<U> {
     pub(super) node: usize,
     pub(super) index: u32,
     pub(super) output: Option<NodeOutput<U>>,
-    pub(super) error: Option<Error>,
+    /// Boxed, like `pause`: rare, and a smaller outcome is cheaper to move
+    /// on every step.
+    pub(super) error: Option<Box<Error>>,
     /// Why the task stopped for a human, if it did.
-    pub(super) pause: Option<TaskPause>,
+    pub(super) pause: Option<Box<TaskPause>>,
     /// A task a human rejected: recorded as skipped, its successors skip.
     pub(super) rejected: bool,
     pub(super) sibling_canceled: bool,
@@ -180,10 +184,22 @@ impl<'g, S: State> Executor<'g, S> {
         attempt: u32,
         kind: EventKind,
     ) {
+        self.emit_ts(self.run.ts(at), step, node, attempt, kind);
+    }
+
+    /// [`emit`](Self::emit) at a timestamp already computed.
+    pub(super) fn emit_ts(
+        &self,
+        ts: Timestamp,
+        step: Option<StepId>,
+        node: Option<usize>,
+        attempt: u32,
+        kind: EventKind,
+    ) {
         // Built here rather than through `RunServices::event`, so the event
         // is written once, in place.
         self.run.bus.emit(TraceEvent {
-            ts: self.run.ts(at),
+            ts,
             run_id: self.run.run_id.clone(),
             step_id: step,
             parent_step_id: self.parent_step,
@@ -206,6 +222,20 @@ impl<'g, S: State> Executor<'g, S> {
     ) {
         if self.run.bus.wants_event() {
             self.emit(at, step, node, attempt, kind());
+        }
+    }
+
+    /// [`emit_with`](Self::emit_with) at a timestamp already computed.
+    pub(super) fn emit_with_ts(
+        &self,
+        ts: Timestamp,
+        step: Option<StepId>,
+        node: Option<usize>,
+        attempt: u32,
+        kind: impl FnOnce() -> EventKind,
+    ) {
+        if self.run.bus.wants_event() {
+            self.emit_ts(ts, step, node, attempt, kind());
         }
     }
 

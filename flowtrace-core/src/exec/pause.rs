@@ -147,7 +147,7 @@ impl<S: State> Executor<'_, S> {
         let mut interrupts = Vec::new();
         let mut result = Ok(());
         for o in outcomes.drain(..) {
-            match &o.pause {
+            match o.pause.as_deref() {
                 Some(TaskPause::Asked { call, payload }) => {
                     interrupts.push(self.new_interrupt(
                         o.node,
@@ -201,7 +201,7 @@ impl<S: State> Executor<'_, S> {
         let mut error = None;
         for mut o in outcomes.drain(..) {
             if o.index == failed_task {
-                error = o.error.take();
+                error = o.error.take().map(|e| *e);
             } else if o.output.is_some()
                 && o.error.is_none()
                 && o.pause.is_none()

@@ -114,7 +114,7 @@ impl<S: State> Executor<'_, S> {
         let write = match self.pending_write(o) {
             Ok(w) => w,
             Err(e) => {
-                o.error = Some(e);
+                o.error = Some(Box::new(e));
                 return;
             }
         };
@@ -124,7 +124,7 @@ impl<S: State> Executor<'_, S> {
             .put_write(&d.thread, d.next_seq().saturating_sub(1), write)
             .await
         {
-            o.error = Some(Error::Checkpoint(e));
+            o.error = Some(Box::new(Error::Checkpoint(e)));
         }
         o.update_json = update;
     }
@@ -188,7 +188,7 @@ impl<S: State> Executor<'_, S> {
             node: task.node,
             index: task.index,
             output,
-            error,
+            error: error.map(Box::new),
             pause: None,
             rejected,
             sibling_canceled: false,
