@@ -256,7 +256,10 @@ pub(crate) async fn release(
 /// exit when idle waits while one is, since its holder may die.
 pub(crate) async fn pending(pool: &PgPool) -> Result<bool, StoreError> {
     sqlx::query_scalar(
-        "select exists(select 1 from workflow_runs where status in ('queued', 'running'))",
+        // Rows the trace sink wrote for runs outside the queue (no
+        // workflow) are not the queue's to wait for.
+        "select exists(select 1 from workflow_runs
+                       where status in ('queued', 'running') and workflow_id is not null)",
     )
     .fetch_one(pool)
     .await
