@@ -14,6 +14,9 @@ pub mod names {
     /// Tokens used by model calls, `{provider,model,type}`; `type` is
     /// `input` or `output`.
     pub const LLM_TOKENS: &str = "flowtrace_llm_tokens_total";
+    /// Model calls answered by the provider (not from a cache),
+    /// `{provider,model}`: with [`CACHE_HITS`], the cache hit rate.
+    pub const LLM_CALLS: &str = "flowtrace_llm_calls_total";
     /// Dollars spent on model calls, `{provider,model}`.
     pub const LLM_COST_USD: &str = "flowtrace_llm_cost_usd_total";
     /// Finished node executions, `{workflow,node,status}`.
@@ -36,8 +39,9 @@ pub mod names {
     pub const BUDGET_EXCEEDED: &str = "flowtrace_budget_exceeded_total";
 
     /// Every name above.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         LLM_TOKENS,
+        LLM_CALLS,
         LLM_COST_USD,
         NODE_EXECUTIONS,
         NODE_DURATION,
@@ -158,6 +162,7 @@ impl Limited<Gauge<u64>> {
 #[derive(Debug)]
 pub(crate) struct Instruments {
     pub(crate) tokens: Limited<Counter<u64>>,
+    pub(crate) calls: Limited<Counter<u64>>,
     pub(crate) cost: Limited<Counter<f64>>,
     pub(crate) node_executions: Limited<Counter<u64>>,
     pub(crate) node_duration: Limited<Histogram<f64>>,
@@ -198,6 +203,7 @@ impl Instruments {
         };
         Self {
             tokens: u64_counter(names::LLM_TOKENS, "Tokens used by model calls"),
+            calls: u64_counter(names::LLM_CALLS, "Model calls answered by the provider"),
             cost: Limited::new(
                 meter
                     .f64_counter(counter(names::LLM_COST_USD))

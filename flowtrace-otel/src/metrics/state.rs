@@ -228,6 +228,7 @@ pub(crate) fn record(m: &Instruments, runs: &Runs, e: &TraceEvent) {
             });
             let (p, md) = (provider.as_str(), model.as_str());
             if !cached {
+                m.calls.add(1, &[(PROVIDER, p), (MODEL, md)]);
                 if usage.input_tokens > 0 {
                     m.tokens.add(
                         usage.input_tokens,
