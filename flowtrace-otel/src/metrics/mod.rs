@@ -1,7 +1,7 @@
 //! Metrics: counters and histograms of runs, steps and model calls through
 //! the OpenTelemetry metrics API, with a Prometheus text endpoint.
 //!
-//! [`OtelMetrics`] is a [`TraceSink`](flowtrace_core::TraceSink): attach it
+//! [`OtelMetrics`] is a [`TraceSink`]: attach it
 //! to a run ([`RunConfig::sink`](flowtrace_core::RunConfig::sink)) and the
 //! run's events update the instruments named in [`names`]. Render them as
 //! Prometheus exposition text with [`PrometheusEndpoint::render`] (mount it

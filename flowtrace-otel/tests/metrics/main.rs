@@ -8,6 +8,8 @@
 //! `FLOWTRACE_PROMETHEUS` names the server binary) skip loudly when it is
 //! missing, and fail instead when `FLOWTRACE_REQUIRE_PEERS=1`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -212,8 +214,11 @@ async fn run_over_budget(metrics: &OtelMetrics) -> RunSummary {
 
 // ===== Reading the exposition =====
 
+/// One sample of an exposition: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Parses `name{k="v",...} value` lines.
-fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text
         .lines()
