@@ -228,3 +228,40 @@ impl Instruments {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(attrs: &[KeyValue]) -> Vec<String> {
+        attrs.iter().map(|kv| kv.value.to_string()).collect()
+    }
+
+    #[test]
+    fn series_past_the_limit_become_other_and_known_ones_stay() {
+        let limit = SeriesLimit::new(2);
+        assert_eq!(values(&limit.attrs(&[("a", "x"), ("b", "1")])), ["x", "1"]);
+        assert_eq!(values(&limit.attrs(&[("a", "y"), ("b", "1")])), ["y", "1"]);
+        assert_eq!(
+            values(&limit.attrs(&[("a", "z"), ("b", "1")])),
+            ["other", "other"]
+        );
+        assert_eq!(values(&limit.attrs(&[("a", "x"), ("b", "1")])), ["x", "1"]);
+    }
+
+    #[test]
+    fn long_and_empty_values_are_other() {
+        let limit = SeriesLimit::new(10);
+        let long = "m".repeat(MAX_LABEL_VALUE_BYTES + 1);
+        assert_eq!(
+            values(&limit.attrs(&[("model", &long), ("provider", "")])),
+            ["other", "other"]
+        );
+    }
+
+    #[test]
+    fn counters_lose_their_suffix_for_the_exporter() {
+        assert_eq!(counter(names::LLM_TOKENS), "flowtrace_llm_tokens");
+        assert_eq!(counter(names::NODE_DURATION), names::NODE_DURATION);
+    }
+}

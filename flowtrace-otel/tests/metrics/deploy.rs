@@ -151,3 +151,103 @@ async fn the_alert_rules_pass_promtool_and_use_exported_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `promtool test rules` input: synthetic series that must (and must not)
+/// fire each alert; `{rules}` is the path of alerts.yml.
+const RULE_TESTS: &str = r#"
+rule_files:
+  - "{rules}"
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'flowtrace_circuit_breaker_open{provider="openai",model="gpt-4o"}'
+        values: '0 0 1x10'
+      - series: 'flowtrace_circuit_breaker_open{provider="anthropic",model="claude"}'
+        values: '0x12'
+      # Workflow w: 20% of runs fail; workflow ok: 5%.
+      - series: 'flowtrace_run_duration_seconds_count{workflow="w",status="failed"}'
+        values: '0+2x20'
+      - series: 'flowtrace_run_duration_seconds_count{workflow="w",status="succeeded"}'
+        values: '0+8x20'
+      - series: 'flowtrace_run_duration_seconds_count{workflow="ok",status="failed"}'
+        values: '0+1x20'
+      - series: 'flowtrace_run_duration_seconds_count{workflow="ok",status="succeeded"}'
+        values: '0+19x20'
+      # USD 10 a minute: over USD 100 after 10 minutes.
+      - series: 'flowtrace_llm_cost_usd_total{provider="openai",model="m"}'
+        values: '0+10x30'
+      # Node n takes 30-60 s, node fast under 1 s.
+      - series: 'flowtrace_node_duration_seconds_bucket{workflow="w",node="n",le="30"}'
+        values: '0x20'
+      - series: 'flowtrace_node_duration_seconds_bucket{workflow="w",node="n",le="60"}'
+        values: '0+5x20'
+      - series: 'flowtrace_node_duration_seconds_bucket{workflow="w",node="n",le="+Inf"}'
+        values: '0+5x20'
+      - series: 'flowtrace_node_duration_seconds_bucket{workflow="w",node="fast",le="1"}'
+        values: '0+5x20'
+      - series: 'flowtrace_node_duration_seconds_bucket{workflow="w",node="fast",le="+Inf"}'
+        values: '0+5x20'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: FlowTraceCircuitBreakerOpen
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: FlowTraceCircuitBreakerOpen
+        exp_alerts:
+          - exp_labels: {severity: warning, provider: openai, model: gpt-4o}
+            exp_annotations:
+              summary: "FlowTrace circuit breaker open for openai/gpt-4o"
+              description: "Calls to openai/gpt-4o have been skipped (breaker open) for 2 minutes; traffic goes to fallbacks."
+      - eval_time: 12m
+        alertname: FlowTraceHighErrorRate
+        exp_alerts:
+          - exp_labels: {severity: warning, workflow: w}
+            exp_annotations:
+              summary: "FlowTrace workflow w: 20% of runs fail"
+              description: "More than 10% of the runs of w failed over the last 5 minutes."
+      - eval_time: 5m
+        alertname: FlowTraceDailyCostOverBudget
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: FlowTraceDailyCostOverBudget
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "FlowTrace spent 200.00 USD on models in the last 24h"
+              description: "Model spend over the last 24 hours is above the daily budget of 100 USD."
+      - eval_time: 12m
+        alertname: FlowTraceSlowNodes
+        exp_alerts:
+          - exp_labels: {severity: warning, workflow: w, node: n}
+            exp_annotations:
+              summary: "FlowTrace node w/n: p95 latency 58.5s"
+              description: "The 95th percentile latency of this node has been over 30 s for 5 minutes."
+"#;
+
+#[tokio::test]
+async fn the_alerts_fire_on_synthetic_series_and_only_then() {
+    if peer_binary("FLOWTRACE_PROMTOOL", "promtool", "promtool test rules").is_none() {
+        return;
+    }
+    let rules = repo_file("deploy/prometheus/alerts.yml")
+        .canonicalize()
+        .unwrap();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rule-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tests = dir.join("alerts.test.yml");
+    std::fs::write(
+        &tests,
+        RULE_TESTS.replace("{rules}", rules.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = promtool(&["test", "rules", tests.to_str().unwrap()], None).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

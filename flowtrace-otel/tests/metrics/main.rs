@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -282,7 +283,8 @@ fn peer_binary(env: &str, name: &str, what: &str) -> Option<PathBuf> {
     if found.is_none() {
         let msg = format!("no {name} (apt-get install prometheus, or set {env})");
         assert!(!require_peers(), "FLOWTRACE_REQUIRE_PEERS=1 but {msg}");
-        eprintln!("\n*** SKIPPED {what}: {msg} ***\n");
+        // Straight to stderr: the test harness would swallow `eprintln!`.
+        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {what}: {msg} ***\n");
     }
     found
 }
