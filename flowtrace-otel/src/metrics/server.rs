@@ -172,8 +172,13 @@ async fn answer(mut stream: TcpStream, endpoint: &PrometheusEndpoint) -> std::io
         }
     };
     let is_head = head.starts_with(b"HEAD ");
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

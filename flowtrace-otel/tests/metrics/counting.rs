@@ -263,14 +263,9 @@ async fn the_server_answers_get_metrics_only() {
             .status(),
         404
     );
-    assert_eq!(
-        http.post(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    let r = http.post(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
 
     // An oversized request head is refused, not buffered.
     let mut raw = tokio::net::TcpStream::connect(server.local_addr())
@@ -293,4 +288,67 @@ async fn the_server_answers_get_metrics_only() {
     let addr = server.local_addr();
     server.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// A figure, not a check: `cargo test --release -p flowtrace-otel --test
+/// metrics -- --ignored --nocapture overhead`.
+#[tokio::test]
+#[ignore = "a measurement; run in release"]
+async fn overhead_of_record_per_event_and_per_step() {
+    use flowtrace_core::TraceSink;
+    use flowtrace_core::trace::MemorySink;
+    const NODES: usize = 200;
+    let mut builder = GraphBuilder::<Items>::new("overhead");
+    for i in 0..NODES {
+        let model = Arc::new(ScriptedModel::new("openai").then_always("x", TokenUsage::new(3, 2)));
+        builder = builder.add_node(format!("n{i}"), chat_node(model, vec![mini("q")]));
+        if i > 0 {
+            builder = builder.add_edge(format!("n{}", i - 1), format!("n{i}"));
+        }
+    }
+    let graph = builder
+        .set_entry("n0")
+        .set_finish(format!("n{}", NODES - 1))
+        .compile()
+        .unwrap();
+
+    // Replay one run's events straight into the sink.
+    let sink = MemorySink::new();
+    let config = RunConfig::new().pricing(prices()).sink(sink.clone());
+    graph.invoke(Items::default(), config).await.unwrap();
+    let events = sink.events();
+    let metrics = OtelMetrics::builder().build().unwrap();
+    let rounds = 50;
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for e in &events {
+            metrics.record(e);
+        }
+    }
+    let per_event = t.elapsed() / (rounds * events.len()) as u32;
+
+    // Whole runs with and without the sink.
+    let time_runs = |with: bool| {
+        let graph = &graph;
+        let metrics = metrics.clone();
+        async move {
+            let t = std::time::Instant::now();
+            for _ in 0..20 {
+                let mut config = RunConfig::new().pricing(prices());
+                if with {
+                    config = config.sink(metrics.clone());
+                }
+                graph.invoke(Items::default(), config).await.unwrap();
+            }
+            t.elapsed() / (20 * NODES) as u32
+        }
+    };
+    let _warm = time_runs(false).await;
+    let without = time_runs(false).await;
+    let with = time_runs(true).await;
+    println!(
+        "record(): {per_event:?} per event ({} events per run of {NODES} steps); \
+         per step: {without:?} without the sink, {with:?} with it",
+        events.len()
+    );
 }
