@@ -1,6 +1,8 @@
 //! The instruments FlowTrace exports, and the bound on their series.
 
 use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use opentelemetry::KeyValue;
@@ -63,18 +65,31 @@ pub const DURATION_BUCKETS_SECONDS: [f64; 16] = [
 /// [`labels::OTHER`].
 pub const MAX_LABEL_VALUE_BYTES: usize = 128;
 
-/// Remembers the label sets an instrument has seen, up to a limit; past the
-/// limit a new set becomes all-[`labels::OTHER`] (one overflow series).
+/// Remembers the label sets an instrument has seen (as 64-bit hashes), up
+/// to a limit; past the limit a new set becomes all-[`labels::OTHER`] (one
+/// overflow series).
 #[derive(Debug)]
 pub(crate) struct SeriesLimit {
-    seen: Mutex<HashSet<Box<str>>>,
+    seen: Mutex<HashSet<u64>>,
+    hasher: RandomState,
     limit: usize,
+}
+
+/// `v`, or [`labels::OTHER`] when empty or longer than
+/// [`MAX_LABEL_VALUE_BYTES`].
+fn clean(v: &str) -> &str {
+    if v.is_empty() || v.len() > MAX_LABEL_VALUE_BYTES {
+        labels::OTHER
+    } else {
+        v
+    }
 }
 
 impl SeriesLimit {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             seen: Mutex::new(HashSet::new()),
+            hasher: RandomState::new(),
             limit,
         }
     }
@@ -82,37 +97,20 @@ impl SeriesLimit {
     /// The attributes to record for `pairs`: as given when the series is
     /// known or there is room, else every value replaced by `other`.
     pub(crate) fn attrs(&self, pairs: &[(&'static str, &str)]) -> Vec<KeyValue> {
-        let clean = |v: &str| -> String {
-            if v.len() > MAX_LABEL_VALUE_BYTES || v.is_empty() {
-                labels::OTHER.to_string()
-            } else {
-                v.to_string()
-            }
-        };
-        let values: Vec<String> = pairs.iter().map(|(_, v)| clean(v)).collect();
-        let key = values.join("\u{1f}");
+        let mut h = self.hasher.build_hasher();
+        for (_, v) in pairs {
+            clean(v).hash(&mut h);
+        }
+        let key = h.finish();
         let admitted = match self.seen.lock() {
-            Ok(mut seen) => {
-                if seen.contains(key.as_str()) {
-                    true
-                } else if seen.len() < self.limit {
-                    seen.insert(key.into_boxed_str());
-                    true
-                } else {
-                    false
-                }
-            }
+            Ok(mut seen) => seen.contains(&key) || (seen.len() < self.limit && seen.insert(key)),
             Err(_) => false,
         };
         pairs
             .iter()
-            .zip(values)
-            .map(|((k, _), v)| {
-                if admitted {
-                    KeyValue::new(*k, v)
-                } else {
-                    KeyValue::new(*k, labels::OTHER)
-                }
+            .map(|(k, v)| {
+                let v = if admitted { clean(v) } else { labels::OTHER };
+                KeyValue::new(*k, v.to_string())
             })
             .collect()
     }
