@@ -7,3 +7,8 @@
 //! layout is final. The events it will map live in [`flowtrace_core::trace`].
 
 pub use flowtrace_core::trace;
+
+pub mod metrics;
+pub use metrics::{
+    MetricsError, MetricsServer, OtelMetrics, OtelMetricsBuilder, PrometheusEndpoint, serve_metrics,
+};
