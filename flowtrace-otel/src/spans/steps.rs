@@ -44,10 +44,6 @@ impl RunSpans {
             ));
         }
         attrs.push(KeyValue::new(sc::FLOWTRACE_STEP_ID, int(id.0)));
-        attrs.push(KeyValue::new(
-            sc::FLOWTRACE_ATTEMPT,
-            i64::from(ev.attempt.max(1)),
-        ));
         if let Some(p) = ev.parent_step_id {
             attrs.push(KeyValue::new(sc::FLOWTRACE_PARENT_STEP_ID, int(p.0)));
         }
