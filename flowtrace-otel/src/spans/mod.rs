@@ -108,6 +108,14 @@ impl OtelStats {
     pub fn lost_spans(&self) -> u64 {
         self.spans_refused.saturating_add(self.export_failed_spans)
     }
+
+    /// Spans ended but not (yet) exported: failed ones, ones the batch
+    /// processor dropped because its queue was full, and ones still queued.
+    /// Exact after [`OtelSink::force_flush`]; needs
+    /// [`OtelSinkBuilder::export_stats`].
+    pub fn not_exported_spans(&self) -> u64 {
+        self.spans_ended.saturating_sub(self.export_exported_spans)
+    }
 }
 
 #[derive(Debug, Default)]

@@ -1,0 +1,196 @@
+//! Overhead of the OpenTelemetry sink (`flowtrace-otel`).
+//!
+//! - `otel_chain/1000_noop_nodes/{no_sink,void_sink,otel_void_exporter}`: a
+//!   chain of 1000 no-op nodes without any sink, with a sink that drops the
+//!   events (the cost of producing them), and with an `OtelSink` whose batch
+//!   processor exports to an exporter that drops everything: the
+//!   difference divided by 1000 is the sink's cost per step (a run span, a
+//!   step span per node, ended and queued).
+//! - `otel_collector_down/10000_noop_nodes/{no_export,otlp_http_down}`: a
+//!   10,000-step chain without export, and with OTLP/HTTP export to a
+//!   closed local port (batch processor, the exporter on its own runtime):
+//!   the run must stay within 1.1x, and the loss is counted (printed after
+//!   the group).
+//!
+//! Results on the 2-core CI machine (criterion 0.8, release profile):
+//!
+//! | bench | time per run | per step |
+//! |---|---|---|
+//! | `otel_chain/.../no_sink` | see the report | |
+//! | `otel_chain/.../otel_void_exporter` | see the report | |
+//! | `otel_collector_down/.../no_export` | see the report | |
+//! | `otel_collector_down/.../otlp_http_down` | see the report | |
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flowtrace::{
+    CompiledGraph, GraphBuilder, NodeContext, NodeOutput, NodeResult, RunConfig, node_fn,
+};
+use flowtrace_otel::opentelemetry_otlp::{self, WithExportConfig};
+use flowtrace_otel::opentelemetry_sdk::error::OTelSdkResult;
+use flowtrace_otel::opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use flowtrace_otel::{CountingExporter, OtelSink};
+
+mod common;
+
+use common::{Conversation, Delta, VoidSink};
+
+async fn noop(_s: Arc<Conversation>, _ctx: NodeContext) -> NodeResult<Delta> {
+    Ok(NodeOutput::none())
+}
+
+fn chain(n: usize) -> CompiledGraph<Conversation> {
+    let mut b = GraphBuilder::<Conversation>::new("chain");
+    for i in 0..n {
+        b = b.add_node(format!("n{i}"), node_fn(noop));
+        if i > 0 {
+            b = b.add_edge(format!("n{}", i - 1), format!("n{i}"));
+        }
+    }
+    b.set_entry("n0")
+        .set_finish(format!("n{}", n - 1))
+        .compile()
+        .unwrap()
+}
+
+/// Accepts every batch and drops it.
+#[derive(Debug)]
+struct VoidExporter;
+
+impl SpanExporter for VoidExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bench_per_step(c: &mut Criterion) {
+    let rt = runtime();
+    let graph = chain(1000);
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(VoidExporter)
+        .build();
+    let sink = Arc::new(OtelSink::new(provider));
+    let mut g = c.benchmark_group("otel_chain");
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(20);
+    g.bench_function("1000_noop_nodes/no_sink", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = graph
+                .invoke(
+                    Conversation::default(),
+                    RunConfig::new().recursion_limit(20_000),
+                )
+                .await
+                .unwrap();
+            black_box(out.summary.node_executions)
+        })
+    });
+    g.bench_function("1000_noop_nodes/void_sink", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = graph
+                .invoke(
+                    Conversation::default(),
+                    RunConfig::new().recursion_limit(20_000).sink(VoidSink),
+                )
+                .await
+                .unwrap();
+            black_box(out.summary.node_executions)
+        })
+    });
+    g.bench_function("1000_noop_nodes/otel_void_exporter", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = graph
+                .invoke(
+                    Conversation::default(),
+                    RunConfig::new()
+                        .recursion_limit(20_000)
+                        .shared_sink(sink.clone()),
+                )
+                .await
+                .unwrap();
+            black_box(out.summary.node_executions)
+        })
+    });
+    g.finish();
+    println!("otel_chain sink stats: {:?}", sink.stats());
+}
+
+fn bench_collector_down(c: &mut Criterion) {
+    let rt = runtime();
+    let graph = chain(10_000);
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let otlp = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+        .with_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let exporter = CountingExporter::new(otlp).with_own_runtime().unwrap();
+    let stats = exporter.stats();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let sink = Arc::new(OtelSink::builder(provider).export_stats(stats).build());
+    let mut g = c.benchmark_group("otel_collector_down");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("10000_noop_nodes/no_export", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = graph
+                .invoke(
+                    Conversation::default(),
+                    RunConfig::new().recursion_limit(20_000),
+                )
+                .await
+                .unwrap();
+            black_box(out.summary.node_executions)
+        })
+    });
+    g.bench_function("10000_noop_nodes/otlp_http_down", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = graph
+                .invoke(
+                    Conversation::default(),
+                    RunConfig::new()
+                        .recursion_limit(20_000)
+                        .shared_sink(sink.clone()),
+                )
+                .await
+                .unwrap();
+            black_box(out.summary.node_executions)
+        })
+    });
+    g.finish();
+    let flushed = rt.block_on(sink.force_flush());
+    let s = sink.stats();
+    println!(
+        "otel_collector_down: flush {:?}; spans ended {}, exported {}, failed (lost, counted) {}, not exported {}",
+        flushed.err().map(|e| e.to_string()),
+        s.spans_ended,
+        s.export_exported_spans,
+        s.export_failed_spans,
+        s.not_exported_spans()
+    );
+}
+
+criterion_group!(benches, bench_per_step, bench_collector_down);
+criterion_main!(benches);
