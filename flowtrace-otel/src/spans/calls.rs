@@ -47,11 +47,8 @@ impl RunSpans {
         room && self.has_room(shared)
     }
 
-    pub(super) fn common(ev: &TraceEvent, attrs: &mut Vec<KeyValue>) {
-        attrs.push(KeyValue::new(
-            sc::FLOWTRACE_RUN_ID,
-            ev.run_id.as_str().to_string(),
-        ));
+    pub(super) fn common(&self, ev: &TraceEvent, attrs: &mut Vec<KeyValue>) {
+        attrs.push(KeyValue::new(sc::FLOWTRACE_RUN_ID, self.run_id.clone()));
         if let Some(node) = &ev.node {
             attrs.push(KeyValue::new(
                 sc::FLOWTRACE_NODE_ID,
@@ -90,7 +87,7 @@ impl RunSpans {
         if let Some(m) = request.max_tokens {
             attrs.push(KeyValue::new(sc::GEN_AI_REQUEST_MAX_TOKENS, i64::from(m)));
         }
-        Self::common(ev, &mut attrs);
+        self.common(ev, &mut attrs);
         if shared.capture_content {
             content::push_content(
                 &mut attrs,
@@ -225,7 +222,7 @@ impl RunSpans {
             sc::OPERATION_EXECUTE_TOOL,
         ));
         attrs.push(KeyValue::new(sc::GEN_AI_TOOL_NAME, tool.clone()));
-        Self::common(ev, &mut attrs);
+        self.common(ev, &mut attrs);
         if shared.capture_content {
             content::push_content(
                 &mut attrs,
@@ -330,7 +327,7 @@ impl RunSpans {
             }
         }
         let mut attrs = attrs.to_vec();
-        Self::common(ev, &mut attrs);
+        self.common(ev, &mut attrs);
         self.scope(ev)
             .add_event_with_timestamp(sc::EVENT_ROUTE, at, attrs);
     }

@@ -97,7 +97,7 @@ impl RunSpans {
                 sc::EVENT_MODEL_ROUTE
             }
             EventKind::Interrupt { payload } | EventKind::Resume { payload } => {
-                Self::common(ev, &mut attrs);
+                self.common(ev, &mut attrs);
                 if shared.capture_content {
                     content::push_content(
                         &mut attrs,
@@ -130,7 +130,7 @@ impl RunSpans {
                 sc::EVENT_BUDGET_EXCEEDED
             }
             EventKind::StepSkipped { reason } => {
-                Self::common(ev, &mut attrs);
+                self.common(ev, &mut attrs);
                 attrs.push(KeyValue::new(sc::FLOWTRACE_REASON, error_text(reason)));
                 self.scope(ev)
                     .add_event_with_timestamp(sc::EVENT_STEP_SKIPPED, at, attrs);

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use flowtrace_core::trace::{EventKind, RunStatus, TraceEvent};
@@ -10,7 +11,7 @@ use flowtrace_core::{Cost, RunId, StepId, TokenUsage};
 use opentelemetry::trace::{
     Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 
 use super::Shared;
@@ -34,6 +35,8 @@ pub(super) struct Runs {
 
 pub(super) struct RunSpans {
     seq: u64,
+    /// The `flowtrace.run_id` attribute value.
+    pub(super) run_id: Value,
     pub(super) root: Span,
     pub(super) subruns: HashMap<StepId, Span>,
     pub(super) steps: HashMap<StepId, Step>,
@@ -225,11 +228,13 @@ impl Runs {
             }
         }
         self.seq += 1;
+        // Shared by every span of the run (a reference count, not a copy).
+        let run_id = Value::from(Arc::<str>::from(ev.run_id.as_str()));
         let root = SpanBuilder::from_name(sc::SPAN_RUN)
             .with_kind(SpanKind::Internal)
             .with_start_time(at)
             .with_attributes([
-                KeyValue::new(sc::FLOWTRACE_RUN_ID, ev.run_id.as_str().to_string()),
+                KeyValue::new(sc::FLOWTRACE_RUN_ID, run_id.clone()),
                 KeyValue::new(sc::FLOWTRACE_GRAPH, graph.to_string()),
             ])
             .start_with_context(tracer, &shared.parent);
@@ -238,6 +243,7 @@ impl Runs {
             ev.run_id.clone(),
             RunSpans {
                 seq: self.seq,
+                run_id,
                 root,
                 subruns: HashMap::new(),
                 steps: HashMap::new(),
@@ -338,7 +344,7 @@ impl RunSpans {
                     return;
                 }
                 let attrs = vec![
-                    KeyValue::new(sc::FLOWTRACE_RUN_ID, ev.run_id.as_str().to_string()),
+                    KeyValue::new(sc::FLOWTRACE_RUN_ID, self.run_id.clone()),
                     KeyValue::new(sc::FLOWTRACE_GRAPH, graph.to_string()),
                     KeyValue::new(sc::FLOWTRACE_PARENT_STEP_ID, int(p.0)),
                 ];

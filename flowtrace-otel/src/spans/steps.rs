@@ -33,10 +33,7 @@ impl RunSpans {
             return;
         }
         let mut attrs = Vec::with_capacity(5);
-        attrs.push(KeyValue::new(
-            sc::FLOWTRACE_RUN_ID,
-            ev.run_id.as_str().to_string(),
-        ));
+        attrs.push(KeyValue::new(sc::FLOWTRACE_RUN_ID, self.run_id.clone()));
         if let Some(node) = &ev.node {
             attrs.push(KeyValue::new(
                 sc::FLOWTRACE_NODE_ID,
