@@ -13,14 +13,25 @@
 //!   must not slow the run (within 1.1x of the void exporter), and the loss
 //!   is counted (printed after the group).
 //!
-//! Results on the 2-core CI machine (criterion 0.8, release profile):
+//! Results on the 2-core CI machine (criterion 0.8, release profile, shared
+//! with another build), 2026-12-05:
 //!
-//! | bench | time per run | per step |
+//! | bench | time per run | sink cost per step |
 //! |---|---|---|
-//! | `otel_chain/.../no_sink` | see the report | |
-//! | `otel_chain/.../otel_void_exporter` | see the report | |
-//! | `otel_collector_down/.../no_export` | see the report | |
-//! | `otel_collector_down/.../otlp_http_down` | see the report | |
+//! | `otel_chain/1000_noop_nodes/no_sink` | 355 µs | |
+//! | `otel_chain/1000_noop_nodes/void_sink` | 418 µs | |
+//! | `otel_chain/1000_noop_nodes/otel_void_exporter` | 1.54 ms | 1.18 µs (target < 5 µs) |
+//! | `otel_collector_down/10000_noop_nodes/no_sink` | 3.84 ms | |
+//! | `otel_collector_down/10000_noop_nodes/otel_void_exporter` | 15.5 ms | 1.17 µs |
+//! | `otel_collector_down/10000_noop_nodes/otlp_http_down` | 9.69 ms | 0.58 µs |
+//!
+//! With the collector down the run takes 0.62x the time of the same run
+//! exporting to a void exporter (the full batch queue drops spans instead
+//! of exporting them; target within 1.1x), and 2.5x a run with no sink at
+//! all: with no-op nodes the executor's own cost is 0.38 µs per step, so
+//! the sink's span building dominates. Every lost span is counted:
+//! `not_exported_spans()` equals `spans_ended` (7,691 failed at export, the
+//! rest dropped by the full queue).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
