@@ -32,7 +32,7 @@ pub mod spans;
 pub use flowtrace_core::trace;
 pub use spans::{
     CONTENT_LIMIT_BYTES, CountingExporter, ExportStats, MAX_OPEN_RUNS, MAX_OPEN_SPANS_PER_RUN,
-    OtelError, OtelSink, OtelSinkBuilder, OtelStats, context_from_traceparent,
+    OtelError, OtelSink, OtelSinkBuilder, OtelStats, Redactor, context_from_traceparent,
 };
 /// The OpenTelemetry crates this crate is built on, at the versions it
 /// uses (build providers and exporters with these to match [`OtelSink`]).

@@ -89,11 +89,10 @@ impl RunSpans {
         }
         self.common(ev, &mut attrs);
         if shared.capture_content {
-            content::push_content(
+            shared.push_content(
                 &mut attrs,
                 sc::GEN_AI_INPUT_MESSAGES,
                 content::input_messages(request),
-                shared.content_limit,
             );
         }
         let parent = ev
@@ -191,11 +190,10 @@ impl RunSpans {
         attrs.push(content::finish_reasons(finish_reason));
         super::runs::money(&mut attrs, *cost);
         if shared.capture_content {
-            content::push_content(
+            shared.push_content(
                 &mut attrs,
                 sc::GEN_AI_OUTPUT_MESSAGES,
                 content::output_messages(text, tool_calls, finish_reason),
-                shared.content_limit,
             );
         }
         span.set_attributes(attrs);
@@ -224,11 +222,10 @@ impl RunSpans {
         attrs.push(KeyValue::new(sc::GEN_AI_TOOL_NAME, tool.clone()));
         self.common(ev, &mut attrs);
         if shared.capture_content {
-            content::push_content(
+            shared.push_content(
                 &mut attrs,
                 sc::GEN_AI_TOOL_CALL_ARGUMENTS,
                 arguments.to_string(),
-                shared.content_limit,
             );
         }
         let parent = ev
@@ -279,12 +276,7 @@ impl RunSpans {
             && let Some(out) = output
         {
             let mut attrs = Vec::with_capacity(2);
-            content::push_content(
-                &mut attrs,
-                sc::GEN_AI_TOOL_CALL_RESULT,
-                out.to_string(),
-                shared.content_limit,
-            );
+            shared.push_content(&mut attrs, sc::GEN_AI_TOOL_CALL_RESULT, out.to_string());
             span.set_attributes(attrs);
         }
         span.end_with_timestamp(at);

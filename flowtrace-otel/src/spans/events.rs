@@ -9,7 +9,7 @@ use opentelemetry::trace::Span as _;
 use opentelemetry_sdk::trace::Span;
 
 use super::Shared;
-use super::content::{self, error_text, int};
+use super::content::{error_text, int};
 use super::runs::RunSpans;
 use crate::semconv as sc;
 
@@ -99,12 +99,7 @@ impl RunSpans {
             EventKind::Interrupt { payload } | EventKind::Resume { payload } => {
                 self.common(ev, &mut attrs);
                 if shared.capture_content {
-                    content::push_content(
-                        &mut attrs,
-                        sc::FLOWTRACE_PAYLOAD,
-                        payload.to_string(),
-                        shared.content_limit,
-                    );
+                    shared.push_content(&mut attrs, sc::FLOWTRACE_PAYLOAD, payload.to_string());
                 }
                 if matches!(ev.kind, EventKind::Interrupt { .. }) {
                     sc::EVENT_INTERRUPT
@@ -141,12 +136,7 @@ impl RunSpans {
                 message,
             } => {
                 if shared.capture_content {
-                    content::push_content(
-                        &mut attrs,
-                        sc::FLOWTRACE_LOG_MESSAGE,
-                        message.clone(),
-                        shared.content_limit,
-                    );
+                    shared.push_content(&mut attrs, sc::FLOWTRACE_LOG_MESSAGE, message.clone());
                 }
                 sc::EVENT_LOG
             }

@@ -126,6 +126,22 @@ struct Counters {
     evicted: AtomicU64,
 }
 
+impl Shared {
+    /// Pushes captured content: redacted, then cut at the limit.
+    fn push_content(
+        &self,
+        attrs: &mut Vec<opentelemetry::KeyValue>,
+        key: &'static str,
+        text: String,
+    ) {
+        let text = match &self.redactor {
+            Some(r) => r(&text),
+            None => text,
+        };
+        content::push_content(attrs, key, text, self.content_limit);
+    }
+}
+
 impl Counters {
     fn started(&self, n: u64) {
         self.started.fetch_add(n, Ordering::Relaxed);
@@ -141,10 +157,14 @@ impl Counters {
     }
 }
 
+/// Rewrites captured content before it is recorded (PII redaction).
+pub type Redactor = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// Settings and counters the span mapping reads.
 struct Shared {
     capture_content: bool,
     content_limit: usize,
+    redactor: Option<Redactor>,
     parent: Context,
     max_open_runs: usize,
     max_open_spans_per_run: usize,
@@ -157,6 +177,7 @@ pub struct OtelSinkBuilder {
     provider: SdkTracerProvider,
     capture_content: bool,
     content_limit: usize,
+    redactor: Option<Redactor>,
     parent: Context,
     max_open_runs: usize,
     max_open_spans_per_run: usize,
@@ -168,6 +189,7 @@ impl std::fmt::Debug for OtelSinkBuilder {
         f.debug_struct("OtelSinkBuilder")
             .field("capture_content", &self.capture_content)
             .field("content_limit", &self.content_limit)
+            .field("redact", &self.redactor.is_some())
             .field("max_open_runs", &self.max_open_runs)
             .field("max_open_spans_per_run", &self.max_open_spans_per_run)
             .finish_non_exhaustive()
@@ -188,6 +210,14 @@ impl OtelSinkBuilder {
     /// ([`CONTENT_LIMIT_BYTES`] by default).
     pub fn content_limit(mut self, bytes: usize) -> Self {
         self.content_limit = bytes;
+        self
+    }
+
+    /// Passes every captured content string through `redact` (for example
+    /// a PII scrubber) before it is cut and recorded. Applies only with
+    /// [`capture_content`](Self::capture_content) on.
+    pub fn redact(mut self, redact: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.redactor = Some(Arc::new(redact));
         self
     }
 
@@ -231,6 +261,7 @@ impl OtelSinkBuilder {
             shared: Shared {
                 capture_content: self.capture_content,
                 content_limit: self.content_limit,
+                redactor: self.redactor,
                 parent: self.parent,
                 max_open_runs: self.max_open_runs,
                 max_open_spans_per_run: self.max_open_spans_per_run,
@@ -288,6 +319,7 @@ impl OtelSink {
             provider,
             capture_content: false,
             content_limit: CONTENT_LIMIT_BYTES,
+            redactor: None,
             parent: Context::new(),
             max_open_runs: MAX_OPEN_RUNS,
             max_open_spans_per_run: MAX_OPEN_SPANS_PER_RUN,

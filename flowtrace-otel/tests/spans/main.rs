@@ -640,3 +640,66 @@ async fn with_the_collector_down_the_run_succeeds_and_the_loss_is_counted() {
     assert_eq!(s.lost_spans(), s.spans_ended);
     assert!(stats.failed_batches() >= 1);
 }
+
+// ===== Interrupts and redaction =====
+
+fn approval_graph() -> CompiledGraph<JsonState> {
+    GraphBuilder::<JsonState>::new("approval")
+        .add_node(
+            "approve",
+            node_fn(|_s, ctx: NodeContext| async move {
+                let answer = ctx.interrupt(json!({"question": "wire $1M to account 42?"}))?;
+                Ok(update("answer", answer))
+            }),
+        )
+        .set_entry("approve")
+        .set_finish("approve")
+        .compile()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_interrupt_is_a_span_event_and_its_payload_is_content() {
+    for capture in [false, true] {
+        let (exporter, provider) = memory_provider();
+        let sink = Arc::new(
+            OtelSink::builder(provider)
+                .capture_content(capture)
+                .redact(|text: &str| text.replace("42", "[account]"))
+                .build(),
+        );
+        let config = RunConfig::new()
+            .shared_sink(sink.clone())
+            .checkpointer(Arc::new(
+                flowtrace_core::checkpoint::MemoryCheckpointer::new(),
+            ))
+            .thread("t1");
+        let out = approval_graph()
+            .invoke(JsonState::new(), config)
+            .await
+            .unwrap();
+        assert_eq!(out.summary.status, flowtrace_core::RunStatus::Interrupted);
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(sink.stats().spans_ended, spans.len() as u64);
+        let run = top_run(&spans);
+        assert_eq!(sattr(run, sc::FLOWTRACE_RUN_STATUS), "interrupted");
+        assert_eq!(run.status, Status::Unset, "an interrupt is not an error");
+        let interrupt = event(run, sc::EVENT_INTERRUPT).expect("an interrupt event");
+        let payload = interrupt
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == sc::FLOWTRACE_PAYLOAD)
+            .map(|kv| kv.value.as_str().into_owned());
+        if capture {
+            let payload = payload.expect("the payload, captured");
+            assert!(
+                payload.contains("wire $1M") && payload.contains("[account]"),
+                "{payload}"
+            );
+            assert!(!payload.contains("42"), "redacted: {payload}");
+        } else {
+            assert_eq!(payload, None);
+            assert!(!all_text(&spans).contains("wire"));
+        }
+    }
+}
