@@ -360,10 +360,15 @@ impl OtelSink {
     /// Dropping the future does not stop the flush already under way.
     pub async fn force_flush(&self) -> Result<(), OtelError> {
         let provider = self.provider.clone();
-        tokio::task::spawn_blocking(move || provider.force_flush())
-            .await
-            .map_err(OtelError::FlushTask)?
-            .map_err(OtelError::Flush)
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(move || provider.force_flush())
+                .await
+                .map_err(OtelError::FlushTask)?
+                .map_err(OtelError::Flush),
+            // Not on a Tokio runtime: nothing async to keep unblocked.
+            Err(_) => provider.force_flush().map_err(OtelError::Flush),
+        }
     }
 }
 
@@ -384,13 +389,18 @@ impl TraceSink for OtelSink {
     /// neither fail nor slow the run, so export failures are counted
     /// ([`OtelSink::stats`]) instead. Use [`OtelSink::force_flush`] to wait.
     async fn flush(&self) -> Result<(), SinkError> {
+        // Off a Tokio runtime there is no blocking pool to hand the flush
+        // to; the batch processor exports on its own schedule anyway.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
         if self.flushing.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         let provider = self.provider.clone();
         let flushing = self.flushing.clone();
         // The result is reflected in the exporter's counters.
-        drop(tokio::task::spawn_blocking(move || {
+        drop(rt.spawn_blocking(move || {
             let _ = provider.force_flush();
             flushing.store(false, Ordering::Release);
         }));

@@ -703,3 +703,74 @@ async fn an_interrupt_is_a_span_event_and_its_payload_is_content() {
         }
     }
 }
+
+// ===== Bounded state =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_the_open_runs_limit_evicts_the_oldest() {
+    let (exporter, provider) = memory_provider();
+    let sink = Arc::new(OtelSink::builder(provider).max_open_runs(1).build());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let waiting = {
+        let (entered, release) = (entered.clone(), release.clone());
+        GraphBuilder::<JsonState>::new("waiting")
+            .add_node(
+                "wait",
+                node_fn(move |_s, _ctx| {
+                    let (entered, release) = (entered.clone(), release.clone());
+                    async move {
+                        entered.notify_one();
+                        release.notified().await;
+                        Ok(NodeOutput::none())
+                    }
+                }),
+            )
+            .set_entry("wait")
+            .set_finish("wait")
+            .compile()
+            .unwrap()
+    };
+    let first = tokio::spawn({
+        let sink = sink.clone();
+        async move {
+            waiting
+                .invoke(JsonState::new(), RunConfig::new().shared_sink(sink))
+                .await
+        }
+    });
+    entered.notified().await;
+    // A second run while the first is open: the first is evicted.
+    let quick = GraphBuilder::<JsonState>::new("quick")
+        .add_node("q", node_fn(|_s, _ctx| async { Ok(NodeOutput::none()) }))
+        .set_entry("q")
+        .set_finish("q")
+        .compile()
+        .unwrap();
+    quick
+        .invoke(JsonState::new(), RunConfig::new().shared_sink(sink.clone()))
+        .await
+        .unwrap();
+    release.notify_one();
+    first.await.unwrap().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let stats = sink.stats();
+    assert_eq!(stats.runs_evicted, 1);
+    assert_eq!(
+        stats.spans_started, stats.spans_ended,
+        "nothing left open: {stats:?}"
+    );
+    let runs = named(&spans, sc::SPAN_RUN);
+    assert_eq!(runs.len(), 2);
+    let evicted = runs
+        .iter()
+        .find(|r| sattr(r, sc::FLOWTRACE_GRAPH) == "waiting")
+        .unwrap();
+    assert!(matches!(evicted.status, Status::Error { .. }));
+    let kept = runs
+        .iter()
+        .find(|r| sattr(r, sc::FLOWTRACE_GRAPH) == "quick")
+        .unwrap();
+    assert_eq!(sattr(kept, sc::FLOWTRACE_RUN_STATUS), "succeeded");
+}
