@@ -774,3 +774,84 @@ async fn a_run_over_the_open_runs_limit_evicts_the_oldest() {
         .unwrap();
     assert_eq!(sattr(kept, sc::FLOWTRACE_RUN_STATUS), "succeeded");
 }
+
+// ===== OTLP over HTTP =====
+
+/// Accepts OTLP/HTTP posts on loopback and answers 200 with an empty
+/// (valid, default) protobuf response; counts the posts to `/v1/traces`.
+async fn otlp_receiver() -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let posts = Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 8192];
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    if head.starts_with("post /v1/traces")
+                        && head.contains("content-type: application/x-protobuf")
+                    {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    buf.drain(..end + 4 + len);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if conn.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, posts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_http_receiver_through_the_batch_processor() {
+    use flowtrace_otel::opentelemetry_otlp::{self, WithExportConfig};
+    let (port, posts) = otlp_receiver().await;
+    let otlp = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let exporter = CountingExporter::new(otlp).with_own_runtime().unwrap();
+    let stats = exporter.stats();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let sink = run_agent(OtelSink::builder(provider).export_stats(stats).build()).await;
+    sink.force_flush().await.unwrap();
+    let s = sink.stats();
+    assert!(s.spans_ended >= 8, "{s:?}");
+    assert_eq!(s.export_exported_spans, s.spans_ended, "{s:?}");
+    assert_eq!(s.export_failed_spans, 0);
+    assert_eq!(s.not_exported_spans(), 0);
+    assert!(posts.load(Ordering::SeqCst) >= 1);
+}
