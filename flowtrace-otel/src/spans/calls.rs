@@ -112,7 +112,7 @@ impl RunSpans {
         );
         if let Some(step) = ev.step_id.and_then(|id| self.steps.get_mut(&id)) {
             step.calls.push_back(span);
-            self.open += 1;
+            self.open = self.open.saturating_add(1);
         }
     }
 
@@ -142,7 +142,7 @@ impl RunSpans {
             .and_then(|s| s.calls.pop_front());
         let mut span = match open {
             Some(span) => {
-                self.open -= 1;
+                self.open = self.open.saturating_sub(1);
                 span
             }
             // A response with no request seen (a call over the limit gets
@@ -245,7 +245,7 @@ impl RunSpans {
         );
         if let Some(step) = ev.step_id.and_then(|id| self.steps.get_mut(&id)) {
             step.tools.push_back((tool.clone(), span));
-            self.open += 1;
+            self.open = self.open.saturating_add(1);
         }
     }
 
@@ -268,7 +268,7 @@ impl RunSpans {
         let Some((_, mut span)) = step.tools.remove(i) else {
             return;
         };
-        self.open -= 1;
+        self.open = self.open.saturating_sub(1);
         if let Some(e) = error {
             failure(&mut span, at, "flowtrace.tool_error", e);
         }
@@ -309,7 +309,7 @@ impl RunSpans {
             {
                 span.set_attributes(attrs);
                 span.end_with_timestamp(end);
-                self.open -= 1;
+                self.open = self.open.saturating_sub(1);
                 shared.counters.ended(1);
                 return;
             }
@@ -339,7 +339,7 @@ impl RunSpans {
             {
                 failure(&mut call, at, kind, message);
                 call.end_with_timestamp(at);
-                self.open -= 1;
+                self.open = self.open.saturating_sub(1);
                 shared.counters.ended(1);
                 return;
             }

@@ -354,10 +354,10 @@ impl RunSpans {
                     self.parent_of(Some(p)),
                     new_span(sc::SPAN_RUN, SpanKind::Internal, at, attrs),
                 );
-                self.open += 1;
+                self.open = self.open.saturating_add(1);
                 if let Some(mut old) = self.subruns.insert(p, span) {
                     old.end_with_timestamp(at);
-                    self.open -= 1;
+                    self.open = self.open.saturating_sub(1);
                     shared.counters.ended(1);
                 }
             }
@@ -390,7 +390,7 @@ impl RunSpans {
                     );
                 }
                 span.end_with_timestamp(at);
-                self.open -= 1;
+                self.open = self.open.saturating_sub(1);
                 shared.counters.ended(1);
             }
             EventKind::StepStarted { .. } => self.step_started(tracer, shared, ev, at),

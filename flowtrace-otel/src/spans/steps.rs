@@ -50,7 +50,7 @@ impl RunSpans {
             self.parent_of(ev.parent_step_id),
             new_span(sc::SPAN_STEP, SpanKind::Internal, at, attrs),
         );
-        self.open += 1;
+        self.open = self.open.saturating_add(1);
         let step = Step {
             span,
             calls: VecDeque::new(),
@@ -60,7 +60,7 @@ impl RunSpans {
         };
         if let Some(old) = self.steps.insert(id, step) {
             end_step(old, at).end_with_timestamp(at);
-            self.open -= 1;
+            self.open = self.open.saturating_sub(1);
             shared.counters.ended(1);
         }
     }
@@ -85,7 +85,7 @@ impl RunSpans {
         let cache_hit = step.cache_hit;
         let errored = step.errored;
         let mut span = end_step(step, at);
-        self.open -= calls as usize;
+        self.open = self.open.saturating_sub(calls as usize);
         shared.counters.ended(calls);
         let mut attrs = Vec::with_capacity(7);
         attrs.push(KeyValue::new(sc::FLOWTRACE_ATTEMPT, i64::from(*attempts)));
@@ -112,7 +112,7 @@ impl RunSpans {
             && let Some((_, mut s, end)) = self.parked.pop_front()
         {
             s.end_with_timestamp(end);
-            self.open -= 1;
+            self.open = self.open.saturating_sub(1);
             shared.counters.ended(1);
         }
         self.parked.push_back((id, span, at));
