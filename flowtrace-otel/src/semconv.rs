@@ -59,6 +59,9 @@ pub const EXCEPTION_TYPE: &str = "exception.type";
 
 /// The run id (on every span).
 pub const FLOWTRACE_RUN_ID: &str = "flowtrace.run_id";
+/// The provider a model call first asked, when a fallback chain answered
+/// from another (`gen_ai.provider.name` names the one that answered).
+pub const FLOWTRACE_REQUESTED_PROVIDER: &str = "flowtrace.requested_provider";
 /// The graph's name (run spans).
 pub const FLOWTRACE_GRAPH: &str = "flowtrace.graph";
 /// How the run ended (`succeeded`, `failed`, …; run spans).

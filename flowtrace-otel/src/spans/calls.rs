@@ -78,8 +78,9 @@ impl RunSpans {
         }
         let mut attrs = Vec::with_capacity(10);
         attrs.push(KeyValue::new(sc::GEN_AI_OPERATION_NAME, sc::OPERATION_CHAT));
-        attrs.push(KeyValue::new(sc::GEN_AI_PROVIDER_NAME, provider.clone()));
-        attrs.push(KeyValue::new(sc::GEN_AI_SYSTEM, provider.clone()));
+        // The provider is set when the call ends (`provider_attrs`): a
+        // fallback chain may answer from another one, and the SDK keeps
+        // every value an attribute is given.
         attrs.push(KeyValue::new(sc::GEN_AI_REQUEST_MODEL, model.clone()));
         if let Some(t) = request.temperature {
             attrs.push(KeyValue::new(sc::GEN_AI_REQUEST_TEMPERATURE, f64::from(t)));
@@ -111,7 +112,7 @@ impl RunSpans {
             ),
         );
         if let Some(step) = ev.step_id.and_then(|id| self.steps.get_mut(&id)) {
-            step.calls.push_back(span);
+            step.calls.push_back((provider.clone(), span));
             self.open = self.open.saturating_add(1);
         }
     }
@@ -140,9 +141,13 @@ impl RunSpans {
             .step_id
             .and_then(|id| self.steps.get_mut(&id))
             .and_then(|s| s.calls.pop_front());
+        // The provider asked, when a request was seen: a fallback chain may
+        // have answered from another one.
+        let mut asked = None;
         let mut span = match open {
-            Some(span) => {
+            Some((provider, span)) => {
                 self.open = self.open.saturating_sub(1);
+                asked = Some(provider);
                 span
             }
             // A response with no request seen (a call over the limit gets
@@ -176,8 +181,10 @@ impl RunSpans {
             }
         };
         let mut attrs = Vec::with_capacity(10);
-        attrs.push(KeyValue::new(sc::GEN_AI_PROVIDER_NAME, provider.clone()));
-        attrs.push(KeyValue::new(sc::GEN_AI_SYSTEM, provider.clone()));
+        provider_attrs(&mut attrs, provider);
+        if let Some(a) = asked.filter(|a| a != provider) {
+            attrs.push(KeyValue::new(sc::FLOWTRACE_REQUESTED_PROVIDER, a));
+        }
         attrs.push(KeyValue::new(sc::GEN_AI_RESPONSE_MODEL, model.clone()));
         attrs.push(KeyValue::new(
             sc::GEN_AI_USAGE_INPUT_TOKENS,
@@ -335,8 +342,11 @@ impl RunSpans {
         if let Some(step) = ev.step_id.and_then(|id| self.steps.get_mut(&id)) {
             // A failed model call: no response follows, its span ends here.
             if kind.starts_with("model.")
-                && let Some(mut call) = step.calls.pop_front()
+                && let Some((provider, mut call)) = step.calls.pop_front()
             {
+                let mut attrs = Vec::with_capacity(2);
+                provider_attrs(&mut attrs, &provider);
+                call.set_attributes(attrs);
                 failure(&mut call, at, kind, message);
                 call.end_with_timestamp(at);
                 self.open = self.open.saturating_sub(1);
@@ -351,4 +361,11 @@ impl RunSpans {
         }
         exception(self.scope(ev), at, kind, message);
     }
+}
+
+/// The provider of a model call's span (`gen_ai.provider.name` and the
+/// older `gen_ai.system`), set once, when the call ends.
+pub(super) fn provider_attrs(attrs: &mut Vec<KeyValue>, provider: &str) {
+    attrs.push(KeyValue::new(sc::GEN_AI_PROVIDER_NAME, provider.to_owned()));
+    attrs.push(KeyValue::new(sc::GEN_AI_SYSTEM, provider.to_owned()));
 }

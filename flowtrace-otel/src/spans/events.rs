@@ -149,5 +149,6 @@ impl RunSpans {
         ev.step_id
             .and_then(|id| self.steps.get_mut(&id))
             .and_then(|s| s.calls.front_mut())
+            .map(|(_, span)| span)
     }
 }

@@ -47,7 +47,8 @@ pub(super) struct RunSpans {
 
 pub(super) struct Step {
     pub(super) span: Span,
-    pub(super) calls: VecDeque<Span>,
+    /// Open model calls: the provider asked, and the call's span.
+    pub(super) calls: VecDeque<(String, Span)>,
     pub(super) tools: VecDeque<(String, Span)>,
     pub(super) cache_hit: bool,
     /// An `error` event was recorded on the step span.
@@ -120,7 +121,10 @@ pub(super) fn usage(attrs: &mut Vec<KeyValue>, u: &TokenUsage) {
 }
 
 pub(super) fn end_step(mut step: Step, at: SystemTime) -> Span {
-    for mut c in step.calls.drain(..) {
+    for (provider, mut c) in step.calls.drain(..) {
+        let mut attrs = Vec::with_capacity(2);
+        super::calls::provider_attrs(&mut attrs, &provider);
+        c.set_attributes(attrs);
         c.end_with_timestamp(at);
     }
     for (_, mut t) in step.tools.drain(..) {
