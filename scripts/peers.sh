@@ -66,6 +66,7 @@ start_phoenix() {
   fi
   log "Phoenix ready"
   echo "export FLOWTRACE_OTLP_URL=http://127.0.0.1:$PHOENIX_PORT"
+  echo "export FLOWTRACE_OTLP_GRPC_URL=http://127.0.0.1:4317"
 }
 
 build_llama() {

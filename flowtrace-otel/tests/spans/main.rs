@@ -880,12 +880,44 @@ fn real_receiver() -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_a_real_otlp_receiver_and_read_back() {
+async fn spans_reach_a_real_otlp_receiver_over_http_and_read_back() {
     use flowtrace_otel::opentelemetry_otlp::{self, WithExportConfig};
-    use opentelemetry_sdk::Resource;
     let Some(url) = real_receiver() else {
         return;
     };
+    let otlp = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{url}/v1/traces"))
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    export_and_read_back(&url, otlp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_real_otlp_receiver_over_grpc_and_read_back() {
+    use flowtrace_otel::opentelemetry_otlp::{self, WithExportConfig};
+    let Some(url) = real_receiver() else {
+        return;
+    };
+    let grpc =
+        std::env::var("FLOWTRACE_OTLP_GRPC_URL").unwrap_or_else(|_| "http://127.0.0.1:4317".into());
+    let otlp = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(grpc)
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    export_and_read_back(&url, otlp).await;
+}
+
+/// Runs the agent graph exporting through `otlp`, then reads its spans
+/// back from the receiver at `url`.
+async fn export_and_read_back<E>(url: &str, otlp: E)
+where
+    E: SpanExporter + 'static,
+{
+    use opentelemetry_sdk::Resource;
     // A project of its own, so the spans read back are this test's.
     let project = format!(
         "flowtrace-test-{}-{}",
@@ -895,12 +927,6 @@ async fn spans_reach_a_real_otlp_receiver_and_read_back() {
             .unwrap()
             .as_nanos()
     );
-    let otlp = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(format!("{url}/v1/traces"))
-        .with_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
     let exporter = CountingExporter::new(otlp).with_own_runtime().unwrap();
     let stats = exporter.stats();
     let provider = SdkTracerProvider::builder()
