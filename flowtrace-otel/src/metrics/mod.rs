@@ -170,7 +170,10 @@ impl OtelMetricsBuilder {
         let meter = provider.meter(METER_NAME);
         Ok(self.finish(
             &meter,
-            Some(PrometheusEndpoint { registry }),
+            Some(PrometheusEndpoint {
+                registry,
+                _provider: provider.clone(),
+            }),
             Some(provider),
         ))
     }
@@ -262,10 +265,13 @@ pub(crate) fn usd(cost: Cost) -> f64 {
 }
 
 /// Renders the metrics of an [`OtelMetrics`] as Prometheus exposition text
-/// (format 0.0.4). Cheap to clone.
+/// (format 0.0.4). Cheap to clone. It keeps the meter provider alive, so an
+/// endpoint serves the metrics for as long as it exists, even after the
+/// [`OtelMetrics`] it came from is dropped.
 #[derive(Debug, Clone)]
 pub struct PrometheusEndpoint {
     registry: prometheus::Registry,
+    _provider: SdkMeterProvider,
 }
 
 impl PrometheusEndpoint {

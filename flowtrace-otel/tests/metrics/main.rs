@@ -315,4 +315,17 @@ fn repo_file(rel: &str) -> PathBuf {
 
 mod counting;
 mod deploy;
+#[path = "../support/prometheus.rs"]
+mod prom;
 mod prometheus;
+
+#[tokio::test]
+async fn an_endpoint_keeps_serving_after_its_metrics_sink_is_dropped() {
+    let metrics = OtelMetrics::builder().build().unwrap();
+    let endpoint = metrics.endpoint().unwrap();
+    let summary = run_demo(&metrics).await;
+    assert!(summary.usage.total() > 0);
+    drop(metrics);
+    let text = endpoint.render().unwrap();
+    assert!(text.contains("flowtrace_llm_tokens_total"), "{text}");
+}
