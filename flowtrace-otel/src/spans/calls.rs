@@ -31,6 +31,11 @@ impl RunSpans {
                 error_kind,
                 message,
             } => self.error(shared, ev, error_kind, message, at),
+            EventKind::Retry { .. } => {
+                if !self.next_attempt(tracer, shared, ev, at) {
+                    self.span_event(shared, ev, at);
+                }
+            }
             _ => self.span_event(shared, ev, at),
         }
     }

@@ -5,13 +5,15 @@
 //! | event(s) | span | parent |
 //! |---|---|---|
 //! | `run.started` → `run.finished` | [`SPAN_RUN`](crate::semconv::SPAN_RUN) | the host's context ([`OtelSinkBuilder::parent`]) |
-//! | `step.started` → `step.finished` | [`SPAN_STEP`](crate::semconv::SPAN_STEP), all attempts of one step | the run span |
+//! | `step.started` → `step.finished` | [`SPAN_STEP`](crate::semconv::SPAN_STEP), one per attempt: a node `retry` ends an attempt's span (status error, the retry as an event) and starts the next after the delay | the run span |
 //! | `llm.request` → `llm.response` | `chat {model}` (client) | the step span |
 //! | `tool.request` → `tool.response` | `execute_tool {tool}` | the step span |
 //! | `run.started` → `run.finished` with `parent_step_id` (a subgraph) | [`SPAN_RUN`](crate::semconv::SPAN_RUN) | the parent graph's step span |
 //!
-//! A step's attempts share one span: `flowtrace.attempt` holds the number of
-//! attempts made, and each retry is a span event. Retries, fallbacks, cache
+//! Each attempt of a step has its own span (`flowtrace.attempt` numbers
+//! it; the failed ones end with status error and a `retry` event). A model
+//! call's own retries inside a fallback chain are events on the call's span.
+//! Retries, fallbacks, cache
 //! hits, interrupts, budget stops and skipped steps are span events on the
 //! innermost open span (a fallback or cache hit during a model call goes on
 //! the call's span). A failure sets the span's status to error and records

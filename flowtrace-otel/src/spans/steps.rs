@@ -32,18 +32,7 @@ impl RunSpans {
         if !self.has_room(shared) {
             return;
         }
-        let mut attrs = Vec::with_capacity(5);
-        attrs.push(KeyValue::new(sc::FLOWTRACE_RUN_ID, self.run_id.clone()));
-        if let Some(node) = &ev.node {
-            attrs.push(KeyValue::new(
-                sc::FLOWTRACE_NODE_ID,
-                node.as_str().to_string(),
-            ));
-        }
-        attrs.push(KeyValue::new(sc::FLOWTRACE_STEP_ID, int(id.0)));
-        if let Some(p) = ev.parent_step_id {
-            attrs.push(KeyValue::new(sc::FLOWTRACE_PARENT_STEP_ID, int(p.0)));
-        }
+        let attrs = self.step_attrs(ev, id.0, 1);
         let span = self.start_child(
             tracer,
             shared,
@@ -65,10 +54,96 @@ impl RunSpans {
         }
     }
 
+    /// The attributes every attempt span of a step carries.
+    fn step_attrs(&self, ev: &TraceEvent, step_id: u64, attempt: u32) -> Vec<KeyValue> {
+        let mut attrs = Vec::with_capacity(6);
+        attrs.push(KeyValue::new(sc::FLOWTRACE_RUN_ID, self.run_id.clone()));
+        if let Some(node) = &ev.node {
+            attrs.push(KeyValue::new(
+                sc::FLOWTRACE_NODE_ID,
+                node.as_str().to_string(),
+            ));
+        }
+        attrs.push(KeyValue::new(sc::FLOWTRACE_STEP_ID, int(step_id)));
+        attrs.push(KeyValue::new(sc::FLOWTRACE_ATTEMPT, i64::from(attempt)));
+        if let Some(p) = ev.parent_step_id {
+            attrs.push(KeyValue::new(sc::FLOWTRACE_PARENT_STEP_ID, int(p.0)));
+        }
+        attrs
+    }
+
+    /// A node attempt failed and will be retried (a `retry` event of the
+    /// step itself, with no model or tool call open: a call's own retries
+    /// stay events on the call's span). Ends the attempt's span (status
+    /// error, the retry as an event) and opens the next attempt's, starting
+    /// after the retry delay. Returns whether it did.
+    pub(super) fn next_attempt(
+        &mut self,
+        tracer: &SdkTracer,
+        shared: &Shared,
+        ev: &TraceEvent,
+        at: SystemTime,
+    ) -> bool {
+        let EventKind::Retry {
+            failed_attempt,
+            delay_ms,
+            error,
+        } = &ev.kind
+        else {
+            return false;
+        };
+        let Some(id) = ev.step_id else { return false };
+        let ours = self
+            .steps
+            .get(&id)
+            .is_some_and(|s| s.calls.is_empty() && s.tools.is_empty());
+        if !ours {
+            return false;
+        }
+        let Some(step) = self.steps.remove(&id) else {
+            return false;
+        };
+        let cache_hit = step.cache_hit;
+        let mut span = end_step(step, at);
+        span.add_event_with_timestamp(
+            sc::EVENT_RETRY,
+            at,
+            vec![
+                KeyValue::new(sc::FLOWTRACE_ATTEMPT, i64::from(*failed_attempt)),
+                KeyValue::new(sc::FLOWTRACE_RETRY_DELAY_MS, int(*delay_ms)),
+                KeyValue::new(sc::EXCEPTION_MESSAGE, error_text(error)),
+            ],
+        );
+        span.set_attribute(KeyValue::new(sc::FLOWTRACE_STEP_STATUS, "retried"));
+        span.set_status(Status::error(error_text(error)));
+        span.end_with_timestamp(at);
+        shared.counters.ended(1);
+        let start = at
+            .checked_add(std::time::Duration::from_millis(*delay_ms))
+            .unwrap_or(at);
+        let attrs = self.step_attrs(ev, id.0, failed_attempt.saturating_add(1));
+        let span = self.start_child(
+            tracer,
+            shared,
+            self.parent_of(ev.parent_step_id),
+            new_span(sc::SPAN_STEP, SpanKind::Internal, start, attrs),
+        );
+        self.steps.insert(
+            id,
+            Step {
+                span,
+                calls: VecDeque::new(),
+                tools: VecDeque::new(),
+                cache_hit,
+                errored: false,
+            },
+        );
+        true
+    }
+
     pub(super) fn step_finished(&mut self, shared: &Shared, ev: &TraceEvent, at: SystemTime) {
         let EventKind::StepFinished {
             status,
-            attempts,
             usage: u,
             cost,
             error,
@@ -88,7 +163,7 @@ impl RunSpans {
         self.open = self.open.saturating_sub(calls as usize);
         shared.counters.ended(calls);
         let mut attrs = Vec::with_capacity(7);
-        attrs.push(KeyValue::new(sc::FLOWTRACE_ATTEMPT, i64::from(*attempts)));
+        // `flowtrace.attempt` was set when this attempt's span started.
         attrs.push(KeyValue::new(
             sc::FLOWTRACE_STEP_STATUS,
             step_status(*status),

@@ -70,13 +70,15 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
+/// The span of `node`'s last attempt.
 fn step<'a>(spans: &'a [SpanData], node: &str) -> &'a SpanData {
     spans
         .iter()
-        .find(|s| {
+        .filter(|s| {
             s.name == sc::SPAN_STEP
                 && attr(s, sc::FLOWTRACE_NODE_ID).map(|v| v.as_str()) == Some(node.into())
         })
+        .max_by_key(|s| s.start_time)
         .unwrap_or_else(|| panic!("no step span for {node}"))
 }
 
@@ -245,12 +247,16 @@ async fn a_run_becomes_a_tree_of_run_step_and_call_spans() {
         .iter()
         .map(|x| sattr(x, sc::FLOWTRACE_NODE_ID))
         .collect();
-    assert_eq!(nodes, ["plan", "ask", "act", "done"]);
+    // `ask` fails once: one span per attempt.
+    assert_eq!(nodes, ["plan", "ask", "ask", "act", "done"]);
     for st in &steps {
         assert_eq!(st.name, sc::SPAN_STEP);
         assert_eq!(sattr(st, sc::FLOWTRACE_RUN_ID), run_id);
-        assert!(attr(st, sc::FLOWTRACE_COST_USD).is_some());
-        assert!(attr(st, sc::FLOWTRACE_CACHE_HIT).is_some());
+        if sattr(st, sc::FLOWTRACE_STEP_STATUS) != "retried" {
+            // The step's totals are on its last attempt.
+            assert!(attr(st, sc::FLOWTRACE_COST_USD).is_some());
+            assert!(attr(st, sc::FLOWTRACE_CACHE_HIT).is_some());
+        }
         assert!(st.start_time <= st.end_time);
         assert!(run.start_time <= st.start_time && st.end_time <= run.end_time);
     }
@@ -289,10 +295,22 @@ async fn a_run_becomes_a_tree_of_run_step_and_call_spans() {
                 && kv.value.as_str() == "anthropic")
     );
 
-    // ask: retried once (an event), two calls, the second a cache hit.
+    // ask: its first attempt failed (a span with status error and the
+    // retry as an event), the second made two calls, the second a cache hit.
+    let first = steps
+        .iter()
+        .find(|x| sattr(x, sc::FLOWTRACE_NODE_ID) == "ask")
+        .unwrap();
+    assert_eq!(i(first, sc::FLOWTRACE_ATTEMPT), 1);
+    assert!(
+        matches!(first.status, Status::Error { .. }),
+        "{:?}",
+        first.status
+    );
     let ask = step(&spans, "ask");
     assert_eq!(i(ask, sc::FLOWTRACE_ATTEMPT), 2);
-    let retry = event(ask, sc::EVENT_RETRY).expect("a retry event");
+    assert!(first.end_time <= ask.start_time);
+    let retry = event(first, sc::EVENT_RETRY).expect("a retry event");
     assert!(
         retry
             .attributes
@@ -596,8 +614,8 @@ async fn spans_over_the_per_run_limit_are_refused_and_counted() {
     )
     .await;
     let spans = exporter.get_finished_spans().unwrap();
-    // Steps run one at a time and fit; their calls do not.
-    assert_eq!(named(&spans, sc::SPAN_STEP).len(), 4);
+    // Steps (and attempts) run one at a time and fit; their calls do not.
+    assert_eq!(named(&spans, sc::SPAN_STEP).len(), 5);
     assert!(
         spans
             .iter()
