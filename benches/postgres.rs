@@ -31,65 +31,25 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/counting.rs"]
+mod counting;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use counting::{Counter, Tick, counting_loop};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use flowtrace::checkpoint::Checkpointer;
 use flowtrace::exec::Durability;
-use flowtrace::{END, GraphBuilder, NodeOutput, RunConfig, RunInput, State, node_fn};
+use flowtrace::{GraphBuilder, NodeOutput, RunConfig, RunInput, node_fn};
 use flowtrace_store_postgres::{PgConfig, PgPool, PostgresCheckpointer, connect, migrate};
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Counter {
-    n: u64,
-    done: bool,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tick {
-    n: u64,
-    done: bool,
-}
-
-impl State for Counter {
-    type Update = Tick;
-    fn apply(&mut self, u: Tick) {
-        self.n += u.n;
-        self.done |= u.done;
-    }
-}
 
 /// Checkpoints a run of [`looping`] writes: the input, `steps` ticks and
 /// the finishing node.
 fn checkpoints_per_run(steps: u64) -> u64 {
     steps + 2
-}
-
-/// A one-node loop counting to `target`, then a finishing node: one
-/// super-step (and one checkpoint) per tick.
-fn looping(target: u64) -> flowtrace::CompiledGraph<Counter> {
-    GraphBuilder::<Counter>::new("loop")
-        .add_node(
-            "tick",
-            node_fn(|_s, _c| async { Ok(NodeOutput::update(Tick { n: 1, done: false })) }),
-        )
-        .add_node(
-            "finish",
-            node_fn(|_s, _c| async { Ok(NodeOutput::update(Tick { n: 0, done: true })) }),
-        )
-        .set_entry("tick")
-        .add_conditional_edges(
-            "tick",
-            move |s: &Counter| if s.n < target { "again" } else { "stop" },
-            [("again", "tick"), ("stop", "finish")],
-        )
-        .add_edge("finish", END)
-        .compile()
-        .unwrap()
 }
 
 fn fanout(width: usize) -> flowtrace::CompiledGraph<Counter> {
@@ -167,11 +127,11 @@ fn bench_commit(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool) 
 fn bench_durable_step(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool) {
     const STEPS: u64 = 100;
     let store: Arc<dyn Checkpointer> = Arc::new(PostgresCheckpointer::new(pool.clone()));
-    let graph = looping(STEPS);
+    let graph = counting_loop(STEPS);
     let per_run = checkpoints_per_run(STEPS);
 
     // A thread holding 10,000 steps; each measured run adds 100 more.
-    rt.block_on(looping(10_000).invoke(
+    rt.block_on(counting_loop(10_000).invoke(
         Counter::default(),
         config(store.clone(), "long").durability(Durability::Exit),
     ))
@@ -222,7 +182,7 @@ fn bench_interrupt(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPoo
     let store: Arc<dyn Checkpointer> = Arc::new(PostgresCheckpointer::new(pool.clone()));
     // The tick loop, gated before every tick: each approval runs one tick
     // and pauses at the gate again.
-    let graph = looping(u64::MAX);
+    let graph = counting_loop(u64::MAX);
     let thread = fresh_thread("gated");
     let cfg = || config(store.clone(), &thread).interrupt_before(["tick"]);
     let first = rt
@@ -250,7 +210,7 @@ fn bench_parallel(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool
     const RUNS: u64 = 8;
     const STEPS: u64 = 100;
     let store: Arc<dyn Checkpointer> = Arc::new(PostgresCheckpointer::new(pool.clone()));
-    let graph = Arc::new(looping(STEPS));
+    let graph = Arc::new(counting_loop(STEPS));
     let mut g = c.benchmark_group("postgres/parallel");
     g.throughput(Throughput::Elements(RUNS * checkpoints_per_run(STEPS)));
     g.bench_function(BenchmarkId::new("runs", RUNS), |b| {
@@ -279,7 +239,7 @@ fn bench_parallel(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool
 
 fn bench_resume(c: &mut Criterion, rt: &tokio::runtime::Runtime, pool: &PgPool) {
     const STEPS: u64 = 10_000;
-    let graph = looping(STEPS);
+    let graph = counting_loop(STEPS);
     rt.block_on(
         graph.invoke(
             Counter::default(),
@@ -315,7 +275,7 @@ fn paired(rt: &tokio::runtime::Runtime, pool: &PgPool) {
     const ROUNDS: usize = 9;
     const STEPS: u64 = 100;
     let store: Arc<dyn Checkpointer> = Arc::new(PostgresCheckpointer::new(pool.clone()));
-    let graph = looping(STEPS);
+    let graph = counting_loop(STEPS);
     let steps = checkpoints_per_run(STEPS) as f64;
     let (mut commit, mut fresh, mut long) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {

@@ -17,56 +17,18 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/counting.rs"]
+mod counting;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use counting::{Counter, counting_loop};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use flowtrace::RunConfig;
 use flowtrace::checkpoint::{Checkpointer, FileCheckpointer, MemoryCheckpointer};
 use flowtrace::exec::Durability;
-use flowtrace::{END, GraphBuilder, NodeOutput, RunConfig, State, node_fn};
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Counter {
-    n: u64,
-    done: bool,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tick {
-    n: u64,
-    done: bool,
-}
-
-impl State for Counter {
-    type Update = Tick;
-    fn apply(&mut self, u: Tick) {
-        self.n += u.n;
-        self.done |= u.done;
-    }
-}
-
-fn graph(target: u64) -> flowtrace::CompiledGraph<Counter> {
-    GraphBuilder::<Counter>::new("loop")
-        .add_node(
-            "tick",
-            node_fn(|_s, _c| async { Ok(NodeOutput::update(Tick { n: 1, done: false })) }),
-        )
-        .add_node(
-            "finish",
-            node_fn(|_s, _c| async { Ok(NodeOutput::update(Tick { n: 0, done: true })) }),
-        )
-        .set_entry("tick")
-        .add_conditional_edges(
-            "tick",
-            move |s: &Counter| if s.n < target { "again" } else { "stop" },
-            [("again", "tick"), ("stop", "finish")],
-        )
-        .add_edge("finish", END)
-        .compile()
-        .unwrap()
-}
 
 fn config(store: Arc<dyn Checkpointer>) -> RunConfig {
     RunConfig::new()
@@ -92,7 +54,7 @@ fn resume(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("resume");
     for n in [100u64, 10_000, 100_000] {
-        let g = graph(n);
+        let g = counting_loop(n);
         // In memory.
         let memory: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
         let out = rt

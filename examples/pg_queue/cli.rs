@@ -156,17 +156,16 @@ pub async fn run(args: Vec<String>, console: &Console, shutdown: CancellationTok
     }
     let command: Vec<&str> = args.command.iter().map(String::as_str).collect();
     // Usage is checked before connecting.
-    let wants = match command.as_slice() {
-        ["migrate"] | ["worker"] => 0,
-        ["enqueue", _] | ["status", _] | ["decide", _] | ["halt", _] | ["trace", _] => 1,
-        _ => {
-            return usage_error(
-                console,
-                &format!("unknown command {:?}", args.command.join(" ")),
-            );
-        }
-    };
-    let _ = wants;
+    let known = matches!(
+        command.as_slice(),
+        ["migrate" | "worker"] | ["enqueue" | "status" | "decide" | "halt" | "trace", _]
+    );
+    if !known {
+        return usage_error(
+            console,
+            &format!("unknown command {:?}", args.command.join(" ")),
+        );
+    }
     if command[0] == "decide" && args.approve.is_some() == args.reject {
         return usage_error(
             console,
