@@ -13,6 +13,8 @@
 //! | `report` | yes | `flowtrace_report` as `report` (self-contained HTML trace reports, for builder-made graphs too) |
 //! | `postgres` | no | `flowtrace_store_postgres` as `postgres` (PostgreSQL checkpointer and trace store) |
 //! | `otel` | no | `flowtrace_otel` as `otel` (OpenTelemetry export) |
+//! | `agents` | yes | `flowtrace_agents` as `agents` (tool registry, agents, handover, PII redaction) |
+//! | `mcp` | no | tools from MCP servers in `agents::mcp` (adds rmcp) |
 //! | `full` | no | all of the above |
 //!
 //! See the crate documentation of [`flowtrace_core`] for a quick start.
@@ -35,6 +37,9 @@ pub use flowtrace_store_postgres as postgres;
 
 #[cfg(feature = "otel")]
 pub use flowtrace_otel as otel;
+
+#[cfg(feature = "agents")]
+pub use flowtrace_agents as agents;
 
 /// Guides, compiled and tested with the crate (every example in them runs
 /// as a doctest, so they cannot drift from the API).

@@ -86,10 +86,10 @@ pub use node::{Dispatch, Node, NodeConfig, NodeContext, NodeFn, NodeOutput, Node
 pub use pricing::{Cost, MissingPrice, ModelPrice, PriceTable, Pricing, TokenUsage};
 pub use retry::RetryPolicy;
 pub use state::{JsonState, State, reducer};
-pub use tool::{Tool, ToolError, ToolErrorKind};
+pub use tool::{Tool, ToolError, ToolErrorKind, ToolSafety};
 pub use trace::{
-    EventKind, EventStream, RunStatus, RunSummary, StepRecord, StepStatus, StreamItem, TraceEvent,
-    TraceSink,
+    CacheOutcome, EventKind, EventRedactor, EventStream, RunStatus, RunSummary, StepRecord,
+    StepStatus, StreamItem, TraceEvent, TraceSink,
 };
 
 /// Re-exported so users can name the cancellation token type.

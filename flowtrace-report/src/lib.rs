@@ -56,7 +56,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use flowtrace_core::trace::{EventKind, RunStatus, StepStatus, TraceEvent};
+use flowtrace_core::trace::{CacheOutcome, EventKind, RunStatus, StepStatus, TraceEvent};
 use flowtrace_core::{Cost, RunSummary, StepId, TokenUsage};
 use serde_json::Value;
 

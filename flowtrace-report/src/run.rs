@@ -398,8 +398,17 @@ impl<'a> RunView<'a> {
                         output,
                         error,
                         latency_us,
+                        cache,
                     } => {
-                        let label = format!("{tool} result · {}", duration(to_i64(*latency_us)));
+                        let from_cache = if matches!(cache, Some(CacheOutcome::Hit)) {
+                            " · from cache"
+                        } else {
+                            ""
+                        };
+                        let label = format!(
+                            "{tool} result · {}{from_cache}",
+                            duration(to_i64(*latency_us))
+                        );
                         match (output, error) {
                             (_, Some(e)) => block(out, &label, &format!("error: {e}")),
                             (Some(v), None) => block(out, &label, &pretty(v)),
@@ -414,6 +423,16 @@ impl<'a> RunView<'a> {
                     EventKind::Interrupt { payload } => {
                         block(out, "waiting for a decision", &pretty(payload))
                     }
+                    EventKind::ToolDenied { tool, reason } => {
+                        block(out, &format!("{tool} denied"), reason)
+                    }
+                    EventKind::Handover {
+                        reason, context, ..
+                    } => block(
+                        out,
+                        &format!("handed over to a human: {reason}"),
+                        &pretty(context),
+                    ),
                     _ => continue,
                 }
                 outputs += 1;

@@ -46,7 +46,7 @@ use crate::cache::Cache;
 use crate::checkpoint::{Checkpointer, DefaultDecision};
 use crate::ids::{NodeId, RunId, ThreadId};
 use crate::pricing::{Cost, MissingPrice, PriceTable, Pricing};
-use crate::trace::TraceSink;
+use crate::trace::{EventRedactor, TraceSink};
 
 /// Per-run guardrails. A breach ends the run with
 /// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) naming the limit,
@@ -132,6 +132,7 @@ pub struct RunConfig {
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) node_timeout: Option<Duration>,
     pub(crate) sinks: Vec<Arc<dyn TraceSink>>,
+    pub(crate) redactor: Option<Arc<dyn EventRedactor>>,
     pub(crate) pricing: Arc<dyn Pricing>,
     pub(crate) missing_price: MissingPrice,
     pub(crate) cache: Option<Arc<dyn Cache>>,
@@ -192,6 +193,7 @@ impl fmt::Debug for RunConfig {
             .field("retry", &self.retry)
             .field("node_timeout", &self.node_timeout)
             .field("sinks", &self.sinks.len())
+            .field("redactor", &self.redactor)
             .field("missing_price", &self.missing_price)
             .field("cache", &self.cache.is_some())
             .field("event_capacity", &self.event_capacity)
@@ -211,6 +213,7 @@ impl Default for RunConfig {
             retry: None,
             node_timeout: None,
             sinks: Vec::new(),
+            redactor: None,
             pricing: DEFAULT_PRICING.clone(),
             missing_price: MissingPrice::default(),
             cache: None,
@@ -315,6 +318,14 @@ impl RunConfig {
     /// Attaches a shared sink.
     pub fn shared_sink(mut self, sink: Arc<dyn TraceSink>) -> Self {
         self.sinks.push(sink);
+        self
+    }
+
+    /// Rewrites every event with `redactor` before any sink or subscriber
+    /// sees it (to remove personal data and credentials). One per run; a
+    /// second call replaces the first.
+    pub fn redactor(mut self, redactor: Arc<dyn EventRedactor>) -> Self {
+        self.redactor = Some(redactor);
         self
     }
 

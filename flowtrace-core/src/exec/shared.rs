@@ -69,7 +69,8 @@ impl RunShared {
         let start = Instant::now();
         let services = RunServices {
             run_id,
-            bus: EventBus::new(config.sinks.clone(), config.event_capacity),
+            bus: EventBus::new(config.sinks.clone(), config.event_capacity)
+                .with_redactor(config.redactor.clone()),
             start,
             start_ts: Timestamp::now(),
             pricing: config.pricing.clone(),

@@ -299,6 +299,7 @@ impl NodeContext {
                         output: Some(output.clone()),
                         error: None,
                         latency_us,
+                        cache: None,
                     },
                 );
                 Ok(output)
@@ -311,6 +312,7 @@ impl NodeContext {
                         output: None,
                         error: Some(e.to_string()),
                         latency_us,
+                        cache: None,
                     },
                 );
                 Err(e.into())

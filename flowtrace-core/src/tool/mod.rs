@@ -127,6 +127,40 @@ impl ToolError {
     }
 }
 
+/// Whether calling a tool can change anything outside the call.
+///
+/// Agents may call [`Safe`](Self::Safe) tools by default and
+/// [`Dangerous`](Self::Dangerous) ones only when granted by name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ToolSafety {
+    /// Read-only: no side effects (a lookup, a computation).
+    Safe,
+    /// Has side effects (writes, sends, spends, deletes). The default for a
+    /// tool that does not say otherwise.
+    #[default]
+    Dangerous,
+}
+
+impl ToolSafety {
+    /// `safe` or `dangerous`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Safe => "safe",
+            Self::Dangerous => "dangerous",
+        }
+    }
+}
+
+impl std::fmt::Display for ToolSafety {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A tool.
 ///
 /// ```
@@ -160,6 +194,13 @@ pub trait Tool: Send + Sync {
 
     /// JSON Schema of its arguments.
     fn parameters(&self) -> serde_json::Value;
+
+    /// Whether it has side effects. Defaults to
+    /// [`Dangerous`](ToolSafety::Dangerous): a tool is trusted as read-only
+    /// only when it says so.
+    fn safety(&self) -> ToolSafety {
+        ToolSafety::Dangerous
+    }
 
     /// Runs the tool.
     ///

@@ -362,6 +362,54 @@ pub enum EventKind {
         error: Option<String>,
         /// Latency in microseconds.
         latency_us: u64,
+        /// For a tool with a result cache: whether this call was answered
+        /// from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache: Option<CacheOutcome>,
+    },
+    /// A tool call was refused before it ran (not granted, or not known).
+    #[serde(rename = "tool.denied")]
+    ToolDenied {
+        /// The tool the model asked for.
+        tool: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An agent stopped because it repeated the same tool call.
+    #[serde(rename = "agent.loop")]
+    AgentLoop {
+        /// The agent.
+        agent: String,
+        /// The tool called again and again.
+        tool: String,
+        /// The repeated arguments.
+        arguments: serde_json::Value,
+        /// How many times the same call was asked for.
+        repeats: u32,
+    },
+    /// A call moved from one agent to another with the same capability.
+    #[serde(rename = "agent.fallback")]
+    AgentFallback {
+        /// The capability asked for.
+        capability: String,
+        /// The agent given up on.
+        from_agent: String,
+        /// The agent used instead.
+        to_agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// A conversation was handed over to a human.
+    #[serde(rename = "handover")]
+    Handover {
+        /// Why (`low_confidence`, `user_request`, `consecutive_errors`,
+        /// `agent_decision`).
+        reason: String,
+        /// Skills the human needs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        required_skills: Vec<String>,
+        /// What the human needs to know.
+        context: serde_json::Value,
     },
     /// A message from a node or the executor.
     #[serde(rename = "log")]
@@ -471,6 +519,10 @@ impl EventKind {
             Self::LlmResponse { .. } => "llm.response",
             Self::ToolRequest { .. } => "tool.request",
             Self::ToolResponse { .. } => "tool.response",
+            Self::ToolDenied { .. } => "tool.denied",
+            Self::AgentLoop { .. } => "agent.loop",
+            Self::AgentFallback { .. } => "agent.fallback",
+            Self::Handover { .. } => "handover",
             Self::Log { .. } => "log",
             Self::Retry { .. } => "retry",
             Self::CacheHit { .. } => "cache.hit",
@@ -482,6 +534,17 @@ impl EventKind {
             Self::Error { .. } => "error",
         }
     }
+}
+
+/// Whether a cached call was answered from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CacheOutcome {
+    /// Answered from the cache; the call was not made.
+    Hit,
+    /// Not in the cache; the call was made (and its result kept).
+    Miss,
 }
 
 /// One trace event.

@@ -6,12 +6,14 @@
 
 mod event;
 mod record;
+mod redact;
 mod sink;
 mod stream;
 mod timeline;
 
-pub use event::{EventKind, LogLevel, RunStatus, StepStatus, Timestamp, TraceEvent};
+pub use event::{CacheOutcome, EventKind, LogLevel, RunStatus, StepStatus, Timestamp, TraceEvent};
 pub use record::{ErrorSummary, RunSummary, StepRecord};
+pub use redact::EventRedactor;
 pub use sink::{JSON_LINES_QUEUE_BYTES, JsonLinesSink, MemorySink, SinkError, TraceSink};
 pub use stream::{EventStream, StreamItem};
 pub use timeline::Timeline;
@@ -30,6 +32,7 @@ const LIVE: u64 = 1 << 63;
 /// Fans events out to sinks and live subscribers.
 pub(crate) struct EventBus {
     sinks: Vec<Arc<dyn TraceSink>>,
+    redactor: Option<Arc<dyn EventRedactor>>,
     live: OnceLock<broadcast::Sender<Sequenced>>,
     subscribers: Arc<AtomicUsize>,
     capacity: usize,
@@ -57,6 +60,7 @@ impl EventBus {
     pub(crate) fn new(sinks: Vec<Arc<dyn TraceSink>>, capacity: usize) -> Self {
         Self {
             sinks,
+            redactor: None,
             live: OnceLock::new(),
             subscribers: Arc::new(AtomicUsize::new(0)),
             capacity: capacity.max(1),
@@ -136,8 +140,17 @@ impl EventBus {
 
     /// Delivers one event to every sink and, if anyone listens, to the
     /// live subscribers. Never blocks on a subscriber.
+    /// Sets the hook that rewrites every event before it is delivered.
+    pub(crate) fn with_redactor(mut self, redactor: Option<Arc<dyn EventRedactor>>) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
     #[inline]
-    pub(crate) fn emit(&self, event: TraceEvent) {
+    pub(crate) fn emit(&self, mut event: TraceEvent) {
+        if let Some(redactor) = &self.redactor {
+            redactor.redact(&mut event);
+        }
         for sink in &self.sinks {
             sink.record(&event);
         }

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use futures::{Stream, StreamExt};
 
 use super::{
-    EventKind, EventStream, LogLevel, RunStatus, StepStatus, StreamItem, Timestamp, TraceEvent,
+    CacheOutcome, EventKind, EventStream, LogLevel, RunStatus, StepStatus, StreamItem, Timestamp,
+    TraceEvent,
 };
 use crate::ids::StepId;
 
@@ -201,11 +202,53 @@ impl Timeline {
                 tool,
                 error,
                 latency_us,
+                cache,
                 ..
-            } => match error {
-                Some(e) => write!(w, "│ tool {tool} failed in {}: {e}", us(*latency_us)),
-                None => write!(w, "│ tool {tool} returned in {}", us(*latency_us)),
+            } => match (error, cache) {
+                (Some(e), _) => write!(w, "│ tool {tool} failed in {}: {e}", us(*latency_us)),
+                (None, Some(CacheOutcome::Hit)) => {
+                    write!(
+                        w,
+                        "│ tool {tool} answered from cache in {}",
+                        us(*latency_us)
+                    )
+                }
+                (None, _) => write!(w, "│ tool {tool} returned in {}", us(*latency_us)),
             },
+            EventKind::ToolDenied { tool, reason } => write!(w, "│ tool {tool} denied: {reason}"),
+            EventKind::AgentLoop {
+                agent,
+                tool,
+                repeats,
+                ..
+            } => write!(
+                w,
+                "⛔ agent {agent} stopped: {tool} called {repeats} times with the same arguments"
+            ),
+            EventKind::AgentFallback {
+                capability,
+                from_agent,
+                to_agent,
+                reason,
+            } => write!(
+                w,
+                "↪ agent fallback for {capability}: {from_agent} → {to_agent} ({reason})"
+            ),
+            EventKind::Handover {
+                reason,
+                required_skills,
+                ..
+            } => {
+                if required_skills.is_empty() {
+                    write!(w, "☎ handed over to a human: {reason}")
+                } else {
+                    write!(
+                        w,
+                        "☎ handed over to a human: {reason} (skills: {})",
+                        required_skills.join(", ")
+                    )
+                }
+            }
             EventKind::Log { level, message } => {
                 let l = match level {
                     LogLevel::Debug => "debug",
