@@ -83,7 +83,8 @@ pub const FLOWTRACE_STEP_STATUS: &str = "flowtrace.step.status";
 pub const FLOWTRACE_COST_USD: &str = "flowtrace.cost_usd";
 /// The exact cost as a decimal string of dollars (`"0.00021"`).
 pub const FLOWTRACE_COST: &str = "flowtrace.cost";
-/// Whether a model call of the step (or the call) was answered from a cache.
+/// Whether a model call of the step (or the call, or a tool call) was answered
+/// from a cache.
 pub const FLOWTRACE_CACHE_HIT: &str = "flowtrace.cache_hit";
 /// The branch a router chose after the step.
 pub const FLOWTRACE_BRANCH: &str = "flowtrace.branch";

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use flowtrace_core::trace::{EventKind, TraceEvent};
+use flowtrace_core::trace::{CacheOutcome, EventKind, TraceEvent};
 use opentelemetry::trace::{Span as _, SpanKind};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
@@ -266,6 +266,7 @@ impl RunSpans {
             tool,
             output,
             error,
+            cache,
             ..
         } = &ev.kind
         else {
@@ -283,6 +284,12 @@ impl RunSpans {
         self.open = self.open.saturating_sub(1);
         if let Some(e) = error {
             failure(&mut span, at, "flowtrace.tool_error", e);
+        }
+        if let Some(outcome) = cache {
+            span.set_attribute(KeyValue::new(
+                sc::FLOWTRACE_CACHE_HIT,
+                matches!(outcome, CacheOutcome::Hit),
+            ));
         }
         if shared.capture_content
             && let Some(out) = output
