@@ -5,18 +5,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rmcp::ServiceExt as _;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, PaginatedRequestParams};
 use rmcp::service::{ClientInitializeError, Peer, RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::ServiceExt as _;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::tool::{exceeds, model_tool_name, safety_from_annotations, McpTool};
+use super::tool::{McpTool, exceeds, model_tool_name, safety_from_annotations};
 use super::{
-    McpError, DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_REQUEST_TIMEOUT, MAX_MCP_DESCRIPTION_BYTES,
-    MAX_MCP_LIST_PAGES, MAX_MCP_RESULT_BYTES, MAX_MCP_SCHEMA_BYTES, MAX_MCP_TOOLS,
+    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_REQUEST_TIMEOUT, MAX_MCP_DESCRIPTION_BYTES,
+    MAX_MCP_LIST_PAGES, MAX_MCP_RESULT_BYTES, MAX_MCP_SCHEMA_BYTES, MAX_MCP_TOOLS, McpError,
 };
 use crate::tools::ToolRegistryBuilder;
 use flowtrace_core::ToolSafety;
@@ -65,7 +65,10 @@ impl fmt::Debug for McpClientBuilder {
         f.debug_struct("McpClientBuilder")
             .field("server", &self.label)
             .field("transport", &transport)
-            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
             .field("call_timeout", &self.call_timeout)
@@ -178,12 +181,13 @@ impl McpClientBuilder {
                     });
                 }
                 command.kill_on_drop(true);
-                let (child, _stderr) = TokioChildProcess::builder(command)
-                    .spawn()
-                    .map_err(|source| McpError::Spawn {
-                        server: label.clone(),
-                        source,
-                    })?;
+                let (child, _stderr) =
+                    TokioChildProcess::builder(command)
+                        .spawn()
+                        .map_err(|source| McpError::Spawn {
+                            server: label.clone(),
+                            source,
+                        })?;
                 let pid = child.id();
                 let service = handshake(&label, request_timeout, info.serve(child)).await?;
                 (service, pid)
@@ -231,7 +235,7 @@ async fn handshake(
         Ok(Ok(service)) => Ok(service),
         Ok(Err(source)) => Err(McpError::Handshake {
             server: label.to_string(),
-            source,
+            source: Box::new(source),
         }),
         Err(_) => Err(McpError::Timeout {
             server: label.to_string(),
@@ -331,7 +335,11 @@ impl McpClient {
     /// A server run as a child process speaking MCP on its stdin/stdout
     /// (its stderr is inherited).
     pub fn stdio(command: tokio::process::Command) -> McpClientBuilder {
-        let program = command.as_std().get_program().to_string_lossy().into_owned();
+        let program = command
+            .as_std()
+            .get_program()
+            .to_string_lossy()
+            .into_owned();
         let label = std::path::Path::new(&program)
             .file_name()
             .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
@@ -382,7 +390,10 @@ impl McpClient {
         let mut cursor = None;
         for page in 0.. {
             if page == MAX_MCP_LIST_PAGES {
-                return Err(limit("the number of tools/list pages".into(), MAX_MCP_LIST_PAGES));
+                return Err(limit(
+                    "the number of tools/list pages".into(),
+                    MAX_MCP_LIST_PAGES,
+                ));
             }
             let params = cursor.map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
             let result = tokio::time::timeout(
@@ -397,7 +408,7 @@ impl McpClient {
             })?
             .map_err(|source| McpError::List {
                 server: label.clone(),
-                source,
+                source: Box::new(source),
             })?;
             if listed.len() + result.tools.len() > MAX_MCP_TOOLS {
                 return Err(limit("the number of tools".into(), MAX_MCP_TOOLS));
@@ -511,7 +522,10 @@ mod tests {
             url_label("https://user:pw@example.com:8443/mcp?key=secret#x"),
             "https://example.com:8443/mcp"
         );
-        assert_eq!(url_label("http://127.0.0.1:9/mcp"), "http://127.0.0.1:9/mcp");
+        assert_eq!(
+            url_label("http://127.0.0.1:9/mcp"),
+            "http://127.0.0.1:9/mcp"
+        );
         let label = McpClient::stdio(tokio::process::Command::new("/opt/bin/mcp-server-time"));
         assert_eq!(label.label, "mcp-server-time");
     }
@@ -520,7 +534,12 @@ mod tests {
     fn urls_need_a_scheme_and_a_host() {
         assert!(check_url("s", "http://127.0.0.1:1/mcp").is_ok());
         assert!(check_url("s", "HTTPS://example.com").is_ok());
-        for bad in ["ftp://example.com", "example.com/mcp", "http://", "https:///mcp"] {
+        for bad in [
+            "ftp://example.com",
+            "example.com/mcp",
+            "http://",
+            "https:///mcp",
+        ] {
             assert!(
                 matches!(check_url("s", bad), Err(McpError::InvalidConfig { .. })),
                 "{bad}"
@@ -590,7 +609,13 @@ mod tests {
             .connect()
             .await;
         assert!(
-            matches!(err, Err(McpError::Timeout { what: "the initialize handshake", .. })),
+            matches!(
+                err,
+                Err(McpError::Timeout {
+                    what: "the initialize handshake",
+                    ..
+                })
+            ),
             "{err:?}"
         );
     }

@@ -41,7 +41,7 @@ pub enum McpError {
         server: String,
         /// Why.
         #[source]
-        source: ClientInitializeError,
+        source: Box<ClientInitializeError>,
     },
     /// A request did not complete in time.
     #[error("MCP server {server:?}: {what} did not complete within {timeout:?}")]
@@ -60,7 +60,7 @@ pub enum McpError {
         server: String,
         /// Why.
         #[source]
-        source: ServiceError,
+        source: Box<ServiceError>,
     },
     /// The server exceeds one of the named limits
     /// ([`MAX_MCP_TOOLS`](super::MAX_MCP_TOOLS),

@@ -20,10 +20,10 @@ mod tool;
 
 use std::time::Duration;
 
-pub use client::{McpClient, McpClientBuilder, MCP_SHUTDOWN_TIMEOUT};
+pub use client::{MCP_SHUTDOWN_TIMEOUT, McpClient, McpClientBuilder};
 pub use error::McpError;
 pub use rmcp::model::ToolAnnotations;
-pub use tool::{model_tool_name, safety_from_annotations, McpTool};
+pub use tool::{McpTool, model_tool_name, safety_from_annotations};
 
 /// Most tools taken from one server (over all `tools/list` pages).
 pub const MAX_MCP_TOOLS: usize = 512;

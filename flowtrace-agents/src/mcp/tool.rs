@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowtrace_core::{Tool, ToolError, ToolErrorKind, ToolSafety};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, ToolAnnotations};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, ToolAnnotations,
+};
 use rmcp::service::ServiceError;
 use serde_json::Value;
 

@@ -148,7 +148,12 @@ impl ServerHandler for TestServer {
                 ContentBlock::text("x".repeat(5000)),
                 ContentBlock::text("y".repeat(5000)),
             ]),
-            _ => return Err(ErrorData::invalid_params(format!("unknown tool {name}"), None)),
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    format!("unknown tool {name}"),
+                    None,
+                ));
+            }
         };
         Ok(result.into())
     }
@@ -245,7 +250,12 @@ async fn http_calls_obey_permissions_and_emit_events() {
         .connect()
         .await
         .unwrap();
-    let registry = client.register(ToolRegistry::builder()).await.unwrap().build().unwrap();
+    let registry = client
+        .register(ToolRegistry::builder())
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
     let offered: Vec<String> = registry
         .specs(&ToolGrants::safe_only())
         .into_iter()
@@ -259,8 +269,14 @@ async fn http_calls_obey_permissions_and_emit_events() {
         ("files_delete_file", json!({"path": "/etc/passwd"})),
     ];
     let (results, sink) = run_calls(&registry, &ToolGrants::safe_only(), calls.clone()).await;
-    assert_eq!(results[0].as_ref().unwrap(), &json!({"key": "answer", "value": 42}));
-    assert_eq!(results[1].as_ref().unwrap_err().kind(), ToolErrorKind::InvalidInput);
+    assert_eq!(
+        results[0].as_ref().unwrap(),
+        &json!({"key": "answer", "value": 42})
+    );
+    assert_eq!(
+        results[1].as_ref().unwrap_err().kind(),
+        ToolErrorKind::InvalidInput
+    );
     assert_eq!(
         results[2].as_ref().unwrap_err().kind(),
         ToolErrorKind::PermissionDenied
@@ -312,19 +328,35 @@ async fn http_errors_timeouts_and_size_limits_are_tool_errors() {
     assert_eq!(e.kind(), ToolErrorKind::Timeout, "{e}");
     // The abandoned call is cancelled on the server.
     for _ in 0..100 {
-        if served.calls.lock().unwrap().iter().any(|c| c == "slow:cancelled") {
+        if served
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c == "slow:cancelled")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(served.calls.lock().unwrap().iter().any(|c| c == "slow:cancelled"));
+    assert!(
+        served
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c == "slow:cancelled")
+    );
 
     let e = tool("big").call(json!({})).await.unwrap_err();
     assert_eq!(e.kind(), ToolErrorKind::LimitExceeded, "{e}");
     assert!(e.message.contains("8000"), "{e}");
 
     // Within a larger limit, text blocks are joined.
-    let roomy = McpClient::http(format!("{}/mcp", served.base)).connect().await.unwrap();
+    let roomy = McpClient::http(format!("{}/mcp", served.base))
+        .connect()
+        .await
+        .unwrap();
     let big = roomy.list_tools().await.unwrap().pop().unwrap();
     let text = big.call(json!({})).await.unwrap();
     assert_eq!(text.as_str().unwrap().len(), 10_001);
@@ -380,19 +412,21 @@ async fn listings_over_the_limits_or_with_clashing_names_are_refused() {
     for (listing, check) in [
         (
             Listing::TooMany,
-            Box::new(|e: &McpError| {
-                matches!(e, McpError::LimitExceeded { limit, .. } if *limit == MAX_MCP_TOOLS)
-            }) as Box<dyn Fn(&McpError) -> bool>,
+            Box::new(
+                |e: &McpError| matches!(e, McpError::LimitExceeded { limit, .. } if *limit == MAX_MCP_TOOLS),
+            ) as Box<dyn Fn(&McpError) -> bool>,
         ),
         (
             Listing::Endless,
-            Box::new(|e: &McpError| {
-                matches!(e, McpError::LimitExceeded { limit, .. } if *limit == MAX_MCP_LIST_PAGES)
-            }),
+            Box::new(
+                |e: &McpError| matches!(e, McpError::LimitExceeded { limit, .. } if *limit == MAX_MCP_LIST_PAGES),
+            ),
         ),
         (
             Listing::Clashing,
-            Box::new(|e: &McpError| matches!(e, McpError::InvalidToolName { tool, .. } if tool == "a_b")),
+            Box::new(
+                |e: &McpError| matches!(e, McpError::InvalidToolName { tool, .. } if tool == "a_b"),
+            ),
         ),
     ] {
         let served = serve(listing, None).await;

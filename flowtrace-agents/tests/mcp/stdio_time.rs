@@ -98,7 +98,12 @@ async fn time_tools_are_listed_with_their_schemas_and_safety() {
 
     // The registry offers them, with the server's schemas, to a caller
     // holding no grants.
-    let registry = client.register(ToolRegistry::builder()).await.unwrap().build().unwrap();
+    let registry = client
+        .register(ToolRegistry::builder())
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
     let specs = registry.specs(&ToolGrants::safe_only());
     assert_eq!(specs.len(), 2);
     assert_eq!(specs[1].name, "time_get_current_time");
@@ -112,7 +117,12 @@ async fn time_calls_run_through_the_registry_inside_a_graph() {
         return;
     };
     let client = connect(command).await;
-    let registry = client.register(ToolRegistry::builder()).await.unwrap().build().unwrap();
+    let registry = client
+        .register(ToolRegistry::builder())
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
     let (results, sink) = run_calls(
         &registry,
         &ToolGrants::safe_only(),
@@ -166,7 +176,12 @@ async fn invalid_input_is_refused_by_the_registry_and_server_errors_are_tool_err
         return;
     };
     let client = connect(command).await;
-    let registry = client.register(ToolRegistry::builder()).await.unwrap().build().unwrap();
+    let registry = client
+        .register(ToolRegistry::builder())
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
     let (results, sink) = run_calls(
         &registry,
         &ToolGrants::safe_only(),
@@ -175,7 +190,10 @@ async fn invalid_input_is_refused_by_the_registry_and_server_errors_are_tool_err
             ("time_get_current_time", json!({})),
             ("time_get_current_time", json!({"timezone": 9})),
             // Valid by the schema, refused by the server.
-            ("time_get_current_time", json!({"timezone": "Mars/Olympus_Mons"})),
+            (
+                "time_get_current_time",
+                json!({"timezone": "Mars/Olympus_Mons"}),
+            ),
         ],
     )
     .await;
@@ -190,7 +208,8 @@ async fn invalid_input_is_refused_by_the_registry_and_server_errors_are_tool_err
     assert_eq!(bad_zone.kind(), ToolErrorKind::Failed, "{bad_zone}");
     assert_eq!(bad_zone.tool, "time_get_current_time");
     assert!(
-        bad_zone.message.contains("Invalid timezone") && bad_zone.message.contains("Mars/Olympus_Mons"),
+        bad_zone.message.contains("Invalid timezone")
+            && bad_zone.message.contains("Mars/Olympus_Mons"),
         "{bad_zone}"
     );
     assert_eq!(
@@ -206,21 +225,31 @@ async fn invalid_input_is_refused_by_the_registry_and_server_errors_are_tool_err
     // The same invalid input sent straight to the tool does reach the
     // server, which refuses it itself: the registry is what stopped it.
     let tools = client.list_tools().await.unwrap();
-    let direct = find(&tools, "time_get_current_time").call(json!({})).await.unwrap_err();
+    let direct = find(&tools, "time_get_current_time")
+        .call(json!({}))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(direct.kind(), ToolErrorKind::Failed | ToolErrorKind::InvalidInput),
+        matches!(
+            direct.kind(),
+            ToolErrorKind::Failed | ToolErrorKind::InvalidInput
+        ),
         "{direct}"
     );
     assert!(direct.message.contains("timezone"), "{direct}");
     // Arguments that are not an object never leave the client.
-    let not_object = find(&tools, "time_get_current_time").call(json!([1])).await.unwrap_err();
+    let not_object = find(&tools, "time_get_current_time")
+        .call(json!([1]))
+        .await
+        .unwrap_err();
     assert_eq!(not_object.kind(), ToolErrorKind::InvalidInput);
     client.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn untrusted_annotations_make_time_tools_dangerous_until_granted() {
-    let Some(command) = time_command("untrusted_annotations_make_time_tools_dangerous_until_granted")
+    let Some(command) =
+        time_command("untrusted_annotations_make_time_tools_dangerous_until_granted")
     else {
         return;
     };
@@ -232,7 +261,12 @@ async fn untrusted_annotations_make_time_tools_dangerous_until_granted() {
         .unwrap();
     let tools = client.list_tools().await.unwrap();
     assert!(tools.iter().all(|t| t.safety() == ToolSafety::Dangerous));
-    let registry = client.register(ToolRegistry::builder()).await.unwrap().build().unwrap();
+    let registry = client
+        .register(ToolRegistry::builder())
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
     assert!(registry.specs(&ToolGrants::safe_only()).is_empty());
 
     let input = json!({"timezone": "UTC"});
@@ -250,7 +284,8 @@ async fn untrusted_annotations_make_time_tools_dangerous_until_granted() {
     );
 
     let granted = ToolGrants::safe_only().grant("time_get_current_time");
-    let (results, sink) = run_calls(&registry, &granted, vec![("time_get_current_time", input)]).await;
+    let (results, sink) =
+        run_calls(&registry, &granted, vec![("time_get_current_time", input)]).await;
     assert_eq!(results[0].as_ref().unwrap()["timezone"], "UTC");
     assert_eq!(tool_events(&sink).len(), 2);
     client.shutdown().await.unwrap();
@@ -268,7 +303,8 @@ async fn shutdown_and_drop_end_the_server_process() {
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     let tools = client.list_tools().await.unwrap();
     client.shutdown().await.unwrap();
-    assert!(process_gone(pid, 0).await || process_gone(pid, 1).await);
+    // Reaped by the time shutdown returns.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let e = tools[0].call(json!({"timezone": "UTC"})).await.unwrap_err();
     assert_eq!(e.kind(), ToolErrorKind::Unavailable, "{e}");
     assert!(std::error::Error::source(&e).is_some());
@@ -281,7 +317,10 @@ async fn shutdown_and_drop_end_the_server_process() {
     drop(client);
     // A tool alone keeps the connection open.
     let now = find(&tools, "time_get_current_time");
-    assert_eq!(now.call(json!({"timezone": "UTC"})).await.unwrap()["timezone"], "UTC");
+    assert_eq!(
+        now.call(json!({"timezone": "UTC"})).await.unwrap()["timezone"],
+        "UTC"
+    );
     drop(tools);
     assert!(process_gone(pid, 10).await, "process {pid} still runs");
 }
