@@ -16,7 +16,8 @@ use tokio::sync::Mutex;
 use super::tool::{McpTool, exceeds, model_tool_name, safety_from_annotations};
 use super::{
     DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_REQUEST_TIMEOUT, MAX_MCP_DESCRIPTION_BYTES,
-    MAX_MCP_LIST_PAGES, MAX_MCP_RESULT_BYTES, MAX_MCP_SCHEMA_BYTES, MAX_MCP_TOOLS, McpError,
+    MAX_MCP_LIST_PAGES, MAX_MCP_MESSAGE_BYTES, MAX_MCP_RESULT_BYTES, MAX_MCP_SCHEMA_BYTES,
+    MAX_MCP_TOOL_NAME_LEN, MAX_MCP_TOOLS, McpError,
 };
 use crate::tools::ToolRegistryBuilder;
 use flowtrace_core::ToolSafety;
@@ -194,7 +195,9 @@ impl McpClientBuilder {
             }
             Transport::Http { url } => {
                 check_url(&label, &url)?;
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url)
+                    .max_json_response_size(MAX_MCP_MESSAGE_BYTES)
+                    .max_sse_event_size(MAX_MCP_MESSAGE_BYTES);
                 if let Some(token) = bearer_token {
                     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
                         return Err(McpError::InvalidConfig {
@@ -428,7 +431,11 @@ impl McpClient {
                 tool: remote_name.clone(),
                 reason,
             };
-            let name = model_tool_name(&self.prefix, &remote_name).map_err(invalid)?;
+            let name = model_tool_name(&self.prefix, &remote_name).ok_or_else(|| {
+                invalid(format!(
+                    "the name is empty, or longer than {MAX_MCP_TOOL_NAME_LEN} characters once prefixed"
+                ))
+            })?;
             if !names.insert(name.clone()) {
                 return Err(invalid(format!(
                     "another tool of the server is also named {name:?} once made valid for models"

@@ -47,6 +47,11 @@ pub const MAX_MCP_TOOL_NAME_LEN: usize = 64;
 /// [`McpClientBuilder::max_result_bytes`]).
 pub const MAX_MCP_RESULT_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest single message accepted from a server, in bytes: a stdio line
+/// (rmcp's own bound, which this equals) or a Streamable HTTP JSON response
+/// or SSE event (set on the transport). A larger message fails the request.
+pub const MAX_MCP_MESSAGE_BYTES: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
+
 /// Longest server error text kept in a [`ToolError`](flowtrace_core::ToolError)
 /// message, in bytes; the rest is cut.
 pub const MAX_MCP_ERROR_MESSAGE_BYTES: usize = 4 * 1024;

@@ -57,19 +57,21 @@ pub fn safety_from_annotations(annotations: Option<&ToolAnnotations>) -> ToolSaf
 /// `_`, so that it matches what model APIs accept (`^[a-zA-Z0-9_-]{1,64}$`).
 /// A prefix `time.` thus gives `time_get_current_time`.
 ///
-/// # Errors
-/// The reason, when the result is empty or longer than
+/// `None` when `remote` is empty or the result is longer than
 /// [`MAX_MCP_TOOL_NAME_LEN`].
 ///
 /// ```
 /// use flowtrace_agents::mcp::model_tool_name;
 ///
-/// assert_eq!(model_tool_name("time.", "get_current_time").as_deref(), Ok("time_get_current_time"));
-/// assert_eq!(model_tool_name("", "files/read file").as_deref(), Ok("files_read_file"));
-/// assert!(model_tool_name("", "").is_err());
-/// assert!(model_tool_name("", &"x".repeat(65)).is_err());
+/// assert_eq!(model_tool_name("time.", "get_current_time").as_deref(), Some("time_get_current_time"));
+/// assert_eq!(model_tool_name("", "files/read file").as_deref(), Some("files_read_file"));
+/// assert_eq!(model_tool_name("x.", ""), None);
+/// assert_eq!(model_tool_name("", &"x".repeat(65)), None);
 /// ```
-pub fn model_tool_name(prefix: &str, remote: &str) -> Result<String, String> {
+pub fn model_tool_name(prefix: &str, remote: &str) -> Option<String> {
+    if remote.is_empty() {
+        return None;
+    }
     let name: String = prefix
         .chars()
         .chain(remote.chars())
@@ -81,15 +83,7 @@ pub fn model_tool_name(prefix: &str, remote: &str) -> Result<String, String> {
             }
         })
         .collect();
-    if remote.is_empty() {
-        return Err("the name is empty".to_string());
-    }
-    if name.len() > MAX_MCP_TOOL_NAME_LEN {
-        return Err(format!(
-            "the name {name:?} is longer than {MAX_MCP_TOOL_NAME_LEN} characters"
-        ));
-    }
-    Ok(name)
+    (name.len() <= MAX_MCP_TOOL_NAME_LEN).then_some(name)
 }
 
 /// One tool of an MCP server, callable as a FlowTrace [`Tool`].
@@ -198,43 +192,49 @@ impl McpTool {
             }
         }
     }
+}
 
-    fn convert(&self, result: CallToolResult) -> Result<Value, ToolError> {
-        let server = &self.connection.label;
-        if result.is_error == Some(true) {
-            let text = texts(&result.content).join("\n");
-            let message = if text.is_empty() {
-                format!("MCP server {server:?} reported an error without a message")
-            } else {
-                bounded(&text).to_string()
-            };
-            return Err(self.error(ToolErrorKind::Failed, message));
-        }
-        let value = match result.structured_content {
-            Some(structured) => structured,
-            None if result.content.is_empty() => Value::Null,
-            None if result.content.iter().all(|b| b.as_text().is_some()) => {
-                Value::String(texts(&result.content).join("\n"))
-            }
-            None => serde_json::to_value(&result.content).map_err(|e| {
-                self.error(
-                    ToolErrorKind::Failed,
-                    format!("cannot represent the result of MCP server {server:?} as JSON"),
-                )
-                .with_source(e)
-            })?,
+/// The JSON value of a completed `tools/call` (see [`McpTool`]), or the
+/// error it reports.
+fn convert(
+    tool: &str,
+    server: &str,
+    result: CallToolResult,
+    max_bytes: usize,
+) -> Result<Value, ToolError> {
+    let error = |kind, message: String| ToolError::new(tool, kind, message);
+    if result.is_error == Some(true) {
+        let text = texts(&result.content).join("\n");
+        let message = if text.is_empty() {
+            format!("MCP server {server:?} reported an error without a message")
+        } else {
+            bounded(&text).to_string()
         };
-        if exceeds(&value, self.max_result_bytes) {
-            return Err(self.error(
-                ToolErrorKind::LimitExceeded,
-                format!(
-                    "the result from MCP server {server:?} is larger than {} bytes of JSON",
-                    self.max_result_bytes
-                ),
-            ));
-        }
-        Ok(value)
+        return Err(error(ToolErrorKind::Failed, message));
     }
+    let value = match result.structured_content {
+        Some(structured) => structured,
+        None if result.content.is_empty() => Value::Null,
+        None if result.content.iter().all(|b| b.as_text().is_some()) => {
+            Value::String(texts(&result.content).join("\n"))
+        }
+        None => serde_json::to_value(&result.content).map_err(|e| {
+            error(
+                ToolErrorKind::Failed,
+                format!("cannot represent the result of MCP server {server:?} as JSON"),
+            )
+            .with_source(e)
+        })?,
+    };
+    if exceeds(&value, max_bytes) {
+        return Err(error(
+            ToolErrorKind::LimitExceeded,
+            format!(
+                "the result from MCP server {server:?} is larger than {max_bytes} bytes of JSON"
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 #[async_trait]
@@ -284,7 +284,12 @@ impl Tool for McpTool {
                 ));
             }
         };
-        self.convert(result)
+        convert(
+            &self.name,
+            &self.connection.label,
+            result,
+            self.max_result_bytes,
+        )
     }
 }
 
@@ -348,6 +353,54 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn results_become_json() {
+        let ok = |r: CallToolResult| convert("t", "s", r, 1000);
+        let structured = CallToolResult::structured(json!({"a": 1}));
+        assert_eq!(ok(structured).unwrap(), json!({"a": 1}));
+        assert_eq!(ok(CallToolResult::success(vec![])).unwrap(), Value::Null);
+        let texts = CallToolResult::success(vec![ContentBlock::text("a"), ContentBlock::text("b")]);
+        assert_eq!(ok(texts).unwrap(), json!("a\nb"));
+        let mixed = CallToolResult::success(vec![
+            ContentBlock::text("see"),
+            ContentBlock::image("AAAA", "image/png"),
+        ]);
+        let mixed = ok(mixed).unwrap();
+        assert_eq!(mixed[0], json!({"type": "text", "text": "see"}));
+        assert_eq!(mixed[1]["type"], "image");
+        assert_eq!(mixed[1]["mimeType"], "image/png");
+
+        let e = ok(CallToolResult::error(vec![ContentBlock::text("boom")])).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.message.as_str(), e.tool.as_str()),
+            (ToolErrorKind::Failed, "boom", "t")
+        );
+        let e = ok(CallToolResult::error(vec![])).unwrap_err();
+        assert!(e.message.contains("without a message"), "{e}");
+        let long = "x".repeat(2 * MAX_MCP_ERROR_MESSAGE_BYTES);
+        let e = ok(CallToolResult::error(vec![ContentBlock::text(long)])).unwrap_err();
+        assert_eq!(e.message.len(), MAX_MCP_ERROR_MESSAGE_BYTES);
+
+        let e = convert(
+            "t",
+            "s",
+            CallToolResult::success(vec![ContentBlock::text("abcdef")]),
+            7,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ToolErrorKind::LimitExceeded);
+        // "abcdef" with its quotes is exactly 8 bytes.
+        assert!(
+            convert(
+                "t",
+                "s",
+                CallToolResult::success(vec![ContentBlock::text("abcdef")]),
+                8
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn the_size_budget_is_exact() {
         let v = json!({"a": "bcd"});
         let len = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
@@ -370,12 +423,12 @@ mod tests {
         #[test]
         fn model_names_are_valid_or_refused(prefix in "\\PC{0,8}", remote in "\\PC{0,80}") {
             match model_tool_name(&prefix, &remote) {
-                Ok(name) => {
+                Some(name) => {
                     prop_assert!(!name.is_empty() && name.len() <= MAX_MCP_TOOL_NAME_LEN);
                     prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
                     prop_assert_eq!(name.chars().count(), prefix.chars().count() + remote.chars().count());
                 }
-                Err(_) => prop_assert!(remote.is_empty() || prefix.chars().count() + remote.chars().count() > MAX_MCP_TOOL_NAME_LEN),
+                None => prop_assert!(remote.is_empty() || prefix.chars().count() + remote.chars().count() > MAX_MCP_TOOL_NAME_LEN),
             }
         }
     }
