@@ -182,7 +182,6 @@ impl TransformJson {
     }
 }
 
-
 /// Refuses `ast` when its bounds over an input of `input_bytes` pass the
 /// budget.
 fn check_cost(ast: &Ast, input_bytes: u64, budget: Budget) -> Result<(), ToolError> {
@@ -262,7 +261,6 @@ fn evaluate(expression: &str, input: &Value, budget: Budget) -> Result<Value, To
             )
         })
 }
-
 
 #[async_trait]
 impl Tool for TransformJson {
@@ -536,5 +534,4 @@ mod tests {
         assert_eq!(count_operators("a[?b == `{\"c\": [1]}`]"), 4);
         assert_eq!(count_operators("{name: name, id: id}"), 1);
     }
-
 }
