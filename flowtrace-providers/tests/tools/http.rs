@@ -312,6 +312,13 @@ async fn the_response_size_limit_stops_reading() {
     let err = call_err(&tool, json!({"url": format!("{}/big", server.uri())})).await;
     assert_eq!(err.kind(), ToolErrorKind::LimitExceeded);
     assert!(err.message.contains("4096"), "{}", err.message);
+    // HEAD reads no body, whatever length the resource has.
+    let out = tool
+        .call(json!({"method": "HEAD", "url": format!("{}/big", server.uri())}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200);
+    assert_eq!(out["body"], "");
 
     // Streamed without a length: 640 MiB offered, reading stops past 64 KiB.
     let addr = chunked_server(40_960).await;
