@@ -45,3 +45,4 @@ pub mod rules;
 pub mod spec;
 pub mod summary;
 pub mod template;
+pub mod tools;

@@ -674,3 +674,11 @@ async fn inputs_nested_past_the_limit_are_refused_before_evaluation() {
         "{e}"
     );
 }
+
+#[test]
+fn the_built_in_readers_are_safe() {
+    use flowtrace_core::ToolSafety;
+    assert_eq!(ReadFile::new("/nowhere").safety(), ToolSafety::Safe);
+    assert_eq!(TransformJson::new().safety(), ToolSafety::Safe);
+    assert_eq!(ReadFile::new("/nowhere").spec().name, "read_file");
+}

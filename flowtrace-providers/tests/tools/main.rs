@@ -6,3 +6,5 @@
 mod support;
 
 mod builtin;
+#[cfg(any(feature = "openai", feature = "anthropic"))]
+mod http;

@@ -13,3 +13,5 @@ mod anthropic;
 mod credentials;
 #[cfg(feature = "openai")]
 mod openai;
+#[cfg(any(feature = "openai", feature = "anthropic"))]
+mod recorded;
