@@ -14,7 +14,9 @@
 //!   demos and tests;
 //! * [`router::ModelRouter`] — per-call routing among candidate models;
 //! * [`tokens`] — prompt token estimates; [`tools`] — built-in tools
-//!   ([`tools::ReadFile`], [`tools::TransformJson`]).
+//!   ([`tools::ReadFile`], [`tools::TransformJson`], and `tools::HttpRequest`
+//!   with feature `openai` or `anthropic`: an HTTP client tool whose host
+//!   allowlist is empty until the user fills it).
 //!
 //! The HTTP clients support tools, structured output, streaming (SSE,
 //! parsed by the `eventsource-stream` crate) with usage, and classify

@@ -13,6 +13,7 @@
 //! | [`limits`] | the bounds on everything a document controls |
 //! | [`pricing`] | price tables read from JSON |
 //! | [`compile`] | the [`compile::Runtime`] (provider factories, tools, cache) and [`compile::compile`] |
+//! | [`tools`] | the `filter_list` tool: items filtered by a rule of the router's language |
 //! | [`summary`] | a run's JSON summary, and its entry in an HTML report (`flowtrace-report`) |
 //!
 //! The facade crate `flowtrace` re-exports this crate as
