@@ -47,7 +47,7 @@ impl Runtime {
     }
 
     /// The offline runtime: the `simulated` provider, `read_file` confined to
-    /// `root_dir`, `transform_json`, and an in-memory response cache, with
+    /// `root_dir`, `transform_json`, `filter_list`, and an in-memory response cache, with
     /// the default [`Limits`].
     pub fn offline(root_dir: impl Into<PathBuf>) -> Self {
         Self::offline_with_limits(root_dir, Limits::default())
@@ -77,6 +77,7 @@ impl Runtime {
             .with_tool(Arc::new(
                 TransformJson::new().max_output_bytes(limits.tool_output_bytes),
             ))
+            .with_tool(Arc::new(crate::tools::FilterList::new()))
             .with_cache(Arc::new(MemoryResponseCache::default()))
     }
 

@@ -6,7 +6,7 @@ use super::*;
 /// unknown ones.
 ///
 /// [`Known::default`] lists providers `openai`, `anthropic`, `simulated`
-/// and tools `read_file`, `transform_json` (names only). A tool registered
+/// and tools `read_file`, `transform_json`, `filter_list` (names only). A tool registered
 /// with its argument schema ([`with_tool_schema`](Self::with_tool_schema),
 /// as `Runtime::known` does) also has its arguments checked at load time:
 /// missing required arguments, unknown ones (when the schema sets
@@ -87,5 +87,6 @@ impl Default for Known {
             .with_provider(SIMULATED_PROVIDER)
             .with_tool("read_file")
             .with_tool("transform_json")
+            .with_tool("filter_list")
     }
 }
