@@ -358,11 +358,12 @@ impl AgentRegistry {
         let started = Instant::now();
         let result = entry.instance.run(conversation, ctx).await;
         let ended = Instant::now();
-        // A pause for a human decision says nothing about the agent's
-        // health; everything else counts.
+        // A pause for a human decision, an exhausted budget or a
+        // cancellation says nothing about the agent's health; everything
+        // else counts.
         let counts = match &result {
             Ok(_) => true,
-            Err(e) => e.interrupt_payload().is_none(),
+            Err(e) => e.interrupt_payload().is_none() && e.as_run_error().is_none(),
         };
         if counts {
             entry.health().record(
