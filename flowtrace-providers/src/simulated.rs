@@ -382,7 +382,10 @@ impl SimulatedModel {
                     .collect()
             })
             .unwrap_or_default();
-        let text = match (turn.and_then(|t| t.response.as_ref()), &self.config.response) {
+        let text = match (
+            turn.and_then(|t| t.response.as_ref()),
+            &self.config.response,
+        ) {
             (Some(text), _) => text.clone(),
             (None, _) if !tool_calls.is_empty() => String::new(),
             (None, Some(text)) => text.clone(),
@@ -679,7 +682,10 @@ mod tests {
         assert_eq!(first.finish_reason, FinishReason::ToolCalls);
         let ids: Vec<&str> = first.tool_calls.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["call_1_1", "mine"]);
-        assert_eq!(first.tool_calls[0].arguments, serde_json::json!({"q": "rust"}));
+        assert_eq!(
+            first.tool_calls[0].arguments,
+            serde_json::json!({"q": "rust"})
+        );
         assert_eq!(first.tool_calls[1].arguments, serde_json::json!({}));
         assert_eq!(first.usage, TokenUsage::new(7, 3));
         // The same conversation gets the same reply (no hidden counter).
@@ -702,17 +708,15 @@ mod tests {
 
     #[tokio::test]
     async fn tool_call_tokens_are_counted_and_streams_carry_the_calls() {
-        let model = SimulatedModel::new(
-            SimulatedConfig::new().turn(SimulatedTurn::tool_call(
-                "get_weather",
-                serde_json::json!({"city": "Paris"}),
-            )),
-        );
+        let model = SimulatedModel::new(SimulatedConfig::new().turn(SimulatedTurn::tool_call(
+            "get_weather",
+            serde_json::json!({"city": "Paris"}),
+        )));
         let req = ChatRequest::new("gpt-4o-mini").user("weather?");
         let reply = model.chat(req.clone()).await.unwrap();
         let encoding = Encoding::for_model("gpt-4o-mini");
-        let expected = count_tokens(encoding, "get_weather")
-            + count_tokens(encoding, r#"{"city":"Paris"}"#);
+        let expected =
+            count_tokens(encoding, "get_weather") + count_tokens(encoding, r#"{"city":"Paris"}"#);
         assert_eq!(reply.usage.output_tokens, expected);
         assert!(expected > 0);
 

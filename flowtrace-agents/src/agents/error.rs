@@ -34,7 +34,9 @@ pub enum AgentError {
     },
     /// The model asked for the same tool call (same tool, equal arguments)
     /// `repeats` times.
-    #[error("agent {agent:?} is looping: tool {tool:?} was asked for {repeats} times with the same arguments {arguments}")]
+    #[error(
+        "agent {agent:?} is looping: tool {tool:?} was asked for {repeats} times with the same arguments {arguments}"
+    )]
     Loop {
         /// The agent.
         agent: String,
@@ -229,9 +231,10 @@ mod tests {
             source: Some(cause),
         };
         let node: NodeError = e.into();
-        assert!(node.to_string().starts_with(
-            r#"no healthy agent with capability "search" answered (tried: a, b)"#
-        ));
+        assert!(
+            node.to_string()
+                .starts_with(r#"no healthy agent with capability "search" answered (tried: a, b)"#)
+        );
         assert_eq!(
             node.source().unwrap().to_string(),
             "model said no (permanent)"

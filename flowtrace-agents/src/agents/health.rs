@@ -155,7 +155,13 @@ pub(crate) struct HealthWindow {
 
 impl HealthWindow {
     /// Records a call that ended at `at`.
-    pub(crate) fn record(&mut self, policy: &HealthPolicy, at: Instant, ok: bool, latency: Duration) {
+    pub(crate) fn record(
+        &mut self,
+        policy: &HealthPolicy,
+        at: Instant,
+        ok: bool,
+        latency: Duration,
+    ) {
         while self.samples.len() >= policy.window {
             self.samples.pop_front();
         }
@@ -184,8 +190,8 @@ impl HealthWindow {
         let healthy = if calls < policy.min_calls {
             true
         } else {
-            let rate_ok = u64::from(errors) * 100
-                <= u64::from(policy.max_error_percent) * u64::from(calls);
+            let rate_ok =
+                u64::from(errors) * 100 <= u64::from(policy.max_error_percent) * u64::from(calls);
             let latency_ok = match policy.max_mean_latency {
                 None => true,
                 // An overflowing bound is larger than any real total.
@@ -217,7 +223,10 @@ mod tests {
         let mut w = HealthWindow::default();
         let t0 = Instant::now();
         w.record(&policy, t0, false, Duration::from_millis(100));
-        assert!(w.health(&policy, t0).healthy, "one call is too few to judge");
+        assert!(
+            w.health(&policy, t0).healthy,
+            "one call is too few to judge"
+        );
         w.record(&policy, t0, true, Duration::from_millis(100));
         // 1 of 2 = exactly 50 %, mean exactly 100 ms: healthy.
         let h = w.health(&policy, t0);

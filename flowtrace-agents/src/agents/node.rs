@@ -372,7 +372,10 @@ mod tests {
     #[test]
     fn reads_strings_and_message_arrays() {
         let s = state("m", json!("hi"));
-        assert_eq!(read_conversation(&s, "m").unwrap(), vec![Message::user("hi")]);
+        assert_eq!(
+            read_conversation(&s, "m").unwrap(),
+            vec![Message::user("hi")]
+        );
         let s = state(
             "m",
             json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]),
@@ -387,7 +390,10 @@ mod tests {
         assert!(e.to_string().contains("must be a string"), "{e}");
         let e = read_conversation(&state("m", json!([{"role": "robot"}])), "m").unwrap_err();
         assert!(e.to_string().contains("is not an array of messages"), "{e}");
-        let many = Value::Array(vec![json!({"role": "user", "content": ""}); MAX_INPUT_MESSAGES + 1]);
+        let many = Value::Array(vec![
+            json!({"role": "user", "content": ""});
+            MAX_INPUT_MESSAGES + 1
+        ]);
         let e = read_conversation(&state("m", many), "m").unwrap_err();
         assert!(e.to_string().contains("MAX_INPUT_MESSAGES"), "{e}");
     }

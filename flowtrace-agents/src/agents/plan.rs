@@ -84,7 +84,9 @@ pub enum PlanError {
         limit: usize,
     },
     /// The text is not a plan in JSON.
-    #[error("the plan is not JSON of the form {{\"steps\": [{{\"tool\": …, \"input\": {{…}}, \"critical\": true}}]}}: {message}")]
+    #[error(
+        "the plan is not JSON of the form {{\"steps\": [{{\"tool\": …, \"input\": {{…}}, \"critical\": true}}]}}: {message}"
+    )]
     Malformed {
         /// The parser's message.
         message: String,

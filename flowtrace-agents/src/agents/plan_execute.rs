@@ -6,9 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flowtrace_core::model::{ResponseFormat, Role, ToolSpec};
 use flowtrace_core::trace::LogLevel;
-use flowtrace_core::{
-    Agent, AgentOutput, ChatModel, ChatRequest, Message, NodeContext, NodeError,
-};
+use flowtrace_core::{Agent, AgentOutput, ChatModel, ChatRequest, Message, NodeContext, NodeError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -358,7 +356,9 @@ impl Agent for PlanExecuteAgent {
         let mut last = RoundFailure::Failed(String::new());
         for _ in 0..rounds {
             let prompt = self.planner_prompt(&goal, &tools, &past, previous.as_ref());
-            let reply = ctx.chat(self.model.as_ref(), self.request(PLANNER, prompt)).await?;
+            let reply = ctx
+                .chat(self.model.as_ref(), self.request(PLANNER, prompt))
+                .await?;
             turns = turns.saturating_add(1);
             let plan = match Plan::parse(&reply.text, self.max_steps)
                 .and_then(|p| p.check_tools(&tools).map(|()| p))

@@ -221,9 +221,7 @@ mod tests {
         let chunk = "x".repeat(1024);
         let ok = t.render(&json!({"n": 10, "chunk": chunk})).unwrap();
         assert_eq!(ok.len(), 10 * 1024);
-        let e = t
-            .render(&json!({"n": 2000, "chunk": chunk}))
-            .unwrap_err();
+        let e = t.render(&json!({"n": 2000, "chunk": chunk})).unwrap_err();
         assert_eq!(e.kind, TemplateErrorKind::TooLarge);
     }
 }

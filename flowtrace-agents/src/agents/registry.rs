@@ -202,7 +202,11 @@ impl fmt::Debug for AgentRegistryBuilder {
         f.debug_struct("AgentRegistryBuilder")
             .field(
                 "agents",
-                &self.entries.iter().map(|(m, _)| &m.name).collect::<Vec<_>>(),
+                &self
+                    .entries
+                    .iter()
+                    .map(|(m, _)| &m.name)
+                    .collect::<Vec<_>>(),
             )
             .field("policy", &self.policy)
             .finish()
@@ -418,8 +422,7 @@ impl AgentRegistry {
                     return Ok(FallbackOutput {
                         agent: entry.meta.name.clone(),
                         output,
-                        fallbacks: u32::try_from(tried.len().saturating_sub(1))
-                            .unwrap_or(u32::MAX),
+                        fallbacks: u32::try_from(tried.len().saturating_sub(1)).unwrap_or(u32::MAX),
                     });
                 }
                 Err(e) if e.as_run_error().is_some() || e.interrupt_payload().is_some() => {

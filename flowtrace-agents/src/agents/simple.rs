@@ -321,8 +321,7 @@ fn check(output: &OutputSchema, text: &str) -> Result<Value, Vec<String>> {
 
 /// The follow-up message after a reply that did not match the schema.
 fn reask(problems: &[String]) -> String {
-    let mut text =
-        String::from("Your reply does not match the required JSON Schema. Problems:\n");
+    let mut text = String::from("Your reply does not match the required JSON Schema. Problems:\n");
     for p in problems {
         text.push_str("- ");
         text.push_str(p);
@@ -392,7 +391,10 @@ mod tests {
         };
         let problems = check(&output, r#"{"age": "x"}"#).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("/age: ")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("/age: ")),
+            "{problems:?}"
+        );
         assert!(problems.iter().any(|p| p.contains("name")), "{problems:?}");
         let bad = check(&output, "not json").unwrap_err();
         assert!(bad[0].starts_with("the reply is not valid JSON"), "{bad:?}");

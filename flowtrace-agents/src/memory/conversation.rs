@@ -155,7 +155,10 @@ impl WindowMemory {
 
     /// Counts a message's tokens with `counter` (an exact tokenizer)
     /// instead of [`approx_message_tokens`].
-    pub fn token_counter(mut self, counter: impl Fn(&Message) -> u64 + Send + Sync + 'static) -> Self {
+    pub fn token_counter(
+        mut self,
+        counter: impl Fn(&Message) -> u64 + Send + Sync + 'static,
+    ) -> Self {
         self.counter = Arc::new(counter);
         self
     }

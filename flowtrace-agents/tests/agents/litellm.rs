@@ -58,23 +58,40 @@ async fn a_real_tool_call_runs_then_the_repeated_call_trips_loop_detection() {
         return;
     };
     let tool = weather(ToolSafety::Safe);
-    let agent = ReasoningAgent::new("weather", model, "mock-tool-call", registry(&[tool.clone()]))
-        .loop_threshold(2)
-        .max_iterations(5);
+    let agent = ReasoningAgent::new(
+        "weather",
+        model,
+        "mock-tool-call",
+        registry(&[tool.clone()]),
+    )
+    .loop_threshold(2)
+    .max_iterations(5);
     let (config, sink) = traced();
-    let err = run_agent(Arc::new(agent), vec![Message::user("Weather in Paris?")], config)
-        .await
-        .unwrap_err();
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("Weather in Paris?")],
+        config,
+    )
+    .await
+    .unwrap_err();
 
     // The first call, parsed from the proxy's wire format, really ran.
     assert_eq!(tool.inputs(), vec![json!({"city": "Paris"})]);
     match err.agent_error() {
-        Some(AgentError::Loop { tool, arguments, repeats, .. }) => {
+        Some(AgentError::Loop {
+            tool,
+            arguments,
+            repeats,
+            ..
+        }) => {
             assert_eq!(tool, "get_weather");
             assert_eq!(arguments, &json!({"city": "Paris"}));
             assert_eq!(*repeats, 2);
         }
-        other => panic!("expected a loop error, got {other:?}: {}", err.failure().unwrap().report()),
+        other => panic!(
+            "expected a loop error, got {other:?}: {}",
+            err.failure().unwrap().report()
+        ),
     }
     // Two real round trips: the second carried the tool result back.
     assert_eq!(events(&sink, "llm.response").len(), 2);
@@ -95,15 +112,27 @@ async fn a_denied_call_from_a_real_server_is_reported_and_never_executed() {
         return;
     };
     let tool = weather(ToolSafety::Dangerous);
-    let agent = ReasoningAgent::new("weather", model, "mock-tool-call", registry(&[tool.clone()]))
-        .grants(ToolGrants::safe_only())
-        .loop_threshold(2);
+    let agent = ReasoningAgent::new(
+        "weather",
+        model,
+        "mock-tool-call",
+        registry(&[tool.clone()]),
+    )
+    .grants(ToolGrants::safe_only())
+    .loop_threshold(2);
     let (config, sink) = traced();
-    let err = run_agent(Arc::new(agent), vec![Message::user("Weather in Paris?")], config)
-        .await
-        .unwrap_err();
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("Weather in Paris?")],
+        config,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(tool.calls(), 0);
-    assert!(matches!(err.agent_error(), Some(AgentError::Loop { .. })), "{err:?}");
+    assert!(
+        matches!(err.agent_error(), Some(AgentError::Loop { .. })),
+        "{err:?}"
+    );
     // The refusal went back to the proxy as the call's result (accepted:
     // the second request succeeded).
     assert_eq!(events(&sink, "tool.denied").len(), 1);
@@ -117,9 +146,13 @@ async fn a_text_answer_from_a_real_server_ends_the_loop() {
     };
     let tool = weather(ToolSafety::Safe);
     let agent = ReasoningAgent::new("weather", model, "mock-answer", registry(&[tool.clone()]));
-    let run = run_agent(Arc::new(agent), vec![Message::user("What is the answer?")], Default::default())
-        .await
-        .unwrap();
+    let run = run_agent(
+        Arc::new(agent),
+        vec![Message::user("What is the answer?")],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(run.output.text, "The answer is 42.");
     assert_eq!(run.output.turns, 1);
     assert_eq!(tool.calls(), 0);

@@ -14,7 +14,12 @@ async fn an_agent_node_reads_a_conversation_and_writes_answer_and_messages() {
     let tool = TestTool::safe("lookup", Behaviour::Fixed(json!("42")));
     let model = Arc::new(
         ScriptedModel::new("openai")
-            .tool_call("c1", "lookup", json!({"k": "answer"}), TokenUsage::new(30, 5))
+            .tool_call(
+                "c1",
+                "lookup",
+                json!({"k": "answer"}),
+                TokenUsage::new(30, 5),
+            )
             .reply("It is 42.", TokenUsage::new(40, 4)),
     );
     let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[tool]));
@@ -56,7 +61,9 @@ async fn a_bad_input_field_is_a_typed_error() {
         .compile()
         .unwrap();
     let mut input = JsonState::new();
-    input.values.insert("messages".into(), json!({"not": "messages"}));
+    input
+        .values
+        .insert("messages".into(), json!({"not": "messages"}));
     let failure = graph.invoke(input, RunConfig::new()).await.unwrap_err();
     assert!(matches!(
         AgentError::find(crate::support::node_error(&failure)),
@@ -68,8 +75,15 @@ async fn a_bad_input_field_is_a_typed_error() {
 #[tokio::test]
 async fn run_agent_reports_usage_and_exact_cost() {
     let model = Arc::new(ScriptedModel::new("openai").reply("ok", TokenUsage::new(1000, 100)));
-    let agent = Arc::new(ReasoningAgent::new("solo", model, "gpt-4o-mini", registry(&[])));
-    let run = run_agent(agent, vec![Message::user("hi")], RunConfig::new()).await.unwrap();
+    let agent = Arc::new(ReasoningAgent::new(
+        "solo",
+        model,
+        "gpt-4o-mini",
+        registry(&[]),
+    ));
+    let run = run_agent(agent, vec![Message::user("hi")], RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(run.output.text, "ok");
     assert_eq!(run.summary.steps.len(), 1);
     assert_eq!(run.summary.steps[0].node.as_str(), "solo");

@@ -20,11 +20,21 @@ async fn runs_tool_calls_and_feeds_the_results_back() {
     let search = TestTool::safe("search", Behaviour::Fixed(json!({"hits": 3})));
     let model = Arc::new(
         ScriptedModel::new("openai")
-            .tool_call("c1", "search", json!({"q": "rust"}), TokenUsage::new(50, 10))
+            .tool_call(
+                "c1",
+                "search",
+                json!({"q": "rust"}),
+                TokenUsage::new(50, 10),
+            )
             .reply("Found 3 hits.", TokenUsage::new(80, 5)),
     );
-    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[search.clone()]))
-        .system("Be brief.");
+    let agent = ReasoningAgent::new(
+        "react",
+        model.clone(),
+        "gpt-4o-mini",
+        registry(&[search.clone()]),
+    )
+    .system("Be brief.");
     let (config, sink) = traced();
     let run = run_agent(Arc::new(agent), vec![Message::user("search rust")], config)
         .await
@@ -48,7 +58,9 @@ async fn runs_tool_calls_and_feeds_the_results_back() {
 
     // Tokens and exact cost of both calls are the run's.
     assert_eq!(run.usage, TokenUsage::new(130, 15));
-    let price = PriceTable::builtin().price("openai", "gpt-4o-mini").unwrap();
+    let price = PriceTable::builtin()
+        .price("openai", "gpt-4o-mini")
+        .unwrap();
     let expected = price.cost(&TokenUsage::new(50, 10)).unwrap()
         + price.cost(&TokenUsage::new(80, 5)).unwrap();
     assert_eq!(run.cost, expected);
@@ -63,7 +75,12 @@ async fn a_denied_dangerous_tool_is_reported_to_the_model_and_never_executed() {
     let delete = TestTool::dangerous("delete_account");
     let model = Arc::new(
         ScriptedModel::new("openai")
-            .tool_call("c1", "delete_account", json!({"user": 7}), TokenUsage::new(20, 5))
+            .tool_call(
+                "c1",
+                "delete_account",
+                json!({"user": 7}),
+                TokenUsage::new(20, 5),
+            )
             .reply("I may not delete accounts.", TokenUsage::new(30, 6)),
     );
     let agent = ReasoningAgent::new(
@@ -74,14 +91,22 @@ async fn a_denied_dangerous_tool_is_reported_to_the_model_and_never_executed() {
     )
     .grants(ToolGrants::safe_only());
     let (config, sink) = traced();
-    let run = run_agent(Arc::new(agent), vec![Message::user("delete user 7")], config)
-        .await
-        .unwrap();
+    let run = run_agent(
+        Arc::new(agent),
+        vec![Message::user("delete user 7")],
+        config,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(delete.calls(), 0, "a denied tool must never run");
     assert_eq!(run.output.text, "I may not delete accounts.");
     // Only granted tools are offered.
-    let offered: Vec<String> = model.requests()[0].tools.iter().map(|t| t.name.clone()).collect();
+    let offered: Vec<String> = model.requests()[0]
+        .tools
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
     assert_eq!(offered, ["lookup"]);
     // The refusal reaches the model as the call's result.
     let result = &model.requests()[1].messages[2];
@@ -89,7 +114,12 @@ async fn a_denied_dangerous_tool_is_reported_to_the_model_and_never_executed() {
     assert_eq!(result.tool_call_id.as_deref(), Some("c1"));
     let body: serde_json::Value = serde_json::from_str(&result.content).unwrap();
     assert_eq!(body["error"]["kind"], "permission_denied");
-    assert!(body["error"]["message"].as_str().unwrap().contains("delete_account"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("delete_account")
+    );
     // And the trace shows it.
     let denied = events(&sink, "tool.denied");
     assert!(
@@ -104,14 +134,28 @@ async fn a_granted_dangerous_tool_runs() {
     let delete = TestTool::dangerous("delete_account");
     let model = Arc::new(
         ScriptedModel::new("openai")
-            .tool_call("c1", "delete_account", json!({"user": 7}), TokenUsage::new(20, 5))
+            .tool_call(
+                "c1",
+                "delete_account",
+                json!({"user": 7}),
+                TokenUsage::new(20, 5),
+            )
             .reply("Deleted.", TokenUsage::new(30, 6)),
     );
-    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[delete.clone()]))
-        .grants(ToolGrants::safe_only().grant("delete_account"));
-    let run = run_agent(Arc::new(agent), vec![Message::user("delete user 7")], Default::default())
-        .await
-        .unwrap();
+    let agent = ReasoningAgent::new(
+        "react",
+        model.clone(),
+        "gpt-4o-mini",
+        registry(&[delete.clone()]),
+    )
+    .grants(ToolGrants::safe_only().grant("delete_account"));
+    let run = run_agent(
+        Arc::new(agent),
+        vec![Message::user("delete user 7")],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(delete.calls(), 1);
     assert_eq!(run.output.text, "Deleted.");
     assert_eq!(model.requests()[0].tools[0].name, "delete_account");
@@ -125,9 +169,13 @@ async fn an_unknown_tool_is_reported_as_not_found() {
             .reply("Cannot.", TokenUsage::new(30, 6)),
     );
     let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[]));
-    let run = run_agent(Arc::new(agent), vec![Message::user("go")], Default::default())
-        .await
-        .unwrap();
+    let run = run_agent(
+        Arc::new(agent),
+        vec![Message::user("go")],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(run.output.text, "Cannot.");
     let body: serde_json::Value =
         serde_json::from_str(&model.requests()[1].messages[2].content).unwrap();
@@ -139,13 +187,33 @@ async fn the_same_call_repeated_stops_the_agent_with_an_agent_loop_event() {
     let search = TestTool::safe("search", Behaviour::Fixed(json!([])));
     let model = Arc::new(
         ScriptedModel::new("openai")
-            .tool_call("c1", "search", json!({"q": "x", "page": 1}), TokenUsage::new(10, 2))
+            .tool_call(
+                "c1",
+                "search",
+                json!({"q": "x", "page": 1}),
+                TokenUsage::new(10, 2),
+            )
             .tool_call("c2", "search", json!({"q": "y"}), TokenUsage::new(10, 2))
-            .tool_call("c3", "search", json!({"page": 1, "q": "x"}), TokenUsage::new(10, 2))
-            .tool_call("c4", "search", json!({"q": "x", "page": 1}), TokenUsage::new(10, 2))
+            .tool_call(
+                "c3",
+                "search",
+                json!({"page": 1, "q": "x"}),
+                TokenUsage::new(10, 2),
+            )
+            .tool_call(
+                "c4",
+                "search",
+                json!({"q": "x", "page": 1}),
+                TokenUsage::new(10, 2),
+            )
             .reply("never reached", TokenUsage::new(1, 1)),
     );
-    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[search.clone()]));
+    let agent = ReasoningAgent::new(
+        "react",
+        model.clone(),
+        "gpt-4o-mini",
+        registry(&[search.clone()]),
+    );
     assert_eq!(agent.get_loop_threshold(), 3);
     let (config, sink) = traced();
     let err = run_agent(Arc::new(agent), vec![Message::user("search")], config)
@@ -153,7 +221,12 @@ async fn the_same_call_repeated_stops_the_agent_with_an_agent_loop_event() {
         .unwrap_err();
 
     match err.agent_error() {
-        Some(AgentError::Loop { agent, tool, arguments, repeats }) => {
+        Some(AgentError::Loop {
+            agent,
+            tool,
+            arguments,
+            repeats,
+        }) => {
             assert_eq!(agent, "react");
             assert_eq!(tool, "search");
             assert_eq!(arguments, &json!({"q": "x", "page": 1}));
@@ -185,10 +258,17 @@ async fn the_loop_threshold_is_configurable() {
     );
     let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[search.clone()]))
         .loop_threshold(2);
-    let err = run_agent(Arc::new(agent), vec![Message::user("s")], Default::default())
-        .await
-        .unwrap_err();
-    assert!(matches!(err.agent_error(), Some(AgentError::Loop { repeats: 2, .. })));
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("s")],
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        err.agent_error(),
+        Some(AgentError::Loop { repeats: 2, .. })
+    ));
     assert_eq!(search.calls(), 1);
 }
 
@@ -197,16 +277,33 @@ async fn the_iteration_limit_is_a_typed_error() {
     let search = TestTool::safe("search", Behaviour::Fixed(json!([])));
     let mut model = ScriptedModel::new("openai");
     for i in 0..5 {
-        model = model.tool_call(format!("c{i}"), "search", json!({"q": i}), TokenUsage::new(10, 2));
+        model = model.tool_call(
+            format!("c{i}"),
+            "search",
+            json!({"q": i}),
+            TokenUsage::new(10, 2),
+        );
     }
     let model = Arc::new(model);
-    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[search.clone()]))
-        .max_iterations(3);
-    let err = run_agent(Arc::new(agent), vec![Message::user("s")], Default::default())
-        .await
-        .unwrap_err();
+    let agent = ReasoningAgent::new(
+        "react",
+        model.clone(),
+        "gpt-4o-mini",
+        registry(&[search.clone()]),
+    )
+    .max_iterations(3);
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("s")],
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
-        matches!(err.agent_error(), Some(AgentError::MaxIterations { limit: 3, .. })),
+        matches!(
+            err.agent_error(),
+            Some(AgentError::MaxIterations { limit: 3, .. })
+        ),
         "{err:?}"
     );
     assert_eq!(model.calls(), 3);
@@ -217,9 +314,13 @@ async fn the_iteration_limit_is_a_typed_error() {
 async fn a_model_failure_is_not_wrapped() {
     let model = Arc::new(ScriptedModel::new("openai").fail(flowtrace_core::ModelErrorKind::Auth));
     let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[]));
-    let err = run_agent(Arc::new(agent), vec![Message::user("s")], Default::default())
-        .await
-        .unwrap_err();
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("s")],
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.agent_error().is_none());
     let node = crate::support::node_error(err.failure().unwrap());
     assert!(node.get_ref().unwrap().is::<flowtrace_core::ModelError>());
@@ -244,16 +345,28 @@ async fn the_simulated_provider_drives_a_react_loop_offline() {
         "gpt-4o-mini",
         registry(&[weather.clone(), clock.clone()]),
     );
-    let run = run_agent(Arc::new(agent), vec![Message::user("Weather?")], Default::default())
-        .await
-        .unwrap();
+    let run = run_agent(
+        Arc::new(agent),
+        vec![Message::user("Weather?")],
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(run.output.text, "Clear skies in Paris at noon.");
     assert_eq!((weather.calls(), clock.calls()), (1, 1));
-    assert_eq!(run.output.messages[1].tool_call_id.as_deref(), Some("call_1_1"));
-    assert_eq!(run.output.messages[2].tool_call_id.as_deref(), Some("call_1_2"));
+    assert_eq!(
+        run.output.messages[1].tool_call_id.as_deref(),
+        Some("call_1_1")
+    );
+    assert_eq!(
+        run.output.messages[2].tool_call_id.as_deref(),
+        Some("call_1_2")
+    );
     assert_eq!(run.output.messages[2].content, "12:00");
     assert_eq!(run.usage, TokenUsage::new(200, 40));
-    let price = PriceTable::builtin().price("simulated", "gpt-4o-mini").unwrap();
+    let price = PriceTable::builtin()
+        .price("simulated", "gpt-4o-mini")
+        .unwrap();
     assert_eq!(run.cost, price.cost(&TokenUsage::new(200, 40)).unwrap());
     assert!(run.cost > flowtrace_core::Cost::ZERO);
 }
@@ -267,9 +380,13 @@ async fn too_many_tool_calls_in_one_turn_are_refused() {
     }
     let model = Arc::new(SimulatedModel::new(SimulatedConfig::new().turn(turn)));
     let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[search.clone()]));
-    let err = run_agent(Arc::new(agent), vec![Message::user("s")], Default::default())
-        .await
-        .unwrap_err();
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("s")],
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(
         err.agent_error(),
         Some(AgentError::TooManyToolCalls { count, limit, .. })

@@ -12,7 +12,12 @@ use flowtrace_core::{Agent, Budget, EventKind, Message, ModelErrorKind, TokenUsa
 use crate::support::{events, in_node, node_error, registry, traced};
 
 fn agent(name: &str, model: Arc<ScriptedModel>) -> Arc<dyn Agent> {
-    Arc::new(ReasoningAgent::new(name, model, "gpt-4o-mini", registry(&[])))
+    Arc::new(ReasoningAgent::new(
+        name,
+        model,
+        "gpt-4o-mini",
+        registry(&[]),
+    ))
 }
 
 fn answering(text: &str, times: usize) -> Arc<ScriptedModel> {
@@ -41,18 +46,38 @@ async fn lookup_create_and_capabilities() {
     let counter = made.clone();
     let registry = AgentRegistry::builder()
         .factory(
-            AgentMeta::new("strong").capability("answer").cost_tier(CostTier::High).model("gpt-4o"),
+            AgentMeta::new("strong")
+                .capability("answer")
+                .cost_tier(CostTier::High)
+                .model("gpt-4o"),
             move || {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 agent("strong", answering("x", 0))
             },
         )
-        .agent(AgentMeta::new("cheap").capability("answer").capability("summarize").cost_tier(CostTier::Low), agent("cheap", answering("x", 0)))
-        .agent(AgentMeta::new("mid").capability("answer"), agent("mid", answering("x", 0)))
+        .agent(
+            AgentMeta::new("cheap")
+                .capability("answer")
+                .capability("summarize")
+                .cost_tier(CostTier::Low),
+            agent("cheap", answering("x", 0)),
+        )
+        .agent(
+            AgentMeta::new("mid").capability("answer"),
+            agent("mid", answering("x", 0)),
+        )
         .build()
         .unwrap();
-    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1, "the shared instance");
-    let names: Vec<&str> = registry.with_capability("answer").iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        made.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the shared instance"
+    );
+    let names: Vec<&str> = registry
+        .with_capability("answer")
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
     assert_eq!(names, ["cheap", "mid", "strong"]);
     assert!(registry.with_capability("fly").is_empty());
     assert_eq!(registry.get("cheap").unwrap().name(), "cheap");
@@ -60,7 +85,10 @@ async fn lookup_create_and_capabilities() {
     let b = registry.create("strong").unwrap();
     assert!(!Arc::ptr_eq(&a, &b), "create makes a new instance");
     assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 3);
-    assert!(matches!(registry.create("nobody"), Err(AgentError::UnknownAgent { .. })));
+    assert!(matches!(
+        registry.create("nobody"),
+        Err(AgentError::UnknownAgent { .. })
+    ));
     assert_eq!(registry.meta("strong").unwrap().models, ["gpt-4o"]);
     assert_eq!(registry.agents().count(), 3);
 
@@ -77,8 +105,18 @@ async fn a_failing_agent_falls_back_to_the_next_healthy_one() {
     let strong_model = answering("42", 1);
     let registry = Arc::new(
         AgentRegistry::builder()
-            .agent(AgentMeta::new("cheap").capability("answer").cost_tier(CostTier::Low), agent("cheap", cheap_model.clone()))
-            .agent(AgentMeta::new("strong").capability("answer").cost_tier(CostTier::High), agent("strong", strong_model.clone()))
+            .agent(
+                AgentMeta::new("cheap")
+                    .capability("answer")
+                    .cost_tier(CostTier::Low),
+                agent("cheap", cheap_model.clone()),
+            )
+            .agent(
+                AgentMeta::new("strong")
+                    .capability("answer")
+                    .cost_tier(CostTier::High),
+                agent("strong", strong_model.clone()),
+            )
             .build()
             .unwrap(),
     );
@@ -98,7 +136,14 @@ async fn a_failing_agent_falls_back_to_the_next_healthy_one() {
 
     let fallbacks = events(&sink, "agent.fallback");
     match &fallbacks[..] {
-        [EventKind::AgentFallback { capability, from_agent, to_agent, reason }] => {
+        [
+            EventKind::AgentFallback {
+                capability,
+                from_agent,
+                to_agent,
+                reason,
+            },
+        ] => {
             assert_eq!(capability, "answer");
             assert_eq!(from_agent, "cheap");
             assert_eq!(to_agent, "strong");
@@ -116,9 +161,18 @@ async fn a_failing_agent_falls_back_to_the_next_healthy_one() {
 async fn when_every_agent_fails_the_error_names_them_and_keeps_the_last_cause() {
     let registry = Arc::new(
         AgentRegistry::builder()
-            .agent(AgentMeta::new("a").capability("answer"), agent("a", failing(1)))
-            .agent(AgentMeta::new("b").capability("answer"), agent("b", failing(1)))
-            .agent(AgentMeta::new("c").capability("other"), agent("c", answering("x", 1)))
+            .agent(
+                AgentMeta::new("a").capability("answer"),
+                agent("a", failing(1)),
+            )
+            .agent(
+                AgentMeta::new("b").capability("answer"),
+                agent("b", failing(1)),
+            )
+            .agent(
+                AgentMeta::new("c").capability("other"),
+                agent("c", answering("x", 1)),
+            )
             .build()
             .unwrap(),
     );
@@ -131,14 +185,27 @@ async fn when_every_agent_fails_the_error_names_them_and_keeps_the_last_cause() 
     .unwrap_err();
     let err = node_error(&failure);
     match AgentError::find(err) {
-        Some(AgentError::NoHealthyAgent { capability, tried, source }) => {
+        Some(AgentError::NoHealthyAgent {
+            capability,
+            tried,
+            source,
+        }) => {
             assert_eq!(capability, "answer");
             assert_eq!(tried, &["a", "b"]);
-            assert!(source.as_ref().unwrap().to_string().contains("scripted failure"));
+            assert!(
+                source
+                    .as_ref()
+                    .unwrap()
+                    .to_string()
+                    .contains("scripted failure")
+            );
         }
         other => panic!("expected NoHealthyAgent, got {other:?}"),
     }
-    assert!(std::error::Error::source(err).is_some(), "the cause is kept");
+    assert!(
+        std::error::Error::source(err).is_some(),
+        "the cause is kept"
+    );
 
     let r = registry.clone();
     let failure = in_node(Default::default(), move |ctx| {
@@ -169,8 +236,18 @@ async fn an_unhealthy_agent_is_skipped_until_its_failures_age_out() {
     let registry = Arc::new(
         AgentRegistry::builder()
             .policy(policy)
-            .agent(AgentMeta::new("cheap").capability("answer").cost_tier(CostTier::Low), agent("cheap", cheap_model.clone()))
-            .agent(AgentMeta::new("strong").capability("answer").cost_tier(CostTier::High), agent("strong", strong_model.clone()))
+            .agent(
+                AgentMeta::new("cheap")
+                    .capability("answer")
+                    .cost_tier(CostTier::Low),
+                agent("cheap", cheap_model.clone()),
+            )
+            .agent(
+                AgentMeta::new("strong")
+                    .capability("answer")
+                    .cost_tier(CostTier::High),
+                agent("strong", strong_model.clone()),
+            )
             .build()
             .unwrap(),
     );
@@ -191,7 +268,10 @@ async fn an_unhealthy_agent_is_skipped_until_its_failures_age_out() {
 
     // Unhealthy: skipped without trying it (no fallback event, no call).
     let (out, fallbacks) = run(registry.clone()).await;
-    assert_eq!((out.agent.as_str(), out.fallbacks, fallbacks), ("strong", 0, 0));
+    assert_eq!(
+        (out.agent.as_str(), out.fallbacks, fallbacks),
+        ("strong", 0, 0)
+    );
     assert_eq!(cheap_model.calls(), 1);
 
     // A minute later its failure no longer counts: it is tried, and answers.
@@ -217,7 +297,10 @@ async fn a_slow_agent_becomes_unhealthy_by_exact_mean_latency() {
     let registry = Arc::new(
         AgentRegistry::builder()
             .policy(policy)
-            .agent(AgentMeta::new("slow").capability("answer"), agent("slow", slow.clone()))
+            .agent(
+                AgentMeta::new("slow").capability("answer"),
+                agent("slow", slow.clone()),
+            )
             .build()
             .unwrap(),
     );
@@ -237,7 +320,11 @@ async fn a_slow_agent_becomes_unhealthy_by_exact_mean_latency() {
     assert_eq!(h.mean_latency(), Some(Duration::from_millis(1500)));
     assert!(h.healthy, "exactly at the limit is healthy");
     // One more nanosecond of latency, recorded from outside, tips it over.
-    registry.record("slow", true, Duration::from_millis(1500) + Duration::from_nanos(3));
+    registry.record(
+        "slow",
+        true,
+        Duration::from_millis(1500) + Duration::from_nanos(3),
+    );
     let h = registry.health("slow").unwrap();
     assert_eq!(h.calls, 3);
     assert!(!h.healthy);
@@ -249,8 +336,14 @@ async fn a_run_level_failure_is_not_fallen_back_on() {
     let second = answering("y", 1);
     let registry = Arc::new(
         AgentRegistry::builder()
-            .agent(AgentMeta::new("a").capability("answer"), agent("a", first.clone()))
-            .agent(AgentMeta::new("b").capability("answer"), agent("b", second.clone()))
+            .agent(
+                AgentMeta::new("a").capability("answer"),
+                agent("a", first.clone()),
+            )
+            .agent(
+                AgentMeta::new("b").capability("answer"),
+                agent("b", second.clone()),
+            )
             .build()
             .unwrap(),
     );

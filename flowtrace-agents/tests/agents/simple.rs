@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use flowtrace_agents::agents::{AgentError, PromptTemplate, SimpleAgent, TemplateErrorKind, run_agent};
+use flowtrace_agents::agents::{
+    AgentError, PromptTemplate, SimpleAgent, TemplateErrorKind, run_agent,
+};
 use flowtrace_core::model::{ResponseFormat, Role};
 use flowtrace_core::testing::ScriptedModel;
 use flowtrace_core::{Message, TokenUsage};
@@ -49,7 +51,10 @@ async fn one_call_renders_the_template_in_place_of_the_last_user_message() {
     )
     .system("You translate.")
     .var("lang", "English");
-    let conversation = vec![Message::assistant("Hi, what shall I translate?"), Message::user("Hello.")];
+    let conversation = vec![
+        Message::assistant("Hi, what shall I translate?"),
+        Message::user("Hello."),
+    ];
     let mut vars = Map::new();
     vars.insert("lang".into(), json!("French"));
     let agent = Arc::new(agent);
@@ -82,18 +87,30 @@ async fn one_call_renders_the_template_in_place_of_the_last_user_message() {
 async fn a_mismatching_reply_is_asked_again_with_the_validation_error() {
     let model = Arc::new(
         ScriptedModel::new("openai")
-            .reply(r#"{"sentiment": "great", "score": 9}"#, TokenUsage::new(40, 8))
-            .reply("```json\n{\"sentiment\": \"positive\", \"score\": 9}\n```", TokenUsage::new(90, 8)),
+            .reply(
+                r#"{"sentiment": "great", "score": 9}"#,
+                TokenUsage::new(40, 8),
+            )
+            .reply(
+                "```json\n{\"sentiment\": \"positive\", \"score\": 9}\n```",
+                TokenUsage::new(90, 8),
+            ),
     );
     let agent = Arc::new(classifier(model.clone()));
     let a = agent.clone();
     let (out, summary) = in_node(Default::default(), move |ctx| {
         let a = a.clone();
-        async move { a.run_with(&Map::new(), vec![Message::user("I love it")], &ctx).await }
+        async move {
+            a.run_with(&Map::new(), vec![Message::user("I love it")], &ctx)
+                .await
+        }
     })
     .await
     .unwrap();
-    assert_eq!(out.value, Some(json!({"sentiment": "positive", "score": 9})));
+    assert_eq!(
+        out.value,
+        Some(json!({"sentiment": "positive", "score": 9}))
+    );
     assert_eq!(out.output.turns, 2);
     assert_eq!(summary.usage, TokenUsage::new(130, 16));
 
@@ -102,14 +119,25 @@ async fn a_mismatching_reply_is_asked_again_with_the_validation_error() {
         &requests[0].response_format,
         Some(ResponseFormat::JsonSchema { schema, .. }) if schema == &self::schema()
     ));
-    assert_eq!(requests[0].messages[0].content, "Classify (0-10): I love it");
+    assert_eq!(
+        requests[0].messages[0].content,
+        "Classify (0-10): I love it"
+    );
     // The re-ask shows the model its reply and what is wrong with it.
     let second = &requests[1].messages;
     assert_eq!(second.len(), 3);
     assert_eq!(second[1].content, r#"{"sentiment": "great", "score": 9}"#);
     assert_eq!(second[2].role, Role::User);
-    assert!(second[2].content.contains("/sentiment: "), "{}", second[2].content);
-    assert!(second[2].content.contains("\"great\""), "{}", second[2].content);
+    assert!(
+        second[2].content.contains("/sentiment: "),
+        "{}",
+        second[2].content
+    );
+    assert!(
+        second[2].content.contains("\"great\""),
+        "{}",
+        second[2].content
+    );
 }
 
 #[tokio::test]
@@ -118,15 +146,29 @@ async fn replies_that_never_match_end_in_a_typed_error() {
         ScriptedModel::new("openai")
             .reply("not json", TokenUsage::new(10, 2))
             .reply(r#"{"sentiment": "positive"}"#, TokenUsage::new(10, 2))
-            .reply(r#"{"sentiment": "positive", "score": 11}"#, TokenUsage::new(10, 2))
-            .reply(r#"{"sentiment": "positive", "score": 1}"#, TokenUsage::new(10, 2)),
+            .reply(
+                r#"{"sentiment": "positive", "score": 11}"#,
+                TokenUsage::new(10, 2),
+            )
+            .reply(
+                r#"{"sentiment": "positive", "score": 1}"#,
+                TokenUsage::new(10, 2),
+            ),
     );
     let agent = classifier(model.clone()).max_reasks(2);
-    let err = run_agent(Arc::new(agent), vec![Message::user("meh")], Default::default())
-        .await
-        .unwrap_err();
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("meh")],
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     match err.agent_error() {
-        Some(AgentError::InvalidStructuredOutput { agent, attempts, problems }) => {
+        Some(AgentError::InvalidStructuredOutput {
+            agent,
+            attempts,
+            problems,
+        }) => {
             assert_eq!(agent, "classify");
             assert_eq!(*attempts, 3);
             assert_eq!(problems.len(), 1, "{problems:?}");
@@ -137,7 +179,11 @@ async fn replies_that_never_match_end_in_a_typed_error() {
     // Three calls: the first and two re-asks; the fourth reply is never asked for.
     assert_eq!(model.calls(), 3);
     let third = &model.requests()[2].messages;
-    assert!(third[4].content.contains("required property"), "{}", third[4].content);
+    assert!(
+        third[4].content.contains("required property"),
+        "{}",
+        third[4].content
+    );
 }
 
 #[tokio::test]
@@ -149,11 +195,17 @@ async fn template_and_schema_errors_are_typed() {
         "gpt-4o-mini",
         PromptTemplate::new("t", "{{ topic }}").unwrap(),
     );
-    let err = run_agent(Arc::new(agent), vec![Message::user("x")], Default::default())
-        .await
-        .unwrap_err();
+    let err = run_agent(
+        Arc::new(agent),
+        vec![Message::user("x")],
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     match err.agent_error() {
-        Some(AgentError::Template { template, source, .. }) => {
+        Some(AgentError::Template {
+            template, source, ..
+        }) => {
             assert_eq!(template, "t");
             assert_eq!(source.kind, TemplateErrorKind::Undefined);
         }

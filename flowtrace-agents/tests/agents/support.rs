@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use flowtrace_agents::tools::ToolRegistry;
 use flowtrace_core::trace::MemorySink;
 use flowtrace_core::{
-    EventKind, GraphBuilder, JsonState, NodeContext, NodeError, NodeOutput, RunConfig,
-    RunFailure, RunSummary, Tool, ToolError, ToolSafety, node_fn,
+    EventKind, GraphBuilder, JsonState, NodeContext, NodeError, NodeOutput, RunConfig, RunFailure,
+    RunSummary, Tool, ToolError, ToolSafety, node_fn,
 };
 use serde_json::{Value, json};
 
@@ -49,7 +49,11 @@ impl TestTool {
     }
 
     pub fn dangerous(name: &'static str) -> Arc<Self> {
-        Self::new(name, ToolSafety::Dangerous, Behaviour::Fixed(json!({"done": true})))
+        Self::new(
+            name,
+            ToolSafety::Dangerous,
+            Behaviour::Fixed(json!({"done": true})),
+        )
     }
 
     pub fn calls(&self) -> usize {
@@ -90,7 +94,9 @@ impl Tool for TestTool {
 pub fn registry(tools: &[Arc<TestTool>]) -> ToolRegistry {
     tools
         .iter()
-        .fold(ToolRegistry::builder(), |b, t| b.tool(t.clone() as Arc<dyn Tool>))
+        .fold(ToolRegistry::builder(), |b, t| {
+            b.tool(t.clone() as Arc<dyn Tool>)
+        })
         .build()
         .unwrap()
 }
