@@ -58,14 +58,9 @@ async fn a_real_tool_call_runs_then_the_repeated_call_trips_loop_detection() {
         return;
     };
     let tool = weather(ToolSafety::Safe);
-    let agent = ReasoningAgent::new(
-        "weather",
-        model,
-        "mock-tool-call",
-        registry(&[tool.clone()]),
-    )
-    .loop_threshold(2)
-    .max_iterations(5);
+    let agent = ReasoningAgent::new("weather", model, "mock-tool-call", registry(&[&tool]))
+        .loop_threshold(2)
+        .max_iterations(5);
     let (config, sink) = traced();
     let err = run_agent(
         Arc::new(agent),
@@ -112,14 +107,9 @@ async fn a_denied_call_from_a_real_server_is_reported_and_never_executed() {
         return;
     };
     let tool = weather(ToolSafety::Dangerous);
-    let agent = ReasoningAgent::new(
-        "weather",
-        model,
-        "mock-tool-call",
-        registry(&[tool.clone()]),
-    )
-    .grants(ToolGrants::safe_only())
-    .loop_threshold(2);
+    let agent = ReasoningAgent::new("weather", model, "mock-tool-call", registry(&[&tool]))
+        .grants(ToolGrants::safe_only())
+        .loop_threshold(2);
     let (config, sink) = traced();
     let err = run_agent(
         Arc::new(agent),
@@ -145,7 +135,7 @@ async fn a_text_answer_from_a_real_server_ends_the_loop() {
         return;
     };
     let tool = weather(ToolSafety::Safe);
-    let agent = ReasoningAgent::new("weather", model, "mock-answer", registry(&[tool.clone()]));
+    let agent = ReasoningAgent::new("weather", model, "mock-answer", registry(&[&tool]));
     let run = run_agent(
         Arc::new(agent),
         vec![Message::user("What is the answer?")],

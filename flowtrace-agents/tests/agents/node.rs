@@ -22,7 +22,7 @@ async fn an_agent_node_reads_a_conversation_and_writes_answer_and_messages() {
             )
             .reply("It is 42.", TokenUsage::new(40, 4)),
     );
-    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[tool]));
+    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[&tool]));
     let graph = GraphBuilder::<JsonState>::new("qa")
         .add_node(
             "agent",

@@ -35,7 +35,7 @@ async fn a_plan_is_executed_and_reflected_on() {
         "planner",
         model.clone(),
         "gpt-4o-mini",
-        registry(&[flights.clone(), hotels.clone()]),
+        registry(&[&flights, &hotels]),
     )
     .episodes(store.clone());
     let (config, sink) = traced();
@@ -99,7 +99,7 @@ async fn a_failed_critical_step_re_plans_with_the_failure_in_context() {
         "fx",
         model.clone(),
         "gpt-4o-mini",
-        registry(&[primary.clone(), backup.clone(), never.clone()]),
+        registry(&[&primary, &backup, &never]),
     )
     .episodes(store.clone());
     let run = run_agent(
@@ -145,13 +145,8 @@ async fn a_negative_reflection_re_plans_until_the_limit() {
             )
             .reply(r#"{"success": false, "reason": "still nothing"}"#, u()),
     );
-    let agent = PlanExecuteAgent::new(
-        "p",
-        model.clone(),
-        "gpt-4o-mini",
-        registry(&[search.clone()]),
-    )
-    .max_replans(1);
+    let agent = PlanExecuteAgent::new("p", model.clone(), "gpt-4o-mini", registry(&[&search]))
+        .max_replans(1);
     let err = run_agent(
         Arc::new(agent),
         vec![Message::user("find it")],
@@ -185,13 +180,8 @@ async fn unusable_plans_are_rejected_and_a_denied_tool_never_runs() {
             .reply("I think we should read first", u())
             .reply(r#"{"steps": [{"tool": "wipe_disk", "input": {}}]}"#, u()),
     );
-    let agent = PlanExecuteAgent::new(
-        "p",
-        model.clone(),
-        "gpt-4o-mini",
-        registry(&[safe.clone(), wipe.clone()]),
-    )
-    .max_replans(1);
+    let agent = PlanExecuteAgent::new("p", model.clone(), "gpt-4o-mini", registry(&[&safe, &wipe]))
+        .max_replans(1);
     let err = run_agent(
         Arc::new(agent),
         vec![Message::user("clean up")],
@@ -233,7 +223,7 @@ async fn too_many_steps_are_rejected() {
         .collect();
     let model =
         Arc::new(ScriptedModel::new("openai").reply(json!({ "steps": steps }).to_string(), u()));
-    let agent = PlanExecuteAgent::new("p", model, "gpt-4o-mini", registry(&[t.clone()]))
+    let agent = PlanExecuteAgent::new("p", model, "gpt-4o-mini", registry(&[&t]))
         .max_steps(3)
         .max_replans(0);
     let err = run_agent(
@@ -285,7 +275,7 @@ async fn similar_past_episodes_are_shown_to_the_planner() {
             )
             .reply(r#"{"success": true, "answer": "Booked."}"#, u()),
     );
-    let agent = PlanExecuteAgent::new("p", model.clone(), "gpt-4o-mini", registry(&[book]))
+    let agent = PlanExecuteAgent::new("p", model.clone(), "gpt-4o-mini", registry(&[&book]))
         .episodes(store.clone());
     let run = run_agent(
         Arc::new(agent),

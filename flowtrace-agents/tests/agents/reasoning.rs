@@ -28,13 +28,8 @@ async fn runs_tool_calls_and_feeds_the_results_back() {
             )
             .reply("Found 3 hits.", TokenUsage::new(80, 5)),
     );
-    let agent = ReasoningAgent::new(
-        "react",
-        model.clone(),
-        "gpt-4o-mini",
-        registry(&[search.clone()]),
-    )
-    .system("Be brief.");
+    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[&search]))
+        .system("Be brief.");
     let (config, sink) = traced();
     let run = run_agent(Arc::new(agent), vec![Message::user("search rust")], config)
         .await
@@ -87,7 +82,7 @@ async fn a_denied_dangerous_tool_is_reported_to_the_model_and_never_executed() {
         "react",
         model.clone(),
         "gpt-4o-mini",
-        registry(&[lookup.clone(), delete.clone()]),
+        registry(&[&lookup, &delete]),
     )
     .grants(ToolGrants::safe_only());
     let (config, sink) = traced();
@@ -142,13 +137,8 @@ async fn a_granted_dangerous_tool_runs() {
             )
             .reply("Deleted.", TokenUsage::new(30, 6)),
     );
-    let agent = ReasoningAgent::new(
-        "react",
-        model.clone(),
-        "gpt-4o-mini",
-        registry(&[delete.clone()]),
-    )
-    .grants(ToolGrants::safe_only().grant("delete_account"));
+    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[&delete]))
+        .grants(ToolGrants::safe_only().grant("delete_account"));
     let run = run_agent(
         Arc::new(agent),
         vec![Message::user("delete user 7")],
@@ -208,12 +198,7 @@ async fn the_same_call_repeated_stops_the_agent_with_an_agent_loop_event() {
             )
             .reply("never reached", TokenUsage::new(1, 1)),
     );
-    let agent = ReasoningAgent::new(
-        "react",
-        model.clone(),
-        "gpt-4o-mini",
-        registry(&[search.clone()]),
-    );
+    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[&search]));
     assert_eq!(agent.get_loop_threshold(), 3);
     let (config, sink) = traced();
     let err = run_agent(Arc::new(agent), vec![Message::user("search")], config)
@@ -256,8 +241,8 @@ async fn the_loop_threshold_is_configurable() {
             .tool_call("c1", "search", json!({"q": "x"}), TokenUsage::new(10, 2))
             .tool_call("c2", "search", json!({"q": "x"}), TokenUsage::new(10, 2)),
     );
-    let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[search.clone()]))
-        .loop_threshold(2);
+    let agent =
+        ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[&search])).loop_threshold(2);
     let err = run_agent(
         Arc::new(agent),
         vec![Message::user("s")],
@@ -285,13 +270,8 @@ async fn the_iteration_limit_is_a_typed_error() {
         );
     }
     let model = Arc::new(model);
-    let agent = ReasoningAgent::new(
-        "react",
-        model.clone(),
-        "gpt-4o-mini",
-        registry(&[search.clone()]),
-    )
-    .max_iterations(3);
+    let agent = ReasoningAgent::new("react", model.clone(), "gpt-4o-mini", registry(&[&search]))
+        .max_iterations(3);
     let err = run_agent(
         Arc::new(agent),
         vec![Message::user("s")],
@@ -339,12 +319,7 @@ async fn the_simulated_provider_drives_a_react_loop_offline() {
             )
             .turn(SimulatedTurn::text("Clear skies in Paris at noon.")),
     ));
-    let agent = ReasoningAgent::new(
-        "react",
-        model,
-        "gpt-4o-mini",
-        registry(&[weather.clone(), clock.clone()]),
-    );
+    let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[&weather, &clock]));
     let run = run_agent(
         Arc::new(agent),
         vec![Message::user("Weather?")],
@@ -379,7 +354,7 @@ async fn too_many_tool_calls_in_one_turn_are_refused() {
         turn = turn.with_tool_call(SimulatedToolCall::new("search", json!({"q": i})));
     }
     let model = Arc::new(SimulatedModel::new(SimulatedConfig::new().turn(turn)));
-    let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[search.clone()]));
+    let agent = ReasoningAgent::new("react", model, "gpt-4o-mini", registry(&[&search]));
     let err = run_agent(
         Arc::new(agent),
         vec![Message::user("s")],

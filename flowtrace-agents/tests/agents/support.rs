@@ -91,11 +91,11 @@ impl Tool for TestTool {
 }
 
 /// A registry of `tools`.
-pub fn registry(tools: &[Arc<TestTool>]) -> ToolRegistry {
+pub fn registry(tools: &[&Arc<TestTool>]) -> ToolRegistry {
     tools
         .iter()
         .fold(ToolRegistry::builder(), |b, t| {
-            b.tool(t.clone() as Arc<dyn Tool>)
+            b.tool(Arc::clone(t) as Arc<dyn Tool>)
         })
         .build()
         .unwrap()
