@@ -282,4 +282,48 @@ mod tests {
             6
         );
     }
+
+    fn message(kind: u8, n: usize) -> Message {
+        match kind % 3 {
+            0 => Message::user("u".repeat(n)),
+            1 => Message::assistant("a".repeat(n)),
+            _ => Message::tool_result("c", "t".repeat(n)),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_window_is_a_bounded_suffix_without_a_leading_tool_result(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u8..3, 0usize..40), 0..6),
+                1..8,
+            ),
+            max_messages in proptest::option::of(1usize..8),
+            max_tokens in proptest::option::of(1u64..60),
+        ) {
+            let memory = WindowMemory::new()
+                .max_messages(max_messages)
+                .max_tokens(max_tokens)
+                .token_counter(|m: &Message| m.content.len() as u64);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut all = Vec::new();
+            for batch in batches {
+                let batch: Vec<Message> = batch.into_iter().map(|(k, n)| message(k, n)).collect();
+                all.extend(batch.iter().cloned());
+                rt.block_on(memory.append("t", &batch)).unwrap();
+                let kept = rt.block_on(memory.messages("t")).unwrap();
+                // A suffix of everything appended so far.
+                proptest::prop_assert!(all.ends_with(&kept));
+                if let Some(m) = max_messages {
+                    proptest::prop_assert!(kept.len() <= m);
+                }
+                let tokens: u64 = kept.iter().map(|m| m.content.len() as u64).sum();
+                proptest::prop_assert_eq!(tokens, memory.tokens("t"));
+                if let Some(t) = max_tokens {
+                    proptest::prop_assert!(tokens <= t);
+                }
+                proptest::prop_assert!(kept.first().is_none_or(|m| m.role != Role::Tool));
+            }
+        }
+    }
 }
