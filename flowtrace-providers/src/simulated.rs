@@ -33,6 +33,46 @@
 //! # });
 //! ```
 //!
+//! # Scripted turns and tool calls
+//!
+//! `turns` scripts the replies by their position in the conversation: the
+//! reply to a request whose messages already hold `k` assistant turns is
+//! `turns[k]` (text, tool calls, or both), and once the script is used up
+//! the model answers as configured above. Keying on the conversation rather
+//! than on a call counter keeps it deterministic across concurrent runs,
+//! retries and resumed threads. A tool call's id is the scripted one or
+//! `call_{turn}_{n}` (both 1-based), so a ReAct agent can be driven offline:
+//!
+//! ```
+//! use flowtrace_core::{ChatModel, ChatRequest, FinishReason, Message};
+//! use flowtrace_providers::simulated::{SimulatedConfig, SimulatedModel, SimulatedTurn};
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let model = SimulatedModel::new(
+//!     SimulatedConfig::new()
+//!         .turn(SimulatedTurn::tool_call("get_weather", json!({"city": "Paris"})))
+//!         .turn(SimulatedTurn::text("Sunny in Paris.")),
+//! );
+//! let first = model.chat(ChatRequest::new("gpt-4o-mini").user("Weather?")).await.unwrap();
+//! assert_eq!(first.finish_reason, FinishReason::ToolCalls);
+//! assert_eq!(first.tool_calls[0].id, "call_1_1");
+//! let second = model
+//!     .chat(
+//!         ChatRequest::new("gpt-4o-mini")
+//!             .user("Weather?")
+//!             .message(first.to_message())
+//!             .message(Message::tool_result("call_1_1", r#"{"sky": "clear"}"#)),
+//!     )
+//!     .await
+//!     .unwrap();
+//! assert_eq!(second.text, "Sunny in Paris.");
+//! # });
+//! ```
+//!
+//! The same script as a JSON node config:
+//! `{"turns": [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"response": "Sunny in Paris."}]}`.
+//!
 //! # Token usage
 //!
 //! With `usage` configured, every reply reports exactly those counts.
@@ -41,7 +81,8 @@
 //! tokenizer for the requested model name, plus chat framing — also for
 //! `claude-*` names, which get `cl100k_base`), and the output is the reply
 //! text counted with the same tokenizer
-//! ([`tokens::count_tokens`](crate::tokens::count_tokens)). Both are
+//! ([`tokens::count_tokens`](crate::tokens::count_tokens)), plus each tool
+//! call's name and JSON arguments counted the same way. Both are
 //! deterministic.
 
 use std::collections::VecDeque;
@@ -49,10 +90,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowtrace_core::model::Role;
+use flowtrace_core::model::{Role, ToolCall};
 use flowtrace_core::{
-    ChatModel, ChatRequest, ChatResponse, ChatStream, ModelError, ModelErrorKind, StreamEvent,
-    TokenUsage,
+    ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, ModelErrorKind,
+    StreamEvent, TokenUsage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +147,80 @@ pub struct SimulatedUsage {
     pub output: u64,
 }
 
+/// One tool call of a [`SimulatedTurn`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SimulatedToolCall {
+    /// The call's id; `call_{turn}_{n}` (both 1-based) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments (`{}` when absent).
+    #[serde(default = "empty_object")]
+    pub arguments: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+impl SimulatedToolCall {
+    /// A call of `name` with `arguments` and a generated id.
+    pub fn new(name: impl Into<String>, arguments: serde_json::Value) -> Self {
+        Self {
+            id: None,
+            name: name.into(),
+            arguments,
+        }
+    }
+
+    /// Uses `id` as the call's id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
+/// One scripted reply (see [Scripted turns](self#scripted-turns-and-tool-calls)):
+/// text, tool calls, or both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SimulatedTurn {
+    /// The reply's text. When absent: empty if the turn calls tools, else
+    /// the model's configured reply (`response`, or the echo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// The tool calls, in order (the reply then finishes with
+    /// [`FinishReason::ToolCalls`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<SimulatedToolCall>,
+}
+
+impl SimulatedTurn {
+    /// A text reply.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            response: Some(text.into()),
+            tool_calls: Vec::new(),
+        }
+    }
+
+    /// A reply asking for one tool call.
+    pub fn tool_call(name: impl Into<String>, arguments: serde_json::Value) -> Self {
+        Self::default().with_tool_call(SimulatedToolCall::new(name, arguments))
+    }
+
+    /// Adds a tool call to the reply.
+    #[must_use]
+    pub fn with_tool_call(mut self, call: SimulatedToolCall) -> Self {
+        self.tool_calls.push(call);
+        self
+    }
+}
+
 /// How a [`SimulatedModel`] answers. Every field is optional in JSON; keys
 /// other than these are ignored, so the config can sit inside a larger node
 /// config.
@@ -130,6 +245,10 @@ pub struct SimulatedConfig {
     /// [module docs](self)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<SimulatedUsage>,
+    /// Scripted replies by position in the conversation (see
+    /// [Scripted turns](self#scripted-turns-and-tool-calls)).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<SimulatedTurn>,
 }
 
 impl SimulatedConfig {
@@ -170,6 +289,14 @@ impl SimulatedConfig {
     #[must_use]
     pub fn usage(mut self, input: u64, output: u64) -> Self {
         self.usage = Some(SimulatedUsage { input, output });
+        self
+    }
+
+    /// Appends a scripted turn: the reply to a conversation holding as many
+    /// assistant turns as there are turns before this one.
+    #[must_use]
+    pub fn turn(mut self, turn: SimulatedTurn) -> Self {
+        self.turns.push(turn);
         self
     }
 }
@@ -234,18 +361,61 @@ impl SimulatedModel {
 
     /// The reply to `request`, without latency.
     fn respond(&self, request: &ChatRequest) -> ChatResponse {
-        let text = match &self.config.response {
-            Some(text) => text.clone(),
-            None => echo(request),
+        let turn_index = request
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count();
+        let turn = self.config.turns.get(turn_index);
+        let tool_calls: Vec<ToolCall> = turn
+            .map(|t| {
+                t.tool_calls
+                    .iter()
+                    .enumerate()
+                    .map(|(n, c)| ToolCall {
+                        id: c.id.clone().unwrap_or_else(|| {
+                            format!("call_{}_{}", turn_index.saturating_add(1), n + 1)
+                        }),
+                        name: c.name.clone(),
+                        arguments: c.arguments.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let text = match (
+            turn.and_then(|t| t.response.as_ref()),
+            &self.config.response,
+        ) {
+            (Some(text), _) => text.clone(),
+            (None, _) if !tool_calls.is_empty() => String::new(),
+            (None, Some(text)) => text.clone(),
+            (None, None) => echo(request),
         };
         let usage = match self.config.usage {
             Some(u) => TokenUsage::new(u.input, u.output),
-            None => TokenUsage::new(
-                estimate_openai(request),
-                count_tokens(Encoding::for_model(&request.model), &text),
-            ),
+            None => {
+                let encoding = Encoding::for_model(&request.model);
+                let calls: u64 = tool_calls
+                    .iter()
+                    .map(|c| {
+                        count_tokens(encoding, &c.name)
+                            .saturating_add(count_tokens(encoding, &c.arguments.to_string()))
+                    })
+                    .fold(0, u64::saturating_add);
+                TokenUsage::new(
+                    estimate_openai(request),
+                    count_tokens(encoding, &text).saturating_add(calls),
+                )
+            }
         };
-        ChatResponse::text(request.model.clone(), text, usage)
+        let response = ChatResponse::text(request.model.clone(), text, usage);
+        if tool_calls.is_empty() {
+            response
+        } else {
+            response
+                .with_tool_calls(tool_calls)
+                .with_finish_reason(FinishReason::ToolCalls)
+        }
     }
 }
 
@@ -488,5 +658,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rate_limit"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn turns_follow_the_conversation_then_fall_back() {
+        use flowtrace_core::Message;
+        let config = SimulatedConfig::from_json(&serde_json::json!({
+            "response": "done",
+            "usage": {"input": 7, "output": 3},
+            "turns": [
+                {"tool_calls": [
+                    {"name": "search", "arguments": {"q": "rust"}},
+                    {"id": "mine", "name": "clock"}
+                ]},
+                {"response": "thinking", "tool_calls": [{"name": "search", "arguments": {"q": "more"}}]}
+            ]
+        }))
+        .unwrap();
+        let model = SimulatedModel::new(config);
+        let req = ChatRequest::new("gpt-4o-mini").user("go");
+        let first = model.chat(req.clone()).await.unwrap();
+        assert_eq!(first.text, "");
+        assert_eq!(first.finish_reason, FinishReason::ToolCalls);
+        let ids: Vec<&str> = first.tool_calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["call_1_1", "mine"]);
+        assert_eq!(
+            first.tool_calls[0].arguments,
+            serde_json::json!({"q": "rust"})
+        );
+        assert_eq!(first.tool_calls[1].arguments, serde_json::json!({}));
+        assert_eq!(first.usage, TokenUsage::new(7, 3));
+        // The same conversation gets the same reply (no hidden counter).
+        assert_eq!(model.chat(req.clone()).await.unwrap(), first);
+
+        let req = req
+            .message(first.to_message())
+            .message(Message::tool_result("call_1_1", "[]"))
+            .message(Message::tool_result("mine", "12:00"));
+        let second = model.chat(req.clone()).await.unwrap();
+        assert_eq!(second.text, "thinking");
+        assert_eq!(second.tool_calls[0].id, "call_2_1");
+
+        let req = req.message(second.to_message());
+        let third = model.chat(req).await.unwrap();
+        assert_eq!(third.text, "done");
+        assert!(third.tool_calls.is_empty());
+        assert_eq!(third.finish_reason, FinishReason::Stop);
+    }
+
+    #[tokio::test]
+    async fn tool_call_tokens_are_counted_and_streams_carry_the_calls() {
+        let model = SimulatedModel::new(SimulatedConfig::new().turn(SimulatedTurn::tool_call(
+            "get_weather",
+            serde_json::json!({"city": "Paris"}),
+        )));
+        let req = ChatRequest::new("gpt-4o-mini").user("weather?");
+        let reply = model.chat(req.clone()).await.unwrap();
+        let encoding = Encoding::for_model("gpt-4o-mini");
+        let expected =
+            count_tokens(encoding, "get_weather") + count_tokens(encoding, r#"{"city":"Paris"}"#);
+        assert_eq!(reply.usage.output_tokens, expected);
+        assert!(expected > 0);
+
+        use futures::StreamExt;
+        let events: Vec<_> = model.chat_stream(req).collect().await;
+        match events.last() {
+            Some(Ok(StreamEvent::Done(done))) => assert_eq!(done, &reply),
+            other => panic!("no final response: {other:?}"),
+        }
     }
 }
