@@ -1,0 +1,5 @@
+//! Handover to a human: the sink nodes in real graph runs, and the
+//! conversation state machine.
+
+mod conversation;
+mod graph;
