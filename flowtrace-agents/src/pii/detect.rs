@@ -142,7 +142,9 @@ fn card_prefix_ok(digits: &str) -> bool {
 
 const EMAIL: &str = r"\b[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b";
 const SSN: &str = r"\b(\d{3})-(\d{2})-(\d{4})\b";
-const CARD: &str = r"\b\d(?:[ \-]?\d){12,18}\b";
+/// A whole run of digits joined by single spaces or dashes; the card
+/// numbers are then looked for among its digit groups.
+const CARD: &str = r"\b\d(?:[ \-]?\d){12,}\b";
 const PHONE_INTL: &str = r"\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{1,4}){1,5}\b";
 const PHONE_LOCAL: &str = r"(?:\(\d{3}\)[ .\-]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b";
 
@@ -251,9 +253,9 @@ impl Detector {
     }
 }
 
-/// Within a card-shaped run, the longest runs of whole digit groups that
-/// are a valid card number (so a card followed by another number is still
-/// found).
+/// Within a run of digit groups, from each group the longest run of whole
+/// groups that is a valid card number (so a card next to other numbers is
+/// still found).
 fn card_matches(text: &str, start: usize, end: usize, out: &mut Vec<PiiMatch>) {
     let span = &text[start..end];
     // Digit groups: (byte start, byte end) relative to `span`.
@@ -275,28 +277,28 @@ fn card_matches(text: &str, start: usize, end: usize, out: &mut Vec<PiiMatch>) {
     let mut i = 0;
     let mut digits = String::with_capacity(19);
     while i < groups.len() {
+        // The longest run of whole groups from `i` that is a card.
         let mut found = None;
-        for j in (i..groups.len()).rev() {
-            digits.clear();
-            for &(s, e) in &groups[i..=j] {
-                digits.push_str(&span[s..e]);
-            }
-            if (13..=19).contains(&digits.len()) && card_prefix_ok(&digits) && luhn_valid(&digits) {
-                found = Some(j);
+        digits.clear();
+        for (j, &(s, e)) in groups.iter().enumerate().skip(i) {
+            digits.push_str(&span[s..e]);
+            if digits.len() > 19 {
                 break;
             }
-        }
-        match found {
-            Some(j) => {
-                out.push(PiiMatch {
-                    kind: PiiKind::Card,
-                    start: start + groups[i].0,
-                    end: start + groups[j].1,
-                });
-                i = j + 1;
+            if digits.len() >= 13 && card_prefix_ok(&digits) && luhn_valid(&digits) {
+                found = Some(j);
             }
-            None => i += 1,
         }
+        // Every start is tried, even inside a found card: the caller keeps
+        // one of overlapping matches (another kind may win the first).
+        if let Some(j) = found {
+            out.push(PiiMatch {
+                kind: PiiKind::Card,
+                start: start + groups[i].0,
+                end: start + groups[j].1,
+            });
+        }
+        i += 1;
     }
 }
 
@@ -361,10 +363,18 @@ mod tests {
         ] {
             assert!(kinds(not_card).iter().all(|(k, _)| *k != PiiKind::Card), "{not_card}");
         }
-        // A card followed by another number is still found.
+        // A card next to other numbers is still found.
         assert_eq!(
             kinds("4111 1111 1111 1111 5"),
             [(PiiKind::Card, "4111 1111 1111 1111".to_owned())]
+        );
+        assert_eq!(
+            kinds("12 34 4000 0000 0000 6 7 8 9 10"),
+            [(PiiKind::Card, "4000 0000 0000 6".to_owned())]
+        );
+        assert_eq!(
+            kinds("123-45-6789 4000 0000 0000 6"),
+            [(PiiKind::Ssn, "123-45-6789".to_owned()), (PiiKind::Card, "4000 0000 0000 6".to_owned())]
         );
     }
 
