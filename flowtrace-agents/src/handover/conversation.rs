@@ -1,19 +1,5 @@
 //! The conversation state machine a host application drives: who owns the
 //! conversation (the AI or a human) and how it moves between them.
-//!
-//! | from \ event     | user_message  | ai_replied    | handover_requested | queued        | human_assigned | human_replied | return_to_ai | resolve  |
-//! |------------------|---------------|---------------|--------------------|---------------|----------------|---------------|--------------|----------|
-//! | `new`            | ai_processing |               | handover           |               |                |               |              |          |
-//! | `ai_processing`  | ai_processing | ai_processing | handover           |               |                |               |              | resolved |
-//! | `handover`       | handover      |               |                    | pending_human | human_active   |               | back_to_ai   | resolved |
-//! | `pending_human`  | pending_human |               |                    |               | human_active   |               | back_to_ai   | resolved |
-//! | `human_active`   | human_active  |               |                    |               |                | human_active  | back_to_ai   | resolved |
-//! | `back_to_ai`     | ai_processing | ai_processing | handover           |               |                |               |              | resolved |
-//! | `resolved`       |               |               |                    |               |                |               |              |          |
-//!
-//! Every empty cell is a [`TransitionError`]. `resolved` is terminal: a
-//! user writing again after resolution starts a new [`Conversation`] (the
-//! host links them); re-opening would blur what was resolved and by whom.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -143,8 +129,21 @@ impl fmt::Display for ConversationEvent {
     }
 }
 
-/// The state `event` leads to from `state` (the table in the
-/// [module docs](self)), or an error naming both.
+/// The state `event` leads to from `state`, or an error naming both:
+///
+/// | from \ event     | user_message  | ai_replied    | handover_requested | queued        | human_assigned | human_replied | return_to_ai | resolve  |
+/// |------------------|---------------|---------------|--------------------|---------------|----------------|---------------|--------------|----------|
+/// | `new`            | ai_processing |               | handover           |               |                |               |              |          |
+/// | `ai_processing`  | ai_processing | ai_processing | handover           |               |                |               |              | resolved |
+/// | `handover`       | handover      |               |                    | pending_human | human_active   |               | back_to_ai   | resolved |
+/// | `pending_human`  | pending_human |               |                    |               | human_active   |               | back_to_ai   | resolved |
+/// | `human_active`   | human_active  |               |                    |               |                | human_active  | back_to_ai   | resolved |
+/// | `back_to_ai`     | ai_processing | ai_processing | handover           |               |                |               |              | resolved |
+/// | `resolved`       |               |               |                    |               |                |               |              |          |
+///
+/// Every empty cell is a [`TransitionError`]. `resolved` is terminal: a
+/// user writing again after resolution starts a new [`Conversation`] (the
+/// host links them); re-opening would blur what was resolved and by whom.
 ///
 /// ```
 /// use flowtrace_agents::handover::{transition, ConversationEvent as E, ConversationState as S};
@@ -265,7 +264,10 @@ impl Conversation {
     }
 
     /// Applies `event` now.
-    pub fn apply(&mut self, event: ConversationEvent) -> Result<ConversationState, TransitionError> {
+    pub fn apply(
+        &mut self,
+        event: ConversationEvent,
+    ) -> Result<ConversationState, TransitionError> {
         self.apply_at(event, Timestamp::now())
     }
 

@@ -198,7 +198,10 @@ pub fn add_router(
 
 /// Adds the sink nodes [`HANDOVER_NODE`] (`handover`) and [`FINISH_NODE`]
 /// ([`FinishNode`]), each ending the run.
-pub fn add_sinks(builder: GraphBuilder<JsonState>, handover: HandoverNode) -> GraphBuilder<JsonState> {
+pub fn add_sinks(
+    builder: GraphBuilder<JsonState>,
+    handover: HandoverNode,
+) -> GraphBuilder<JsonState> {
     builder
         .add_node(HANDOVER_NODE, handover)
         .add_node(FINISH_NODE, FinishNode)
@@ -253,7 +256,11 @@ impl HandoverNode {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.fields = fields.into_iter().take(MAX_CONTEXT_FIELDS).map(Into::into).collect();
+        self.fields = fields
+            .into_iter()
+            .take(MAX_CONTEXT_FIELDS)
+            .map(Into::into)
+            .collect();
         self
     }
 
@@ -271,7 +278,10 @@ impl HandoverNode {
     /// The record this node writes for `state`.
     pub fn record(&self, state: &JsonState) -> HandoverRecord {
         let trigger = evaluate_state(&self.policy, state).unwrap_or_else(|| {
-            Trigger::new(HandoverReason::AgentDecision, "the graph routed to handover")
+            Trigger::new(
+                HandoverReason::AgentDecision,
+                "the graph routed to handover",
+            )
         });
         let agent = state.get(keys::AGENT_HANDOVER).and_then(Value::as_object);
         let skills = self
@@ -338,7 +348,11 @@ pub struct FinishNode;
 
 #[async_trait]
 impl Node<JsonState> for FinishNode {
-    async fn run(&self, state: Arc<JsonState>, _ctx: NodeContext) -> NodeResult<Map<String, Value>> {
+    async fn run(
+        &self,
+        state: Arc<JsonState>,
+        _ctx: NodeContext,
+    ) -> NodeResult<Map<String, Value>> {
         let mut update = Map::new();
         update.insert(
             keys::FINAL_ANSWER.into(),
@@ -379,11 +393,23 @@ mod tests {
         assert_eq!(r(&state(json!({}))), routes::CONTINUE);
         assert_eq!(r(&state(json!({"answer": "42"}))), routes::FINISH);
         assert_eq!(r(&state(json!({"answer": null}))), routes::CONTINUE);
-        assert_eq!(r(&state(json!({"confidence": 0.4, "answer": "x"}))), routes::HANDOVER);
+        assert_eq!(
+            r(&state(json!({"confidence": 0.4, "answer": "x"}))),
+            routes::HANDOVER
+        );
         assert_eq!(r(&state(json!({"confidence": "0.5"}))), routes::CONTINUE);
-        assert_eq!(r(&state(json!({"consecutive_errors": 2}))), routes::HANDOVER);
-        assert_eq!(r(&state(json!({"agent_handover": false}))), routes::CONTINUE);
-        assert_eq!(r(&state(json!({"agent_handover": "VIP"}))), routes::HANDOVER);
+        assert_eq!(
+            r(&state(json!({"consecutive_errors": 2}))),
+            routes::HANDOVER
+        );
+        assert_eq!(
+            r(&state(json!({"agent_handover": false}))),
+            routes::CONTINUE
+        );
+        assert_eq!(
+            r(&state(json!({"agent_handover": "VIP"}))),
+            routes::HANDOVER
+        );
         assert_eq!(
             r(&state(json!({"messages": [
                 {"role": "user", "content": "a human please"},
@@ -393,7 +419,9 @@ mod tests {
         );
         // The explicit field wins over the messages.
         assert_eq!(
-            r(&state(json!({"user_message": "thanks", "messages": [{"role": "user", "content": "human"}]}))),
+            r(&state(
+                json!({"user_message": "thanks", "messages": [{"role": "user", "content": "human"}]})
+            )),
             routes::CONTINUE
         );
     }
@@ -437,6 +465,11 @@ mod tests {
         assert_eq!(rec.context.fields["order_id"], "A-9");
         let plain = HandoverNode::new(policy()).record(&JsonState::new());
         assert_eq!(plain.context.trigger, "the graph routed to handover");
-        assert_eq!(HandoverNode::new(policy()).context_messages(1000).context_messages, MAX_CONTEXT_MESSAGES);
+        assert_eq!(
+            HandoverNode::new(policy())
+                .context_messages(1000)
+                .context_messages,
+            MAX_CONTEXT_MESSAGES
+        );
     }
 }

@@ -197,7 +197,10 @@ impl HandoverPolicy {
         {
             return Some(Trigger::new(
                 HandoverReason::ConsecutiveErrors,
-                format!("{} consecutive errors (limit {max})", signals.consecutive_errors),
+                format!(
+                    "{} consecutive errors (limit {max})",
+                    signals.consecutive_errors
+                ),
             ));
         }
         if let (Some(threshold), Some(c)) = (self.confidence_below, signals.confidence)
@@ -414,20 +417,36 @@ mod tests {
             HandoverReason::LowConfidence
         );
         assert_eq!(p.evaluate(&Signals::new().consecutive_errors(2)), None);
-        let t = p.evaluate(&Signals::new().consecutive_errors(3).confidence(low)).unwrap();
+        let t = p
+            .evaluate(&Signals::new().consecutive_errors(3).confidence(low))
+            .unwrap();
         assert_eq!(t.reason, HandoverReason::ConsecutiveErrors);
         assert_eq!(t.detail, "3 consecutive errors (limit 3)");
         let t = p
-            .evaluate(&Signals::new().agent_decision("refund over limit").consecutive_errors(9))
+            .evaluate(
+                &Signals::new()
+                    .agent_decision("refund over limit")
+                    .consecutive_errors(9),
+            )
             .unwrap();
         assert_eq!(t.reason, HandoverReason::AgentDecision);
         let t = p
-            .evaluate(&Signals::new().agent_decision("x").user_message("human please"))
+            .evaluate(
+                &Signals::new()
+                    .agent_decision("x")
+                    .user_message("human please"),
+            )
             .unwrap();
         assert_eq!(t.reason, HandoverReason::UserRequest);
-        let no_agent = HandoverPolicy::builder().agent_decision(false).build().unwrap();
+        let no_agent = HandoverPolicy::builder()
+            .agent_decision(false)
+            .build()
+            .unwrap();
         assert_eq!(no_agent.evaluate(&Signals::new().agent_decision("x")), None);
-        assert_eq!(HandoverPolicy::default().evaluate(&Signals::new().user_message("human")), None);
+        assert_eq!(
+            HandoverPolicy::default().evaluate(&Signals::new().user_message("human")),
+            None
+        );
     }
 
     #[test]
@@ -435,10 +454,15 @@ mod tests {
         let many = (0..=MAX_USER_PHRASES).map(|i| format!("p{i}"));
         assert!(matches!(
             HandoverPolicy::builder().user_phrases(many).build(),
-            Err(HandoverError::LimitExceeded { setting: "user_phrases", .. })
+            Err(HandoverError::LimitExceeded {
+                setting: "user_phrases",
+                ..
+            })
         ));
         assert!(matches!(
-            HandoverPolicy::builder().user_phrases(["a".repeat(MAX_PHRASE_LEN + 1)]).build(),
+            HandoverPolicy::builder()
+                .user_phrases(["a".repeat(MAX_PHRASE_LEN + 1)])
+                .build(),
             Err(HandoverError::LimitExceeded { .. })
         ));
         assert!(matches!(
@@ -446,10 +470,18 @@ mod tests {
             Err(HandoverError::EmptyPhrase { index: 1 })
         ));
         // Regex metacharacters are literal.
-        let p = HandoverPolicy::builder().user_phrases(["a.b (c)?"]).build().unwrap();
+        let p = HandoverPolicy::builder()
+            .user_phrases(["a.b (c)?"])
+            .build()
+            .unwrap();
         assert!(p.asks_for_human("x A.B (C)? y"));
         assert!(!p.asks_for_human("axb c"));
-        assert_eq!(Trigger::new(HandoverReason::AgentDecision, "é".repeat(300)).detail.len(), 256);
+        assert_eq!(
+            Trigger::new(HandoverReason::AgentDecision, "é".repeat(300))
+                .detail
+                .len(),
+            256
+        );
     }
 
     proptest::proptest! {

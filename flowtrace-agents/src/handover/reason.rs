@@ -153,15 +153,18 @@ impl FromStr for Confidence {
         } else {
             // At most 32 digits; anything above 1000 is refused below, so
             // saturating is exact enough.
-            int.bytes()
-                .fold(0u32, |acc, b| acc.saturating_mul(10).saturating_add(u32::from(b - b'0')))
+            int.bytes().fold(0u32, |acc, b| {
+                acc.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+            })
         };
         let mut frac_value = 0u32;
         for i in 0..frac_digits {
             let d = frac.as_bytes().get(i).map_or(0, |b| u32::from(b - b'0'));
             frac_value = frac_value * 10 + d;
         }
-        let total = int_value.saturating_mul(int_scale).saturating_add(frac_value);
+        let total = int_value
+            .saturating_mul(int_scale)
+            .saturating_add(frac_value);
         u16::try_from(total)
             .ok()
             .and_then(Confidence::from_per_mille)
@@ -195,15 +198,34 @@ mod tests {
         assert_eq!(p(" 42% ").unwrap(), 420);
         assert_eq!(p("42.5%").unwrap(), 425);
         assert_eq!(p("0").unwrap(), 0);
-        for bad in ["", ".", "-0.1", "1.001", "101%", "abc", "0.5.5", "1e-1", "99999999999"] {
+        for bad in [
+            "",
+            ".",
+            "-0.1",
+            "1.001",
+            "101%",
+            "abc",
+            "0.5.5",
+            "1e-1",
+            "99999999999",
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
         assert!(p(&"0".repeat(40)).is_err());
-        assert_eq!(Confidence::from_json(&json!(0.35)).unwrap().per_mille(), 350);
-        assert_eq!(Confidence::from_json(&json!("0.35")).unwrap().per_mille(), 350);
+        assert_eq!(
+            Confidence::from_json(&json!(0.35)).unwrap().per_mille(),
+            350
+        );
+        assert_eq!(
+            Confidence::from_json(&json!("0.35")).unwrap().per_mille(),
+            350
+        );
         assert_eq!(Confidence::from_json(&json!(1)).unwrap(), Confidence::MAX);
         assert!(Confidence::from_json(&json!(true)).is_err());
-        assert_eq!(Confidence::from_per_mille(250).unwrap().to_string(), "0.250");
+        assert_eq!(
+            Confidence::from_per_mille(250).unwrap().to_string(),
+            "0.250"
+        );
         assert!(Confidence::from_per_mille(1001).is_none());
     }
 

@@ -143,7 +143,11 @@ mod tests {
         let back: HandoverRecord = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, rec);
         match rec.to_event() {
-            EventKind::Handover { reason, required_skills, context } => {
+            EventKind::Handover {
+                reason,
+                required_skills,
+                context,
+            } => {
                 assert_eq!(reason, "user_request");
                 assert_eq!(required_skills, ["billing", "refunds"]);
                 assert_eq!(context, v["context"]);

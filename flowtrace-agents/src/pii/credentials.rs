@@ -60,7 +60,13 @@ pub fn is_credential_key(key: &str) -> bool {
     }
     let normal: String = key
         .chars()
-        .map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect();
     CREDENTIAL_KEYS.contains(&normal.as_str())
         || CREDENTIAL_KEY_SUFFIXES.iter().any(|s| normal.ends_with(s))
@@ -123,10 +129,30 @@ mod tests {
 
     #[test]
     fn keys() {
-        for k in ["authorization", "Proxy-Authorization", "x-api-key", "API_KEY", "api-key", "password", "secret", "token", "Cookie", "anthropic_api_key", "db_password"] {
+        for k in [
+            "authorization",
+            "Proxy-Authorization",
+            "x-api-key",
+            "API_KEY",
+            "api-key",
+            "password",
+            "secret",
+            "token",
+            "Cookie",
+            "anthropic_api_key",
+            "db_password",
+        ] {
             assert!(is_credential_key(k), "{k}");
         }
-        for k in ["max_tokens", "input_tokens", "tokenizer", "secretary", "author", "key", "content"] {
+        for k in [
+            "max_tokens",
+            "input_tokens",
+            "tokenizer",
+            "secretary",
+            "author",
+            "key",
+            "content",
+        ] {
             assert!(!is_credential_key(k), "{k}");
         }
         assert!(!is_credential_key(&"a".repeat(100)));
@@ -134,9 +160,18 @@ mod tests {
 
     #[test]
     fn values() {
-        assert_eq!(found("Authorization: Bearer abc.def-ghi_123"), ["Bearer", "Bearer abc.def-ghi_123"]);
-        assert_eq!(found("key sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA end"), ["sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA"]);
-        assert_eq!(found("sk-proj-abcdefghijklmnop1234"), ["sk-proj-abcdefghijklmnop1234"]);
+        assert_eq!(
+            found("Authorization: Bearer abc.def-ghi_123"),
+            ["Bearer", "Bearer abc.def-ghi_123"]
+        );
+        assert_eq!(
+            found("key sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA end"),
+            ["sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA"]
+        );
+        assert_eq!(
+            found("sk-proj-abcdefghijklmnop1234"),
+            ["sk-proj-abcdefghijklmnop1234"]
+        );
         assert_eq!(found(r#"{"password": "hunter22"}"#), ["hunter22"]);
         assert_eq!(found("api_key=XYZ123&x=1"), ["XYZ123"]);
         assert!(found("the sk-1 model, a task-force, a bearer of news").is_empty());

@@ -119,7 +119,7 @@ pub fn luhn_valid(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A major card network's prefix: Mastercard 2221–2720 and 51–55, Amex
@@ -169,7 +169,10 @@ fn compile() -> Result<Arc<Patterns>, PiiError> {
     let mut all: Vec<&str> = vec![EMAIL, SSN, CARD, PHONE_INTL, PHONE_LOCAL];
     all.extend(credentials::PATTERNS);
     Ok(Arc::new(Patterns {
-        any: RegexSet::new(all).map_err(|source| PiiError::Pattern { name: "any", source })?,
+        any: RegexSet::new(all).map_err(|source| PiiError::Pattern {
+            name: "any",
+            source,
+        })?,
         email: re("email", EMAIL)?,
         ssn: re("ssn", SSN)?,
         card: re("card", CARD)?,
@@ -204,7 +207,9 @@ pub struct Detector {
 impl Detector {
     /// A detector; fails only if the built-in patterns do not compile.
     pub fn new() -> Result<Self, PiiError> {
-        Ok(Self { patterns: patterns()? })
+        Ok(Self {
+            patterns: patterns()?,
+        })
     }
 
     pub(crate) fn patterns(&self) -> &Patterns {
@@ -224,17 +229,24 @@ impl Detector {
     /// Appends every candidate match (overlaps included) to `out`.
     pub(crate) fn find_into(&self, text: &str, out: &mut Vec<PiiMatch>) {
         let p = &self.patterns;
-        let push = |out: &mut Vec<PiiMatch>, kind, start, end| out.push(PiiMatch { kind, start, end });
+        let push =
+            |out: &mut Vec<PiiMatch>, kind, start, end| out.push(PiiMatch { kind, start, end });
         for m in p.email.find_iter(text) {
             push(out, PiiKind::Email, m.start(), m.end());
         }
         for c in p.ssn.captures_iter(text) {
-            let (Some(all), Some(area), Some(group), Some(serial)) = (c.get(0), c.get(1), c.get(2), c.get(3))
+            let (Some(all), Some(area), Some(group), Some(serial)) =
+                (c.get(0), c.get(1), c.get(2), c.get(3))
             else {
                 continue;
             };
             let (area, group, serial) = (area.as_str(), group.as_str(), serial.as_str());
-            if area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000" {
+            if area != "000"
+                && area != "666"
+                && !area.starts_with('9')
+                && group != "00"
+                && serial != "0000"
+            {
                 push(out, PiiKind::Ssn, all.start(), all.end());
             }
         }
@@ -332,10 +344,22 @@ mod tests {
 
     #[test]
     fn luhn() {
-        for ok in ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117", "79927398713"] {
+        for ok in [
+            "4111111111111111",
+            "5555555555554444",
+            "378282246310005",
+            "6011111111111117",
+            "79927398713",
+        ] {
             assert!(luhn_valid(ok), "{ok}");
         }
-        for bad in ["4111111111111112", "1234567812345678", "", "0", "41111x1111111111"] {
+        for bad in [
+            "4111111111111112",
+            "1234567812345678",
+            "",
+            "0",
+            "41111x1111111111",
+        ] {
             assert!(!luhn_valid(bad), "{bad}");
         }
     }
@@ -352,7 +376,11 @@ mod tests {
             "2223 0031 2200 3222",
             "4222222222222",
         ] {
-            assert_eq!(kinds(&format!("pay with {card} today")), [(PiiKind::Card, card.to_owned())], "{card}");
+            assert_eq!(
+                kinds(&format!("pay with {card} today")),
+                [(PiiKind::Card, card.to_owned())],
+                "{card}"
+            );
         }
         for not_card in [
             "4111 1111 1111 1112",
@@ -361,7 +389,10 @@ mod tests {
             "0000 0000 0000 0000",
             "4111 1111 111",
         ] {
-            assert!(kinds(not_card).iter().all(|(k, _)| *k != PiiKind::Card), "{not_card}");
+            assert!(
+                kinds(not_card).iter().all(|(k, _)| *k != PiiKind::Card),
+                "{not_card}"
+            );
         }
         // A card next to other numbers is still found.
         assert_eq!(
@@ -374,20 +405,50 @@ mod tests {
         );
         assert_eq!(
             kinds("123-45-6789 4000 0000 0000 6"),
-            [(PiiKind::Ssn, "123-45-6789".to_owned()), (PiiKind::Card, "4000 0000 0000 6".to_owned())]
+            [
+                (PiiKind::Ssn, "123-45-6789".to_owned()),
+                (PiiKind::Card, "4000 0000 0000 6".to_owned())
+            ]
         );
     }
 
     #[test]
     fn emails_phones_and_ssns() {
-        assert_eq!(kinds("Ana.B+x@mail.example.co.uk!"), [(PiiKind::Email, "Ana.B+x@mail.example.co.uk".into())]);
-        assert_eq!(kinds("call (555) 123-4567"), [(PiiKind::Phone, "(555) 123-4567".into())]);
-        assert_eq!(kinds("call 555.123.4567."), [(PiiKind::Phone, "555.123.4567".into())]);
-        assert_eq!(kinds("tel +1 555 123 4567"), [(PiiKind::Phone, "+1 555 123 4567".into())]);
-        assert_eq!(kinds("tel +33 6 12 34 56 78"), [(PiiKind::Phone, "+33 6 12 34 56 78".into())]);
-        assert_eq!(kinds("tel +4915112345678"), [(PiiKind::Phone, "+4915112345678".into())]);
-        assert_eq!(kinds("ssn 123-45-6789"), [(PiiKind::Ssn, "123-45-6789".into())]);
-        for not_ssn in ["000-12-3456", "666-12-3456", "912-12-3456", "123-00-4567", "123-45-0000"] {
+        assert_eq!(
+            kinds("Ana.B+x@mail.example.co.uk!"),
+            [(PiiKind::Email, "Ana.B+x@mail.example.co.uk".into())]
+        );
+        assert_eq!(
+            kinds("call (555) 123-4567"),
+            [(PiiKind::Phone, "(555) 123-4567".into())]
+        );
+        assert_eq!(
+            kinds("call 555.123.4567."),
+            [(PiiKind::Phone, "555.123.4567".into())]
+        );
+        assert_eq!(
+            kinds("tel +1 555 123 4567"),
+            [(PiiKind::Phone, "+1 555 123 4567".into())]
+        );
+        assert_eq!(
+            kinds("tel +33 6 12 34 56 78"),
+            [(PiiKind::Phone, "+33 6 12 34 56 78".into())]
+        );
+        assert_eq!(
+            kinds("tel +4915112345678"),
+            [(PiiKind::Phone, "+4915112345678".into())]
+        );
+        assert_eq!(
+            kinds("ssn 123-45-6789"),
+            [(PiiKind::Ssn, "123-45-6789".into())]
+        );
+        for not_ssn in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+        ] {
             assert!(kinds(not_ssn).is_empty(), "{not_ssn}");
         }
     }
@@ -416,11 +477,26 @@ mod tests {
     #[test]
     fn overlaps_keep_the_longest_at_a_position() {
         let mut m = vec![
-            PiiMatch { kind: PiiKind::Phone, start: 5, end: 9 },
-            PiiMatch { kind: PiiKind::Card, start: 0, end: 10 },
-            PiiMatch { kind: PiiKind::Email, start: 10, end: 12 },
+            PiiMatch {
+                kind: PiiKind::Phone,
+                start: 5,
+                end: 9,
+            },
+            PiiMatch {
+                kind: PiiKind::Card,
+                start: 0,
+                end: 10,
+            },
+            PiiMatch {
+                kind: PiiKind::Email,
+                start: 10,
+                end: 12,
+            },
         ];
         resolve_overlaps(&mut m);
-        assert_eq!(m.iter().map(|m| m.kind).collect::<Vec<_>>(), [PiiKind::Card, PiiKind::Email]);
+        assert_eq!(
+            m.iter().map(|m| m.kind).collect::<Vec<_>>(),
+            [PiiKind::Card, PiiKind::Email]
+        );
     }
 }

@@ -26,7 +26,9 @@ mod error;
 mod redactor;
 mod vault;
 
-pub use credentials::{CREDENTIAL_KEY_SUFFIXES, CREDENTIAL_KEYS, CREDENTIAL_MASK, is_credential_key};
+pub use credentials::{
+    CREDENTIAL_KEY_SUFFIXES, CREDENTIAL_KEYS, CREDENTIAL_MASK, is_credential_key,
+};
 pub use detect::{Detector, PiiKind, PiiMatch, luhn_valid};
 pub use error::PiiError;
 pub use redactor::{MAX_SCANNED_STRING_BYTES, PiiRedactor, RedactionMode, TRUNCATION_MARKER};

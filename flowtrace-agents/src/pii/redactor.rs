@@ -132,7 +132,11 @@ impl PiiRedactor {
     /// The redacted text, or `None` when it is unchanged.
     fn rewrite(&self, text: &str) -> Option<String> {
         let truncated = text.len() > MAX_SCANNED_STRING_BYTES;
-        let text = if truncated { cut_for_marker(text) } else { text };
+        let text = if truncated {
+            cut_for_marker(text)
+        } else {
+            text
+        };
         // Masks and tokens may be longer than what they replace: the result
         // is cut again so it never exceeds the limit (and a second pass
         // changes nothing).
@@ -149,13 +153,21 @@ impl PiiRedactor {
         };
         let patterns = self.detector.patterns();
         if !patterns.any.is_match(text) {
-            return if truncated { finish(text.to_owned()) } else { None };
+            return if truncated {
+                finish(text.to_owned())
+            } else {
+                None
+            };
         }
         let mut credentials = Vec::new();
         patterns.credentials.find_into(text, &mut credentials);
         let mut spans: Vec<Span> = credentials
             .into_iter()
-            .map(|(start, end)| Span { start, end, kind: None })
+            .map(|(start, end)| Span {
+                start,
+                end,
+                kind: None,
+            })
             .collect();
         if !matches!(self.mode, RedactionMode::Off) {
             let mut pii: Vec<PiiMatch> = Vec::new();
@@ -163,11 +175,19 @@ impl PiiRedactor {
             spans.extend(
                 pii.into_iter()
                     .filter(|m| self.kinds[m.kind.index()])
-                    .map(|m| Span { start: m.start, end: m.end, kind: Some(m.kind) }),
+                    .map(|m| Span {
+                        start: m.start,
+                        end: m.end,
+                        kind: Some(m.kind),
+                    }),
             );
         }
         if spans.is_empty() {
-            return if truncated { finish(text.to_owned()) } else { None };
+            return if truncated {
+                finish(text.to_owned())
+            } else {
+                None
+            };
         }
         // By start; at one start the longest, then credentials first.
         spans.sort_by(|a, b| {
@@ -186,7 +206,9 @@ impl PiiRedactor {
             let value = &text[span.start..span.end];
             match (span.kind, &self.mode) {
                 (None, _) => out.push_str(CREDENTIAL_MASK),
-                (Some(kind), RedactionMode::Tokenize(vault)) => out.push_str(&vault.tokenize(kind, value)),
+                (Some(kind), RedactionMode::Tokenize(vault)) => {
+                    out.push_str(&vault.tokenize(kind, value))
+                }
                 (Some(kind), _) => out.push_str(kind.mask()),
             }
             at = span.end;
@@ -309,7 +331,8 @@ impl PiiRedactor {
             self.redact_string(name);
         }
         self.strings(&mut request.stop);
-        if let Some(ResponseFormat::JsonSchema { name, schema, .. }) = &mut request.response_format {
+        if let Some(ResponseFormat::JsonSchema { name, schema, .. }) = &mut request.response_format
+        {
             self.redact_string(name);
             self.redact_value(schema);
         }
@@ -334,7 +357,12 @@ impl PiiRedactor {
                 self.redact_string(branch);
                 self.strings(targets);
             }
-            EventKind::LlmRequest { provider, model, request, .. } => {
+            EventKind::LlmRequest {
+                provider,
+                model,
+                request,
+                ..
+            } => {
                 self.redact_string(provider);
                 self.redact_string(model);
                 self.redact_request(request);
@@ -342,7 +370,13 @@ impl PiiRedactor {
             EventKind::LlmDelta { text } => {
                 self.redact_string(text);
             }
-            EventKind::LlmResponse { provider, model, text, tool_calls, .. } => {
+            EventKind::LlmResponse {
+                provider,
+                model,
+                text,
+                tool_calls,
+                ..
+            } => {
                 self.redact_string(provider);
                 self.redact_string(model);
                 self.redact_string(text);
@@ -355,7 +389,12 @@ impl PiiRedactor {
                 self.redact_string(tool);
                 self.redact_value(arguments);
             }
-            EventKind::ToolResponse { tool, output, error, .. } => {
+            EventKind::ToolResponse {
+                tool,
+                output,
+                error,
+                ..
+            } => {
                 self.redact_string(tool);
                 self.opt_value(output);
                 self.opt_string(error);
@@ -364,17 +403,31 @@ impl PiiRedactor {
                 self.redact_string(tool);
                 self.redact_string(reason);
             }
-            EventKind::AgentLoop { agent, tool, arguments, .. } => {
+            EventKind::AgentLoop {
+                agent,
+                tool,
+                arguments,
+                ..
+            } => {
                 self.redact_string(agent);
                 self.redact_string(tool);
                 self.redact_value(arguments);
             }
-            EventKind::AgentFallback { capability, from_agent, to_agent, reason } => {
+            EventKind::AgentFallback {
+                capability,
+                from_agent,
+                to_agent,
+                reason,
+            } => {
                 for s in [capability, from_agent, to_agent, reason] {
                     self.redact_string(s);
                 }
             }
-            EventKind::Handover { reason, required_skills, context } => {
+            EventKind::Handover {
+                reason,
+                required_skills,
+                context,
+            } => {
                 self.redact_string(reason);
                 self.strings(required_skills);
                 self.redact_value(context);
@@ -385,17 +438,31 @@ impl PiiRedactor {
             EventKind::Retry { error, .. } => {
                 self.redact_string(error);
             }
-            EventKind::CacheHit { provider, model, .. } => {
+            EventKind::CacheHit {
+                provider, model, ..
+            } => {
                 self.redact_string(provider);
                 self.redact_string(model);
             }
-            EventKind::ModelRoute { profile, provider, model, reason, skipped } => {
+            EventKind::ModelRoute {
+                profile,
+                provider,
+                model,
+                reason,
+                skipped,
+            } => {
                 for s in [profile, provider, model, reason] {
                     self.redact_string(s);
                 }
                 self.strings(skipped);
             }
-            EventKind::Fallback { from_provider, from_model, to_provider, to_model, reason } => {
+            EventKind::Fallback {
+                from_provider,
+                from_model,
+                to_provider,
+                to_model,
+                reason,
+            } => {
                 for s in [from_provider, from_model, to_provider, to_model, reason] {
                     self.redact_string(s);
                 }
@@ -403,12 +470,20 @@ impl PiiRedactor {
             EventKind::Interrupt { payload } | EventKind::Resume { payload } => {
                 self.redact_value(payload);
             }
-            EventKind::BudgetExceeded { limit, limit_value, observed, .. } => {
+            EventKind::BudgetExceeded {
+                limit,
+                limit_value,
+                observed,
+                ..
+            } => {
                 for s in [limit, limit_value, observed] {
                     self.redact_string(s);
                 }
             }
-            EventKind::Error { error_kind, message } => {
+            EventKind::Error {
+                error_kind,
+                message,
+            } => {
                 self.redact_string(error_kind);
                 self.redact_string(message);
             }
@@ -478,9 +553,15 @@ mod tests {
             r.redact_text("ana@example.com | +1 (555) 123-4567 | 123-45-6789 | 4111-1111-1111-1111 | Bearer abcdefgh12345"),
             "[REDACTED_EMAIL] | [REDACTED_PHONE] | [REDACTED_SSN] | [REDACTED_CARD] | [REDACTED_CREDENTIAL]"
         );
-        assert_eq!(r.redact_text("nothing here 2024-01-01"), "nothing here 2024-01-01");
+        assert_eq!(
+            r.redact_text("nothing here 2024-01-01"),
+            "nothing here 2024-01-01"
+        );
         let no_email = mask().without(PiiKind::Email);
-        assert_eq!(no_email.redact_text("ana@example.com 123-45-6789"), "ana@example.com [REDACTED_SSN]");
+        assert_eq!(
+            no_email.redact_text("ana@example.com 123-45-6789"),
+            "ana@example.com [REDACTED_SSN]"
+        );
     }
 
     #[test]
@@ -504,7 +585,10 @@ mod tests {
         let r = mask();
         let mut v = json!({"ana@example.com": {"phone": "555-123-4567"}, "ok": 1});
         r.redact_value(&mut v);
-        assert_eq!(v, json!({"[REDACTED_EMAIL]": {"phone": "[REDACTED_PHONE]"}, "ok": 1}));
+        assert_eq!(
+            v,
+            json!({"[REDACTED_EMAIL]": {"phone": "[REDACTED_PHONE]"}, "ok": 1})
+        );
     }
 
     #[test]
@@ -553,7 +637,9 @@ mod tests {
         let mut copy = clean.clone();
         r.redact_request(&mut copy);
         assert!(copy.messages.shares_buffer_with(&clean.messages));
-        let mut req = ChatRequest::new("m").system("agent for ana@example.com").user("my card 4111 1111 1111 1111");
+        let mut req = ChatRequest::new("m")
+            .system("agent for ana@example.com")
+            .user("my card 4111 1111 1111 1111");
         let mut assistant = Message::assistant("");
         assistant.tool_calls.push(ToolCall {
             id: "c1".into(),
@@ -566,8 +652,14 @@ mod tests {
         assert!(!req.messages.shares_buffer_with(&shared.messages));
         assert_eq!(req.system.as_deref(), Some("agent for [REDACTED_EMAIL]"));
         assert_eq!(req.messages[0].content, "my card [REDACTED_CARD]");
-        assert_eq!(req.messages[1].tool_calls[0].arguments, json!({"email": "[REDACTED_EMAIL]", "api_key": CREDENTIAL_MASK}));
-        assert_eq!(shared.messages[0].content, "my card 4111 1111 1111 1111", "the original is untouched");
+        assert_eq!(
+            req.messages[1].tool_calls[0].arguments,
+            json!({"email": "[REDACTED_EMAIL]", "api_key": CREDENTIAL_MASK})
+        );
+        assert_eq!(
+            shared.messages[0].content, "my card 4111 1111 1111 1111",
+            "the original is untouched"
+        );
     }
 
     #[test]

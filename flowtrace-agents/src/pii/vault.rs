@@ -96,7 +96,9 @@ impl Vault {
         let slot = &mut inner.next[kind.index()];
         *slot += 1;
         let token = format!("[{}_{}]", kind.token_prefix(), *slot);
-        inner.by_value.insert((kind, value.to_owned()), token.clone());
+        inner
+            .by_value
+            .insert((kind, value.to_owned()), token.clone());
         inner.by_token.insert(token.clone(), value.to_owned());
         token
     }
@@ -117,7 +119,11 @@ impl Vault {
         let inner = self.lock();
         re.replace_all(text, |c: &regex::Captures<'_>| {
             let t = c.get(0).map_or("", |m| m.as_str());
-            inner.by_token.get(t).cloned().unwrap_or_else(|| t.to_owned())
+            inner
+                .by_token
+                .get(t)
+                .cloned()
+                .unwrap_or_else(|| t.to_owned())
         })
         .into_owned()
     }
@@ -154,15 +160,24 @@ mod tests {
         assert_eq!(v.tokenize(PiiKind::Phone, "555-123-4567"), "[PHONE_1]");
         assert_eq!(v.tokenize(PiiKind::Email, "b@x.io"), "[EMAIL_2]");
         assert_eq!(v.tokenize(PiiKind::Email, "a@x.io"), "[EMAIL_1]");
-        assert_eq!(v.tokenize(PiiKind::Card, "4111111111111111"), "[REDACTED_CARD]");
+        assert_eq!(
+            v.tokenize(PiiKind::Card, "4111111111111111"),
+            "[REDACTED_CARD]"
+        );
         assert_eq!(v.overflowed(), 1);
         assert_eq!(v.len(), 3);
         assert_eq!(v.reveal("[EMAIL_2]").as_deref(), Some("b@x.io"));
         assert_eq!(v.reveal("[EMAIL_9]"), None);
-        assert_eq!(v.reveal_text("[EMAIL_1], [PHONE_1], [EMAIL_7]"), "a@x.io, 555-123-4567, [EMAIL_7]");
+        assert_eq!(
+            v.reveal_text("[EMAIL_1], [PHONE_1], [EMAIL_7]"),
+            "a@x.io, 555-123-4567, [EMAIL_7]"
+        );
         let dbg = format!("{v:?}");
         assert!(!dbg.contains("a@x.io"), "{dbg}");
         assert!(dbg.contains("entries: 3"));
-        assert_eq!(Vault::with_capacity(usize::MAX).capacity(), MAX_VAULT_ENTRIES);
+        assert_eq!(
+            Vault::with_capacity(usize::MAX).capacity(),
+            MAX_VAULT_ENTRIES
+        );
     }
 }

@@ -36,7 +36,10 @@ const VALID: &[(S, E, S)] = &[
 ];
 
 fn expected(state: S, event: E) -> Option<S> {
-    VALID.iter().find(|(s, e, _)| *s == state && *e == event).map(|(_, _, to)| *to)
+    VALID
+        .iter()
+        .find(|(s, e, _)| *s == state && *e == event)
+        .map(|(_, _, to)| *to)
 }
 
 #[test]
@@ -57,7 +60,10 @@ fn every_other_pair_is_refused_naming_both() {
                     let err = transition(state, event).unwrap_err();
                     assert_eq!((err.state, err.event), (state, event));
                     let text = err.to_string();
-                    assert!(text.contains(state.as_str()) && text.contains(event.as_str()), "{text}");
+                    assert!(
+                        text.contains(state.as_str()) && text.contains(event.as_str()),
+                        "{text}"
+                    );
                     refused += 1;
                 }
             }
@@ -69,10 +75,16 @@ fn every_other_pair_is_refused_naming_both() {
 #[test]
 fn states_and_events_serialize_snake_case() {
     for s in S::ALL {
-        assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            serde_json::json!(s.as_str())
+        );
     }
     for e in E::ALL {
-        assert_eq!(serde_json::to_value(e).unwrap(), serde_json::json!(e.as_str()));
+        assert_eq!(
+            serde_json::to_value(e).unwrap(),
+            serde_json::json!(e.as_str())
+        );
     }
     assert_eq!(S::PendingHuman.as_str(), "pending_human");
     assert_eq!(S::BackToAi.as_str(), "back_to_ai");
@@ -97,7 +109,8 @@ fn a_full_conversation_keeps_timestamped_history() {
         E::Resolve,
     ];
     for (i, e) in script.into_iter().enumerate() {
-        c.apply_at(e, Timestamp::from_unix_micros(i as i64 * 1_000)).unwrap();
+        c.apply_at(e, Timestamp::from_unix_micros(i as i64 * 1_000))
+            .unwrap();
     }
     assert_eq!(c.state(), S::Resolved);
     assert_eq!(c.history().len(), script.len());

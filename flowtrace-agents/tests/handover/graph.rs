@@ -117,7 +117,11 @@ async fn user_phrase_ends_the_run_with_the_record_and_the_event() {
     assert_eq!(s.get(keys::FINAL_ANSWER), None, "finish must not run");
     let rec = record(s);
     assert_eq!(rec.reason, HandoverReason::UserRequest);
-    assert!(rec.context.trigger.contains("TALK TO SOMEONE"), "{}", rec.context.trigger);
+    assert!(
+        rec.context.trigger.contains("TALK TO SOMEONE"),
+        "{}",
+        rec.context.trigger
+    );
     assert_eq!(rec.required_skills, ["support"]);
     assert_eq!(rec.context.fields["customer"], "C-42");
     // The last two messages: the user's and the agent's echo.
@@ -126,9 +130,16 @@ async fn user_phrase_ends_the_run_with_the_record_and_the_event() {
 
     let events = handover_events(&sink);
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].node.as_ref().unwrap().as_str(), handover::HANDOVER_NODE);
+    assert_eq!(
+        events[0].node.as_ref().unwrap().as_str(),
+        handover::HANDOVER_NODE
+    );
     match &events[0].kind {
-        EventKind::Handover { reason, required_skills, context } => {
+        EventKind::Handover {
+            reason,
+            required_skills,
+            context,
+        } => {
             assert_eq!(reason, "user_request");
             assert_eq!(required_skills, &["support"]);
             assert_eq!(context, &serde_json::to_value(&rec.context).unwrap());
@@ -167,7 +178,10 @@ async fn consecutive_errors_hand_over_on_the_third() {
     // Each turn the agent's tool fails; it counts the failures and retries
     // (the router sends it back) until the policy's limit of 3.
     let agent = node_fn(|s: Arc<JsonState>, _ctx: NodeContext| async move {
-        let n = s.get(keys::CONSECUTIVE_ERRORS).and_then(Value::as_u64).unwrap_or(0);
+        let n = s
+            .get(keys::CONSECUTIVE_ERRORS)
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let mut u = Map::new();
         u.insert(keys::CONSECUTIVE_ERRORS.into(), json!(n + 1));
         u.insert(
@@ -189,10 +203,15 @@ async fn consecutive_errors_hand_over_on_the_third() {
     let rec = record(&out.state);
     assert_eq!(rec.reason, HandoverReason::ConsecutiveErrors);
     assert_eq!(rec.context.trigger, "3 consecutive errors (limit 3)");
-    assert_eq!(rec.context.last_messages[1]["content"], "lookup failed (attempt 3)");
+    assert_eq!(
+        rec.context.last_messages[1]["content"],
+        "lookup failed (attempt 3)"
+    );
     let events = handover_events(&sink);
     assert_eq!(events.len(), 1);
-    assert!(matches!(&events[0].kind, EventKind::Handover { reason, .. } if reason == "consecutive_errors"));
+    assert!(
+        matches!(&events[0].kind, EventKind::Handover { reason, .. } if reason == "consecutive_errors")
+    );
 }
 
 /// An agent that asks the model and follows its JSON verdict:
@@ -207,7 +226,10 @@ fn model_agent(model: Arc<ScriptedModel>) -> impl flowtrace_core::Node<JsonState
                 .unwrap_or_default()
                 .to_owned();
             let reply = ctx
-                .chat(model.as_ref(), ChatRequest::new("gpt-4o-mini").user(question))
+                .chat(
+                    model.as_ref(),
+                    ChatRequest::new("gpt-4o-mini").user(question),
+                )
                 .await?;
             let verdict: Value = serde_json::from_str(&reply.text)?;
             let mut u = Map::new();
@@ -242,11 +264,18 @@ async fn the_agent_decides_to_hand_over() {
     assert_eq!(rec.reason, HandoverReason::AgentDecision);
     assert_eq!(rec.context.trigger, "refund above my limit");
     assert_eq!(rec.required_skills, ["support", "refunds", "billing"]);
-    assert_eq!(rec.context.summary.as_deref(), Some("customer wants 900 EUR refunded"));
+    assert_eq!(
+        rec.context.summary.as_deref(),
+        Some("customer wants 900 EUR refunded")
+    );
     let events = handover_events(&sink);
     assert_eq!(events.len(), 1);
     match &events[0].kind {
-        EventKind::Handover { reason, required_skills, context } => {
+        EventKind::Handover {
+            reason,
+            required_skills,
+            context,
+        } => {
             assert_eq!(reason, "agent_decision");
             assert_eq!(required_skills, &["support", "refunds", "billing"]);
             assert_eq!(context["summary"], "customer wants 900 EUR refunded");

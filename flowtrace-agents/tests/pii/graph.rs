@@ -39,7 +39,9 @@ impl Tool for Crm {
         let email = args["email"]
             .as_str()
             .ok_or_else(|| ToolError::permanent("crm_lookup", "email must be a string"))?;
-        Ok(json!({"email": email, "phone": PHONE, "ssn": SSN, "note": format!("card on file {CARD}")}))
+        Ok(
+            json!({"email": email, "phone": PHONE, "ssn": SSN, "note": format!("card on file {CARD}")}),
+        )
     }
 }
 
@@ -51,10 +53,19 @@ fn graph(model: Arc<ScriptedModel>) -> CompiledGraph<JsonState> {
             node_fn(move |_s: Arc<JsonState>, ctx: NodeContext| {
                 let model = model.clone();
                 async move {
-                    ctx.log(LogLevel::Info, format!("customer {EMAIL} called from {PHONE}"));
-                    ctx.log(LogLevel::Debug, format!("upstream auth: {BEARER}, key {API_KEY}"));
+                    ctx.log(
+                        LogLevel::Info,
+                        format!("customer {EMAIL} called from {PHONE}"),
+                    );
+                    ctx.log(
+                        LogLevel::Debug,
+                        format!("upstream auth: {BEARER}, key {API_KEY}"),
+                    );
                     let customer = ctx
-                        .call_tool(&Crm, json!({"email": EMAIL, "headers": {"x-api-key": API_KEY}}))
+                        .call_tool(
+                            &Crm,
+                            json!({"email": EMAIL, "headers": {"x-api-key": API_KEY}}),
+                        )
                         .await?;
                     let reply = ctx
                         .chat(
@@ -106,7 +117,11 @@ async fn run(redactor: Arc<dyn EventRedactor>) -> (JsonState, Vec<TraceEvent>, V
 }
 
 fn text_of(events: &[TraceEvent]) -> String {
-    events.iter().map(TraceEvent::to_json_line).collect::<Vec<_>>().join("\n")
+    events
+        .iter()
+        .map(TraceEvent::to_json_line)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn kinds(events: &[TraceEvent]) -> Vec<&'static str> {
@@ -123,10 +138,24 @@ async fn masked_in_the_sink_and_the_live_stream() {
     assert_eq!(live, sunk, "live subscribers see what sinks see");
     assert!(kinds(&sunk).contains(&"llm.request") && kinds(&sunk).contains(&"tool.response"));
     let all = text_of(&sunk);
-    for secret in [EMAIL, PHONE, SSN, CARD, API_KEY, BEARER, "eyJhbGciOiJIUzI1NiJ9"] {
+    for secret in [
+        EMAIL,
+        PHONE,
+        SSN,
+        CARD,
+        API_KEY,
+        BEARER,
+        "eyJhbGciOiJIUzI1NiJ9",
+    ] {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
-    for mask in ["[REDACTED_EMAIL]", "[REDACTED_PHONE]", "[REDACTED_SSN]", "[REDACTED_CARD]", CREDENTIAL_MASK] {
+    for mask in [
+        "[REDACTED_EMAIL]",
+        "[REDACTED_PHONE]",
+        "[REDACTED_SSN]",
+        "[REDACTED_CARD]",
+        CREDENTIAL_MASK,
+    ] {
         assert!(all.contains(mask), "{mask} missing");
     }
     // Field by field.
@@ -136,18 +165,33 @@ async fn masked_in_the_sink_and_the_live_stream() {
                 arguments,
                 &json!({"email": "[REDACTED_EMAIL]", "headers": {"x-api-key": CREDENTIAL_MASK}})
             ),
-            EventKind::ToolResponse { output: Some(output), .. } => {
+            EventKind::ToolResponse {
+                output: Some(output),
+                ..
+            } => {
                 assert_eq!(output["phone"], "[REDACTED_PHONE]");
                 assert_eq!(output["note"], "card on file [REDACTED_CARD]");
             }
             EventKind::LlmRequest { request, .. } => {
-                assert_eq!(request.system.as_deref(), Some("You help [REDACTED_EMAIL]."));
-                assert_eq!(request.messages[0].content, "My SSN is [REDACTED_SSN] and my card [REDACTED_CARD]");
+                assert_eq!(
+                    request.system.as_deref(),
+                    Some("You help [REDACTED_EMAIL].")
+                );
+                assert_eq!(
+                    request.messages[0].content,
+                    "My SSN is [REDACTED_SSN] and my card [REDACTED_CARD]"
+                );
             }
             EventKind::LlmResponse { text, .. } => {
-                assert_eq!(text, "I will call you at [REDACTED_PHONE] and email [REDACTED_EMAIL].")
+                assert_eq!(
+                    text,
+                    "I will call you at [REDACTED_PHONE] and email [REDACTED_EMAIL]."
+                )
             }
-            EventKind::Log { level: LogLevel::Debug, message } => assert_eq!(
+            EventKind::Log {
+                level: LogLevel::Debug,
+                message,
+            } => assert_eq!(
                 message,
                 &format!("upstream auth: {CREDENTIAL_MASK}, key {CREDENTIAL_MASK}")
             ),
@@ -170,7 +214,10 @@ async fn tokens_round_trip_through_the_vault() {
     let log = sunk
         .iter()
         .find_map(|e| match &e.kind {
-            EventKind::Log { level: LogLevel::Info, message } => Some(message.clone()),
+            EventKind::Log {
+                level: LogLevel::Info,
+                message,
+            } => Some(message.clone()),
             _ => None,
         })
         .unwrap();
@@ -182,7 +229,10 @@ async fn tokens_round_trip_through_the_vault() {
     assert_eq!(vault.reveal("[SSN_1]").as_deref(), Some(SSN));
     assert_eq!(vault.reveal("[CARD_1]").as_deref(), Some(CARD));
     assert_eq!(vault.len(), 4);
-    assert_eq!(vault.reveal_text(&log), format!("customer {EMAIL} called from {PHONE}"));
+    assert_eq!(
+        vault.reveal_text(&log),
+        format!("customer {EMAIL} called from {PHONE}")
+    );
     // Credentials are never tokenized: nothing to reveal.
     assert!(!all.contains(API_KEY));
     assert!((1..=4).all(|i| vault.reveal(&format!("[CREDENTIAL_{i}]")).is_none()));
@@ -218,16 +268,27 @@ async fn without_a_redactor_everything_would_leak() {
 
 #[tokio::test]
 async fn handover_context_is_redacted_too() {
-    let policy = Arc::new(HandoverPolicy::builder().user_phrases(["human"]).build().unwrap());
+    let policy = Arc::new(
+        HandoverPolicy::builder()
+            .user_phrases(["human"])
+            .build()
+            .unwrap(),
+    );
     let b = GraphBuilder::<JsonState>::new("desk")
-        .add_node("agent", node_fn(|_s: Arc<JsonState>, _ctx: NodeContext| async move { Ok(NodeOutput::none()) }))
+        .add_node(
+            "agent",
+            node_fn(|_s: Arc<JsonState>, _ctx: NodeContext| async move { Ok(NodeOutput::none()) }),
+        )
         .set_entry("agent");
     let b = handover::add_router(b, "agent", policy.clone(), "agent");
     let g = handover::add_sinks(b, HandoverNode::new(policy).context_fields(["email"]))
         .compile()
         .unwrap();
     let mut input = JsonState::new();
-    input.values.insert(keys::USER_MESSAGE.into(), json!(format!("human please, I am {EMAIL}")));
+    input.values.insert(
+        keys::USER_MESSAGE.into(),
+        json!(format!("human please, I am {EMAIL}")),
+    );
     input.values.insert("email".into(), json!(EMAIL));
     input.values.insert(
         keys::MESSAGES.into(),
@@ -244,14 +305,22 @@ async fn handover_context_is_redacted_too() {
         .await
         .unwrap();
     // The host's state keeps the real record; the event does not.
-    assert_eq!(out.state.get(keys::HANDOVER).unwrap()["context"]["fields"]["email"], EMAIL);
+    assert_eq!(
+        out.state.get(keys::HANDOVER).unwrap()["context"]["fields"]["email"],
+        EMAIL
+    );
     let ev = sink
         .events()
         .into_iter()
         .find(|e| matches!(e.kind, EventKind::Handover { .. }))
         .unwrap();
-    let EventKind::Handover { context, .. } = ev.kind else { unreachable!() };
+    let EventKind::Handover { context, .. } = ev.kind else {
+        unreachable!()
+    };
     assert_eq!(context["fields"]["email"], "[REDACTED_EMAIL]");
-    assert_eq!(context["last_messages"][0]["content"], "human please, I am [REDACTED_EMAIL]");
+    assert_eq!(
+        context["last_messages"][0]["content"],
+        "human please, I am [REDACTED_EMAIL]"
+    );
     assert!(!serde_json::to_string(&context).unwrap().contains(EMAIL));
 }

@@ -51,7 +51,11 @@ fn card() -> impl Strategy<Value = (String, String)> {
 }
 
 fn email() -> impl Strategy<Value = String> {
-    ("[a-z][a-z0-9._]{0,12}[a-z0-9]", "[a-z][a-z0-9-]{0,10}[a-z0-9]", "(com|org|io|de|co\\.uk)")
+    (
+        "[a-z][a-z0-9._]{0,12}[a-z0-9]",
+        "[a-z][a-z0-9-]{0,10}[a-z0-9]",
+        "(com|org|io|de|co\\.uk)",
+    )
         .prop_map(|(user, host, tld)| format!("{user}@{host}.{tld}"))
 }
 
