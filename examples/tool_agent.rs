@@ -13,6 +13,12 @@
 //! the call's result, and goes on. Every model call is priced like the real
 //! `gpt-4o-mini` (the simulated provider's rows of the built-in price
 //! table); the run's tokens and exact cost are printed at the end.
+//!
+//! With a Model Context Protocol server at hand, its tools join the same
+//! registry, under the same validation, permissions and events: set
+//! `FLOWTRACE_MCP_TIME_CMD` to the `mcp-server-time` executable (PyPI
+//! `mcp-server-time`; `scripts/peers.sh start` installs it and prints the
+//! line) and the agent also asks it for the time in Paris over stdio.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowtrace::agents::agents::{ReasoningAgent, agent_node};
+use flowtrace::agents::mcp::McpClient;
 use flowtrace::agents::tools::{ToolGrants, ToolRegistry};
 use flowtrace::providers::simulated::{SimulatedConfig, SimulatedModel, SimulatedTurn};
 use flowtrace::trace::Timeline;
@@ -124,40 +131,75 @@ impl Tool for SendEmail {
     }
 }
 
+/// Connects to `mcp-server-time` over stdio when `FLOWTRACE_MCP_TIME_CMD`
+/// names it; its tools are registered as `time_get_current_time` and
+/// `time_convert_time`.
+async fn time_server() -> Option<McpClient> {
+    let Ok(cmd) = std::env::var("FLOWTRACE_MCP_TIME_CMD") else {
+        println!(
+            "(MCP: set FLOWTRACE_MCP_TIME_CMD to the mcp-server-time executable to add its tools)"
+        );
+        return None;
+    };
+    let client = McpClient::stdio(tokio::process::Command::new(cmd))
+        .prefix("time_")
+        .connect()
+        .await
+        .expect("mcp-server-time answers the MCP handshake");
+    if let Some((name, version)) = client.server_info() {
+        println!("MCP server {name} {version} connected over stdio");
+    }
+    Some(client)
+}
+
 #[tokio::main]
 async fn main() {
     let email = Arc::new(SendEmail {
         sent: AtomicUsize::new(0),
     });
-    let tools = ToolRegistry::builder()
+    let mut tools = ToolRegistry::builder()
         .tool(Arc::new(GetWeather))
         .tool(Arc::new(ConvertTemperature))
-        .tool(email.clone())
-        .build()
-        .expect("valid tools");
+        .tool(email.clone());
+    let mcp = time_server().await;
+    if let Some(client) = &mcp {
+        tools = client
+            .register(tools)
+            .await
+            .expect("the server lists its tools");
+    }
+    let tools = tools.build().expect("valid tools");
+    println!("tools: {}", tools.names().join(", "));
 
     // The simulated model, scripted turn by turn (by the number of
     // assistant turns already in the conversation).
-    let model = Arc::new(SimulatedModel::new(
-        SimulatedConfig::new()
-            .latency(Duration::from_millis(40))
-            .turn(SimulatedTurn::tool_call(
-                "get_weather",
-                json!({"city": "Paris"}),
-            ))
-            .turn(SimulatedTurn::tool_call(
-                "send_email",
-                json!({"to": "boss@example.com", "body": "Paris: clear, 18 °C"}),
-            ))
-            .turn(SimulatedTurn::tool_call(
-                "convert_temperature",
-                json!({"celsius": 18}),
-            ))
-            .turn(SimulatedTurn::text(
-                "Paris is clear today at 18 °C (64.4 °F). I could not email it: \
+    let script = SimulatedConfig::new()
+        .latency(Duration::from_millis(40))
+        .turn(SimulatedTurn::tool_call(
+            "get_weather",
+            json!({"city": "Paris"}),
+        ))
+        .turn(SimulatedTurn::tool_call(
+            "send_email",
+            json!({"to": "boss@example.com", "body": "Paris: clear, 18 °C"}),
+        ))
+        .turn(SimulatedTurn::tool_call(
+            "convert_temperature",
+            json!({"celsius": 18}),
+        ));
+    // With the MCP server: one more turn, asking it for the local time.
+    let script = if mcp.is_some() {
+        script.turn(SimulatedTurn::tool_call(
+            "time_get_current_time",
+            json!({"timezone": "Europe/Paris"}),
+        ))
+    } else {
+        script
+    };
+    let model = Arc::new(SimulatedModel::new(script.turn(SimulatedTurn::text(
+        "Paris is clear today at 18 °C (64.4 °F). I could not email it: \
                  sending email is not allowed for me.",
-            )),
-    ));
+    ))));
 
     let agent = ReasoningAgent::new("weather_agent", model, "gpt-4o-mini", tools)
         .system("You answer weather questions with the tools you have.")
@@ -211,4 +253,7 @@ async fn main() {
     let sent = email.sent.load(Ordering::SeqCst);
     println!("emails sent: {sent} (send_email was denied: never executed)");
     assert_eq!(sent, 0, "a denied tool must never run");
+    if let Some(client) = mcp {
+        client.shutdown().await.expect("the MCP server stops");
+    }
 }

@@ -14,7 +14,7 @@
 //! | `postgres` | no | `flowtrace_store_postgres` as `postgres` (PostgreSQL checkpointer and trace store) |
 //! | `otel` | no | `flowtrace_otel` as `otel` (OpenTelemetry export) |
 //! | `agents` | yes | `flowtrace_agents` as `agents` (tool registry, agents, handover, PII redaction) |
-//! | `mcp` | no | tools from MCP servers in `agents::mcp` (adds rmcp) |
+//! | `mcp` | yes | tools from MCP servers in `agents::mcp` (adds rmcp) |
 //! | `full` | no | all of the above |
 //!
 //! See the crate documentation of [`flowtrace_core`] for a quick start.
