@@ -1,0 +1,9 @@
+//! The tool registry, end to end inside a graph node: permissions, input
+//! checks, timeouts, retries, the result cache, rate limits, output limits,
+//! credential scrubbing and tools made from typed functions.
+
+mod access;
+mod cache;
+mod function;
+mod reliability;
+mod support;
