@@ -145,7 +145,10 @@ async fn timed_calls(
         .compile()
         .unwrap();
     graph
-        .invoke(JsonState::default(), RunConfig::new().sink(Counting::default()))
+        .invoke(
+            JsonState::default(),
+            RunConfig::new().sink(Counting::default()),
+        )
         .await
         .unwrap();
     *took.lock().unwrap()

@@ -422,6 +422,10 @@ fn check_input(entry: &Entry, name: &str, input: &Value) -> Result<(), ToolError
             format!("input is longer than max_input_bytes ({max} bytes of JSON)"),
         ));
     }
+    // The common case first: `is_valid` stops early and builds no errors.
+    if entry.validator.is_valid(input) {
+        return Ok(());
+    }
     let problems: Vec<String> = entry
         .validator
         .iter_errors(input)
@@ -432,15 +436,11 @@ fn check_input(entry: &Entry, name: &str, input: &Value) -> Result<(), ToolError
             format!("{at}: {}", e.masked_with("value"))
         })
         .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ToolError::new(
-            name,
-            ToolErrorKind::InvalidInput,
-            format!("input does not match the schema: {}", problems.join("; ")),
-        ))
-    }
+    Err(ToolError::new(
+        name,
+        ToolErrorKind::InvalidInput,
+        format!("input does not match the schema: {}", problems.join("; ")),
+    ))
 }
 
 /// Runs the tool's attempts, retrying retryable failures by its policy.
