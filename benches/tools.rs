@@ -173,7 +173,7 @@ fn bench_tools(c: &mut Criterion) {
             )
             .build()
             .unwrap();
-        if n == 10 {
+        {
             group.bench_function(BenchmarkId::new("direct", format!("props_{n}")), |b| {
                 b.iter_custom(|iters| {
                     rt.block_on(timed_calls(
