@@ -18,7 +18,7 @@ struct Cached {
 
 /// Successful results of one tool by canonical input, for a time to live.
 pub(crate) struct ResultCache {
-    inner: moka::future::Cache<String, Cached>,
+    inner: moka::future::Cache<Vec<u8>, Cached>,
     ttl: Duration,
 }
 
@@ -45,7 +45,7 @@ impl ResultCache {
     }
 
     /// The fresh result for `key`, if there is one.
-    pub(crate) async fn get(&self, key: &str) -> Option<Arc<Value>> {
+    pub(crate) async fn get(&self, key: &[u8]) -> Option<Arc<Value>> {
         let cached = self.inner.get(key).await?;
         if Instant::now() < cached.expires {
             Some(cached.value)
@@ -56,7 +56,7 @@ impl ResultCache {
     }
 
     /// Keeps `value` for `key`.
-    pub(crate) async fn insert(&self, key: String, value: Arc<Value>) {
+    pub(crate) async fn insert(&self, key: Vec<u8>, value: Arc<Value>) {
         let expires = Instant::now() + self.ttl;
         self.inner.insert(key, Cached { value, expires }).await;
     }
@@ -70,12 +70,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire_on_the_tokio_clock() {
         let cache = ResultCache::new(Duration::from_secs(10));
-        assert!(cache.get("k").await.is_none());
-        cache.insert("k".into(), Arc::new(json!(1))).await;
+        assert!(cache.get(b"k").await.is_none());
+        cache.insert(b"k".to_vec(), Arc::new(json!(1))).await;
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(cache.get("k").await.as_deref(), Some(&json!(1)));
+        assert_eq!(cache.get(b"k").await.as_deref(), Some(&json!(1)));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(cache.get("k").await.is_none());
-        assert!(cache.get("k").await.is_none());
+        assert!(cache.get(b"k").await.is_none());
+        assert!(cache.get(b"k").await.is_none());
     }
 }

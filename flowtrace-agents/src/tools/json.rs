@@ -153,54 +153,47 @@ pub(crate) fn longer_than(value: &Value, limit: usize) -> bool {
 /// The canonical JSON text of `value`: compact, object keys sorted by their
 /// bytes at every level, so equal inputs give equal keys whatever their key
 /// order. `value` must be no deeper than [`MAX_JSON_DEPTH`].
-pub(crate) fn canonical(value: &Value) -> String {
-    let mut out = String::new();
+pub(crate) fn canonical(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
     write_canonical(value, &mut out);
     out
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
+            out.push(b'{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_string(k, out);
-                out.push(':');
+                write_leaf(k, out);
+                out.push(b':');
                 write_canonical(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        Value::String(s) => write_string(s, out),
-        // Scalars print as compact JSON.
-        scalar => out.push_str(&scalar.to_string()),
+        leaf => write_leaf(leaf, out),
     }
 }
 
-fn write_string(s: &str, out: &mut String) {
-    // A string always serializes; the fallback keeps keys distinct anyway.
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => {
-            out.push('"');
-            out.push_str(&s.escape_default().to_string());
-            out.push('"');
-        }
-    }
+/// Writes a string or scalar as compact JSON.
+fn write_leaf<T: serde::Serialize + ?Sized>(leaf: &T, out: &mut Vec<u8>) {
+    // Writing a string or scalar into memory cannot fail; were it to, the
+    // partial text still ends the key, which stays as distinct as its input.
+    let _ = serde_json::to_writer(&mut *out, leaf);
 }
 
 #[cfg(test)]
@@ -213,13 +206,13 @@ mod tests {
         let a = json!({"b": 1, "a": {"y": [1, "x"], "x": null}});
         let b = json!({"a": {"x": null, "y": [1, "x"]}, "b": 1});
         assert_eq!(canonical(&a), canonical(&b));
-        assert_eq!(canonical(&a), r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#);
+        assert_eq!(canonical(&a), br#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#);
         assert_ne!(
             canonical(&json!({"a": [1, 2]})),
             canonical(&json!({"a": [2, 1]}))
         );
         assert_ne!(canonical(&json!({"a": "1"})), canonical(&json!({"a": 1})));
-        assert_eq!(canonical(&json!("q\"")), r#""q\"""#);
+        assert_eq!(canonical(&json!("q\"")), br#""q\"""#);
     }
 
     #[test]
