@@ -25,3 +25,11 @@ pub mod mcp;
 pub mod memory;
 pub mod pii;
 pub mod tools;
+
+pub use agents::{
+    AgentError, AgentNode, AgentRegistry, PlanExecuteAgent, ReasoningAgent, SimpleAgent,
+    agent_node, run_agent,
+};
+pub use handover::{HandoverPolicy, HandoverRecord};
+pub use pii::{PiiRedactor, RedactionMode};
+pub use tools::{ToolGrants, ToolOptions, ToolRegistry};

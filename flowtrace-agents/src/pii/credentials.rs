@@ -27,6 +27,7 @@ pub const CREDENTIAL_KEYS: &[&str] = &[
     "refresh_token",
     "id_token",
     "auth_token",
+    "session_token",
     "cookie",
     "set_cookie",
     "private_key",
@@ -53,23 +54,23 @@ pub const CREDENTIAL_KEY_SUFFIXES: &[&str] = &[
 /// assert!(!is_credential_key("max_tokens"));
 /// ```
 pub fn is_credential_key(key: &str) -> bool {
-    // Keys longer than any listed name plus a prefix are never credentials
-    // by name; this also bounds the normalization below.
-    if key.len() > 64 {
-        return false;
+    // Keys longer than any listed name plus a prefix are compared by their
+    // last 64 bytes (suffixes only), normalized on the stack: no allocation.
+    let mut buf = [0u8; 64];
+    let bytes = key.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(buf.len())..];
+    let buf = &mut buf[..tail.len()];
+    for (out, b) in buf.iter_mut().zip(tail) {
+        *out = match b.to_ascii_lowercase() {
+            b'-' => b'_',
+            c => c,
+        };
     }
-    let normal: String = key
-        .chars()
-        .map(|c| {
-            if c == '-' {
-                '_'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
-    CREDENTIAL_KEYS.contains(&normal.as_str())
-        || CREDENTIAL_KEY_SUFFIXES.iter().any(|s| normal.ends_with(s))
+    let whole = tail.len() == bytes.len();
+    (whole && CREDENTIAL_KEYS.iter().any(|k| k.as_bytes() == &buf[..]))
+        || CREDENTIAL_KEY_SUFFIXES
+            .iter()
+            .any(|s| buf.ends_with(s.as_bytes()))
 }
 
 const BEARER: &str = r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*";

@@ -6,67 +6,12 @@ use std::io;
 use serde_json::Value;
 
 use super::options::MAX_JSON_DEPTH;
-
-/// What replaces a credential in the `tool.request` event.
-pub const REDACTED: &str = "[REDACTED]";
-
-/// Object keys whose values are credentials, compared case-insensitively
-/// with `-` read as `_`.
-const CREDENTIAL_KEYS: &[&str] = &[
-    "authorization",
-    "proxy_authorization",
-    "api_key",
-    "apikey",
-    "x_api_key",
-    "password",
-    "passwd",
-    "secret",
-    "client_secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "session_token",
-    "auth_token",
-    "cookie",
-    "set_cookie",
-];
-
-/// Key suffixes that also mark credentials (`db_password`, `github_token`,
-/// `aws_secret`, `openai_api_key`).
-const CREDENTIAL_SUFFIXES: &[&str] = &["_password", "_secret", "_token", "_api_key"];
-
-/// Whether a value under `key` is a credential, by its name.
-///
-/// ```
-/// use flowtrace_agents::tools::is_credential_key;
-/// assert!(is_credential_key("Authorization"));
-/// assert!(is_credential_key("X-Api-Key"));
-/// assert!(is_credential_key("github_token"));
-/// assert!(!is_credential_key("max_tokens"));
-/// assert!(!is_credential_key("city"));
-/// ```
-pub fn is_credential_key(key: &str) -> bool {
-    // Credential names are short; longer keys are compared by suffix only.
-    let mut buf = [0u8; 64];
-    let bytes = key.as_bytes();
-    let tail = &bytes[bytes.len().saturating_sub(buf.len())..];
-    let buf = &mut buf[..tail.len()];
-    for (out, b) in buf.iter_mut().zip(tail) {
-        *out = match b.to_ascii_lowercase() {
-            b'-' => b'_',
-            c => c,
-        };
-    }
-    let whole = tail.len() == bytes.len();
-    (whole && CREDENTIAL_KEYS.iter().any(|k| k.as_bytes() == &buf[..]))
-        || CREDENTIAL_SUFFIXES
-            .iter()
-            .any(|s| buf.ends_with(s.as_bytes()))
-}
+use crate::pii::{CREDENTIAL_MASK, is_credential_key};
 
 /// A copy of `value` with every credential's value (see
-/// [`is_credential_key`]), at any depth, replaced by [`REDACTED`]; whatever
+/// [`is_credential_key`](crate::pii::is_credential_key), the one list of
+/// credential names, shared with the PII redactor), at any depth, replaced
+/// by [`CREDENTIAL_MASK`](crate::pii::CREDENTIAL_MASK); whatever
 /// lies deeper than [`MAX_JSON_DEPTH`] is replaced whole, so nothing
 /// unexamined leaks.
 ///
@@ -76,7 +21,7 @@ pub fn is_credential_key(key: &str) -> bool {
 /// let v = json!({"url": "https://x", "headers": {"Authorization": "Bearer sk-1"}, "api-key": "k"});
 /// assert_eq!(
 ///     scrub_credentials(&v),
-///     json!({"url": "https://x", "headers": {"Authorization": "[REDACTED]"}, "api-key": "[REDACTED]"})
+///     json!({"url": "https://x", "headers": {"Authorization": "[REDACTED_CREDENTIAL]"}, "api-key": "[REDACTED_CREDENTIAL]"})
 /// );
 /// ```
 pub fn scrub_credentials(value: &Value) -> Value {
@@ -90,12 +35,12 @@ pub fn scrub_credentials(value: &Value) -> Value {
 fn scrub(value: &mut Value, depth: usize) {
     match value {
         Value::Object(_) | Value::Array(_) if depth >= MAX_JSON_DEPTH => {
-            *value = Value::String(REDACTED.to_string());
+            *value = Value::String(CREDENTIAL_MASK.to_string());
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if is_credential_key(k) {
-                    *v = Value::String(REDACTED.to_string());
+                    *v = Value::String(CREDENTIAL_MASK.to_string());
                 } else {
                     scrub(v, depth + 1);
                 }
@@ -244,9 +189,9 @@ mod tests {
             json!({
                 "q": "weather",
                 "max_tokens": 10,
-                "auth": {"PASSWORD": REDACTED, "list": [{"Cookie": REDACTED, "x-api-key": REDACTED}]},
-                "proxy-authorization": REDACTED,
-                "client_secret": REDACTED,
+                "auth": {"PASSWORD": CREDENTIAL_MASK, "list": [{"Cookie": CREDENTIAL_MASK, "x-api-key": CREDENTIAL_MASK}]},
+                "proxy-authorization": CREDENTIAL_MASK,
+                "client_secret": CREDENTIAL_MASK,
             })
         );
         let mut deep = json!({"token": "t"});
@@ -255,7 +200,7 @@ mod tests {
         }
         let scrubbed = scrub_credentials(&deep).to_string();
         assert!(!scrubbed.contains("\"t\""), "{scrubbed}");
-        let long_key = format!("{}_token", "x".repeat(100));
+        let long_key = format!("{}_api_key", "x".repeat(100));
         assert!(is_credential_key(&long_key));
         assert!(!is_credential_key(&"y".repeat(100)));
     }

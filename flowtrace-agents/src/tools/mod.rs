@@ -18,7 +18,7 @@ mod registry;
 
 pub use function::FunctionTool;
 pub use grants::ToolGrants;
-pub use json::{REDACTED, is_credential_key, scrub_credentials};
+pub use json::scrub_credentials;
 pub use options::{
     DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TOOL_TIMEOUT, MAX_CACHE_ENTRIES,
     MAX_JSON_DEPTH, RateLimit, ToolOptions,

@@ -305,7 +305,7 @@ impl ToolRegistry {
     ///    JSON pointer (at most [`MAX_INPUT_PROBLEMS`]); the tool is never
     ///    called;
     /// 3. a `tool.request` event is emitted with a copy of the input whose
-    ///    credentials are replaced by `[REDACTED]` (see
+    ///    credentials are replaced by `[REDACTED_CREDENTIAL]` (see
     ///    [`scrub_credentials`](super::scrub_credentials)); the tool gets
     ///    the real input;
     /// 4. for a cached tool, a fresh cached result answers without calling

@@ -187,10 +187,10 @@ async fn credentials_are_scrubbed_from_the_request_event_only() {
         arguments,
         &json!({
             "url": "https://api.example.com",
-            "headers": {"Authorization": "[REDACTED]", "Proxy-Authorization": "[REDACTED]",
-                        "X-API-Key": "[REDACTED]", "Cookie": "[REDACTED]", "Accept": "json"},
-            "login": {"user": "ann", "Password": "[REDACTED]", "api_key": "[REDACTED]"},
-            "items": [{"secret": "[REDACTED]"}, {"token": "[REDACTED]"}],
+            "headers": {"Authorization": "[REDACTED_CREDENTIAL]", "Proxy-Authorization": "[REDACTED_CREDENTIAL]",
+                        "X-API-Key": "[REDACTED_CREDENTIAL]", "Cookie": "[REDACTED_CREDENTIAL]", "Accept": "json"},
+            "login": {"user": "ann", "Password": "[REDACTED_CREDENTIAL]", "api_key": "[REDACTED_CREDENTIAL]"},
+            "items": [{"secret": "[REDACTED_CREDENTIAL]"}, {"token": "[REDACTED_CREDENTIAL]"}],
             "max_tokens": 100,
         })
     );
