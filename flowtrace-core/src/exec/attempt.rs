@@ -88,12 +88,29 @@ fn settle_shared(step: &StepShared) -> StepMeter {
 }
 
 /// How a task's step ended.
-struct Ended<U> {
-    output: Option<NodeOutput<U>>,
-    error: Option<Error>,
-    pause: Option<TaskPause>,
-    status: StepStatus,
-    sibling_canceled: bool,
+pub(super) struct Ended<U> {
+    pub(super) output: Option<NodeOutput<U>>,
+    pub(super) error: Option<Error>,
+    pub(super) pause: Option<TaskPause>,
+    pub(super) status: StepStatus,
+    pub(super) sibling_canceled: bool,
+}
+
+impl<U> Ended<U> {
+    /// The outcome of `task`'s step, as the super-step merges it.
+    pub(super) fn into_outcome(self, task: &Task, record: StepRecord) -> TaskOutcome<U> {
+        TaskOutcome {
+            node: task.node,
+            index: task.index,
+            output: self.output,
+            error: self.error.map(Box::new),
+            pause: self.pause.map(Box::new),
+            rejected: false,
+            sibling_canceled: self.sibling_canceled,
+            update_json: None,
+            record,
+        }
+    }
 }
 
 impl<S: State> Executor<'_, S> {
@@ -112,13 +129,14 @@ impl<S: State> Executor<'_, S> {
         let cancel = group.unwrap_or(&self.cancel);
         let (step, started, started_ts) = self.start_step(task, reserved, group, spare.take());
         let (result, attempts) = self.run_attempts(task, &step, started, cancel).await;
-        self.finish_step(task, step, started_ts, result, attempts, spare)
+        let (ended, record) = self.finish_step(task, step, started_ts, result, attempts, spare);
+        ended.into_outcome(task, record)
     }
 
     /// Starts a task's step: its id, its `step.started` event and what its
     /// context shares with the executor (in `spare`'s allocation, when one
     /// is given; it holds the same run's data).
-    fn start_step(
+    pub(super) fn start_step(
         &self,
         task: &Task,
         reserved: Amount,
@@ -198,7 +216,7 @@ impl<S: State> Executor<'_, S> {
     /// Runs the node's attempts until one succeeds, the failure is not
     /// retried, or the run stops during a retry delay. Returns the last
     /// attempt's result and its number.
-    async fn run_attempts(
+    pub(super) async fn run_attempts(
         &self,
         task: &Task,
         step: &Arc<StepShared>,
@@ -292,7 +310,7 @@ impl<S: State> Executor<'_, S> {
 
     /// Ends a task's step: settles its reservation, classifies its result,
     /// emits `step.finished` (and `error`) and builds its record.
-    fn finish_step(
+    pub(super) fn finish_step(
         &self,
         task: &Task,
         mut step: Arc<StepShared>,
@@ -300,7 +318,7 @@ impl<S: State> Executor<'_, S> {
         result: Result<NodeOutput<S::Update>, Failure>,
         attempts: u32,
         spare: &mut Option<Arc<StepShared>>,
-    ) -> TaskOutcome<S::Update> {
+    ) -> (Ended<S::Update>, StepRecord) {
         let finished = Instant::now();
         let finished_ts = self.run.ts(finished);
         // Usually the node kept no context: the step's data is taken
@@ -345,35 +363,26 @@ impl<S: State> Executor<'_, S> {
         if let (Some(e), false) = (&ended.error, ended.sibling_canceled) {
             self.emit_error(finished, Some(step_id), Some(task.node), attempts, e);
         }
-        TaskOutcome {
-            node: task.node,
-            index: task.index,
-            output: ended.output,
-            error: ended.error.map(Box::new),
-            pause: ended.pause.map(Box::new),
-            rejected: false,
-            sibling_canceled: ended.sibling_canceled,
-            update_json: None,
-            record: StepRecord {
-                step_id,
-                node,
-                parent_step_id: self.parent_step,
-                status: ended.status,
-                attempts,
-                usage: meter.usage,
-                cost: meter.cost,
-                latency,
-                started_at: started_ts,
-                provider: meter.provider,
-                model: meter.model,
-                cache_hits: meter.cache_hits,
-                call_retries: meter.call_retries,
-                fallbacks: meter.fallbacks,
-                branch: None,
-                input,
-                error: error_text,
-            },
-        }
+        let record = StepRecord {
+            step_id,
+            node,
+            parent_step_id: self.parent_step,
+            status: ended.status,
+            attempts,
+            usage: meter.usage,
+            cost: meter.cost,
+            latency,
+            started_at: started_ts,
+            provider: meter.provider,
+            model: meter.model,
+            cache_hits: meter.cache_hits,
+            call_retries: meter.call_retries,
+            fallbacks: meter.fallbacks,
+            branch: None,
+            input,
+            error: error_text,
+        };
+        (ended, record)
     }
 
     /// What the last attempt's result means for the task: output, a pause
