@@ -169,7 +169,10 @@ impl<S: State> Executor<'_, S> {
                 reserved,
                 ..StepMeter::default()
             };
-            s.answers.clone_from(&task.answers);
+            // Usually both are empty: nothing to clone.
+            if !(s.answers.is_empty() && task.answers.is_empty()) {
+                s.answers.clone_from(&task.answers);
+            }
             *s.calls.get_mut() = 0;
             s.approval.clone_from(&task.approved);
             *s.subgraph.get_mut().unwrap_or_else(|p| p.into_inner()) = task.subgraph.clone();
@@ -323,16 +326,19 @@ impl<S: State> Executor<'_, S> {
         let finished_ts = self.run.ts(finished);
         // Usually the node kept no context: the step's data is taken
         // without locking or cloning.
-        let (meter, input) = match Arc::get_mut(&mut step) {
+        // (Checked once: a context dropped meanwhile only costs the next
+        // step an allocation.)
+        let (meter, input, only) = match Arc::get_mut(&mut step) {
             Some(only) => (
                 std::mem::take(only.meter.get_mut().unwrap_or_else(|p| p.into_inner())),
                 only.input.take(),
+                true,
             ),
-            None => (settle_shared(&step), task.input.clone()),
+            None => (settle_shared(&step), task.input.clone(), false),
         };
         let step_id = step.step_id;
         let node = step.node.clone();
-        if Arc::get_mut(&mut step).is_some() {
+        if only {
             *spare = Some(step);
         }
         self.run.ledger.release(meter.reserved);

@@ -188,6 +188,7 @@ impl<'g, S: State> Executor<'g, S> {
     }
 
     /// [`emit`](Self::emit) at a timestamp already computed.
+    #[inline]
     pub(super) fn emit_ts(
         &self,
         ts: Timestamp,
