@@ -90,8 +90,10 @@ fn settle_shared(step: &StepShared) -> StepMeter {
 /// How a task's step ended.
 pub(super) struct Ended<U> {
     pub(super) output: Option<NodeOutput<U>>,
-    pub(super) error: Option<Error>,
-    pub(super) pause: Option<TaskPause>,
+    /// Boxed (as in the outcome): rare, and a small `Ended` is cheap to
+    /// return on every step.
+    pub(super) error: Option<Box<Error>>,
+    pub(super) pause: Option<Box<TaskPause>>,
     pub(super) status: StepStatus,
     pub(super) sibling_canceled: bool,
 }
@@ -103,8 +105,8 @@ impl<U> Ended<U> {
             node: task.node,
             index: task.index,
             output: self.output,
-            error: self.error.map(Box::new),
-            pause: self.pause.map(Box::new),
+            error: self.error,
+            pause: self.pause,
             rejected: false,
             sibling_canceled: self.sibling_canceled,
             update_json: None,
@@ -414,15 +416,27 @@ impl<S: State> Executor<'_, S> {
                     call: task.answers.len() as u32,
                     payload: p.clone(),
                 });
-                ended(None, None, pause, StepStatus::Interrupted, false)
+                ended(
+                    None,
+                    None,
+                    pause.map(Box::new),
+                    StepStatus::Interrupted,
+                    false,
+                )
             }
             Err(Failure::Node(e)) if e.subgraph_pause().is_some() => {
                 let pause = e.subgraph_pause().cloned().map(TaskPause::Subgraph);
-                ended(None, None, pause, StepStatus::Interrupted, false)
+                ended(
+                    None,
+                    None,
+                    pause.map(Box::new),
+                    StepStatus::Interrupted,
+                    false,
+                )
             }
             Err(f) => {
                 let (e, status, sibling) = self.failure_to_error(f, task.node, attempts, finished);
-                ended(None, Some(e), None, status, sibling)
+                ended(None, Some(Box::new(e)), None, status, sibling)
             }
         }
     }
