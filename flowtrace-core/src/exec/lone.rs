@@ -41,11 +41,11 @@ impl<S: State> Executor<'_, S> {
         let idx = self.records.len();
         self.records.push(record);
         let mut merged = Merged::default();
-        if let Some(out) = ended.output {
-            if let Err(e) = self.merge_output(task.node, idx, out, None, &mut merged) {
-                self.completed.clear();
-                return Ok(Some(Err(e)));
-            }
+        if let Some(out) = ended.output
+            && let Err(e) = self.merge_output(task.node, idx, out, None, &mut merged)
+        {
+            self.completed.clear();
+            return Ok(Some(Err(e)));
         }
         Ok(Some(Ok(merged)))
     }
