@@ -31,15 +31,17 @@ impl<S: State> Executor<'_, S> {
         let (step, started, started_ts) = self.start_step(task, amount, None, spare);
         let (result, attempts) = self.run_attempts(task, &step, started, &self.cancel).await;
         let mut spare = None;
-        let (ended, record) =
-            self.finish_step(task, step, started_ts, result, attempts, &mut spare);
+        // Kept whole (not destructured): the record moves once, into the
+        // records.
+        let done = self.finish_step(task, step, started_ts, result, attempts, &mut spare);
         self.spare_step = spare;
+        let ended = done.0;
         if ended.error.is_some() || ended.pause.is_some() {
-            outcomes.push(ended.into_outcome(task, record));
+            outcomes.push(ended.into_outcome(task, done.1));
             return Ok(None);
         }
         let idx = self.records.len();
-        self.records.push(record);
+        self.records.push(done.1);
         let mut merged = Merged::default();
         if let Some(out) = ended.output
             && let Err(e) = self.merge_output(task.node, idx, out, None, &mut merged)
