@@ -331,11 +331,16 @@ impl<S: State> Executor<'_, S> {
         // (Checked once: a context dropped meanwhile only costs the next
         // step an allocation.)
         let (meter, input, only) = match Arc::get_mut(&mut step) {
-            Some(only) => (
-                std::mem::take(only.meter.get_mut().unwrap_or_else(|p| p.into_inner())),
-                only.input.take(),
-                true,
-            ),
+            Some(only) => {
+                // Copied out field by field (the next step resets the meter).
+                let m = only.meter.get_mut().unwrap_or_else(|p| p.into_inner());
+                let meter = StepMeter {
+                    provider: m.provider.take(),
+                    model: m.model.take(),
+                    ..*m
+                };
+                (meter, only.input.take(), true)
+            }
             None => (settle_shared(&step), task.input.clone(), false),
         };
         let step_id = step.step_id;
