@@ -87,34 +87,6 @@ fn settle_shared(step: &StepShared) -> StepMeter {
     }
 }
 
-/// How a task's step ended.
-pub(super) struct Ended<U> {
-    pub(super) output: Option<NodeOutput<U>>,
-    /// Boxed (as in the outcome): rare, and a small `Ended` is cheap to
-    /// return on every step.
-    pub(super) error: Option<Box<Error>>,
-    pub(super) pause: Option<Box<TaskPause>>,
-    pub(super) status: StepStatus,
-    pub(super) sibling_canceled: bool,
-}
-
-impl<U> Ended<U> {
-    /// The outcome of `task`'s step, as the super-step merges it.
-    pub(super) fn into_outcome(self, task: &Task, record: StepRecord) -> TaskOutcome<U> {
-        TaskOutcome {
-            node: task.node,
-            index: task.index,
-            output: self.output,
-            error: self.error,
-            pause: self.pause,
-            rejected: false,
-            sibling_canceled: self.sibling_canceled,
-            update_json: None,
-            record,
-        }
-    }
-}
-
 impl<S: State> Executor<'_, S> {
     /// Runs one task: its attempts, retry delays, events and record.
     /// `group` is the super-step's shared token when siblings run
