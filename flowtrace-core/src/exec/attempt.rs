@@ -87,15 +87,6 @@ fn settle_shared(step: &StepShared) -> StepMeter {
     }
 }
 
-/// How a task's step ended.
-struct Ended<U> {
-    output: Option<NodeOutput<U>>,
-    error: Option<Error>,
-    pause: Option<TaskPause>,
-    status: StepStatus,
-    sibling_canceled: bool,
-}
-
 impl<S: State> Executor<'_, S> {
     /// Runs one task: its attempts, retry delays, events and record.
     /// `group` is the super-step's shared token when siblings run
@@ -112,13 +103,14 @@ impl<S: State> Executor<'_, S> {
         let cancel = group.unwrap_or(&self.cancel);
         let (step, started, started_ts) = self.start_step(task, reserved, group, spare.take());
         let (result, attempts) = self.run_attempts(task, &step, started, cancel).await;
-        self.finish_step(task, step, started_ts, result, attempts, spare)
+        let (ended, record) = self.finish_step(task, step, started_ts, result, attempts, spare);
+        ended.into_outcome(task, record)
     }
 
     /// Starts a task's step: its id, its `step.started` event and what its
     /// context shares with the executor (in `spare`'s allocation, when one
     /// is given; it holds the same run's data).
-    fn start_step(
+    pub(super) fn start_step(
         &self,
         task: &Task,
         reserved: Amount,
@@ -151,7 +143,10 @@ impl<S: State> Executor<'_, S> {
                 reserved,
                 ..StepMeter::default()
             };
-            s.answers.clone_from(&task.answers);
+            // Usually both are empty: nothing to clone.
+            if !(s.answers.is_empty() && task.answers.is_empty()) {
+                s.answers.clone_from(&task.answers);
+            }
             *s.calls.get_mut() = 0;
             s.approval.clone_from(&task.approved);
             *s.subgraph.get_mut().unwrap_or_else(|p| p.into_inner()) = task.subgraph.clone();
@@ -198,7 +193,7 @@ impl<S: State> Executor<'_, S> {
     /// Runs the node's attempts until one succeeds, the failure is not
     /// retried, or the run stops during a retry delay. Returns the last
     /// attempt's result and its number.
-    async fn run_attempts(
+    pub(super) async fn run_attempts(
         &self,
         task: &Task,
         step: &Arc<StepShared>,
@@ -292,7 +287,7 @@ impl<S: State> Executor<'_, S> {
 
     /// Ends a task's step: settles its reservation, classifies its result,
     /// emits `step.finished` (and `error`) and builds its record.
-    fn finish_step(
+    pub(super) fn finish_step(
         &self,
         task: &Task,
         mut step: Arc<StepShared>,
@@ -300,21 +295,29 @@ impl<S: State> Executor<'_, S> {
         result: Result<NodeOutput<S::Update>, Failure>,
         attempts: u32,
         spare: &mut Option<Arc<StepShared>>,
-    ) -> TaskOutcome<S::Update> {
+    ) -> (Ended<S::Update>, StepRecord) {
         let finished = Instant::now();
         let finished_ts = self.run.ts(finished);
         // Usually the node kept no context: the step's data is taken
         // without locking or cloning.
-        let (meter, input) = match Arc::get_mut(&mut step) {
-            Some(only) => (
-                std::mem::take(only.meter.get_mut().unwrap_or_else(|p| p.into_inner())),
-                only.input.take(),
-            ),
-            None => (settle_shared(&step), task.input.clone()),
+        // (Checked once: a context dropped meanwhile only costs the next
+        // step an allocation.)
+        let (meter, input, only) = match Arc::get_mut(&mut step) {
+            Some(only) => {
+                // Copied out field by field (the next step resets the meter).
+                let m = only.meter.get_mut().unwrap_or_else(|p| p.into_inner());
+                let meter = StepMeter {
+                    provider: m.provider.take(),
+                    model: m.model.take(),
+                    ..*m
+                };
+                (meter, only.input.take(), true)
+            }
+            None => (settle_shared(&step), task.input.clone(), false),
         };
         let step_id = step.step_id;
         let node = step.node.clone();
-        if Arc::get_mut(&mut step).is_some() {
+        if only {
             *spare = Some(step);
         }
         self.run.ledger.release(meter.reserved);
@@ -345,35 +348,26 @@ impl<S: State> Executor<'_, S> {
         if let (Some(e), false) = (&ended.error, ended.sibling_canceled) {
             self.emit_error(finished, Some(step_id), Some(task.node), attempts, e);
         }
-        TaskOutcome {
-            node: task.node,
-            index: task.index,
-            output: ended.output,
-            error: ended.error.map(Box::new),
-            pause: ended.pause.map(Box::new),
-            rejected: false,
-            sibling_canceled: ended.sibling_canceled,
-            update_json: None,
-            record: StepRecord {
-                step_id,
-                node,
-                parent_step_id: self.parent_step,
-                status: ended.status,
-                attempts,
-                usage: meter.usage,
-                cost: meter.cost,
-                latency,
-                started_at: started_ts,
-                provider: meter.provider,
-                model: meter.model,
-                cache_hits: meter.cache_hits,
-                call_retries: meter.call_retries,
-                fallbacks: meter.fallbacks,
-                branch: None,
-                input,
-                error: error_text,
-            },
-        }
+        let record = StepRecord {
+            step_id,
+            node,
+            parent_step_id: self.parent_step,
+            status: ended.status,
+            attempts,
+            usage: meter.usage,
+            cost: meter.cost,
+            latency,
+            started_at: started_ts,
+            provider: meter.provider,
+            model: meter.model,
+            cache_hits: meter.cache_hits,
+            call_retries: meter.call_retries,
+            fallbacks: meter.fallbacks,
+            branch: None,
+            input,
+            error: error_text,
+        };
+        (ended, record)
     }
 
     /// What the last attempt's result means for the task: output, a pause
@@ -399,15 +393,27 @@ impl<S: State> Executor<'_, S> {
                     call: task.answers.len() as u32,
                     payload: p.clone(),
                 });
-                ended(None, None, pause, StepStatus::Interrupted, false)
+                ended(
+                    None,
+                    None,
+                    pause.map(Box::new),
+                    StepStatus::Interrupted,
+                    false,
+                )
             }
             Err(Failure::Node(e)) if e.subgraph_pause().is_some() => {
                 let pause = e.subgraph_pause().cloned().map(TaskPause::Subgraph);
-                ended(None, None, pause, StepStatus::Interrupted, false)
+                ended(
+                    None,
+                    None,
+                    pause.map(Box::new),
+                    StepStatus::Interrupted,
+                    false,
+                )
             }
             Err(f) => {
                 let (e, status, sibling) = self.failure_to_error(f, task.node, attempts, finished);
-                ended(None, Some(e), None, status, sibling)
+                ended(None, Some(Box::new(e)), None, status, sibling)
             }
         }
     }

@@ -104,6 +104,34 @@ pub(super) struct TaskOutcome<U> {
     pub(super) update_json: Option<serde_json::Value>,
 }
 
+/// How a task's step ended.
+pub(super) struct Ended<U> {
+    pub(super) output: Option<NodeOutput<U>>,
+    /// Boxed (as in the outcome): rare, and a small `Ended` is cheap to
+    /// return on every step.
+    pub(super) error: Option<Box<Error>>,
+    pub(super) pause: Option<Box<TaskPause>>,
+    pub(super) status: StepStatus,
+    pub(super) sibling_canceled: bool,
+}
+
+impl<U> Ended<U> {
+    /// The outcome of `task`'s step, as the super-step merges it.
+    pub(super) fn into_outcome(self, task: &Task, record: StepRecord) -> TaskOutcome<U> {
+        TaskOutcome {
+            node: task.node,
+            index: task.index,
+            output: self.output,
+            error: self.error,
+            pause: self.pause,
+            rejected: false,
+            sibling_canceled: self.sibling_canceled,
+            update_json: None,
+            record,
+        }
+    }
+}
+
 /// Runs one graph (the top-level one or a subgraph) inside a run.
 pub(crate) struct Executor<'g, S: State> {
     pub(super) graph: &'g Inner<S>,
@@ -188,6 +216,7 @@ impl<'g, S: State> Executor<'g, S> {
     }
 
     /// [`emit`](Self::emit) at a timestamp already computed.
+    #[inline]
     pub(super) fn emit_ts(
         &self,
         ts: Timestamp,
@@ -235,7 +264,16 @@ impl<'g, S: State> Executor<'g, S> {
         kind: impl FnOnce() -> EventKind,
     ) {
         if self.run.bus.wants_event() {
-            self.emit_ts(ts, step, node, attempt, kind());
+            // Built in place, as in `emit_ts` (every step emits two).
+            self.run.bus.emit(TraceEvent {
+                ts,
+                run_id: self.run.run_id.clone(),
+                step_id: step,
+                parent_step_id: self.parent_step,
+                node: node.map(|n| self.graph.nodes[n].id.clone()),
+                attempt,
+                kind: kind(),
+            });
         }
     }
 

@@ -18,6 +18,7 @@ mod durable;
 mod executor;
 mod handle;
 mod joins;
+mod lone;
 mod pause;
 mod replay;
 mod route;

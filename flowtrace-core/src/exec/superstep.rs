@@ -12,6 +12,7 @@ use crate::checkpoint::{Interrupt, InterruptWhen, ThreadStatus};
 use crate::error::{BudgetBreach, BudgetExceeded, Error};
 use crate::exec::durable::to_json;
 use crate::exec::shared::StopReason;
+use crate::node::NodeOutput;
 use crate::pricing::Amount;
 use crate::state::State;
 
@@ -25,11 +26,11 @@ enum Gate {
 
 /// What merging a super-step's outcomes produced.
 #[derive(Default)]
-struct Merged {
+pub(super) struct Merged {
     /// The serialized updates, in merge order (durable runs).
-    deltas: Vec<serde_json::Value>,
+    pub(super) deltas: Vec<serde_json::Value>,
     /// The nodes of tasks a human rejected.
-    rejected: Vec<usize>,
+    pub(super) rejected: Vec<usize>,
 }
 
 /// Numbers the tasks of a super-step in their deterministic order: graph
@@ -68,10 +69,22 @@ impl<S: State> Executor<'_, S> {
             }
             let first_record = self.records.len();
             let mut outcomes = std::mem::take(&mut self.outcomes);
-            if let Err(e) = self.run_tasks(&ready, &mut outcomes, cancel).await {
-                self.outcomes = outcomes;
-                return Err(Box::pin(self.fail(&ready, None, e)).await);
-            }
+            // A lone task not saved before (the common case: chains) merges
+            // in place unless it failed or paused.
+            let ran = match ready.as_slice() {
+                [task] if task.saved.is_none() => self.run_lone(task, &mut outcomes).await,
+                _ => self
+                    .run_tasks(&ready, &mut outcomes, cancel)
+                    .await
+                    .map(|()| None),
+            };
+            let merged_in_place = match ran {
+                Ok(m) => m,
+                Err(e) => {
+                    self.outcomes = outcomes;
+                    return Err(Box::pin(self.fail(&ready, None, e)).await);
+                }
+            };
             // A failure ends the run; the finished siblings' results are
             // kept, so resuming runs only what did not finish.
             if let Some(pos) = outcomes
@@ -89,7 +102,10 @@ impl<S: State> Executor<'_, S> {
                 self.outcomes = outcomes;
                 return stop;
             }
-            let merged = self.merge(&mut outcomes);
+            let merged = match merged_in_place {
+                Some(merged) => merged,
+                None => self.merge(&mut outcomes),
+            };
             self.outcomes = outcomes;
             let ran = merged.and_then(|m| Ok((self.route_completed(&m.rejected, &mut next)?, m)));
             let (ran, merged) = match ran {
@@ -171,32 +187,13 @@ impl<S: State> Executor<'_, S> {
         }
     }
 
-    /// Runs the super-step's tasks, outcomes in task order. A lone task
-    /// that was not saved before (the common case: chains) runs directly,
-    /// with nothing to reserve across siblings or to replay.
+    /// Runs the super-step's tasks, outcomes in task order.
     async fn run_tasks(
         &mut self,
         ready: &[Task],
         outcomes: &mut Vec<TaskOutcome<S::Update>>,
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
-        if let [task] = ready
-            && task.saved.is_none()
-        {
-            let cn = &self.graph.nodes[task.node];
-            let amount = Amount {
-                tokens: cn.config.estimated_tokens,
-                cost: cn.config.estimated_cost,
-            };
-            self.run
-                .ledger
-                .reserve(amount, &cn.id)
-                .map_err(Error::BudgetExceeded)?;
-            let mut spare = self.spare_step.take();
-            outcomes.push(self.execute_task(task, amount, None, &mut spare).await);
-            self.spare_step = spare;
-            return Ok(());
-        }
         let mut reservations = std::mem::take(&mut self.reservations);
         let ran = Box::pin(self.superstep(ready, &mut reservations, outcomes, cancel)).await;
         self.reservations = reservations;
@@ -210,10 +207,8 @@ impl<S: State> Executor<'_, S> {
     /// records every step. Fills `self.completed` with the nodes to route
     /// (one entry per run of consecutive instances of a node).
     fn merge(&mut self, outcomes: &mut Vec<TaskOutcome<S::Update>>) -> Result<Merged, Error> {
-        let durable = self.durable.is_some();
         let mut merged = Merged::default();
         let mut failure: Option<Error> = None;
-        let mut completed = std::mem::take(&mut self.completed);
         for o in outcomes.drain(..) {
             let idx = self.records.len();
             self.records.push(o.record);
@@ -224,34 +219,50 @@ impl<S: State> Executor<'_, S> {
             let Some(out) = o.output else {
                 continue;
             };
-            if let Some(update) = out.update {
-                if durable {
-                    let delta = match o.update_json {
-                        Some(v) => Ok(v),
-                        None => to_json(&update, Some(&self.graph.nodes[o.node].id)),
-                    };
-                    match delta {
-                        Ok(v) => merged.deltas.push(v),
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                        }
-                    }
-                }
-                Arc::make_mut(&mut self.state).apply(update);
-            }
-            match completed.last_mut() {
-                Some(last) if last.0 == o.node => {
-                    last.1 = idx;
-                    last.2.extend(out.dispatches);
-                }
-                _ => completed.push((o.node, idx, out.dispatches)),
+            if let Err(e) = self.merge_output(o.node, idx, out, o.update_json, &mut merged) {
+                failure.get_or_insert(e);
             }
         }
         if failure.is_some() {
-            completed.clear();
+            self.completed.clear();
         }
-        self.completed = completed;
         failure.map_or(Ok(merged), Err)
+    }
+
+    /// Merges the output of `node`'s step (record number `record`) into
+    /// the state and adds the node to `self.completed`. The update is
+    /// applied even when it cannot be serialized for a durable run (the
+    /// error is returned, and the run fails).
+    pub(super) fn merge_output(
+        &mut self,
+        node: usize,
+        record: usize,
+        out: NodeOutput<S::Update>,
+        update_json: Option<serde_json::Value>,
+        merged: &mut Merged,
+    ) -> Result<(), Error> {
+        let mut serialized = Ok(());
+        if let Some(update) = out.update {
+            if self.durable.is_some() {
+                let delta = match update_json {
+                    Some(v) => Ok(v),
+                    None => to_json(&update, Some(&self.graph.nodes[node].id)),
+                };
+                match delta {
+                    Ok(v) => merged.deltas.push(v),
+                    Err(e) => serialized = Err(e),
+                }
+            }
+            Arc::make_mut(&mut self.state).apply(update);
+        }
+        match self.completed.last_mut() {
+            Some(last) if last.0 == node => {
+                last.1 = record;
+                last.2.extend(out.dispatches);
+            }
+            _ => self.completed.push((node, record, out.dispatches)),
+        }
+        serialized
     }
 
     /// Evaluates the edges of the merged nodes against the merged state,
