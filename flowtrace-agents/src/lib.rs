@@ -1,6 +1,6 @@
 //! Agents and tools for FlowTrace.
 //!
-//! - [`tools`]: a [`ToolRegistry`](tools::ToolRegistry) that runs tools with
+//! - [`tools`]: a [`ToolRegistry`] that runs tools with
 //!   their input validated against a JSON Schema, a timeout, retries, a
 //!   result cache, a rate limit and permissions (safe tools by default,
 //!   dangerous ones only when granted), emitting `tool.request`,
