@@ -71,6 +71,18 @@ pub(crate) fn client() -> Result<reqwest::Client, Arc<str>> {
         .map_err(|e| Arc::from(format!("could not build the HTTP client: {e}")))
 }
 
+/// [`client`] that never goes through a proxy from `HTTP_PROXY` /
+/// `HTTPS_PROXY`: for tools whose host allowlist and per-origin credentials
+/// must mean exactly the origin they name (a proxy would see every request,
+/// and plain-HTTP credentials with it).
+pub(crate) fn direct_client() -> Result<reqwest::Client, Arc<str>> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| Arc::from(format!("could not build the HTTP client: {e}")))
+}
+
 /// `scheme://host:port` of `url` (the port even when it is the scheme's
 /// default): no user info, path, query or fragment.
 fn origin(url: &reqwest::Url) -> Option<String> {

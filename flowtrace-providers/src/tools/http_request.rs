@@ -59,6 +59,11 @@ use allowlist::{Credential, HostPattern, origin_of, parse_origin};
 /// do; 307 and 308 repeat it as it was. Each hop carries only its own
 /// origin's credentials and the model's headers.
 ///
+/// # Proxies
+///
+/// `HTTP_PROXY` / `HTTPS_PROXY` are ignored: a request goes straight to the
+/// allowlisted origin it names, so no proxy sees it or its credentials.
+///
 /// # Credentials
 ///
 /// [`credential`](Self::credential) attaches a header (an API key, a
@@ -221,7 +226,7 @@ impl HttpRequest {
             timeout: Self::DEFAULT_TIMEOUT,
             max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
             max_request_bytes: Self::DEFAULT_MAX_REQUEST_BYTES,
-            client: crate::http::client(),
+            client: crate::http::direct_client(),
         }
     }
 
