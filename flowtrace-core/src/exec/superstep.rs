@@ -278,6 +278,14 @@ impl<S: State> Executor<'_, S> {
             || !self.interrupt_after.is_empty()
             || !rejected.is_empty();
         let mut ran: Vec<usize> = Vec::new();
+        // One node to route and nothing else to note (the common case:
+        // chains): routed straight, with no list to drain.
+        if !keep_ran && self.completed.len() == 1 {
+            if let Some((node, record, dispatches)) = self.completed.pop() {
+                self.propagate(node, record, dispatches, next)?;
+            }
+            return Ok(ran);
+        }
         let mut completed = std::mem::take(&mut self.completed);
         let mut routed = Ok(());
         for (node, record, dispatches) in completed.drain(..) {
