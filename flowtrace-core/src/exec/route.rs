@@ -226,6 +226,16 @@ impl<S: State> Executor<'_, S> {
         inputs: Vec<serde_json::Value>,
         next: &mut Vec<Task>,
     ) {
+        // A node with one forward predecessor and no token pending (the
+        // common case: chains): the token completes its join at once, so it
+        // is scheduled without counting and settling it.
+        if inputs.is_empty() && self.graph.nodes[t].forward_in == 1 {
+            let p = &self.pending[t];
+            if p.resolved == 0 && p.fired == 0 && p.inputs.is_empty() {
+                self.schedule(t, inputs, next);
+                return;
+            }
+        }
         let p = &mut self.pending[t];
         p.resolved += 1;
         p.fired += 1;

@@ -36,6 +36,10 @@ pub(super) struct Merged {
 /// Numbers the tasks of a super-step in their deterministic order: graph
 /// order, then dispatch order.
 fn number(ready: &mut [Task]) {
+    if let [only] = ready {
+        only.index = 0;
+        return;
+    }
     if ready.len() > 1 {
         ready.sort_by_key(|t| t.node);
     }
@@ -114,7 +118,10 @@ impl<S: State> Executor<'_, S> {
             };
             self.generation += 1;
             self.superstep += 1;
-            let mut gates = self.gates_after(&ran);
+            let mut gates = match self.interrupt_after.is_empty() {
+                true => Vec::new(),
+                false => self.gates_after(&ran),
+            };
             if gates.is_empty() && self.merges_gates_before() {
                 // The next super-step stops at `interrupt_before` gates: the
                 // pause goes into this super-step's checkpoint, one commit
@@ -278,6 +285,14 @@ impl<S: State> Executor<'_, S> {
             || !self.interrupt_after.is_empty()
             || !rejected.is_empty();
         let mut ran: Vec<usize> = Vec::new();
+        // One node to route and nothing else to note (the common case:
+        // chains): routed straight, with no list to drain.
+        if !keep_ran && self.completed.len() == 1 {
+            if let Some((node, record, dispatches)) = self.completed.pop() {
+                self.propagate(node, record, dispatches, next)?;
+            }
+            return Ok(ran);
+        }
         let mut completed = std::mem::take(&mut self.completed);
         let mut routed = Ok(());
         for (node, record, dispatches) in completed.drain(..) {
