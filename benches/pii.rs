@@ -9,20 +9,20 @@
 //!   and dates but no personal data, and an `llm.request` of 11 messages
 //!   (about 2.3 KB) with one card number and one email.
 //!
-//! First figures, from a quick release-mode loop of the same events
-//! (20,000 iterations, clone cost subtracted) on the 2-core machine shared
-//! with another build, 2026-12-05; criterion figures not yet recorded:
+//! Criterion medians (`cargo bench --bench pii -- --warm-up-time 1
+//! --measurement-time 3`, criterion 0.8, bench profile, 2-core machine with
+//! nothing else building, 2026-12-05):
 //!
 //! | event | off | mask | tokenize |
 //! |---|---|---|---|
-//! | log, no personal data (70 B) | 0.11 µs | 0.12 µs | 0.11 µs |
-//! | log with email and phone | 0.68 µs | 2.0 µs | 3.0 µs |
-//! | tool.request, email and API key in JSON | 1.9 µs | 2.9 µs | 3.5 µs |
-//! | 600 B text, numbers and dates, no personal data | 2.4 µs | 2.2 µs | 2.4 µs |
-//! | llm.request, 11 messages, 2.3 KB | 19 µs | 23 µs | 22 µs |
+//! | log, no personal data (70 B) | 0.15 µs | 0.17 µs | 0.16 µs |
+//! | log with email and phone | 0.32 µs | 1.26 µs | 1.38 µs |
+//! | tool.request, email and API key in JSON | 0.65 µs | 1.07 µs | 1.12 µs |
+//! | 600 B text, numbers and dates, no personal data | 1.00 µs | 1.00 µs | 1.00 µs |
+//! | llm.request, 11 messages, 2.3 KB | 8.1 µs | 9.1 µs | 9.1 µs |
 //!
-//! A clean short event costs one multi-pattern pass (about 0.1 µs); text
-//! costs roughly 4 ns per byte scanned, and a string with a hit is scanned
+//! A clean short event costs one multi-pattern pass (about 0.15 µs); text
+//! costs roughly 1.7 ns per byte scanned, and a string with a hit is scanned
 //! again by each detector.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]

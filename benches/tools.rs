@@ -6,23 +6,23 @@
 //!
 //! | bench | what one iteration is | median |
 //! |---|---|---|
-//! | `tools/direct/props_1` | `Tool::call` without the registry (baseline: input clone + call) | 0.14 µs |
-//! | `tools/registry/props_1` | `ToolRegistry::call`, schema of 1 required string property | 0.76 µs |
-//! | `tools/direct/props_10` | baseline, 10 properties | 0.57 µs |
-//! | `tools/registry/props_10` | `ToolRegistry::call`, 10 properties | 2.32 µs |
-//! | `tools/cache_hit/props_10` | a call answered from the tool's result cache (canonical key, moka lookup, events) | 3.26 µs |
-//! | `tools/direct/props_100` | baseline, 100 properties | 8.01 µs |
-//! | `tools/registry/props_100` | `ToolRegistry::call`, 100 properties | 23.2 µs |
+//! | `tools/direct/props_1` | `Tool::call` without the registry (baseline: input clone + call) | 0.12 µs |
+//! | `tools/registry/props_1` | `ToolRegistry::call`, schema of 1 required string property | 0.73 µs |
+//! | `tools/direct/props_10` | baseline, 10 properties | 0.51 µs |
+//! | `tools/registry/props_10` | `ToolRegistry::call`, 10 properties | 2.12 µs |
+//! | `tools/cache_hit/props_10` | a call answered from the tool's result cache (canonical key, moka lookup, events) | 2.88 µs |
+//! | `tools/direct/props_100` | baseline, 100 properties | 7.80 µs |
+//! | `tools/registry/props_100` | `ToolRegistry::call`, 100 properties | 20.0 µs |
 //!
 //! The registry's own overhead is the difference from the baseline: 0.6 µs,
-//! 1.8 µs and 15.2 µs at 1, 10 and 100 properties, under the 20 µs target.
+//! 1.6 µs and 12.2 µs at 1, 10 and 100 properties, under the 20 µs target.
 //! At 100 properties most of it is the second copy of the input (the
 //! scrubbed copy the `tool.request` event carries), schema validation and
 //! the size check.
 //!
 //! Measured with `cargo bench --features agents --bench tools --
-//! --warm-up-time 1 --measurement-time 3` on the 2-core build machine while
-//! other builds ran (load average 4-5), so absolute figures are pessimistic.
+//! --warm-up-time 1 --measurement-time 3` on the 2-core build machine with
+//! nothing else building (criterion 0.8, bench profile).
 //! Each iteration includes cloning the input (the registry takes it by
 //! value); the calls run inside one graph node with a counting sink
 //! attached, timed from inside the node so the run's own start and finish
