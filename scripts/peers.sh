@@ -77,7 +77,10 @@ start_litellm() {
   fi
   if ! litellm_healthy; then
     log "starting the LiteLLM proxy on 127.0.0.1:$LITELLM_PORT"
-    LITELLM_LOCAL_MODEL_COST_MAP=True nohup "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" \
+    # DATABASE_URL (set for FlowTrace's own tests) would make the proxy try
+    # to set up its own database through prisma: it runs without one here.
+    env -u DATABASE_URL -u DIRECT_URL LITELLM_LOCAL_MODEL_COST_MAP=True \
+      nohup "$LITELLM_VENV/bin/litellm" --config "$LITELLM_CONFIG" \
       --host 127.0.0.1 --port "$LITELLM_PORT" >"$LITELLM_LOG" 2>&1 &
     echo $! >"$LITELLM_PIDFILE"
     for _ in $(seq 1 120); do
